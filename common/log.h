@@ -1,0 +1,38 @@
+/*
+ * log.h - logging for phosd and the tools.
+ *
+ * One sink per process: stderr (foreground, tools, tests) or syslog
+ * (daemon).  Priorities are syslog's.  Messages below the configured
+ * level are dropped before formatting.  Safe to call from any thread;
+ * not async-signal-safe.
+ */
+#ifndef PHOS_LOG_H
+#define PHOS_LOG_H
+
+#include <stdbool.h>
+#include <syslog.h>
+
+enum phos_log_target {
+	PHOS_LOG_STDERR,
+	PHOS_LOG_SYSLOG,
+};
+
+/* ident: program name used as prefix/syslog ident (not copied: keep it alive). */
+void phos_log_open(const char *ident, enum phos_log_target target, int level);
+void phos_log_set_level(int level);
+int phos_log_get_level(void);
+void phos_log_close(void);
+
+/* Parse "error", "warning", "notice", "info", "debug"; -1 if unknown. */
+int phos_log_level_parse(const char *s);
+const char *phos_log_level_name(int level);
+
+void phos_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_err(...)     phos_log(LOG_ERR, __VA_ARGS__)
+#define log_warn(...)    phos_log(LOG_WARNING, __VA_ARGS__)
+#define log_notice(...)  phos_log(LOG_NOTICE, __VA_ARGS__)
+#define log_info(...)    phos_log(LOG_INFO, __VA_ARGS__)
+#define log_debug(...)   phos_log(LOG_DEBUG, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,355 @@
+/*
+ * phosd.c - the PhOS node daemon: startup, main loop, shutdown.
+ *
+ *   main -> parse args -> load config -> open log -> make dirs -> listen
+ *        -> loop { accept -> server_spawn | signal -> reload/stop }
+ *        -> close listener -> wait for clients -> teardown
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <pwd.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "phosd.h"
+#include "server.h"
+#include "util.h"
+
+struct phosd *phosd;
+
+static struct phosd daemon_state = {
+	.listen_fd = -1,
+	.signal_fd = -1,
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: phosd [OPTION]...\n"
+		"PhOS node daemon: checkpoints and restores processes and GPU jobs on this node.\n"
+		"\n"
+		"  -c, --config FILE    configuration file (default %s)\n"
+		"  -f, --foreground     stay in the foreground, log to stderr unless\n"
+		"                       phos.yaml says log_target: syslog (systemd uses this)\n"
+		"  -t, --test-config    check the configuration, print it and exit\n"
+		"  -v, --verbose        log at debug level\n"
+		"  -V, --version        print the version and exit\n"
+		"  -h, --help           print this help and exit\n"
+		"\n"
+		"See phosd(8) and phos.yaml(5).\n",
+		PHOS_CONFIG_DEFAULT);
+}
+
+static uid_t lookup_uid(const char *user)
+{
+	struct passwd pw, *res = NULL;
+	char buf[4096];
+
+	if (getpwnam_r(user, &pw, buf, sizeof(buf), &res) != 0 || !res)
+		return (uid_t)-1;
+	return pw.pw_uid;
+}
+
+static void print_config(const struct phos_config *c)
+{
+	printf("socket: %s\n", c->socket);
+	printf("checkpoint_dir: %s\n", c->checkpoint_dir);
+	printf("state_dir: %s\n", c->state_dir);
+	printf("key_file: %s\n", c->key_file);
+	printf("criu_path: %s\n", c->criu_path);
+	printf("log_target: %s\n", c->log_target);
+	printf("log_level: %s\n", phos_log_level_name(c->log_level));
+	printf("keep_generations: %d\n", c->keep_generations);
+	printf("keep_images_after_job: %s\n", c->keep_images_after_job ? "true" : "false");
+	printf("predump_rounds: %d\n", c->predump_rounds);
+	printf("checkpoint_timeout: %d\n", c->checkpoint_timeout);
+	printf("listen: \"%s\"\n", c->listen);
+	printf("slurm_user: %s\n", c->slurm_user);
+}
+
+/* Load the config at startup: a missing default file means defaults. */
+static int load_config(struct phos_config *c, const char *path, bool explicit_path)
+{
+	struct phos_err e;
+
+	phos_config_defaults(c);
+	if (phos_config_load(c, path, &e) == 0)
+		return 0;
+	if (errno == ENOENT && !explicit_path)
+		return 0;
+	fprintf(stderr, "phosd: %s\n", e.msg);
+	return -1;
+}
+
+static void reload(struct phosd *d)
+{
+	struct phos_config c = d->cfg;
+	struct phos_err e;
+
+	if (phos_config_load(&c, d->config_path, &e) < 0) {
+		log_err("reload: %s; keeping the running configuration", e.msg);
+		return;
+	}
+	pthread_mutex_lock(&d->lock);
+	if (strcmp(c.socket, d->cfg.socket))
+		log_warn("reload: socket changed to %s: takes effect after a restart", c.socket);
+	phos_strlcpy(c.socket, d->cfg.socket, sizeof(c.socket));
+	d->cfg = c;
+	d->slurm_uid = lookup_uid(c.slurm_user);
+	pthread_mutex_unlock(&d->lock);
+	phos_log_set_level(c.log_level);
+	log_notice("configuration reloaded from %s", d->config_path);
+}
+
+static int setup_signals(struct phosd *d)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	/* Block in every thread (threads inherit the mask), read via signalfd. */
+	if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
+		return -1;
+	signal(SIGPIPE, SIG_IGN);
+	d->signal_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	return d->signal_fd < 0 ? -1 : 0;
+}
+
+static int make_dirs(const struct phos_config *c)
+{
+	struct stat st;
+
+	if (phos_mkdir_p(c->state_dir, 0755) < 0) {
+		log_err("cannot create state_dir %s: %m", c->state_dir);
+		return -1;
+	}
+	if (phos_mkdir_p(c->checkpoint_dir, 0755) < 0) {
+		log_err("cannot create checkpoint_dir %s: %m", c->checkpoint_dir);
+		return -1;
+	}
+	if (stat(c->checkpoint_dir, &st) == 0 &&
+	    (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH))))
+		log_warn("checkpoint_dir %s is writable by users other than root: "
+			 "fix with 'chown root: %s && chmod 0755 %s'",
+			 c->checkpoint_dir, c->checkpoint_dir, c->checkpoint_dir);
+	return 0;
+}
+
+static int open_listener(struct phosd *d)
+{
+	char dir[sizeof(d->cfg.socket)];
+	char *slash;
+
+	phos_strlcpy(dir, d->cfg.socket, sizeof(dir));
+	slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = '\0';
+		if (phos_mkdir_p(dir, 0755) < 0) {
+			log_err("cannot create socket directory %s: %m", dir);
+			return -1;
+		}
+	}
+	/* Anyone may connect; SO_PEERCRED decides what they may do. */
+	d->listen_fd = phos_unix_listen(d->cfg.socket, 0666);
+	if (d->listen_fd < 0) {
+		log_err("cannot listen on %s: %m%s", d->cfg.socket,
+			errno == EEXIST ? " (a file that is not a socket is in the way)" : "");
+		return -1;
+	}
+	return 0;
+}
+
+static int daemonize(void)
+{
+	pid_t pid = fork();
+	int fd;
+
+	if (pid < 0)
+		return -1;
+	if (pid > 0)
+		_exit(0);
+	if (setsid() < 0)
+		return -1;
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid > 0)
+		_exit(0);
+	if (chdir("/") < 0)
+		return -1;
+	fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	dup2(fd, 0);
+	dup2(fd, 1);
+	dup2(fd, 2);
+	if (fd > 2)
+		close(fd);
+	return 0;
+}
+
+static void main_loop(struct phosd *d)
+{
+	struct pollfd p[2] = {
+		{ .fd = d->listen_fd, .events = POLLIN },
+		{ .fd = d->signal_fd, .events = POLLIN },
+	};
+
+	while (!d->stopping) {
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			log_err("poll: %m");
+			break;
+		}
+		if (p[1].revents & POLLIN) {
+			struct signalfd_siginfo si;
+
+			while (read(d->signal_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+				if (si.ssi_signo == SIGHUP) {
+					reload(d);
+				} else {
+					log_notice("signal %u: shutting down", si.ssi_signo);
+					d->stopping = true;
+				}
+			}
+		}
+		if (p[0].revents & POLLIN) {
+			int fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+
+			if (fd < 0) {
+				if (errno != EINTR && errno != EAGAIN)
+					log_warn("accept: %m");
+				continue;
+			}
+			if (server_spawn(fd) < 0)
+				log_warn("cannot serve a client: %m");
+		}
+	}
+}
+
+static void teardown(struct phosd *d)
+{
+	int saved = errno;
+
+	if (d->listen_fd >= 0) {
+		phos_closep(&d->listen_fd);
+		unlink(d->cfg.socket);
+	}
+	phos_closep(&d->signal_fd);
+	/* Give clients in flight a moment to finish their replies. */
+	for (int i = 0; i < 50; i++) {
+		unsigned n;
+
+		pthread_mutex_lock(&d->lock);
+		n = d->nclients;
+		pthread_mutex_unlock(&d->lock);
+		if (n == 0)
+			break;
+		usleep(100000);
+	}
+	errno = saved;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "test-config", no_argument, NULL, 't' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct phosd *d = &daemon_state;
+	bool foreground = false, test = false, explicit_path = false;
+	int verbose = 0, c;
+
+	d->config_path = PHOS_CONFIG_DEFAULT;
+	while ((c = getopt_long(argc, argv, "c:ftvVh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			d->config_path = optarg;
+			explicit_path = true;
+			break;
+		case 'f':
+			foreground = true;
+			break;
+		case 't':
+			test = true;
+			break;
+		case 'v':
+			verbose++;
+			break;
+		case 'V':
+			printf("phosd %s\n", PACKAGE_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "phosd: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	if (load_config(&d->cfg, d->config_path, explicit_path) < 0)
+		return 2;
+	if (test) {
+		print_config(&d->cfg);
+		return 0;
+	}
+	if (verbose)
+		d->cfg.log_level = LOG_DEBUG;
+	if (geteuid() != 0)
+		fprintf(stderr, "phosd: warning: not running as root: checkpoints will fail\n");
+
+	if (!foreground && daemonize() < 0) {
+		fprintf(stderr, "phosd: cannot daemonize: %s\n", strerror(errno));
+		return 1;
+	}
+	phos_log_open("phosd",
+		      strcmp(d->cfg.log_target, "syslog") == 0 || !foreground ?
+		      PHOS_LOG_SYSLOG : PHOS_LOG_STDERR, d->cfg.log_level);
+	phosd = d;
+	d->start_ms = phos_now_ms();
+	d->slurm_uid = lookup_uid(d->cfg.slurm_user);
+	if (gethostname(d->host, sizeof(d->host)) < 0)
+		phos_strlcpy(d->host, "unknown", sizeof(d->host));
+	d->host[sizeof(d->host) - 1] = '\0';
+
+	if (setup_signals(d) < 0) {
+		log_err("cannot set up signal handling: %m");
+		return 1;
+	}
+	if (make_dirs(&d->cfg) < 0 || open_listener(d) < 0) {
+		teardown(d);
+		return 1;
+	}
+	log_notice("phosd %s ready on %s (images in %s, config %s)", PACKAGE_VERSION,
+		   d->cfg.socket, d->cfg.checkpoint_dir, d->config_path);
+	main_loop(d);
+	teardown(d);
+	log_notice("phosd stopped");
+	phos_log_close();
+	return 0;
+}

@@ -1,0 +1,7 @@
+# AX_PTHREAD_SIMPLE: -pthread for gcc/clang on Linux.
+AC_DEFUN([AX_PTHREAD_SIMPLE], [
+	PTHREAD_CFLAGS=-pthread
+	PTHREAD_LIBS=-pthread
+	AC_SUBST([PTHREAD_CFLAGS])
+	AC_SUBST([PTHREAD_LIBS])
+])
