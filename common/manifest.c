@@ -176,6 +176,39 @@ static size_t extra_pos(const struct phos_manifest *m, const char *key, bool *fo
 	return lo;
 }
 
+/* Well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF). */
+static bool utf8_ok(const unsigned char *s)
+{
+	while (*s) {
+		unsigned c = *s++, n, cp, i;
+
+		if (c < 0x80)
+			continue;
+		if (c >= 0xc2 && c <= 0xdf) {
+			n = 1;
+			cp = c & 0x1f;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			n = 2;
+			cp = c & 0x0f;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			n = 3;
+			cp = c & 0x07;
+		} else {
+			return false;
+		}
+		for (i = 0; i < n; i++) {
+			if ((s[i] & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (s[i] & 0x3f);
+		}
+		if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+		    (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+		s += n;
+	}
+	return true;
+}
+
 int phos_manifest_set_extra(struct phos_manifest *m, const char *key, const char *value,
 			    struct phos_err *e)
 {
@@ -189,6 +222,8 @@ int phos_manifest_set_extra(struct phos_manifest *m, const char *key, const char
 	if (strlen(value) > EXTRA_VAL_MAX)
 		return phos_errnof(e, EINVAL, "manifest extra value for '%s' longer than %d bytes",
 				   key, EXTRA_VAL_MAX);
+	if (!utf8_ok((const unsigned char *)value))
+		return phos_errnof(e, EINVAL, "manifest extra value for '%s' is not valid UTF-8", key);
 	pos = extra_pos(m, key, &found);
 	v = xstrdup(value);
 	if (!v)

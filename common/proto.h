@@ -78,6 +78,17 @@ enum phos_flags {
 	PHOS_F_WAIT = 1u << 3,		/* wait for the operation and stream progress */
 };
 
+/*
+ * Real-time signal phosd (or phos-restore) sends to a process whose libphos
+ * asked for a preemption checkpoint, with one of these values (sigqueue):
+ * PROCEED - no checkpoint was taken (scancel, time limit, failure): run the
+ *           app's own SIGTERM disposition;
+ * RESTORED - the process was restored from the checkpoint: carry on.
+ */
+#define PHOS_SIGNAL_OFFSET	4	/* SIGRTMIN + 4 */
+#define PHOS_SIGVAL_PROCEED	1
+#define PHOS_SIGVAL_RESTORED	2
+
 struct phos_msg {
 	uint16_t type;
 	uint32_t seq;

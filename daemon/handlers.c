@@ -1,21 +1,36 @@
 /*
- * handlers.c - request dispatch and the simple requests.
+ * handlers.c - one function per request type.
+ *
+ * Authorization (doc/protocol.md): root and slurm_user (c->privileged)
+ * act on everything; others on their own processes, tasks and images.
+ * Requests from the SPANK plugin and phos-restore are root-only.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
 #include <stdarg.h>
-#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "checkpoint.h"
 #include "handlers.h"
+#include "image.h"
 #include "log.h"
+#include "ops.h"
 #include "phosd.h"
+#include "proc.h"
+#include "registry.h"
+#include "restore.h"
+#include "slurmq.h"
 #include "util.h"
 
-/* A growing text buffer for human-readable replies. */
+/* ---- replies ------------------------------------------------------------ */
+
 struct text {
 	char *buf;
 	size_t len, cap;
@@ -62,34 +77,674 @@ static void reply_text(struct client *c, uint32_t seq, struct text *t)
 	free(t->buf);
 }
 
+static bool require_root(struct client *c, struct phos_msg *req)
+{
+	if (c->uid == 0)
+		return true;
+	client_reply(c, req->seq, EPERM, "%s requests are for root (the SPANK plugin and "
+		     "phos-restore) only", phos_msg_type_name(req->type));
+	return false;
+}
+
+static uint64_t get_u64_or(struct phos_msg *m, uint16_t tag, uint64_t dflt)
+{
+	uint64_t v;
+
+	return phos_msg_get_u64(m, tag, &v) == 0 ? v : dflt;
+}
+
+/* May c act on process pid?  Fills ids.  Replies and returns false if not. */
+static bool pid_allowed(struct client *c, uint32_t seq, pid_t pid, struct proc_ids *ids)
+{
+	if (pid <= 1 || proc_ids(pid, ids) < 0) {
+		client_reply(c, seq, ESRCH, "no process %d on this node", (int)pid);
+		return false;
+	}
+	if (!c->privileged && (ids->ruid != c->uid || ids->euid != c->uid)) {
+		/* Same answer as for a missing process: do not leak pids. */
+		client_reply(c, seq, ESRCH, "no process %d of yours on this node", (int)pid);
+		return false;
+	}
+	return true;
+}
+
+static int id_for_task(const struct task_reg *t, struct phos_image_id *id, struct phos_err *e)
+{
+	char user[PHOS_USER_MAX];
+
+	proc_user_name(t->uid, user, sizeof(user));
+	return phos_image_id_slurm(id, user, t->job, t->step, t->task, e);
+}
+
+/* ---- status, list ------------------------------------------------------- */
+
 static void handle_status(struct client *c, struct phos_msg *req)
 {
 	struct text t = { 0 };
 	struct phos_config cfg;
-	uint64_t up;
+	struct task_reg *tasks = NULL;
+	struct op *ops = NULL;
+	unsigned nt = 0, no = 0, shown = 0;
+	uint64_t now = phos_now_ms();
 
 	pthread_mutex_lock(&phosd->lock);
 	cfg = phosd->cfg;
 	pthread_mutex_unlock(&phosd->lock);
-	up = (phos_now_ms() - phosd->start_ms) / 1000;
 
-	text_add(&t, "phosd %s on %s, up %llus, pid %d\n", PACKAGE_VERSION, phosd->host,
-		 (unsigned long long)up, (int)getpid());
+	text_add(&t, "phosd %s on %s, up %" PRIu64 "s, pid %d\n", PACKAGE_VERSION, phosd->host,
+		 (now - phosd->start_ms) / 1000, (int)getpid());
 	text_add(&t, "config:          %s\n", phosd->config_path);
 	text_add(&t, "socket:          %s\n", cfg.socket);
 	text_add(&t, "checkpoint_dir:  %s\n", cfg.checkpoint_dir);
 	text_add(&t, "keep:            %d generations\n", cfg.keep_generations);
 	text_add(&t, "you:             uid %u%s\n", (unsigned)c->uid,
 		 c->privileged ? " (privileged: all jobs)" : " (your own jobs only)");
+
+	if (registry_snapshot(&tasks, &nt) == 0) {
+		for (unsigned i = 0; i < nt; i++) {
+			struct task_reg *r = &tasks[i];
+
+			if (!c->privileged && r->uid != c->uid)
+				continue;
+			if (shown++ == 0)
+				text_add(&t, "\nTASKS\n  %-8s %-6s %-6s %-8s %-8s %-10s %s\n", "JOB",
+					 "STEP", "TASK", "PID", "UID", "INTERVAL", "STATE");
+			char iv[32] = "-";
+			if (r->interval_ms)
+				snprintf(iv, sizeof(iv), "%" PRIu64 "s", r->interval_ms / 1000);
+			text_add(&t, "  %-8u %-6u %-6u %-8d %-8u %-10s %s%s\n", r->job, r->step,
+				 r->task, (int)r->pid, (unsigned)r->uid, iv,
+				 r->busy ? "checkpointing" : "running",
+				 r->restored ? " (restored)" : "");
+		}
+		free(tasks);
+	}
+	if (!shown)
+		text_add(&t, "\nno registered tasks%s\n", c->privileged ? "" : " of yours");
+	if (op_snapshot(c->uid, c->privileged, &ops, &no) == 0) {
+		if (no)
+			text_add(&t, "\nOPERATIONS\n  %-6s %-11s %-8s %s\n", "OPID", "KIND", "AGE",
+				 "TARGET: PHASE");
+		for (unsigned i = 0; i < no; i++) {
+			struct op *o = &ops[i];
+			char pct[32] = "", age[32];
+
+			snprintf(age, sizeof(age), "%" PRIu64 "s", (now - o->started_ms) / 1000);
+			if (o->total)
+				snprintf(pct, sizeof(pct), " [%" PRIu64 "%%]", o->done * 100 / o->total);
+			text_add(&t, "  %-6" PRIu64 " %-11s %-8s %s: %s%s\n", o->id, o->kind,
+				 age, o->target, o->phase, pct);
+		}
+		free(ops);
+	}
 	reply_text(c, req->seq, &t);
+}
+
+static void handle_list(struct client *c, struct phos_msg *req)
+{
+	struct text t = { 0 };
+	struct phos_image_task_info *tasks = NULL;
+	struct phos_err e = { "" };
+	char user[PHOS_USER_MAX], jobs[32];
+	const char *ufilter = NULL, *jfilter = NULL;
+	uint64_t job;
+	size_t n = 0;
+
+	if (!c->privileged) {
+		proc_user_name(c->uid, user, sizeof(user));
+		ufilter = user;
+	}
+	if (phos_msg_get_u64(req, PHOS_A_JOB, &job) == 0) {
+		snprintf(jobs, sizeof(jobs), "%" PRIu64, job);
+		jfilter = jobs;
+	}
+	if (phos_image_list_tasks(&phosd->store, ufilter, jfilter, &tasks, &n, &e) < 0) {
+		client_reply(c, req->seq, errno, "cannot list images: %s", e.msg);
+		return;
+	}
+	text_add(&t, "%-10s %-10s %-6s %-5s %-6s %-6s %-12s %-20s %-10s %s\n", "USER", "JOB", "STEP",
+		 "TASK", "GEN", "VALID", "BYTES", "CREATED", "HOST", "PATH");
+	for (size_t i = 0; i < n; i++) {
+		struct phos_image_gen_info *g = NULL;
+		size_t ng = 0;
+		char jn[32], sn[32], path[4096];
+
+		phos_image_job_format(&tasks[i].id, jn, sizeof(jn));
+		phos_image_step_format(tasks[i].id.step, sn, sizeof(sn));
+		if (phos_image_list_generations(&phosd->store, &tasks[i].id, PHOS_UID_ANY,
+						PHOS_VERIFY_QUICK, &g, &ng, &e) < 0)
+			continue;
+		for (size_t k = 0; k < ng; k++) {
+			char when[32] = "-";
+			struct tm tm;
+
+			if (g[k].created && localtime_r(&g[k].created, &tm))
+				strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+			phos_image_gen_path(&phosd->store, &tasks[i].id, g[k].generation, path,
+					    sizeof(path), NULL);
+			text_add(&t, "%-10s %-10s %-6s %-5u %-6" PRIu64 " %-6s %-12" PRIu64
+				 " %-20s %-10s %s\n", tasks[i].id.user, jn, sn, tasks[i].id.task,
+				 g[k].generation, g[k].err ? "no" : "yes", g[k].bytes, when,
+				 g[k].host[0] ? g[k].host : "-", path);
+			if (g[k].err)
+				text_add(&t, "    invalid: %s\n", g[k].reason);
+		}
+		free(g);
+	}
+	if (n == 0)
+		text_add(&t, "(no images%s)\n", c->privileged ? "" : " of yours");
+	free(tasks);
+	reply_text(c, req->seq, &t);
+}
+
+/* ---- registration (SPANK plugin) ---------------------------------------- */
+
+static void handle_register(struct client *c, struct phos_msg *req)
+{
+	struct task_reg t = { 0 };
+	uint64_t pid, job, step, task, uid;
+
+	if (!require_root(c, req))
+		return;
+	if (phos_msg_get_u64(req, PHOS_A_PID, &pid) < 0 || phos_msg_get_u64(req, PHOS_A_JOB, &job) < 0 ||
+	    phos_msg_get_u64(req, PHOS_A_STEP, &step) < 0 ||
+	    phos_msg_get_u64(req, PHOS_A_TASK, &task) < 0 || phos_msg_get_u64(req, PHOS_A_UID, &uid) < 0) {
+		client_reply(c, req->seq, EINVAL, "register needs PID, JOB, STEP, TASK and UID");
+		return;
+	}
+	t.pid = (pid_t)pid;
+	t.job = (uint32_t)job;
+	t.step = (uint32_t)step;
+	t.task = (uint32_t)task;
+	t.uid = (uid_t)uid;
+	t.gid = (gid_t)get_u64_or(req, PHOS_A_GID, proc_user_gid(t.uid));
+	t.interval_ms = get_u64_or(req, PHOS_A_MS, 0);
+	if (registry_add(&t) < 0) {
+		client_reply(c, req->seq, errno, "cannot register: %s", strerror(errno));
+		return;
+	}
+	log_info("registered job %u step %u task %u pid %d uid %u interval %" PRIu64 " ms", t.job,
+		 t.step, t.task, (int)t.pid, (unsigned)t.uid, t.interval_ms);
+	client_reply(c, req->seq, 0, NULL);
+}
+
+static void handle_unregister(struct client *c, struct phos_msg *req)
+{
+	uint64_t job;
+
+	if (!require_root(c, req))
+		return;
+	if (phos_msg_get_u64(req, PHOS_A_JOB, &job) < 0) {
+		client_reply(c, req->seq, EINVAL, "unregister needs JOB");
+		return;
+	}
+	registry_remove_job((uint32_t)job);
+	client_reply(c, req->seq, 0, NULL);
+}
+
+/* ---- checkpoint ---------------------------------------------------------- */
+
+static void reply_ckpt(struct client *c, uint32_t seq, const struct ckpt_result *res)
+{
+	struct phos_msg *m = phos_reply_new(seq, 0, "checkpoint generation %" PRIu64 " written to %s "
+					    "(%.1f MB; process frozen %" PRIu64 " ms, total %" PRIu64
+					    " ms)", res->generation, res->path, res->bytes / 1e6,
+					    res->stall_ms, res->total_ms);
+
+	if (m && (phos_msg_put_str(m, PHOS_A_PATH, res->path) < 0 ||
+		  phos_msg_put_u64(m, PHOS_A_GEN, res->generation) < 0 ||
+		  phos_msg_put_u64(m, PHOS_A_MS, res->stall_ms) < 0 ||
+		  phos_msg_put_u64(m, PHOS_A_BYTES, res->bytes) < 0)) {
+		phos_msg_free(m);
+		m = NULL;
+	}
+	client_send(c, m);
+}
+
+/* Send libphos's real-time signal to every process of the tree that has
+ * libphos mapped: they run the app's SIGTERM disposition. */
+static void tell_proceed(pid_t root)
+{
+	union sigval v = { .sival_int = PHOS_SIGVAL_PROCEED };
+	pid_t *tree = NULL;
+	size_t n = 0;
+
+	if (proc_tree(root, &tree, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++)
+		if (proc_maps_has(tree[i], "libphos.so") &&
+		    sigqueue(tree[i], SIGRTMIN + PHOS_SIGNAL_OFFSET, v) < 0)
+			log_debug("cannot signal pid %d: %m", (int)tree[i]);
+	free(tree);
+}
+
+/* SIGTERM reached a protected task: libphos asks for a checkpoint. */
+static void handle_preempt(struct client *c, struct phos_msg *req)
+{
+	struct task_reg t;
+	struct ckpt_req r = { 0 };
+	struct ckpt_result res;
+	struct phos_err e = { "" };
+	enum job_fate fate;
+	int claim;
+
+	if (registry_find_pid(c->pid, &t) < 0 || (!c->privileged && t.uid != c->uid)) {
+		log_warn("pid %d uid %u asked for a preemption checkpoint but is not a registered task",
+			 (int)c->pid, (unsigned)c->uid);
+		client_reply(c, req->seq, ENOENT, "pid %d is not a registered task", (int)c->pid);
+		union sigval v = { .sival_int = PHOS_SIGVAL_PROCEED };
+		sigqueue(c->pid, SIGRTMIN + PHOS_SIGNAL_OFFSET, v);
+		return;
+	}
+	client_reply(c, req->seq, 0, NULL);	/* libphos has hung up already */
+	fate = slurmq_job_fate(t.job, &e);
+	if (fate != JOB_FATE_REQUEUE) {
+		log_notice("job %u task %u: SIGTERM while the job is %s%s%s: no checkpoint, the "
+			   "application handles SIGTERM itself", t.job, t.task,
+			   slurmq_fate_name(fate), e.msg[0] ? ": " : "", e.msg);
+		tell_proceed(t.pid);
+		return;
+	}
+	/* Wait for a periodic checkpoint in flight; join a preemption in flight. */
+	for (int i = 0; (claim = registry_claim_preempt(t.pid)) == 0; i++) {
+		if (i > 100 * phosd->cfg.checkpoint_timeout)
+			break;
+		usleep(10000);
+	}
+	if (claim != 1)
+		return;
+	log_notice("job %u step %u task %u: job is %s: preemption checkpoint", t.job, t.step,
+		   t.task, slurmq_fate_name(fate));
+	r.pid = t.pid;
+	r.uid = t.uid;
+	r.gid = t.gid;
+	r.flags = PHOS_F_PREEMPT;
+	r.interval_ms = t.interval_ms;
+	if (id_for_task(&t, &r.id, &e) < 0 || checkpoint_run(&r, &res, &e) < 0) {
+		log_err("job %u task %u: preemption checkpoint failed: %s; the application gets its "
+			"SIGTERM", t.job, t.task, e.msg);
+		registry_release(t.pid, 0);
+		tell_proceed(t.pid);
+		return;
+	}
+	/* The tree stays stopped: Slurm kills it at the end of the grace time
+	 * (22.05 requeues only a job that did not exit by itself, §6). */
+	registry_release(t.pid, res.generation);
+}
+
+static void handle_checkpoint(struct client *c, struct phos_msg *req)
+{
+	uint64_t flags = get_u64_or(req, PHOS_A_FLAGS, PHOS_F_WAIT), v;
+	struct ckpt_req r = { 0 };
+	struct ckpt_result res;
+	struct phos_err e = { "" };
+	struct proc_ids ids;
+	struct task_reg t;
+	bool registered = false;
+
+	if (flags & PHOS_F_PREEMPT) {
+		handle_preempt(c, req);
+		return;
+	}
+	if (phos_msg_get_u64(req, PHOS_A_PID, &v) == 0) {
+		if (!pid_allowed(c, req->seq, (pid_t)v, &ids))
+			return;
+		r.pid = (pid_t)v;
+		registered = registry_find_pid(r.pid, &t) == 0 && t.pid == r.pid;
+	} else if (phos_msg_get_u64(req, PHOS_A_JOB, &v) == 0) {
+		uint32_t step = (uint32_t)get_u64_or(req, PHOS_A_STEP, UINT32_MAX);
+		uint32_t task = (uint32_t)get_u64_or(req, PHOS_A_TASK, UINT32_MAX);
+
+		if (registry_find((uint32_t)v, step, task, &t) < 0 ||
+		    (!c->privileged && t.uid != c->uid)) {
+			client_reply(c, req->seq, errno == EEXIST ? EEXIST : ENOENT, errno == EEXIST ?
+				     "job %" PRIu64 " has several tasks on this node: give --step and --task" :
+				     "no task of job %" PRIu64 " of yours is registered on this node", v);
+			return;
+		}
+		registered = true;
+		r.pid = t.pid;
+		if (!pid_allowed(c, req->seq, r.pid, &ids))
+			return;
+	} else {
+		client_reply(c, req->seq, EINVAL, "checkpoint needs a PID or a JOB");
+		return;
+	}
+	if (registered) {
+		if (id_for_task(&t, &r.id, &e) < 0) {
+			client_reply(c, req->seq, EINVAL, "%s", e.msg);
+			return;
+		}
+		if (!registry_claim(t.pid)) {
+			client_reply(c, req->seq, EBUSY, "a checkpoint of job %u task %u is already "
+				     "running (see 'phosctl status')", t.job, t.task);
+			return;
+		}
+		r.uid = t.uid;
+		r.gid = t.gid;
+		r.interval_ms = t.interval_ms;
+	} else {
+		char user[PHOS_USER_MAX];
+
+		proc_user_name(ids.ruid, user, sizeof(user));
+		if (phos_image_id_pid(&r.id, user, r.pid, &e) < 0) {
+			client_reply(c, req->seq, EINVAL, "%s", e.msg);
+			return;
+		}
+		r.uid = ids.ruid;
+		r.gid = ids.rgid;
+	}
+	r.flags = (unsigned)(flags & PHOS_F_LEAVE_RUNNING);
+	r.predump = (unsigned)get_u64_or(req, PHOS_A_PREDUMP, (uint64_t)phosd->cfg.predump_rounds);
+	if (r.predump > 10) {
+		if (registered)
+			registry_release(t.pid, 0);
+		client_reply(c, req->seq, EINVAL, "--pre-dump: at most 10 rounds");
+		return;
+	}
+	r.seq = req->seq;
+	r.client = c;
+	int rc = checkpoint_run(&r, &res, &e);
+	if (registered)
+		registry_release(t.pid, rc == 0 ? res.generation : 0);
+	if (rc < 0) {
+		client_reply(c, req->seq, errno ? errno : EIO, "checkpoint failed: %s%s", e.msg,
+			     (r.flags & PHOS_F_LEAVE_RUNNING) ? " (the process is still running)" : "");
+		return;
+	}
+	reply_ckpt(c, req->seq, &res);
+}
+
+/* Periodic checkpoints: called once a second by the timer thread. */
+void periodic_tick(void)
+{
+	struct task_reg due[16];
+	unsigned n;
+
+	registry_reap();
+	n = registry_due(phos_now_ms(), due, 16);
+	for (unsigned i = 0; i < n; i++) {
+		struct ckpt_req r = { 0 };
+		struct ckpt_result res;
+		struct phos_err e = { "" };
+
+		if (!registry_claim(due[i].pid))
+			continue;
+		r.pid = due[i].pid;
+		r.uid = due[i].uid;
+		r.gid = due[i].gid;
+		r.flags = PHOS_F_LEAVE_RUNNING;
+		r.interval_ms = due[i].interval_ms;
+		r.predump = (unsigned)phosd->cfg.predump_rounds;
+		if (id_for_task(&due[i], &r.id, &e) < 0 || checkpoint_run(&r, &res, &e) < 0) {
+			log_err("periodic checkpoint of job %u task %u failed: %s", due[i].job,
+				due[i].task, e.msg);
+			registry_release(due[i].pid, 0);
+			continue;
+		}
+		registry_release(due[i].pid, res.generation);
+	}
+}
+
+/* ---- restore ------------------------------------------------------------- */
+
+/* Parse "<root>/<user>/<job>/<step>/<task>/<gen>" into id and gen. */
+static int parse_image_path(const char *path, struct phos_image_id *id, uint64_t *gen,
+			    struct phos_err *e)
+{
+	const char *root = phosd->store.root;
+	size_t rl = strlen(root);
+	char buf[4096], *parts[6], *save = NULL, *tok;
+	int n = 0;
+
+	while (rl > 1 && root[rl - 1] == '/')
+		rl--;
+	if (strncmp(path, root, rl) != 0 || path[rl] != '/')
+		return phos_errnof(e, EINVAL, "%s is not under the image root %s", path, root);
+	if (phos_strlcpy(buf, path + rl + 1, sizeof(buf)) < 0)
+		return phos_errnof(e, ENAMETOOLONG, "path too long");
+	for (tok = strtok_r(buf, "/", &save); tok && n < 6; tok = strtok_r(NULL, "/", &save))
+		parts[n++] = tok;
+	if (n != 5 || tok)
+		return phos_errnof(e, EINVAL, "%s is not a generation directory "
+				   "(<root>/<user>/<job>/<step>/<task>/<generation>)", path);
+	memset(id, 0, sizeof(*id));
+	if (phos_strlcpy(id->user, parts[0], sizeof(id->user)) < 0 ||
+	    phos_image_job_parse(parts[1], id) < 0 || phos_image_step_parse(parts[2], &id->step) < 0 ||
+	    phos_image_gen_parse(parts[4], gen) < 0)
+		return phos_errnof(e, EINVAL, "%s is not a generation directory", path);
+	uint64_t task;
+	if (phos_parse_u64(parts[3], &task) < 0 || task > UINT32_MAX)
+		return phos_errnof(e, EINVAL, "%s: bad task", path);
+	id->task = (uint32_t)task;
+	return phos_image_id_check(id, e);
+}
+
+static void handle_restore(struct client *c, struct phos_msg *req)
+{
+	struct phos_image_id id;
+	struct phos_manifest m;
+	struct phos_err e = { "" };
+	uint64_t gen = 0, job;
+	const char *path;
+	char gpath[4096];
+	int stdio[3] = { -1, -1, -1 };
+	pid_t pid;
+	uid_t allowed = c->privileged ? PHOS_UID_ANY : c->uid;
+
+	phos_manifest_init(&m);
+	if (phos_msg_get_str(req, PHOS_A_PATH, &path) == 0) {
+		if (parse_image_path(path, &id, &gen, &e) < 0) {
+			client_reply(c, req->seq, EINVAL, "%s", e.msg);
+			return;
+		}
+	} else if (phos_msg_get_u64(req, PHOS_A_JOB, &job) == 0) {
+		char user[PHOS_USER_MAX];
+
+		proc_user_name(c->uid, user, sizeof(user));
+		if (phos_image_id_slurm(&id, user, (uint32_t)job,
+					(uint32_t)get_u64_or(req, PHOS_A_STEP, 0),
+					(uint32_t)get_u64_or(req, PHOS_A_TASK, 0), &e) < 0) {
+			client_reply(c, req->seq, EINVAL, "%s", e.msg);
+			return;
+		}
+		gen = get_u64_or(req, PHOS_A_GEN, 0);
+	} else {
+		client_reply(c, req->seq, EINVAL, "restore needs an image PATH or a JOB");
+		return;
+	}
+	if (gen == 0) {
+		if (phos_image_select(&phosd->store, &id, allowed, 0, &gen, &m, &e) < 0) {
+			client_reply(c, req->seq, errno, "no usable image: %s", e.msg);
+			return;
+		}
+	} else if (phos_image_verify(&phosd->store, &id, gen, allowed, 0, &m, &e) < 0) {
+		client_reply(c, req->seq, errno, "image refused: %s", e.msg);
+		return;
+	}
+	if (phos_image_gen_path(&phosd->store, &id, gen, gpath, sizeof(gpath), &e) < 0) {
+		client_reply(c, req->seq, errno, "%s", e.msg);
+		phos_manifest_free(&m);
+		return;
+	}
+	if (req->nfds == 3)
+		for (int i = 0; i < 3; i++)
+			stdio[i] = req->fds[i];
+	client_progress(c, req->seq, 0, 0, "restoring %s (verified)", gpath);
+	if (restore_spawn(gpath, m.uid, m.gid, stdio, &pid, &e) < 0) {
+		client_reply(c, req->seq, errno, "%s", e.msg);
+		phos_manifest_free(&m);
+		return;
+	}
+	struct phos_msg *rep = phos_reply_new(req->seq, 0, "restored %s as pid %d", gpath, (int)pid);
+	if (rep && phos_msg_put_u64(rep, PHOS_A_PID, (uint64_t)pid) < 0) {
+		phos_msg_free(rep);
+		rep = NULL;
+	}
+	client_send(c, rep);
+	phos_manifest_free(&m);
+}
+
+static void handle_restore_prepare(struct client *c, struct phos_msg *req)
+{
+	uint64_t job, step, task, uid, gen;
+	struct phos_image_id id;
+	struct phos_err e = { "" };
+	char user[PHOS_USER_MAX], path[4096];
+
+	if (!require_root(c, req))
+		return;
+	if (phos_msg_get_u64(req, PHOS_A_JOB, &job) < 0 || phos_msg_get_u64(req, PHOS_A_STEP, &step) < 0 ||
+	    phos_msg_get_u64(req, PHOS_A_TASK, &task) < 0 || phos_msg_get_u64(req, PHOS_A_UID, &uid) < 0) {
+		client_reply(c, req->seq, EINVAL, "restore-prepare needs JOB, STEP, TASK and UID");
+		return;
+	}
+	proc_user_name((uid_t)uid, user, sizeof(user));
+	if (phos_image_id_slurm(&id, user, (uint32_t)job, (uint32_t)step, (uint32_t)task, &e) < 0) {
+		client_reply(c, req->seq, EINVAL, "%s", e.msg);
+		return;
+	}
+	if (phos_image_select(&phosd->store, &id, (uid_t)uid, 0, &gen, NULL, &e) < 0) {
+		int err = errno;
+
+		log_notice("job %" PRIu64 " task %" PRIu64 ": no usable image: %s", job, task, e.msg);
+		client_reply(c, req->seq, err, "%s", e.msg);
+		return;
+	}
+	if (phos_image_gen_path(&phosd->store, &id, gen, path, sizeof(path), &e) < 0) {
+		client_reply(c, req->seq, errno, "%s", e.msg);
+		return;
+	}
+	log_info("job %" PRIu64 " step %" PRIu64 " task %" PRIu64 ": restoring generation %" PRIu64
+		 " from %s", job, step, task, gen, path);
+	struct phos_msg *rep = phos_reply_new(req->seq, 0, NULL);
+	if (rep && (phos_msg_put_str(rep, PHOS_A_PATH, path) < 0 ||
+		    phos_msg_put_u64(rep, PHOS_A_GEN, gen) < 0)) {
+		phos_msg_free(rep);
+		rep = NULL;
+	}
+	client_send(c, rep);
+}
+
+static void handle_restore_done(struct client *c, struct phos_msg *req)
+{
+	struct task_reg t = { 0 };
+	struct proc_ids ids;
+	uint64_t pid, job, step, task;
+	const char *path = NULL;
+	struct phos_image_id id;
+	struct phos_manifest m;
+	uint64_t gen;
+	struct phos_err e;
+
+	if (!require_root(c, req))
+		return;
+	if (phos_msg_get_u64(req, PHOS_A_PID, &pid) < 0 || phos_msg_get_u64(req, PHOS_A_JOB, &job) < 0 ||
+	    phos_msg_get_u64(req, PHOS_A_STEP, &step) < 0 ||
+	    phos_msg_get_u64(req, PHOS_A_TASK, &task) < 0 || proc_ids((pid_t)pid, &ids) < 0) {
+		client_reply(c, req->seq, EINVAL, "restore-done needs PID, JOB, STEP, TASK of a live process");
+		return;
+	}
+	t.pid = (pid_t)pid;
+	t.job = (uint32_t)job;
+	t.step = (uint32_t)step;
+	t.task = (uint32_t)task;
+	t.uid = ids.ruid;
+	t.gid = ids.rgid;
+	t.restored = 1;
+	/* The period of periodic checkpoints travels in the manifest. */
+	phos_manifest_init(&m);
+	if (phos_msg_get_str(req, PHOS_A_PATH, &path) == 0 &&
+	    parse_image_path(path, &id, &gen, &e) == 0 &&
+	    phos_image_verify(&phosd->store, &id, gen, PHOS_UID_ANY, PHOS_VERIFY_QUICK, &m, &e) == 0) {
+		const char *iv = phos_manifest_get_extra(&m, "phos.interval_ms");
+		uint64_t ms;
+
+		if (iv && phos_parse_u64(iv, &ms) == 0)
+			t.interval_ms = ms;
+	}
+	phos_manifest_free(&m);
+	registry_add(&t);
+	log_notice("job %u step %u task %u restored as pid %d", t.job, t.step, t.task, (int)t.pid);
+	client_reply(c, req->seq, 0, NULL);
+}
+
+/* ---- cancel, job end ----------------------------------------------------- */
+
+static void handle_cancel(struct client *c, struct phos_msg *req)
+{
+	uint64_t id;
+
+	if (phos_msg_get_u64(req, PHOS_A_OPID, &id) < 0) {
+		client_reply(c, req->seq, EINVAL, "cancel needs an OPID (see 'phosctl status')");
+		return;
+	}
+	if (op_cancel(id, c->uid, c->privileged) < 0) {
+		int err = errno;
+
+		client_reply(c, req->seq, err, err == EBUSY ?
+			     "operation %" PRIu64 " is past the point where it can stop safely; it "
+			     "will finish shortly" : "no operation %" PRIu64 " of yours", id);
+		return;
+	}
+	client_reply(c, req->seq, 0, "operation %" PRIu64 " will stop at its next safe point", id);
+}
+
+static void handle_job_end(struct client *c, struct phos_msg *req)
+{
+	struct phos_image_task_info *tasks = NULL;
+	struct phos_err e = { "" };
+	enum job_fate fate;
+	uint64_t job, flags = get_u64_or(req, PHOS_A_FLAGS, 0);
+	char jobs[32];
+	size_t n = 0;
+
+	if (!require_root(c, req))
+		return;
+	if (phos_msg_get_u64(req, PHOS_A_JOB, &job) < 0) {
+		client_reply(c, req->seq, EINVAL, "job-end needs JOB");
+		return;
+	}
+	fate = slurmq_job_fate((uint32_t)job, &e);
+	if (fate != JOB_FATE_FINISHED && fate != JOB_FATE_RUNNING) {
+		log_info("job %" PRIu64 " ended here but is %s: keeping its images", job,
+			 slurmq_fate_name(fate));
+		client_reply(c, req->seq, 0, "job is %s: images kept", slurmq_fate_name(fate));
+		return;
+	}
+	registry_remove_job((uint32_t)job);
+	if (phosd->cfg.keep_images_after_job || (flags & PHOS_F_KEEP_IMAGES)) {
+		client_reply(c, req->seq, 0, "images kept (keep_images_after_job)");
+		return;
+	}
+	snprintf(jobs, sizeof(jobs), "%" PRIu64, job);
+	if (phos_image_list_tasks(&phosd->store, NULL, jobs, &tasks, &n, &e) == 0) {
+		for (size_t i = 0; i < n; i++) {
+			if (i > 0 && strcmp(tasks[i].id.user, tasks[i - 1].id.user) == 0)
+				continue;
+			if (phos_image_remove_job(&phosd->store, &tasks[i].id, &e) < 0)
+				log_warn("job %" PRIu64 ": cannot remove images: %s", job, e.msg);
+			else
+				log_info("job %" PRIu64 " finished: removed its images", job);
+		}
+		free(tasks);
+	}
+	client_reply(c, req->seq, 0, NULL);
 }
 
 void handle_request(struct client *c, struct phos_msg *req)
 {
 	switch (req->type) {
-	case PHOS_MSG_STATUS:
-		handle_status(c, req);
-		return;
+	case PHOS_MSG_STATUS: handle_status(c, req); return;
+	case PHOS_MSG_LIST: handle_list(c, req); return;
+	case PHOS_MSG_REGISTER: handle_register(c, req); return;
+	case PHOS_MSG_UNREGISTER: handle_unregister(c, req); return;
+	case PHOS_MSG_CHECKPOINT: handle_checkpoint(c, req); return;
+	case PHOS_MSG_RESTORE: handle_restore(c, req); return;
+	case PHOS_MSG_RESTORE_PREPARE: handle_restore_prepare(c, req); return;
+	case PHOS_MSG_RESTORE_DONE: handle_restore_done(c, req); return;
+	case PHOS_MSG_CANCEL: handle_cancel(c, req); return;
+	case PHOS_MSG_JOB_END: handle_job_end(c, req); return;
 	default:
 		client_reply(c, req->seq, EOPNOTSUPP, "request type %u (%s) is not supported by phosd %s",
 			     req->type, phos_msg_type_name(req->type), PACKAGE_VERSION);

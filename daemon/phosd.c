@@ -21,14 +21,24 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "criu.h"
+#include "handlers.h"
 #include "log.h"
+#include "ops.h"
+#include "registry.h"
 #include "phosd.h"
 #include "server.h"
 #include "util.h"
 
 struct phosd *phosd;
 
+static struct registry registry;
+static struct oplist oplist;
+
 static struct phosd daemon_state = {
+	.reg = &registry,
+	.ops = &oplist,
+	.store = { .root_fd = -1 },
 	.listen_fd = -1,
 	.signal_fd = -1,
 	.lock = PTHREAD_MUTEX_INITIALIZER,
@@ -202,6 +212,56 @@ static int daemonize(void)
 	return 0;
 }
 
+/* Open the key and the image store; clean what a crash left behind. */
+static int open_store(struct phosd *d)
+{
+	struct phos_err e = { "" };
+	const char *helper = getenv("PHOS_RESTORE_HELPER");
+	int n;
+
+	if (phos_key_load(&d->key, d->cfg.key_file, &e) < 0) {
+		log_err("%s", e.msg);
+		return -1;
+	}
+	if (phos_store_open(&d->store, d->cfg.checkpoint_dir, &d->key, true, &e) < 0) {
+		log_err("%s", e.msg);
+		return -1;
+	}
+	n = phos_image_cleanup(&d->store, NULL, 0, &e);
+	if (n < 0)
+		log_warn("cleaning stale partial images: %s", e.msg);
+	else if (n > 0)
+		log_notice("removed %d partial image(s) left by an interrupted checkpoint", n);
+	phos_strlcpy(d->restore_helper, helper && *helper ? helper : PHOS_RESTORE_BIN,
+		     sizeof(d->restore_helper));
+	if (access(d->restore_helper, X_OK) < 0)
+		log_warn("restore helper %s: %m: restores will fail", d->restore_helper);
+	return 0;
+}
+
+static void report_images(struct phosd *d)
+{
+	struct phos_image_task_info *tasks = NULL;
+	size_t n = 0;
+
+	if (phos_image_list_tasks(&d->store, NULL, NULL, &tasks, &n, NULL) == 0 && n)
+		log_notice("%zu task(s) have checkpoint images under %s (phosctl list)", n,
+			   d->cfg.checkpoint_dir);
+	free(tasks);
+}
+
+static void *timer_main(void *arg)
+{
+	struct phosd *d = arg;
+
+	while (!d->stopping) {
+		sleep(1);
+		if (!d->stopping)
+			periodic_tick();
+	}
+	return NULL;
+}
+
 static void main_loop(struct phosd *d)
 {
 	struct pollfd p[2] = {
@@ -251,6 +311,8 @@ static void teardown(struct phosd *d)
 		unlink(d->cfg.socket);
 	}
 	phos_closep(&d->signal_fd);
+	phos_store_close(&d->store);
+	phos_key_clear(&d->key);
 	/* Give clients in flight a moment to finish their replies. */
 	for (int i = 0; i < 50; i++) {
 		unsigned n;
@@ -345,6 +407,25 @@ int main(int argc, char **argv)
 		teardown(d);
 		return 1;
 	}
+	if (open_store(d) < 0) {
+		teardown(d);
+		return 1;
+	}
+	report_images(d);
+	if (!phos_criu_probe_breakpoints())
+		log_notice("hardware breakpoints do not fire on this machine (a virtual machine?): "
+			   "CRIU will trace syscalls instead (slower parasite exit, same images)");
+	d->mem_track = phos_criu_has_mem_track(d->cfg.criu_path) == 1;
+	if (!d->mem_track)
+		log_notice("the kernel cannot track dirty memory (no soft-dirty): pre-dump rounds are "
+			   "skipped and every checkpoint is one full dump");
+	pthread_t timer;
+	if (pthread_create(&timer, NULL, timer_main, d) != 0) {
+		log_err("cannot start the timer thread");
+		teardown(d);
+		return 1;
+	}
+	pthread_detach(timer);
 	log_notice("phosd %s ready on %s (images in %s, config %s)", PACKAGE_VERSION,
 		   d->cfg.socket, d->cfg.checkpoint_dir, d->config_path);
 	main_loop(d);

@@ -14,6 +14,8 @@
 #include <sys/types.h>
 
 #include "conf.h"
+#include "image.h"
+#include "manifest.h"
 
 struct registry;
 struct oplist;
@@ -32,6 +34,12 @@ struct phosd {
 	unsigned nclients;
 	struct registry *reg;
 	struct oplist *ops;
+
+	/* Set at start; the store's root and key do not change on reload. */
+	struct phos_key key;
+	struct phos_store store;
+	char restore_helper[4096];	/* phos-restore */
+	bool mem_track;			/* CRIU can pre-dump (soft-dirty tracking) */
 };
 
 /* The daemon (one per process). */

@@ -1,6 +1,6 @@
 # X_AC_SANITIZE: --enable-sanitizer[=address,undefined] builds everything with
 # those sanitizers (the interposer is never built with ASan: it is preloaded
-# into arbitrary programs, so it gets UBSan only).
+# into programs we do not build; phos-restore neither: CRIU traces it).
 AC_DEFUN([X_AC_SANITIZE], [
 	AC_ARG_ENABLE([sanitizer],
 		[AS_HELP_STRING([--enable-sanitizer@<:@=LIST@:>@], [build with -fsanitize=LIST (default address,undefined)])],

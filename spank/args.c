@@ -16,8 +16,11 @@
 #ifndef PHOS_SOCKET_DEFAULT
 #error "PHOS_SOCKET_DEFAULT must be defined by the build (spank/Makefile.am)"
 #endif
+#ifndef PHOS_RESTORE_HELPER_DEFAULT
+#error "PHOS_RESTORE_HELPER_DEFAULT must be defined by the build (spank/Makefile.am)"
+#endif
 
-#define VALID_KEYS "libphos=PATH, socket=PATH, enabled=0|1"
+#define VALID_KEYS "libphos=PATH, socket=PATH, restore_helper=PATH, enabled=0|1"
 
 typedef int (*arg_setter)(struct phos_args *a, const char *key, const char *val,
 			  struct phos_err *e);
@@ -63,6 +66,12 @@ static int set_socket(struct phos_args *a, const char *key, const char *val, str
 	return set_path(a->socket, key, val, e);
 }
 
+static int set_restore_helper(struct phos_args *a, const char *key, const char *val,
+			      struct phos_err *e)
+{
+	return set_path(a->restore_helper, key, val, e);
+}
+
 static int set_enabled(struct phos_args *a, const char *key, const char *val, struct phos_err *e)
 {
 	if (strcmp(val, "1") == 0)
@@ -80,6 +89,7 @@ static const struct {
 } arg_table[] = {
 	{ "libphos", set_libphos },
 	{ "socket", set_socket },
+	{ "restore_helper", set_restore_helper },
 	{ "enabled", set_enabled },
 };
 
@@ -88,9 +98,10 @@ static const struct {
 void phos_args_default(struct phos_args *a)
 {
 	*a = (struct phos_args){ .enabled = true };
-	/* Both defaults are compile-time strings far below PATH_MAX. */
+	/* The defaults are compile-time strings far below PATH_MAX. */
 	snprintf(a->libphos, sizeof(a->libphos), "%s", PHOS_LIBPHOS_DEFAULT);
 	snprintf(a->socket, sizeof(a->socket), "%s", PHOS_SOCKET_DEFAULT);
+	snprintf(a->restore_helper, sizeof(a->restore_helper), "%s", PHOS_RESTORE_HELPER_DEFAULT);
 }
 
 int phos_args_parse(struct phos_args *a, int ac, char **av, struct phos_err *e)

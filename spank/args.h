@@ -1,7 +1,8 @@
 /*
  * args.h - the plugin's plugstack.conf arguments.
  *
- *   required /usr/lib/slurm/spank_phos.so libphos=PATH socket=PATH enabled=0|1
+ *   required /usr/lib/slurm/spank_phos.so libphos=PATH socket=PATH
+ *            restore_helper=PATH enabled=0|1
  *
  * Every argument is key=value; an unknown key, a key given twice, an empty
  * or relative path or a bad boolean is an error, and the plugin then fails
@@ -21,9 +22,11 @@ struct phos_args {
 	bool enabled;			/* enabled=0 makes the plugin a no-op */
 	char libphos[PATH_MAX];		/* interposer preloaded into tasks */
 	char socket[PATH_MAX];		/* phosd socket; may hold %n and %% */
+	char restore_helper[PATH_MAX];	/* phos-restore, run in restored tasks */
 };
 
-/* Fill a with the built-in defaults (PHOS_LIBPHOS_DEFAULT, PHOS_SOCKET_DEFAULT). */
+/* Fill a with the built-in defaults (PHOS_LIBPHOS_DEFAULT, PHOS_SOCKET_DEFAULT,
+ * PHOS_RESTORE_HELPER_DEFAULT). */
 void phos_args_default(struct phos_args *a);
 
 /*

@@ -5,7 +5,9 @@
  * spank_context() to one module per context:
  *
  *   S_CTX_LOCAL (srun), S_CTX_ALLOCATOR (sbatch, salloc)  options.c
- *   S_CTX_REMOTE (slurmstepd)                             stepd.c
+ *   S_CTX_REMOTE (slurmstepd)                             stepd.c, which
+ *                                 talks to phosd (client.c) and starts the
+ *                                 restore helper (restore.c)
  *   S_CTX_SLURMD, S_CTX_JOB_SCRIPT                        nothing yet
  *
  * Options are registered with spank_option_register() from slurm_spank_init
@@ -56,6 +58,13 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 	default:
 		return 0;
 	}
+}
+
+int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
+{
+	if (!args.enabled || spank_context() != S_CTX_REMOTE)
+		return 0;
+	return phos_stepd_task_init_privileged(sp);
 }
 
 int slurm_spank_task_init(spank_t sp, int ac, char **av)

@@ -5,8 +5,10 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,21 +22,42 @@
 #include <slurm/spank.h>
 
 #include "args.h"
+#include "client.h"
 #include "err.h"
 #include "options.h"
+#include "restore.h"
 #include "stepd.h"
+#include "util.h"
 
 #define LD_PRELOAD_MAX 16384
+#define NOTICE_MAX (2 * PHOS_ERR_MAX + 256)
+
+/* What task_init does in a task of a checkpointed step. */
+enum task_mode {
+	TASK_FRESH,		/* registered with phosd: preload libphos */
+	TASK_UNPROTECTED,	/* phosd refused or is missing: run as is */
+	TASK_RESTORING,		/* restorer forked: hand over stdio, exec the waiter */
+	TASK_BROKEN,		/* fail the task with fatal_msg */
+};
 
 struct stepd_state {
 	const struct phos_args *args;
 	bool active;		/* this step is checkpointed */
+	bool job_end;		/* send JOB_END from slurm_spank_exit */
 	uint32_t job_id;
 	uint32_t step_id;
 	uint32_t interval_s;	/* 0 = no periodic checkpoint */
+	/* Per task: set in task_init_privileged, read in task_init (same
+	 * process: each task is a fork of slurmstepd). */
+	enum task_mode mode;
+	uint32_t task_id;
+	int ctl;		/* TASK_RESTORING: control socket to the restorer */
+	char sock[PATH_MAX];	/* this node's phosd socket */
+	char notice[NOTICE_MAX];	/* "phos: " lines for the job's stderr */
+	char fatal_msg[PHOS_ERR_MAX];
 };
 
-static struct stepd_state st;
+static struct stepd_state st = { .ctl = -1 };
 
 /* Steps that are not a user's srun: the batch script (a shell that starts
  * the steps, which would otherwise inherit LD_PRELOAD from it), the extern
@@ -45,9 +68,20 @@ static bool step_is_special(uint32_t step_id)
 	       step_id == SLURM_INTERACTIVE_STEP;
 }
 
+/* Is this a batch job?  sbatch's batch script has ENVIRONMENT=BATCH and
+ * steps started from it inherit it (not with srun --export=NONE: such a
+ * step then also sends JOB_END, which phosd ignores while the job runs). */
+static bool job_is_batch(spank_t sp)
+{
+	char buf[16];
+
+	return spank_getenv(sp, "ENVIRONMENT", buf, sizeof(buf)) == ESPANK_SUCCESS &&
+	       strcmp(buf, "BATCH") == 0;
+}
+
 int phos_stepd_init(spank_t sp, const struct phos_args *args)
 {
-	st = (struct stepd_state){ .args = args };
+	st = (struct stepd_state){ .args = args, .ctl = -1 };
 	return 0;
 }
 
@@ -70,6 +104,10 @@ int phos_stepd_post_opt(spank_t sp)
 		slurm_error("phos: cannot get the job or step id: %s", spank_strerror(rc));
 		return -1;
 	}
+	/* The job's images go when its batch script (or, without one, a
+	 * checkpointed step) ends; phosd checks it is not being requeued. */
+	st.job_end = st.step_id == SLURM_BATCH_SCRIPT || st.step_id == SLURM_INTERACTIVE_STEP ||
+		     (!step_is_special(st.step_id) && !job_is_batch(sp));
 	if (step_is_special(st.step_id)) {
 		slurm_debug("phos: job %" PRIu32 ": step 0x%" PRIx32 " is not a task step, not checkpointed",
 			    st.job_id, st.step_id);
@@ -131,19 +169,38 @@ static int set_preload(spank_t sp)
 	return 0;
 }
 
-/* SLURMD_NODENAME (set by slurmstepd before task_init, one per slurmd
- * even with several on a host), else the short host name. */
-static int node_name(spank_t sp, char *buf, size_t size)
+/*
+ * This node's name.  slurmstepd puts SLURMD_NODENAME (its slurmd's
+ * NodeName, one per slurmd even with several on a host) in its own
+ * environment at start; the task's copy is only set in exec_task, after
+ * task_init_privileged, and before that may hold the batch host's name
+ * inherited from the batch script.  Else the short host name.
+ */
+static int node_name(char *buf, size_t size)
 {
+	const char *n = getenv("SLURMD_NODENAME");
 	char *dot;
 
-	if (spank_getenv(sp, "SLURMD_NODENAME", buf, (int)size) == ESPANK_SUCCESS && buf[0])
-		return 0;
+	if (n && n[0])
+		return phos_strlcpy(buf, n, size);
 	if (gethostname(buf, size) < 0)
 		return -1;
 	buf[size - 1] = '\0';
 	if ((dot = strchr(buf, '.')))
 		*dot = '\0';
+	return 0;
+}
+
+/* This node's phosd socket into sock[size]; -1 + errno, e. */
+static int phosd_socket(char *sock, size_t size, struct phos_err *e)
+{
+	char node[256];
+
+	if (node_name(node, sizeof(node)) < 0)
+		return phos_errf(e, "phos: cannot get the node name: %s", strerror(errno));
+	if (phos_socket_expand(sock, size, st.args->socket, node) < 0)
+		return phos_errf(e, "phos: socket=%s: cannot expand for node %s: %s", st.args->socket,
+				 node, strerror(errno));
 	return 0;
 }
 
@@ -171,61 +228,205 @@ static int set_env_u32(spank_t sp, const char *name, uint32_t v)
  * init_post_opt makes the launch fail but srun 22.05 still exits 0, while a
  * failing task_init ends the task with status 1.
  */
-static int check_libphos(void)
+static int check_libphos(struct phos_err *e)
 {
 	struct stat sb;
 
-	if (stat(st.args->libphos, &sb) < 0) {
-		slurm_error("phos: libphos=%s: %s; the job asked for --phos-checkpoint but the interposer is missing (check libphos= in plugstack.conf)",
-			    st.args->libphos, strerror(errno));
-		return -1;
-	}
-	if (!S_ISREG(sb.st_mode)) {
-		slurm_error("phos: libphos=%s: not a regular file (check libphos= in plugstack.conf)",
-			    st.args->libphos);
-		return -1;
-	}
+	if (stat(st.args->libphos, &sb) < 0)
+		return phos_errf(e, "phos: libphos=%s: %s; the job asked for --phos-checkpoint but the interposer is missing (check libphos= in plugstack.conf)",
+				 st.args->libphos, strerror(errno));
+	if (!S_ISREG(sb.st_mode))
+		return phos_errf(e, "phos: libphos=%s: not a regular file (check libphos= in plugstack.conf)",
+				 st.args->libphos);
 	return 0;
 }
 
-int phos_stepd_task_init(spank_t sp)
+/* Add a line for the job's stderr (printed by task_init) and log it. */
+static void __attribute__((format(printf, 1, 2))) notice(const char *fmt, ...)
 {
-	char node[256], sock[PATH_MAX];
-	uint32_t task_id;
+	size_t used = strlen(st.notice);
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(st.notice + used, sizeof(st.notice) - used, fmt, ap);
+	va_end(ap);
+	if (n >= 0 && used + (size_t)n + 1 < sizeof(st.notice))
+		strcat(st.notice, "\n");
+	slurm_info("%s", st.notice + used);
+}
+
+static void broken(const struct phos_err *e)
+{
+	st.mode = TASK_BROKEN;
+	phos_strlcpy(st.fatal_msg, e->msg, sizeof(st.fatal_msg));
+}
+
+/*
+ * SLURM_RESTART_COUNT from the job's environment: set by slurmctld in a
+ * requeued batch job and inherited by its steps (S_SLURM_RESTART_COUNT
+ * reads 0 on 22.05 and 24.11).  0 when absent or malformed.
+ */
+static uint32_t restart_count(spank_t sp)
+{
+	char buf[32];
+	uint32_t n;
+	spank_err_t rc = spank_getenv(sp, "SLURM_RESTART_COUNT", buf, sizeof(buf));
+
+	if (rc == ESPANK_ENV_NOEXIST)
+		return 0;
+	if (rc != ESPANK_SUCCESS || phos_restart_count_parse(buf, &n) < 0) {
+		notice("phos: SLURM_RESTART_COUNT=%s is not a restart count; task %" PRIu32 " starts fresh",
+		       rc == ESPANK_SUCCESS ? buf : "(too long)", st.task_id);
+		return 0;
+	}
+	return n;
+}
+
+/* RESTORE_PREPARE and, with an image, start the restorer.  0 if restoring. */
+static int try_restore(const struct phos_task_ref *ref)
+{
+	char image[PATH_MAX];
+	struct phos_restore_args ra = {
+		.helper = st.args->restore_helper, .image = image, .socket = st.sock,
+		.job = ref->job, .step = ref->step, .task = ref->task,
+		.uid = ref->uid, .gid = ref->gid,
+	};
+	struct phos_err e;
+	uint64_t gen;
+	pid_t pid;
+
+	if (phos_client_restore_prepare(st.sock, ref, image, sizeof(image), &gen, &e) < 0) {
+		notice("phos: no usable checkpoint for task %" PRIu32 " (%s); starting fresh",
+		       st.task_id, e.msg);
+		return -1;
+	}
+	if ((st.ctl = phos_restore_spawn(&ra, &pid, &e)) < 0) {
+		notice("phos: cannot restore task %" PRIu32 " from %s (%s); starting fresh",
+		       st.task_id, image, e.msg);
+		return -1;
+	}
+	st.mode = TASK_RESTORING;
+	notice("phos: restoring task %" PRIu32 " of job %" PRIu32 " from checkpoint generation %" PRIu64,
+	       st.task_id, st.job_id, gen);
+	slurm_debug("phos: task %" PRIu32 ": image %s, restore helper pid %d", st.task_id, image,
+		    (int)pid);
+	return 0;
+}
+
+int phos_stepd_task_init_privileged(spank_t sp)
+{
+	struct phos_task_ref ref = { .job = st.job_id, .step = st.step_id };
+	struct phos_err e;
 	spank_err_t rc;
+	uid_t uid;
+	gid_t gid;
 
 	if (!st.active)
 		return 0;
-	if ((rc = spank_get_item(sp, S_TASK_GLOBAL_ID, &task_id)) != ESPANK_SUCCESS) {
-		slurm_error("phos: cannot get the task id: %s", spank_strerror(rc));
-		return -1;
+	st.mode = TASK_FRESH;
+	st.notice[0] = '\0';
+	if ((rc = spank_get_item(sp, S_TASK_GLOBAL_ID, &st.task_id)) != ESPANK_SUCCESS ||
+	    (rc = spank_get_item(sp, S_JOB_UID, &uid)) != ESPANK_SUCCESS ||
+	    (rc = spank_get_item(sp, S_JOB_GID, &gid)) != ESPANK_SUCCESS) {
+		phos_errf(&e, "phos: cannot get the task id, uid or gid: %s", spank_strerror(rc));
+		broken(&e);
+		return 0;
 	}
-	if (node_name(sp, node, sizeof(node)) < 0) {
-		slurm_error("phos: cannot get the node name: %s", strerror(errno));
-		return -1;
+	ref.task = st.task_id;
+	ref.uid = uid;
+	ref.gid = gid;
+	if (phosd_socket(st.sock, sizeof(st.sock), &e) < 0) {
+		broken(&e);
+		return 0;
 	}
-	if (phos_socket_expand(sock, sizeof(sock), st.args->socket, node) < 0) {
-		slurm_error("phos: socket=%s: cannot expand for node %s: %s", st.args->socket, node,
-			    strerror(errno));
-		return -1;
+	if (restart_count(sp) > 0 && try_restore(&ref) == 0)
+		return 0;
+	if (check_libphos(&e) < 0) {
+		broken(&e);
+		return 0;
 	}
-	if (check_libphos() < 0 || set_preload(sp) < 0 ||
-	    set_env(sp, PHOS_ENV_SOCKET, sock) < 0 ||
+	if (phos_client_register(st.sock, getpid(), &ref, st.interval_s, &e) < 0) {
+		st.mode = TASK_UNPROTECTED;
+		notice("phos: checkpointing disabled for task %" PRIu32 ": %s", st.task_id, e.msg);
+		return 0;
+	}
+	slurm_debug("phos: task %" PRIu32 " (pid %d) registered with %s", st.task_id, (int)getpid(),
+		    st.sock);
+	return 0;
+}
+
+static int task_init_fresh(spank_t sp)
+{
+	if (set_preload(sp) < 0 ||
+	    set_env(sp, PHOS_ENV_SOCKET, st.sock) < 0 ||
 	    set_env_u32(sp, PHOS_ENV_JOB_ID, st.job_id) < 0 ||
 	    set_env_u32(sp, PHOS_ENV_STEP_ID, st.step_id) < 0 ||
-	    set_env_u32(sp, PHOS_ENV_TASK_ID, task_id) < 0 ||
+	    set_env_u32(sp, PHOS_ENV_TASK_ID, st.task_id) < 0 ||
 	    set_env(sp, PHOS_ENV_CHECKPOINT, "1") < 0)
 		return -1;
 	if (st.interval_s && set_env_u32(sp, PHOS_ENV_INTERVAL, st.interval_s) < 0)
 		return -1;
 	slurm_debug("phos: task %" PRIu32 " of %" PRIu32 ".%" PRIu32 ": preloading %s, socket %s",
-		    task_id, st.job_id, st.step_id, st.args->libphos, sock);
+		    st.task_id, st.job_id, st.step_id, st.args->libphos, st.sock);
 	return 0;
+}
+
+/* Hand the stdio to the restorer and become the waiter; returns only on failure. */
+static int task_init_restore(void)
+{
+	struct phos_err e;
+
+	if (phos_restore_handover(st.ctl, &e) < 0 ||
+	    phos_restore_exec_wait(st.args->restore_helper, st.ctl, &e) < 0) {
+		slurm_error("phos: cannot restore task %" PRIu32 ": %s", st.task_id, e.msg);
+		phos_closep(&st.ctl);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Runs with the task's stdio in place: what task_init_privileged had to
+ * say goes to the task's stderr here (from task_init_privileged it would
+ * land in task 0's stderr, or nowhere for a batch step).
+ */
+int phos_stepd_task_init(spank_t sp)
+{
+	if (!st.active)
+		return 0;
+	if (st.notice[0])
+		dprintf(STDERR_FILENO, "%s", st.notice);
+	switch (st.mode) {
+	case TASK_FRESH:
+		return task_init_fresh(sp);
+	case TASK_UNPROTECTED:
+		return 0;
+	case TASK_RESTORING:
+		return task_init_restore();
+	case TASK_BROKEN:
+	default:
+		slurm_error("%s", st.fatal_msg);
+		return -1;
+	}
 }
 
 int phos_stepd_exit(spank_t sp)
 {
-	st = (struct stepd_state){ 0 };
+	char sock[PATH_MAX];
+	struct phos_err e;
+
+	if (st.job_end) {
+		if (phosd_socket(sock, sizeof(sock), &e) < 0)
+			slurm_error("%s; the job's checkpoint images are not removed", e.msg);
+		else if (phos_client_job_end(sock, st.job_id, 0, &e) < 0)
+			slurm_error("phos: job %" PRIu32 ": cannot tell phosd that the job ended: %s; its checkpoint images may stay behind",
+				    st.job_id, e.msg);
+		else
+			slurm_debug("phos: job %" PRIu32 ": JOB_END sent to %s", st.job_id, sock);
+	}
+	phos_closep(&st.ctl);
+	st = (struct stepd_state){ .ctl = -1 };
 	return 0;
 }
 

@@ -90,7 +90,7 @@ expect 255 "--phos-checkpoint takes no value" "option '--phos-checkpoint' doesn'
 # plugstack.conf arguments
 plugstack "sockt=/run/x.sock"
 expect 1 "unknown argument fails srun, named with the valid keys" \
-	"phos: plugstack.conf: unknown argument 'sockt' \(valid: libphos=PATH, socket=PATH, enabled=0\|1\)" srun --help
+	"phos: plugstack.conf: unknown argument 'sockt' \(valid: libphos=PATH, socket=PATH, restore_helper=PATH, enabled=0\|1\)" srun --help
 expect 1 "unknown argument fails sbatch too" "unknown argument 'sockt'" sbatch --help
 plugstack "enabled"
 expect 1 "a key without a value fails" "phos: plugstack.conf: 'enabled' needs a value" srun --help
@@ -102,6 +102,10 @@ plugstack "libphos=/a/libphos.so:/b/x.so"
 expect 1 "libphos with ':' fails" "may not contain ':'" srun --help
 plugstack "socket=/run/%h.sock"
 expect 1 "socket with %h fails" 'only %n \(node name\) and %% may follow' srun --help
+plugstack "restore_helper=phos-restore"
+expect 1 "relative restore_helper fails" 'phos: plugstack.conf: restore_helper=phos-restore: expected an absolute path' srun --help
+plugstack "restore_helper=/usr/libexec/phos/phos-restore"
+expect 0 "an absolute restore_helper is accepted" '--phos-checkpoint +Checkpoint' srun --help
 plugstack "socket=/run/a.sock socket=/run/b.sock"
 expect 1 "a key given twice fails" "'socket' given twice" srun --help
 plugstack "enabled=0"

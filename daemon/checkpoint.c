@@ -1,0 +1,425 @@
+/*
+ * checkpoint.c - one checkpoint, from CRIU dump to published generation.
+ *
+ *   claim -> begin staging dir -> [pre-dump x N] -> dump -> manifest
+ *         -> publish (fsync, MAC, rename) -> retention -> release
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "criu.h"
+#include "image.h"
+#include "log.h"
+#include "ops.h"
+#include "phosd.h"
+#include "proc.h"
+#include "proto.h"
+#include "server.h"
+#include "util.h"
+
+struct ctx {
+	const struct ckpt_req *r;
+	uint64_t op;
+	uint64_t frozen_ms;		/* when CRIU froze the tree */
+	uint64_t thawed_ms;
+};
+
+static void progress(struct ctx *c, uint64_t done, uint64_t total, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void progress(struct ctx *c, uint64_t done, uint64_t total, const char *fmt, ...)
+{
+	char buf[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	op_phase(c->op, false, done, total, "%s", buf);
+	if (c->r->client)
+		client_progress(c->r->client, c->r->seq, done, total, "%s", buf);
+}
+
+/* CRIU notifications: note when the tree is frozen and thawed. */
+static int on_notify(void *arg, const char *script, pid_t pid)
+{
+	struct ctx *c = arg;
+
+	(void)pid;
+	if (strcmp(script, "pre-dump") == 0 || strcmp(script, "network-lock") == 0) {
+		if (!c->frozen_ms)
+			c->frozen_ms = phos_now_ms();
+	} else if (strcmp(script, "post-dump") == 0) {
+		c->thawed_ms = phos_now_ms();
+	}
+	return 0;
+}
+
+/* Is mount mnt in pid's mount namespace? */
+static bool mount_visible(pid_t pid, unsigned mnt)
+{
+	char path[64], line[1024];
+	bool found = false;
+	unsigned id;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/mountinfo", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f))
+		found = sscanf(line, "%u", &id) == 1 && id == mnt;
+	fclose(f);
+	return found;
+}
+
+/*
+ * How a restore re-attaches stdio fd of pid, as CRIU's inherit-fd key:
+ * pipes and sockets by inode ("pipe:[123]"); files by their path without
+ * the leading '/' (CRIU then takes the new fd as it is: the job's output
+ * file may have grown); a file whose mount is not in the task's mount
+ * namespace (stdio handed to a task restored in its own namespace) is
+ * declared external, "file[MNT:INO]", so CRIU does not look for the mount.
+ * Empty: CRIU handles the fd itself (terminals).
+ */
+static void stdio_key(pid_t pid, int fd, const char *link, char *key, size_t size, bool *external)
+{
+	char path[64], line[256];
+	struct stat st;
+	unsigned mnt = 0;
+	FILE *f;
+
+	key[0] = '\0';
+	*external = false;
+	if (strncmp(link, "pipe:[", 6) == 0 || strncmp(link, "socket:[", 8) == 0) {
+		if (phos_strlcpy(key, link, size) < 0)
+			key[0] = '\0';
+		return;
+	}
+	if (link[0] != '/' || strncmp(link, "/dev/pts/", 9) == 0 || strncmp(link, "/dev/tty", 8) == 0 ||
+	    strstr(link, " (deleted)"))
+		return;
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
+	if (stat(path, &st) < 0)
+		return;
+	snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", (int)pid, fd);
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "mnt_id: %u", &mnt) == 1)
+			break;
+	fclose(f);
+	if (mnt && !mount_visible(pid, mnt)) {
+		snprintf(key, size, "file[%x:%" PRIx64 "]", mnt, (uint64_t)st.st_ino);
+		*external = true;
+	} else if (phos_strlcpy(key, link + 1, size) < 0) {
+		key[0] = '\0';
+	}
+}
+
+/* Record what the restore needs to re-attach: stdio, libphos waiters.
+ * Fills the CRIU request's external files (keys[] keeps the strings). */
+static int record_process(struct phos_image_writer *w, pid_t pid, struct phos_criu_req *cr,
+			  char keys[3][512], struct phos_err *e)
+{
+	char key[32], link[512];
+	pid_t *tree = NULL;
+	size_t n = 0;
+	char waiters[4096] = "";
+	size_t used = 0;
+
+	for (int fd = 0; fd < 3; fd++) {
+		keys[fd][0] = '\0';
+		if (proc_fd_link(pid, fd, link, sizeof(link)) < 0)
+			continue;
+		bool external;
+
+		stdio_key(pid, fd, link, keys[fd], sizeof(keys[fd]), &external);
+		snprintf(key, sizeof(key), "stdio.%d.path", fd);
+		if (phos_image_set_extra(w, key, link, e) < 0)
+			return -1;
+		if (!keys[fd][0])
+			continue;
+		snprintf(key, sizeof(key), "stdio.%d", fd);
+		if (phos_image_set_extra(w, key, keys[fd], e) < 0)
+			return -1;
+		if (external) {
+			bool dup = false;
+
+			for (int i = 0; i < cr->nexternal; i++)
+				dup |= strcmp(cr->external[i], keys[fd]) == 0;
+			if (!dup)
+				cr->external[cr->nexternal++] = keys[fd];
+		}
+	}
+	if (proc_tree(pid, &tree, &n) < 0)
+		return phos_errf(e, "cannot list the processes of pid %d: %s", (int)pid, strerror(errno));
+	for (size_t i = 0; i < n; i++) {
+		struct proc_ids ids;
+
+		if (!proc_maps_has(tree[i], "libphos.so") || proc_ids(tree[i], &ids) < 0)
+			continue;
+		int k = snprintf(waiters + used, sizeof(waiters) - used, "%s%d", used ? "," : "",
+				 (int)ids.nspid);
+		if (k < 0 || (size_t)k >= sizeof(waiters) - used)
+			break;
+		used += (size_t)k;
+	}
+	snprintf(link, sizeof(link), "%zu", n);
+	free(tree);
+	if (phos_image_set_extra(w, "phos.processes", link, e) < 0)
+		return -1;
+	if (used && phos_image_set_extra(w, "phos.waiters", waiters, e) < 0)
+		return -1;
+	return 0;
+}
+
+/* Sum of file sizes in the manifest. */
+static uint64_t manifest_bytes(const struct phos_manifest *m)
+{
+	uint64_t b = 0;
+
+	for (size_t i = 0; i < m->n_files; i++)
+		b += m->files[i].size;
+	return b;
+}
+
+/* Keep CRIU's log of a failed checkpoint (the staging directory goes). */
+static void keep_log(const struct phos_image_writer *w, const char *state_dir, uint64_t op,
+		     struct phos_err *e)
+{
+	char dst[4200];
+	int in, out;
+	char buf[65536];
+	ssize_t n;
+
+	if (w->dir_fd < 0 || (in = openat(w->dir_fd, "dump.log", O_RDONLY | O_CLOEXEC)) < 0)
+		return;
+	snprintf(dst, sizeof(dst), "%s/failed-checkpoint-%" PRIu64 "-%d.log", state_dir, op,
+		 (int)getpid());
+	out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (out < 0) {
+		close(in);
+		return;
+	}
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		if (phos_write_full(out, buf, (size_t)n) < 0)
+			break;
+	close(in);
+	close(out);
+	if (e) {
+		size_t l = strlen(e->msg);
+		char *p = strstr(e->msg, "(full log: dump.log)");
+
+		if (p)
+			l = (size_t)(p - e->msg);
+		snprintf(e->msg + l, sizeof(e->msg) - l, "(CRIU log: %s)", dst);
+	}
+}
+
+int checkpoint_run(const struct ckpt_req *r, struct ckpt_result *res, struct phos_err *e)
+{
+	struct ctx c = { .r = r };
+	struct phos_image_writer w;
+	struct phos_criu_req cr;
+	struct phos_config cfg;
+	struct proc_ids ids;
+	char target[128], num[32];
+	bool other_ns = false;
+	int pidns = -1, mntns = -1, rc = -1;
+	char link[4200] = "";
+	char stdio_keys[3][512];
+	uint64_t t0 = phos_now_ms();
+	const char *mode = r->flags & PHOS_F_PREEMPT ? "preempt" :
+			   r->flags & PHOS_F_LEAVE_RUNNING ? "leave-running" : "stop";
+
+	memset(res, 0, sizeof(*res));
+	phos_image_writer_init(&w);
+	pthread_mutex_lock(&phosd->lock);
+	cfg = phosd->cfg;
+	pthread_mutex_unlock(&phosd->lock);
+
+	if (r->id.kind == PHOS_JOB_SLURM)
+		snprintf(target, sizeof(target), "job %u step %u task %u (pid %d)", r->id.job,
+			 r->id.step, r->id.task, (int)r->pid);
+	else
+		snprintf(target, sizeof(target), "pid %d", (int)r->pid);
+	c.op = op_start("checkpoint", target, r->uid);
+
+	if (proc_ids(r->pid, &ids) < 0) {
+		phos_errf(e, "process %d does not exist", (int)r->pid);
+		goto out;
+	}
+	if (proc_other_pidns(r->pid, &other_ns) < 0) {
+		phos_errf(e, "cannot read the pid namespace of %d: %s", (int)r->pid, strerror(errno));
+		goto out;
+	}
+	if (other_ns) {
+		char p[64];
+
+		snprintf(p, sizeof(p), "/proc/%d/ns/pid", (int)r->pid);
+		pidns = open(p, O_RDONLY | O_CLOEXEC);
+		snprintf(p, sizeof(p), "/proc/%d/ns/mnt", (int)r->pid);
+		mntns = open(p, O_RDONLY | O_CLOEXEC);
+		if (pidns < 0 || mntns < 0) {
+			phos_errf(e, "cannot open the namespaces of %d: %s", (int)r->pid, strerror(errno));
+			goto out;
+		}
+	}
+	if (phos_image_begin(&phosd->store, &r->id, r->uid, r->gid, &w, e) < 0)
+		goto out;
+	w.manifest.root_pid = r->pid;
+	w.manifest.root_nspid = ids.nspid;
+	snprintf(num, sizeof(num), "%" PRIu64, r->interval_ms);
+	if (phos_image_set_extra(&w, "phos.interval_ms", num, e) < 0 ||
+	    phos_image_set_extra(&w, "phos.mode", mode, e) < 0 ||
+	    phos_image_set_extra(&w, "phos.version", PACKAGE_VERSION, e) < 0)
+		goto out;
+	log_info("checkpoint %s (%s) into %s", target, mode, w.path);
+
+	phos_criu_req_init(&cr);
+	if (record_process(&w, r->pid, &cr, stdio_keys, e) < 0)
+		goto out;
+	cr.criu_path = cfg.criu_path;
+	cr.images_fd = w.dir_fd;
+	cr.pid = other_ns ? ids.nspid : r->pid;
+	cr.pidns_fd = pidns;
+	cr.mntns_fd = mntns;
+	/* CRIU readlink()s the images path it is given (it expects
+	 * /proc/PID/fd/N): hand it a symlink to the staging directory. */
+	if (pidns >= 0) {
+		snprintf(link, sizeof(link), "%s/criu-images-%d-%" PRIu64, cfg.state_dir, (int)getpid(),
+			 c.op);
+		unlink(link);
+		if (symlink(w.path, link) < 0) {
+			phos_errf(e, "cannot create %s: %s", link, strerror(errno));
+			goto out;
+		}
+		cr.images_path = link;
+	}
+	cr.timeout = (unsigned)cfg.checkpoint_timeout;
+	cr.notify = on_notify;
+	cr.notify_arg = &c;
+
+	/* Pre-dump rounds: memory copied while the tree runs, so the final
+	 * dump writes only what changed since. */
+	char parent[32] = "";
+	unsigned predump = r->predump;
+	if (predump && !phosd->mem_track) {
+		log_info("checkpoint %s: %u pre-dump round(s) asked for, but this kernel cannot track "
+			 "dirty memory: one full dump instead", target, predump);
+		if (r->client)
+			client_progress(r->client, r->seq, 0, 0, "pre-dump unavailable on this node "
+					"(no soft-dirty memory tracking): doing one full dump");
+		predump = 0;
+	}
+	for (unsigned i = 1; i <= predump; i++) {
+		char dir[32];
+		int dfd;
+
+		if (op_cancelled(c.op)) {
+			phos_errnof(e, ECANCELED, "checkpoint of %s cancelled", target);
+			goto out;
+		}
+		op_phase(c.op, true, i - 1, predump + 1, "pre-dump %u/%u", i, predump);
+		if (r->client)
+			client_progress(r->client, r->seq, i - 1, predump + 1, "pre-dump %u/%u",
+					i, predump);
+		snprintf(dir, sizeof(dir), "predump-%u", i);
+		if (mkdirat(w.dir_fd, dir, 0700) < 0 ||
+		    (dfd = openat(w.dir_fd, dir, O_DIRECTORY | O_CLOEXEC)) < 0) {
+			phos_errf(e, "cannot create %s/%s: %s", w.path, dir, strerror(errno));
+			goto out;
+		}
+		struct phos_criu_req pr = cr;
+		char pp[40];
+
+		pr.images_fd = dfd;
+		char plink[4300];
+		if (link[0]) {
+			snprintf(plink, sizeof(plink), "%s-%s", link, dir);
+			char ptarget[4200];
+			snprintf(ptarget, sizeof(ptarget), "%s/%s", w.path, dir);
+			unlink(plink);
+			if (symlink(ptarget, plink) < 0) {
+				phos_errf(e, "cannot create %s: %s", plink, strerror(errno));
+				close(dfd);
+				goto out;
+			}
+			pr.images_path = plink;
+		}
+		pr.log_name = "predump.log";
+		pr.track_mem = true;
+		pr.notify = NULL;
+		if (parent[0]) {
+			snprintf(pp, sizeof(pp), "../%s", parent);
+			pr.parent_img = pp;
+		}
+		int prc = phos_criu_run(PHOS_CRIU_PRE_DUMP, &pr, NULL, e);
+		close(dfd);
+		if (link[0])
+			unlink(plink);
+		if (prc < 0)
+			goto out;
+		snprintf(parent, sizeof(parent), "%s", dir);
+	}
+	if (op_cancelled(c.op)) {
+		phos_errnof(e, ECANCELED, "checkpoint of %s cancelled", target);
+		goto out;
+	}
+	progress(&c, predump, predump + 1, "dumping %s", target);
+	cr.log_name = "dump.log";
+	cr.leave_running = (r->flags & (PHOS_F_LEAVE_RUNNING | PHOS_F_PREEMPT)) != 0;
+	cr.leave_stopped = (r->flags & PHOS_F_PREEMPT) != 0;
+	if (parent[0]) {
+		cr.track_mem = true;
+		cr.parent_img = parent;
+	}
+	uint64_t td = phos_now_ms();
+	if (phos_criu_run(PHOS_CRIU_DUMP, &cr, NULL, e) < 0)
+		goto out;
+	uint64_t tdone = phos_now_ms();
+	res->stall_ms = (c.frozen_ms ? tdone - c.frozen_ms : tdone - td);
+	progress(&c, predump + 1, predump + 1, "publishing (hashing and syncing the image)");
+	/* CRIU chains pre-dumps with "parent" symlinks; the store takes no
+	 * symlinks, so the chain becomes nested directories first. */
+	if (phos_image_inline_parents(&w, e) < 0 || phos_image_publish(&w, e) < 0)
+		goto out;
+	res->generation = w.generation;
+	res->bytes = manifest_bytes(&w.manifest);
+	if (phos_image_gen_path(&phosd->store, &r->id, w.generation, res->path,
+				sizeof(res->path), e) < 0)
+		goto out;
+	struct phos_err re;
+	if (phos_image_retain(&phosd->store, &r->id, (unsigned)cfg.keep_generations,
+			      PHOS_VERIFY_QUICK, &re) < 0)
+		log_warn("retention for %s: %s", target, re.msg);
+	rc = 0;
+out:
+	res->total_ms = phos_now_ms() - t0;
+	if (rc == 0)
+		log_notice("checkpoint %s: generation %" PRIu64 " (%" PRIu64 " bytes) in %" PRIu64
+			   " ms, frozen %" PRIu64 " ms", target, res->generation, res->bytes,
+			   res->total_ms, res->stall_ms);
+	else
+		keep_log(&w, cfg.state_dir, c.op, e);
+	if (rc < 0)
+		log_err("checkpoint %s failed: %s", target, e ? e->msg : "");
+	phos_image_abort(&w);
+	if (link[0])
+		unlink(link);
+	phos_closep(&pidns);
+	phos_closep(&mntns);
+	op_end(c.op);
+	return rc;
+}

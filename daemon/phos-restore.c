@@ -1,0 +1,515 @@
+/*
+ * phos-restore.c - restore a verified image as a child of the caller.
+ *
+ * Restorer mode (root; exec'ed by phosd for `phosctl restore`, or forked
+ * and exec'ed by the SPANK plugin inside a Slurm task):
+ *
+ *   phos-restore --image DIR [--control-fd N] [--socket S --job J --step S
+ *                --task T] [--uid U --gid G] [--report-fd N]
+ *
+ *   1. stdio: fds received on the control fd (the task's 0,1,2, sent once
+ *      Slurm has set them up), else our own 0,1,2;
+ *   2. join the cgroup of our parent (the Slurm task, already placed by
+ *      slurmstepd) so the restored tree is accounted to the new step;
+ *   3. unshare a pid and a mount namespace and fork its init; init mounts
+ *      a fresh /proc and runs CRIU with rst_sibling, so the restored tree
+ *      is init's child, keeps its original pids and cannot clash with the
+ *      pids of this node;
+ *   4. init tells libphos in the processes that were waiting for their
+ *      checkpoint that they were restored, drops privileges, reaps, and
+ *      reports the root's wait status;
+ *   5. we tell phosd (RESTORE_DONE), drop privileges, forward signals to
+ *      the restored root and exit the way it exited.
+ *
+ * Waiter mode (the Slurm task itself, as the user, after exec):
+ *
+ *   phos-restore --wait-fd N
+ *
+ *   waits for its child (the restorer above), forwards signals to it, and
+ *   exits the way it exited.
+ *
+ * Exit status: the restored root's; 1 (with a message on stderr) if the
+ * restore failed.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "criu.h"
+#include "log.h"
+#include "manifest.h"
+#include "proc.h"
+#include "proto.h"
+#include "util.h"
+
+struct opts {
+	const char *image;
+	const char *socket;
+	int control_fd;
+	int report_fd;
+	int wait_fd;
+	uint64_t job, step, task;
+	bool have_ids;
+	uid_t uid;
+	gid_t gid;
+	bool have_uid;
+};
+
+static volatile pid_t forward_to = -1;
+
+static void forward(int sig)
+{
+	if (forward_to > 0)
+		kill(forward_to, sig);
+}
+
+static const int forwarded[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCONT,
+				 SIGALRM, SIGTSTP };
+
+static void forward_signals(void)
+{
+	struct sigaction sa = { .sa_handler = forward, .sa_flags = SA_RESTART };
+
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < ARRAY_SIZE(forwarded); i++)
+		sigaction(forwarded[i], &sa, NULL);
+}
+
+/* Exit the way a child with wait status st ended. */
+static void exit_like(int st) __attribute__((noreturn));
+static void exit_like(int st)
+{
+	if (WIFSIGNALED(st)) {
+		int sig = WTERMSIG(st);
+
+		signal(sig, SIG_DFL);
+		prctl(PR_SET_DUMPABLE, 0);	/* no core for a re-raised signal */
+		raise(sig);
+		_exit(128 + sig);
+	}
+	_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 1);
+}
+
+static int wait_mode(int fd)
+{
+	int st = 0;
+	pid_t p;
+
+	forward_to = -1;
+	/* Our only child is the restorer; signals go to it. */
+	forward_signals();
+	while ((p = waitpid(-1, &st, 0)) < 0 && errno == EINTR)
+		;
+	if (fd >= 0)
+		close(fd);
+	if (p < 0) {
+		fprintf(stderr, "phos: restore helper vanished: %s\n", strerror(errno));
+		return 1;
+	}
+	exit_like(st);
+}
+
+static int drop_privileges(uid_t uid, gid_t gid)
+{
+	if (setgroups(0, NULL) < 0 || setregid(gid, gid) < 0 || setreuid(uid, uid) < 0)
+		return -1;
+	return 0;
+}
+
+/* Receive the task's stdio on the control fd: a message with 3 fds. */
+static int recv_stdio(int cfd, int fds[3])
+{
+	struct phos_msg *m = phos_msg_recv(cfd, 10 * 60 * 1000);
+
+	if (!m)
+		return -1;
+	if (m->nfds != 3) {
+		phos_msg_free(m);
+		errno = EBADMSG;
+		return -1;
+	}
+	for (int i = 0; i < 3; i++) {
+		fds[i] = m->fds[i];
+		m->fds[i] = -1;
+	}
+	phos_msg_free(m);
+	return 0;
+}
+
+/* Move ourselves into our parent's cgroup (v2).  Best effort. */
+static void join_parent_cgroup(void)
+{
+	char path[128], line[4096], procs[4200];
+	FILE *f;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)getppid());
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, "0::", 3) != 0)
+			continue;
+		if (phos_snprintf(procs, sizeof(procs), "/sys/fs/cgroup%s/cgroup.procs", line + 3) < 0)
+			break;
+		fd = open(procs, O_WRONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			if (dprintf(fd, "%d\n", (int)getpid()) < 0)
+				log_debug("cannot join cgroup %s: %m", line + 3);
+			close(fd);
+		}
+		break;
+	}
+	fclose(f);
+}
+
+static int load_manifest(int dirfd, struct phos_manifest *m, struct phos_err *e)
+{
+	int fd = openat(dirfd, PHOS_MANIFEST_NAME, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	struct stat st;
+	char *buf;
+	ssize_t n;
+	int rc;
+
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return phos_errf(e, "cannot read the manifest: %s", strerror(errno));
+	if (st.st_size > PHOS_MANIFEST_MAX) {
+		close(fd);
+		return phos_errnof(e, EFBIG, "manifest too large");
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		close(fd);
+		return -1;
+	}
+	n = phos_read_full(fd, buf, (size_t)st.st_size);
+	close(fd);
+	if (n != st.st_size) {
+		free(buf);
+		return phos_errf(e, "short read of the manifest");
+	}
+	phos_manifest_init(m);
+	rc = phos_manifest_parse(m, PHOS_MANIFEST_NAME, buf, (size_t)n, e);
+	free(buf);
+	return rc;
+}
+
+/* The inherit-fd key phosd recorded for a stdio fd (see checkpoint.c):
+ * "pipe:[N]", "socket:[N]", "file[MNT:INO]" or a path without its leading
+ * '/'. */
+static const char *inherit_key(const char *key)
+{
+	if (!key || !*key || key[0] == '/')
+		return NULL;
+	return key;
+}
+
+/* Status pipe messages from init to the restorer. */
+struct init_report {
+	int ok;			/* 1 restored, 0 failed */
+	pid_t nspid;		/* root pid inside the namespace */
+	int status;		/* root's wait status (second report) */
+	char msg[PHOS_ERR_MAX];
+};
+
+/* Signal the processes that waited in libphos for their checkpoint. */
+static void wake_waiters(const struct phos_manifest *m)
+{
+	const char *w = phos_manifest_get_extra(m, "phos.waiters");
+	union sigval v = { .sival_int = PHOS_SIGVAL_RESTORED };
+
+	while (w && *w) {
+		char *end;
+		long pid = strtol(w, &end, 10);
+
+		if (end == w)
+			break;
+		if (pid > 0 && sigqueue((pid_t)pid, SIGRTMIN + PHOS_SIGNAL_OFFSET, v) < 0)
+			log_debug("cannot wake pid %ld: %m", pid);
+		w = *end ? end + 1 : end;
+	}
+}
+
+static void init_main(const struct opts *o, int dirfd, const struct phos_manifest *m,
+		      int inherit[3], int rep) __attribute__((noreturn));
+static void init_main(const struct opts *o, int dirfd, const struct phos_manifest *m,
+		      int inherit[3], int rep)
+{
+	struct phos_criu_req r;
+	struct init_report ir = { 0 };
+	struct phos_err e = { "" };
+	const char *keys[3];
+	pid_t root = 0, p;
+	int st = 0;
+
+	/* A mount namespace of init's own (not ours: our /proc must stay the
+	 * node's), with a /proc of the new pid namespace. */
+	if (unshare(CLONE_NEWNS) < 0 ||
+	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
+		snprintf(ir.msg, sizeof(ir.msg), "cannot mount /proc for the new pid namespace: %s",
+			 strerror(errno));
+		goto fail;
+	}
+	/* Same probe as phosd's: without working breakpoints CRIU must trace
+	 * syscalls to catch the restored tasks (200 ms when they do not work). */
+	if (!phos_criu_probe_breakpoints())
+		log_debug("hardware breakpoints do not fire here: CRIU traces syscalls");
+	phos_criu_req_init(&r);
+	r.images_fd = dirfd;
+	r.log_name = "restore.log";
+	r.rst_sibling = true;
+	/* The dumped stdio pipes/sockets are replaced by the new task's. */
+	for (int i = 0; i < 3; i++) {
+		char k[16];
+		bool dup = false;
+
+		snprintf(k, sizeof(k), "stdio.%d", i);
+		keys[i] = inherit_key(phos_manifest_get_extra(m, k));
+		if (!keys[i])
+			continue;
+		for (int j = 0; j < r.ninherit; j++)
+			dup |= strcmp(r.inherit[j].key, keys[i]) == 0;
+		if (dup)
+			continue;
+		r.inherit[r.ninherit].fd = inherit[i];
+		r.inherit[r.ninherit].key = keys[i];
+		r.ninherit++;
+	}
+	/* The restore log must not go into the verified image directory. */
+	char logdir[] = "/tmp/phos-restore.XXXXXX";
+	if (!mkdtemp(logdir) || (r.work_fd = open(logdir, O_DIRECTORY | O_CLOEXEC)) < 0) {
+		snprintf(ir.msg, sizeof(ir.msg), "cannot create a log directory: %s", strerror(errno));
+		goto fail;
+	}
+	if (phos_criu_run(PHOS_CRIU_RESTORE, &r, &root, &e) < 0) {
+		snprintf(ir.msg, sizeof(ir.msg), "%s (in %s)", e.msg, logdir);
+		goto fail;
+	}
+	ir.ok = 1;
+	ir.nspid = root;
+	wake_waiters(m);
+	if (o->have_uid && drop_privileges(o->uid, o->gid) < 0)
+		log_warn("cannot drop privileges in the namespace init: %m");
+	if (write(rep, &ir, sizeof(ir)) != (ssize_t)sizeof(ir))
+		_exit(1);
+	forward_to = root;
+	forward_signals();
+	for (;;) {
+		p = waitpid(-1, &st, 0);
+		if (p < 0 && errno == EINTR)
+			continue;
+		if (p < 0 || p == root)
+			break;
+	}
+	ir.status = p == root ? st : (1 << 8);
+	if (write(rep, &ir, sizeof(ir)) != (ssize_t)sizeof(ir))
+		_exit(1);
+	_exit(0);
+fail:
+	ir.ok = 0;
+	if (write(rep, &ir, sizeof(ir)) != (ssize_t)sizeof(ir))
+		_exit(1);
+	_exit(1);
+}
+
+/* Global pid of init's only child. */
+static pid_t child_of(pid_t init)
+{
+	char path[96];
+	FILE *f;
+	int c = -1;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)init, (int)init);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	if (fscanf(f, "%d", &c) != 1)
+		c = -1;
+	fclose(f);
+	return c;
+}
+
+static void report_done(const struct opts *o, pid_t pid, pid_t nspid)
+{
+	struct phos_msg *m, *r;
+	int fd;
+
+	if (!o->socket || !o->have_ids)
+		return;
+	fd = phos_unix_connect(o->socket);
+	if (fd < 0) {
+		log_warn("cannot tell phosd at %s about the restore: %m", o->socket);
+		return;
+	}
+	m = phos_msg_new(PHOS_MSG_RESTORE_DONE, 1);
+	if (m && phos_msg_put_u64(m, PHOS_A_JOB, o->job) == 0 &&
+	    phos_msg_put_u64(m, PHOS_A_STEP, o->step) == 0 &&
+	    phos_msg_put_u64(m, PHOS_A_TASK, o->task) == 0 &&
+	    phos_msg_put_u64(m, PHOS_A_PID, (uint64_t)pid) == 0 &&
+	    phos_msg_put_u64(m, PHOS_A_NSPID, (uint64_t)nspid) == 0 &&
+	    phos_msg_put_str(m, PHOS_A_PATH, o->image) == 0 &&
+	    phos_msg_send(fd, m, NULL, 0) == 0) {
+		r = phos_msg_recv(fd, 10000);
+		phos_msg_free(r);
+	}
+	phos_msg_free(m);
+	close(fd);
+}
+
+static int restore_mode(const struct opts *o)
+{
+	struct phos_manifest m;
+	struct phos_err e = { "" };
+	struct init_report ir;
+	int stdio[3] = { -1, -1, -1 };
+	int pp[2], dirfd, st;
+	pid_t init, root;
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "phos: phos-restore must run as root (it is started by phosd or the SPANK plugin)\n");
+		return 1;
+	}
+	if (o->control_fd >= 0) {
+		if (recv_stdio(o->control_fd, stdio) < 0) {
+			fprintf(stderr, "phos: restore: did not get the task's stdio: %s\n", strerror(errno));
+			return 1;
+		}
+		/* From now on our own stdio is the task's. */
+		for (int i = 0; i < 3; i++)
+			if (dup2(stdio[i], i) < 0)
+				return 1;
+		join_parent_cgroup();
+	} else {
+		for (int i = 0; i < 3; i++)
+			stdio[i] = fcntl(i, F_DUPFD_CLOEXEC, 3);
+	}
+	dirfd = open(o->image, O_DIRECTORY | O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (dirfd < 0) {
+		fprintf(stderr, "phos: restore: cannot open %s: %s\n", o->image, strerror(errno));
+		return 1;
+	}
+	if (load_manifest(dirfd, &m, &e) < 0) {
+		fprintf(stderr, "phos: restore: %s: %s\n", o->image, e.msg);
+		return 1;
+	}
+	if (pipe2(pp, O_CLOEXEC) < 0 || unshare(CLONE_NEWPID) < 0) {
+		fprintf(stderr, "phos: restore: cannot create a pid namespace: %s\n", strerror(errno));
+		return 1;
+	}
+	init = fork();
+	if (init < 0) {
+		fprintf(stderr, "phos: restore: fork: %s\n", strerror(errno));
+		return 1;
+	}
+	if (init == 0) {
+		close(pp[0]);
+		if (o->report_fd >= 0)
+			close(o->report_fd);
+		init_main(o, dirfd, &m, stdio, pp[1]);
+	}
+	close(pp[1]);
+	if (phos_read_full(pp[0], &ir, sizeof(ir)) != (ssize_t)sizeof(ir) || !ir.ok) {
+		fprintf(stderr, "phos: restore of %s failed: %s\n", o->image,
+			ir.msg[0] ? ir.msg : "the namespace init died");
+		waitpid(init, &st, 0);
+		return 1;
+	}
+	root = child_of(init);
+	forward_to = root;
+	forward_signals();
+	log_info("restored %s as pid %d (pid %d in its namespace)", o->image, (int)root, (int)ir.nspid);
+	if (o->report_fd >= 0) {
+		dprintf(o->report_fd, "%d %d\n", (int)root, (int)ir.nspid);
+		close(o->report_fd);
+	}
+	report_done(o, root, ir.nspid);
+	phos_manifest_free(&m);
+	close(dirfd);
+	for (int i = 0; i < 3; i++)
+		phos_closep(&stdio[i]);
+	if (o->have_uid && drop_privileges(o->uid, o->gid) < 0)
+		log_warn("cannot drop privileges: %m");
+	if (phos_read_full(pp[0], &ir, sizeof(ir)) != (ssize_t)sizeof(ir))
+		ir.status = 1 << 8;
+	while (waitpid(init, &st, 0) < 0 && errno == EINTR)
+		;
+	exit_like(ir.status);
+}
+
+static int parse_u64(const char *name, const char *v, uint64_t *out)
+{
+	if (phos_parse_u64(v, out) < 0) {
+		fprintf(stderr, "phos-restore: %s: expected a number, got '%s'\n", name, v);
+		return -1;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+		{ "image", required_argument, NULL, 'i' },
+		{ "control-fd", required_argument, NULL, 'c' },
+		{ "report-fd", required_argument, NULL, 'r' },
+		{ "wait-fd", required_argument, NULL, 'w' },
+		{ "socket", required_argument, NULL, 's' },
+		{ "job", required_argument, NULL, 'j' },
+		{ "step", required_argument, NULL, 'S' },
+		{ "task", required_argument, NULL, 't' },
+		{ "uid", required_argument, NULL, 'u' },
+		{ "gid", required_argument, NULL, 'g' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct opts o = { .control_fd = -1, .report_fd = -1, .wait_fd = -1 };
+	uint64_t v;
+	int c;
+
+	phos_log_open("phos-restore", PHOS_LOG_STDERR,
+		      secure_getenv("PHOS_DEBUG") ? LOG_DEBUG : LOG_WARNING);
+	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
+		switch (c) {
+		case 'i': o.image = optarg; break;
+		case 's': o.socket = optarg; break;
+		case 'c': if (parse_u64("--control-fd", optarg, &v) < 0) return 2; o.control_fd = (int)v; break;
+		case 'r': if (parse_u64("--report-fd", optarg, &v) < 0) return 2; o.report_fd = (int)v; break;
+		case 'w': if (parse_u64("--wait-fd", optarg, &v) < 0) return 2; o.wait_fd = (int)v; break;
+		case 'j': if (parse_u64("--job", optarg, &o.job) < 0) return 2; o.have_ids = true; break;
+		case 'S': if (parse_u64("--step", optarg, &o.step) < 0) return 2; break;
+		case 't': if (parse_u64("--task", optarg, &o.task) < 0) return 2; break;
+		case 'u': if (parse_u64("--uid", optarg, &v) < 0) return 2; o.uid = (uid_t)v; o.have_uid = true; break;
+		case 'g': if (parse_u64("--gid", optarg, &v) < 0) return 2; o.gid = (gid_t)v; break;
+		case 'h':
+			printf("Usage: phos-restore --image DIR [--control-fd N] [--report-fd N]\n"
+			       "                    [--socket S --job J --step S --task T] [--uid U --gid G]\n"
+			       "       phos-restore --wait-fd N\n"
+			       "Internal helper of phosd and the PhOS SPANK plugin; see phosd(8).\n");
+			return 0;
+		default:
+			return 2;
+		}
+	}
+	if (o.wait_fd >= 0)
+		return wait_mode(o.wait_fd);
+	if (!o.image) {
+		fprintf(stderr, "phos-restore: --image DIR or --wait-fd N is required\n");
+		return 2;
+	}
+	return restore_mode(&o);
+}

@@ -1,0 +1,111 @@
+/*
+ * restore.c - phosd's side of `phosctl restore`: run phos-restore.
+ *
+ *   fork -> setsid, fork -> exec phos-restore --image P --report-fd N
+ *   (the middle child exits at once, so phosd never reaps the tree)
+ *   read "PID NSPID" from the report pipe, or EOF = failed
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "phosd.h"
+#include "restore.h"
+#include "util.h"
+
+static void child(const char *path, uid_t uid, gid_t gid, const int stdio[3], int rep)
+	__attribute__((noreturn));
+static void child(const char *path, uid_t uid, gid_t gid, const int stdio[3], int rep)
+{
+	char repfd[16], suid[16], sgid[16];
+	sigset_t none;
+	int null = open("/dev/null", O_RDWR);
+
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (setsid() < 0 || fork() != 0)
+		_exit(0);
+	for (int i = 0; i < 3; i++)
+		if (dup2(stdio[i] >= 0 ? stdio[i] : null, i) < 0)
+			_exit(126);
+	int r = fcntl(rep, F_DUPFD, 3);
+	if (r < 0)
+		_exit(126);
+	snprintf(repfd, sizeof(repfd), "%d", r);
+	snprintf(suid, sizeof(suid), "%u", (unsigned)uid);
+	snprintf(sgid, sizeof(sgid), "%u", (unsigned)gid);
+	execl(phosd->restore_helper, "phos-restore", "--image", path, "--report-fd", repfd,
+	      "--uid", suid, "--gid", sgid, (char *)NULL);
+	dprintf(2, "phos: cannot run %s: %s\n", phosd->restore_helper, strerror(errno));
+	_exit(127);
+}
+
+/* Read up to a newline (the report), EOF or timeout. */
+static ssize_t read_line(int fd, char *buf, size_t size, int timeout_ms)
+{
+	size_t n = 0;
+	uint64_t end = phos_now_ms() + (uint64_t)timeout_ms;
+
+	while (n + 1 < size) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		uint64_t now = phos_now_ms();
+		ssize_t r;
+
+		if (now >= end || poll(&p, 1, (int)(end - now)) <= 0)
+			break;
+		r = read(fd, buf + n, size - 1 - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+		if (memchr(buf, '\n', n))
+			break;
+	}
+	buf[n] = '\0';
+	return (ssize_t)n;
+}
+
+int restore_spawn(const char *path, uid_t uid, gid_t gid, const int stdio[3], pid_t *pid,
+		  struct phos_err *e)
+{
+	int pp[2], st;
+	char buf[64];
+	ssize_t n;
+	pid_t c;
+	int rpid = 0, nspid = 0;
+
+	if (pipe2(pp, O_CLOEXEC) < 0)
+		return phos_errf(e, "pipe: %s", strerror(errno));
+	c = fork();
+	if (c < 0) {
+		close(pp[0]);
+		close(pp[1]);
+		return phos_errf(e, "fork: %s", strerror(errno));
+	}
+	if (c == 0)
+		child(path, uid, gid, stdio, pp[1]);
+	close(pp[1]);
+	while (waitpid(c, &st, 0) < 0 && errno == EINTR)
+		;
+	n = read_line(pp[0], buf, sizeof(buf), phosd->cfg.checkpoint_timeout * 1000);
+	close(pp[0]);
+	if (n <= 0)
+		return phos_errnof(e, EIO, "restore of %s failed (phos-restore printed why on your "
+				   "terminal; CRIU's log is in /tmp/phos-restore.*)", path);
+	buf[n] = '\0';
+	if (sscanf(buf, "%d %d", &rpid, &nspid) < 1 || rpid <= 0)
+		return phos_errnof(e, EIO, "restore of %s: phos-restore reported '%s'", path, buf);
+	*pid = rpid;
+	log_notice("restored %s as pid %d", path, rpid);
+	return 0;
+}

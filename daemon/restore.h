@@ -1,0 +1,20 @@
+/*
+ * restore.h - start phos-restore for a verified generation.
+ */
+#ifndef PHOSD_RESTORE_H
+#define PHOSD_RESTORE_H
+
+#include <sys/types.h>
+
+#include "err.h"
+
+/*
+ * Restore the generation at path, owned by uid/gid, with stdio[0..2] as
+ * the tree's stdin/stdout/stderr (-1: /dev/null).  phos-restore runs
+ * detached from phosd (re-parented to init); its error messages go to the
+ * given stderr.  On success *pid is the restored root.  -1 + errno/e.
+ */
+int restore_spawn(const char *path, uid_t uid, gid_t gid, const int stdio[3], pid_t *pid,
+		  struct phos_err *e);
+
+#endif

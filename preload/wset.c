@@ -1,0 +1,116 @@
+/*
+ * wset.c - write-set speculation (DESIGN.md §5): every 8-byte-aligned
+ * word of a launch's parameters that falls inside a tracked allocation
+ * marks that allocation written; a memcpy/memset marks the allocations
+ * its destination range overlaps.  Pure functions over an amap: the
+ * caller holds the map lock (for reading: marks are atomic adds).
+ *
+ * Misses, by design for now: pointers stored in device memory, TMA
+ * descriptors, graphs (callers mark those launches unknown).
+ */
+#include "config.h"
+
+#include <string.h>
+
+#include "phos_int.h"
+
+static void mark(struct phos_wset *ws, struct phos_alloc *a)
+{
+	unsigned i;
+
+	for (i = 0; i < ws->n; i++)
+		if (ws->base[i] == a->base)
+			return;
+	if (ws->n == PHOS_WSET_MAX) {
+		ws->unknown = true;	/* too many to list: assume all */
+		return;
+	}
+	ws->base[ws->n++] = a->base;
+	__atomic_fetch_add(&a->writes, 1, __ATOMIC_RELAXED);
+}
+
+static void scan_bytes(const struct phos_amap *m, struct phos_wset *ws, const unsigned char *val,
+		       uint32_t off, uint32_t size)
+{
+	/* words aligned in the parameter buffer, which is how the kernel
+	 * sees them; a pointer parameter is always 8-aligned there */
+	uint32_t first = (off + 7u) & ~7u;
+	uint32_t p;
+
+	for (p = first; p + 8u <= off + size; p += 8u) {
+		uint64_t w;
+		struct phos_alloc *a;
+
+		memcpy(&w, val + (p - off), sizeof(w));
+		a = phos_amap_find(m, w);
+		if (a)
+			mark(ws, a);
+	}
+}
+
+static void *extra_buffer(void **extra, size_t *size)
+{
+	void *buf = NULL;
+	size_t i;
+
+	*size = 0;
+	for (i = 0; i < 64 && extra[i] != CU_LAUNCH_PARAM_END; i += 2) {
+		if (extra[i] == CU_LAUNCH_PARAM_BUFFER_POINTER)
+			buf = extra[i + 1];
+		else if (extra[i] == CU_LAUNCH_PARAM_BUFFER_SIZE && extra[i + 1])
+			*size = *(size_t *)extra[i + 1];
+		else if (extra[i] != CU_LAUNCH_PARAM_BUFFER_POINTER &&
+			 extra[i] != CU_LAUNCH_PARAM_BUFFER_SIZE)
+			return NULL;	/* an option we do not know */
+	}
+	return buf;
+}
+
+void phos_wset_scan(const struct phos_amap *m, struct phos_wset *ws, const struct phos_param *p,
+		    unsigned np, void **kernel_params, void **extra)
+{
+	unsigned i;
+
+	if (kernel_params) {
+		for (i = 0; i < np; i++) {
+			if (!kernel_params[i]) {
+				ws->unknown = true;
+				return;
+			}
+			scan_bytes(m, ws, kernel_params[i], p[i].offset, p[i].size);
+		}
+		return;
+	}
+	if (extra) {
+		size_t bsize;
+		const unsigned char *buf = extra_buffer(extra, &bsize);
+
+		if (!buf) {
+			ws->unknown = true;
+			return;
+		}
+		for (i = 0; i < np; i++) {
+			if ((size_t)p[i].offset + p[i].size > bsize) {
+				ws->unknown = true;
+				return;
+			}
+			scan_bytes(m, ws, buf + p[i].offset, p[i].offset, p[i].size);
+		}
+		return;
+	}
+	if (np)
+		ws->unknown = true;	/* parameters we were not given */
+}
+
+void phos_wset_range(const struct phos_amap *m, struct phos_wset *ws, uint64_t base, uint64_t size)
+{
+	uint64_t end = base + size;
+	size_t i;
+
+	if (size == 0)
+		return;
+	if (end < base)
+		end = UINT64_MAX;
+	for (i = phos_amap_lower(m, base); i < m->n && m->v[i].base < end; i++)
+		mark(ws, &m->v[i]);
+}

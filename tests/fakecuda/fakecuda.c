@@ -1,0 +1,877 @@
+/*
+ * fakecuda.c - a fake CUDA driver (libcuda.so.1) for CI machines without
+ * a GPU.  See fakecuda.h.  Only what libphos hooks and its tests need;
+ * everything runs on the host, synchronously.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fakecuda.h"
+
+#undef cuGetProcAddress
+#undef cuMemAlloc
+
+#define EXPORT __attribute__((visibility("default")))
+/* declare and define an exported entry point */
+#define FAKE(name, params) \
+	EXPORT CUresult name params; \
+	EXPORT CUresult name params
+
+/* ---- call counts ------------------------------------------------------ */
+
+#define MAXCALLS 256
+static struct {
+	char name[64];
+	unsigned long n;
+} calls[MAXCALLS];
+static pthread_mutex_t calls_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void hit(const char *name)
+{
+	int i;
+
+	pthread_mutex_lock(&calls_lock);
+	for (i = 0; i < MAXCALLS; i++) {
+		if (!calls[i].name[0]) {
+			strncpy(calls[i].name, name, sizeof(calls[i].name) - 1);
+			calls[i].n = 1;
+			break;
+		}
+		if (strcmp(calls[i].name, name) == 0) {
+			calls[i].n++;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&calls_lock);
+}
+
+EXPORT unsigned long fakecuda_calls(const char *name)
+{
+	unsigned long n = 0;
+	int i;
+
+	pthread_mutex_lock(&calls_lock);
+	for (i = 0; i < MAXCALLS && calls[i].name[0]; i++)
+		if (strcmp(calls[i].name, name) == 0)
+			n = calls[i].n;
+	pthread_mutex_unlock(&calls_lock);
+	return n;
+}
+
+EXPORT void fakecuda_reset_calls(void)
+{
+	pthread_mutex_lock(&calls_lock);
+	memset(calls, 0, sizeof(calls));
+	pthread_mutex_unlock(&calls_lock);
+}
+
+static int capturing;
+EXPORT void fakecuda_set_capturing(int on)
+{
+	__atomic_store_n(&capturing, on, __ATOMIC_SEQ_CST);
+}
+
+static int gpa_internal = -1;
+EXPORT void fakecuda_set_gpa_internal(int n)
+{
+	gpa_internal = n;
+}
+
+/* ---- init, devices, contexts ------------------------------------------- */
+
+FAKE(cuInit, (unsigned int flags))
+{
+	(void)flags;
+	hit("cuInit");
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuDriverGetVersion, (int *v))
+{
+	if (!v)
+		return CUDA_ERROR_INVALID_VALUE;
+	*v = 13000;
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuDeviceGetCount, (int *n))
+{
+	if (!n)
+		return CUDA_ERROR_INVALID_VALUE;
+	*n = 1;
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuDeviceGet, (CUdevice *d, int ordinal))
+{
+	if (!d || ordinal != 0)
+		return CUDA_ERROR_INVALID_DEVICE;
+	*d = 0;
+	return CUDA_SUCCESS;
+}
+
+static int the_ctx;
+FAKE(cuCtxCreate_v4, (CUcontext *ctx, CUctxCreateParams *p, unsigned int flags, CUdevice d))
+{
+	(void)p;
+	(void)flags;
+	if (!ctx || d != 0)
+		return CUDA_ERROR_INVALID_VALUE;
+	*ctx = (CUcontext)&the_ctx;
+	hit("cuCtxCreate_v4");
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuCtxDestroy_v2, (CUcontext ctx))
+{
+	return ctx == (CUcontext)&the_ctx ? CUDA_SUCCESS : CUDA_ERROR_INVALID_CONTEXT;
+}
+
+FAKE(cuCtxSynchronize, (void))
+{
+	return CUDA_SUCCESS;
+}
+
+/* ---- memory ----------------------------------------------------------- */
+
+static CUresult host_alloc(void **p, size_t size)
+{
+	if (!p || size == 0)
+		return CUDA_ERROR_INVALID_VALUE;
+	*p = aligned_alloc(256, (size + 255) & ~(size_t)255);
+	if (!*p)
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	memset(*p, 0, size);
+	return CUDA_SUCCESS;
+}
+
+/* the 32-bit API of CUDA < 3.2: only here so lookups can return it */
+FAKE(cuMemAlloc, (unsigned int *dptr, unsigned int size))
+{
+	(void)dptr;
+	(void)size;
+	hit("cuMemAlloc");
+	return CUDA_ERROR_NOT_SUPPORTED;
+}
+
+FAKE(cuMemAlloc_v2, (CUdeviceptr *dptr, size_t size))
+{
+	void *p = NULL;
+	CUresult r;
+
+	hit("cuMemAlloc_v2");
+	if (!dptr)
+		return CUDA_ERROR_INVALID_VALUE;
+	r = host_alloc(&p, size);
+	*dptr = (CUdeviceptr)(uintptr_t)p;
+	return r;
+}
+
+FAKE(cuMemAllocPitch_v2, (CUdeviceptr *dptr, size_t *pitch, size_t w, size_t h, unsigned int el))
+{
+	void *p = NULL;
+	CUresult r;
+
+	(void)el;
+	hit("cuMemAllocPitch_v2");
+	if (!dptr || !pitch || w == 0 || h == 0)
+		return CUDA_ERROR_INVALID_VALUE;
+	*pitch = (w + 511) & ~(size_t)511;
+	r = host_alloc(&p, *pitch * h);
+	*dptr = (CUdeviceptr)(uintptr_t)p;
+	return r;
+}
+
+FAKE(cuMemFree_v2, (CUdeviceptr p))
+{
+	hit("cuMemFree_v2");
+	free((void *)(uintptr_t)p);
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemAllocAsync, (CUdeviceptr *dptr, size_t size, CUstream s))
+{
+	(void)s;
+	hit("cuMemAllocAsync");
+	return host_alloc((void **)dptr, size);
+}
+
+FAKE(cuMemAllocAsync_ptsz, (CUdeviceptr *dptr, size_t size, CUstream s))
+{
+	(void)s;
+	hit("cuMemAllocAsync_ptsz");
+	return host_alloc((void **)dptr, size);
+}
+
+FAKE(cuMemAllocFromPoolAsync, (CUdeviceptr *dptr, size_t size, CUmemoryPool pool, CUstream s))
+{
+	(void)s;
+	(void)pool;
+	hit("cuMemAllocFromPoolAsync");
+	return host_alloc((void **)dptr, size);
+}
+
+FAKE(cuMemFreeAsync, (CUdeviceptr p, CUstream s))
+{
+	(void)s;
+	hit("cuMemFreeAsync");
+	free((void *)(uintptr_t)p);
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemFreeAsync_ptsz, (CUdeviceptr p, CUstream s))
+{
+	(void)s;
+	hit("cuMemFreeAsync_ptsz");
+	free((void *)(uintptr_t)p);
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemHostAlloc, (void **pp, size_t size, unsigned int fl))
+{
+	(void)fl;
+	hit("cuMemHostAlloc");
+	return host_alloc(pp, size);
+}
+
+FAKE(cuMemAllocHost_v2, (void **pp, size_t size))
+{
+	hit("cuMemAllocHost_v2");
+	return host_alloc(pp, size);
+}
+
+FAKE(cuMemFreeHost, (void *p))
+{
+	hit("cuMemFreeHost");
+	free(p);
+	return CUDA_SUCCESS;
+}
+
+/* ---- VMM: handles are memfds, reservations PROT_NONE mappings --------- */
+
+struct vmm {
+	int fd;
+	size_t size;
+};
+
+FAKE(cuMemGetAllocationGranularity, (size_t *g, const CUmemAllocationProp *prop,
+				     CUmemAllocationGranularity_flags opt))
+{
+	(void)prop;
+	(void)opt;
+	if (!g)
+		return CUDA_ERROR_INVALID_VALUE;
+	*g = 2u << 20;
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemCreate, (CUmemGenericAllocationHandle *h, size_t size, const CUmemAllocationProp *prop,
+		   unsigned long long fl))
+{
+	struct vmm *v;
+
+	(void)fl;
+	hit("cuMemCreate");
+	if (!h || !prop || size == 0)
+		return CUDA_ERROR_INVALID_VALUE;
+	v = malloc(sizeof(*v));
+	if (!v)
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	v->fd = memfd_create("fakecuda-vmm", MFD_CLOEXEC);
+	if (v->fd < 0 || ftruncate(v->fd, (off_t)size) < 0) {
+		if (v->fd >= 0)
+			close(v->fd);
+		free(v);
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	}
+	v->size = size;
+	*h = (CUmemGenericAllocationHandle)(uintptr_t)v;
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemRelease, (CUmemGenericAllocationHandle h))
+{
+	struct vmm *v = (struct vmm *)(uintptr_t)h;
+
+	hit("cuMemRelease");
+	if (!v)
+		return CUDA_ERROR_INVALID_VALUE;
+	close(v->fd);	/* live mappings keep the memory */
+	free(v);
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemExportToShareableHandle, (void *out, CUmemGenericAllocationHandle h,
+				    CUmemAllocationHandleType type, unsigned long long fl))
+{
+	struct vmm *v = (struct vmm *)(uintptr_t)h;
+	int fd;
+
+	(void)fl;
+	if (!v || !out || type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)
+		return CUDA_ERROR_INVALID_VALUE;
+	fd = fcntl(v->fd, F_DUPFD_CLOEXEC, 3);
+	if (fd < 0)
+		return CUDA_ERROR_OPERATING_SYSTEM;
+	*(int *)out = fd;
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemImportFromShareableHandle, (CUmemGenericAllocationHandle *h, void *os,
+				      CUmemAllocationHandleType type))
+{
+	struct stat st;
+	struct vmm *v;
+	int fd = (int)(intptr_t)os;
+
+	if (!h || type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR || fstat(fd, &st) < 0)
+		return CUDA_ERROR_INVALID_VALUE;
+	v = malloc(sizeof(*v));
+	if (!v)
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	v->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	v->size = (size_t)st.st_size;
+	*h = (CUmemGenericAllocationHandle)(uintptr_t)v;
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemAddressReserve, (CUdeviceptr *p, size_t size, size_t align, CUdeviceptr addr,
+			   unsigned long long fl))
+{
+	void *m;
+
+	(void)align;
+	(void)fl;
+	hit("cuMemAddressReserve");
+	if (!p || size == 0)
+		return CUDA_ERROR_INVALID_VALUE;
+	m = mmap((void *)(uintptr_t)addr, size, PROT_NONE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m == MAP_FAILED)
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	*p = (CUdeviceptr)(uintptr_t)m;
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemAddressFree, (CUdeviceptr p, size_t size))
+{
+	hit("cuMemAddressFree");
+	return munmap((void *)(uintptr_t)p, size) == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
+FAKE(cuMemMap, (CUdeviceptr p, size_t size, size_t off, CUmemGenericAllocationHandle h,
+		unsigned long long fl))
+{
+	struct vmm *v = (struct vmm *)(uintptr_t)h;
+
+	(void)fl;
+	hit("cuMemMap");
+	if (!v || off + size > v->size)
+		return CUDA_ERROR_INVALID_VALUE;
+	if (mmap((void *)(uintptr_t)p, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, v->fd,
+		 (off_t)off) == MAP_FAILED)
+		return CUDA_ERROR_INVALID_VALUE;
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemSetAccess, (CUdeviceptr p, size_t size, const CUmemAccessDesc *d, size_t n))
+{
+	(void)p;
+	(void)size;
+	(void)d;
+	(void)n;
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemUnmap, (CUdeviceptr p, size_t size))
+{
+	hit("cuMemUnmap");
+	/* back to a reservation */
+	if (mmap((void *)(uintptr_t)p, size, PROT_NONE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED)
+		return CUDA_ERROR_INVALID_VALUE;
+	return CUDA_SUCCESS;
+}
+
+/* ---- copies and memsets -------------------------------------------------- */
+
+#define P(x) ((void *)(uintptr_t)(x))
+
+FAKE(cuMemcpyHtoD_v2, (CUdeviceptr d, const void *s, size_t n))
+{
+	hit("cuMemcpyHtoD_v2");
+	memcpy(P(d), s, n);
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemcpyHtoD_v2_ptds, (CUdeviceptr d, const void *s, size_t n))
+{
+	hit("cuMemcpyHtoD_v2_ptds");
+	memcpy(P(d), s, n);
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemcpyHtoDAsync_v2, (CUdeviceptr d, const void *s, size_t n, CUstream st))
+{
+	(void)st;
+	hit("cuMemcpyHtoDAsync_v2");
+	memcpy(P(d), s, n);
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemcpyDtoH_v2, (void *d, CUdeviceptr s, size_t n))
+{
+	hit("cuMemcpyDtoH_v2");
+	memcpy(d, P(s), n);
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemcpyDtoD_v2, (CUdeviceptr d, CUdeviceptr s, size_t n))
+{
+	hit("cuMemcpyDtoD_v2");
+	memmove(P(d), P(s), n);
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemcpy, (CUdeviceptr d, CUdeviceptr s, size_t n))
+{
+	hit("cuMemcpy");
+	memmove(P(d), P(s), n);
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemcpyAsync, (CUdeviceptr d, CUdeviceptr s, size_t n, CUstream st))
+{
+	(void)st;
+	hit("cuMemcpyAsync");
+	memmove(P(d), P(s), n);
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemcpy2D_v2, (const CUDA_MEMCPY2D *c))
+{
+	size_t y;
+
+	hit("cuMemcpy2D_v2");
+	if (!c || c->srcMemoryType != CU_MEMORYTYPE_HOST || c->dstMemoryType != CU_MEMORYTYPE_DEVICE)
+		return CUDA_ERROR_NOT_SUPPORTED;
+	for (y = 0; y < c->Height; y++)
+		memcpy((char *)P(c->dstDevice) + c->dstXInBytes + (c->dstY + y) * c->dstPitch,
+		       (const char *)c->srcHost + c->srcXInBytes + (c->srcY + y) * c->srcPitch,
+		       c->WidthInBytes);
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemsetD8_v2, (CUdeviceptr d, unsigned char v, size_t n))
+{
+	hit("cuMemsetD8_v2");
+	memset(P(d), v, n);
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemsetD8Async, (CUdeviceptr d, unsigned char v, size_t n, CUstream st))
+{
+	(void)st;
+	hit("cuMemsetD8Async");
+	memset(P(d), v, n);
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemsetD32_v2, (CUdeviceptr d, unsigned int v, size_t n))
+{
+	size_t i;
+
+	hit("cuMemsetD32_v2");
+	for (i = 0; i < n; i++)
+		memcpy((char *)P(d) + 4 * i, &v, 4);
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemsetD2D8_v2, (CUdeviceptr d, size_t pitch, unsigned char v, size_t w, size_t h))
+{
+	size_t y;
+
+	hit("cuMemsetD2D8_v2");
+	for (y = 0; y < h; y++)
+		memset((char *)P(d) + y * pitch, v, w);
+	return CUDA_SUCCESS;
+}
+
+/* cuMemsetD8 as a driver lookup may answer: functions of its own */
+#define INTERNAL(n) \
+	static CUresult memsetd8_internal##n(CUdeviceptr d, unsigned char v, size_t sz) \
+	{ hit("cuMemsetD8_v2@internal" #n); memset(P(d), v, sz); return CUDA_SUCCESS; }
+INTERNAL(0) INTERNAL(1) INTERNAL(2) INTERNAL(3) INTERNAL(4) INTERNAL(5) INTERNAL(6) INTERNAL(7)
+static void *const memsetd8_internal[8] = {
+	(void *)memsetd8_internal0, (void *)memsetd8_internal1, (void *)memsetd8_internal2,
+	(void *)memsetd8_internal3, (void *)memsetd8_internal4, (void *)memsetd8_internal5,
+	(void *)memsetd8_internal6, (void *)memsetd8_internal7,
+};
+
+/* ---- kernels ---------------------------------------------------------------- */
+
+#define KMAGIC 0x6b65726eu
+
+struct kern {
+	unsigned magic;
+	enum fakecuda_kind kind;
+	unsigned np;
+	fakecuda_body body;
+	size_t off[64];
+	size_t size[64];
+};
+
+EXPORT CUfunction fakecuda_kernel(enum fakecuda_kind kind, unsigned np, const size_t *sizes,
+				  fakecuda_body body)
+{
+	struct kern *k;
+	size_t off = 0;
+	unsigned i;
+
+	if (np > 64)
+		return NULL;
+	k = calloc(1, sizeof(*k));
+	if (!k)
+		return NULL;
+	k->magic = KMAGIC;
+	k->kind = kind;
+	k->np = np;
+	k->body = body;
+	for (i = 0; i < np; i++) {
+		size_t a = sizes[i] >= 8 ? 8 : sizes[i] >= 4 ? 4 : sizes[i] >= 2 ? 2 : 1;
+
+		off = (off + a - 1) & ~(a - 1);
+		k->off[i] = off;
+		k->size[i] = sizes[i];
+		off += sizes[i];
+	}
+	return (CUfunction)k;
+}
+
+EXPORT size_t fakecuda_param_offset(CUfunction f, unsigned i)
+{
+	return ((struct kern *)f)->off[i];
+}
+
+static struct kern *kern_of(const void *h)
+{
+	struct kern *k = (struct kern *)h;
+
+	return k && k->magic == KMAGIC ? k : NULL;
+}
+
+FAKE(cuKernelGetParamInfo, (CUkernel kernel, size_t i, size_t *off, size_t *size))
+{
+	struct kern *k = kern_of(kernel);
+
+	hit("cuKernelGetParamInfo");
+	if (!k || k->kind != FAKECUDA_KERNEL)
+		return CUDA_ERROR_INVALID_HANDLE;
+	if (i >= k->np)
+		return CUDA_ERROR_INVALID_VALUE;
+	if (off)
+		*off = k->off[i];
+	if (size)
+		*size = k->size[i];
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuFuncGetParamInfo, (CUfunction f, size_t i, size_t *off, size_t *size))
+{
+	struct kern *k = kern_of(f);
+
+	hit("cuFuncGetParamInfo");
+	if (!k || k->kind != FAKECUDA_FUNCTION)
+		return CUDA_ERROR_INVALID_HANDLE;
+	if (i >= k->np)
+		return CUDA_ERROR_INVALID_VALUE;
+	if (off)
+		*off = k->off[i];
+	if (size)
+		*size = k->size[i];
+	return CUDA_SUCCESS;
+}
+
+static CUresult run(CUfunction f, void **kp, void **extra)
+{
+	struct kern *k = kern_of(f);
+	void *ptrs[64];
+	unsigned i;
+
+	if (!k)
+		return CUDA_ERROR_INVALID_HANDLE;
+	if (__atomic_load_n(&capturing, __ATOMIC_SEQ_CST))
+		return CUDA_SUCCESS;	/* recorded, not run */
+	if (!kp && extra) {
+		char *buf = NULL;
+
+		for (i = 0; extra[i] != CU_LAUNCH_PARAM_END; i += 2)
+			if (extra[i] == CU_LAUNCH_PARAM_BUFFER_POINTER)
+				buf = extra[i + 1];
+		if (!buf)
+			return CUDA_ERROR_INVALID_VALUE;
+		for (i = 0; i < k->np; i++)
+			ptrs[i] = buf + k->off[i];
+		kp = ptrs;
+	}
+	if (k->body)
+		k->body(kp);
+	return CUDA_SUCCESS;
+}
+
+#define LAUNCH_P (CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, \
+		  unsigned bz, unsigned shm, CUstream s, void **kp, void **extra)
+FAKE(cuLaunchKernel, LAUNCH_P)
+{
+	(void)gx, (void)gy, (void)gz, (void)bx, (void)by, (void)bz, (void)shm, (void)s;
+	hit("cuLaunchKernel");
+	return run(f, kp, extra);
+}
+
+FAKE(cuLaunchKernel_ptsz, LAUNCH_P)
+{
+	(void)gx, (void)gy, (void)gz, (void)bx, (void)by, (void)bz, (void)shm, (void)s;
+	hit("cuLaunchKernel_ptsz");
+	return run(f, kp, extra);
+}
+
+FAKE(cuLaunchKernelEx, (const CUlaunchConfig *c, CUfunction f, void **kp, void **extra))
+{
+	(void)c;
+	hit("cuLaunchKernelEx");
+	return run(f, kp, extra);
+}
+
+FAKE(cuLaunchCooperativeKernel, (CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+				 unsigned by, unsigned bz, unsigned shm, CUstream s, void **kp))
+{
+	(void)gx, (void)gy, (void)gz, (void)bx, (void)by, (void)bz, (void)shm, (void)s;
+	hit("cuLaunchCooperativeKernel");
+	return run(f, kp, NULL);
+}
+
+FAKE(cuGraphLaunch, (CUgraphExec g, CUstream s))
+{
+	(void)g;
+	(void)s;
+	hit("cuGraphLaunch");
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuStreamIsCapturing, (CUstream s, CUstreamCaptureStatus *st))
+{
+	(void)s;
+	hit("cuStreamIsCapturing");
+	if (!st)
+		return CUDA_ERROR_INVALID_VALUE;
+	*st = __atomic_load_n(&capturing, __ATOMIC_SEQ_CST) ? CU_STREAM_CAPTURE_STATUS_ACTIVE
+							     : CU_STREAM_CAPTURE_STATUS_NONE;
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuStreamIsCapturing_ptsz, (CUstream s, CUstreamCaptureStatus *st))
+{
+	hit("cuStreamIsCapturing_ptsz");
+	return cuStreamIsCapturing(s, st);
+}
+
+static int the_graph;
+FAKE(cuStreamBeginCapture_v2, (CUstream s, CUstreamCaptureMode mode))
+{
+	(void)s;
+	(void)mode;
+	hit("cuStreamBeginCapture_v2");
+	if (__atomic_exchange_n(&capturing, 1, __ATOMIC_SEQ_CST))
+		return CUDA_ERROR_ILLEGAL_STATE;
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuStreamEndCapture, (CUstream s, CUgraph *g))
+{
+	(void)s;
+	hit("cuStreamEndCapture");
+	if (!__atomic_exchange_n(&capturing, 0, __ATOMIC_SEQ_CST))
+		return CUDA_ERROR_ILLEGAL_STATE;
+	if (g)
+		*g = (CUgraph)&the_graph;
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuGetExportTable, (const void **table, const CUuuid *id))
+{
+	(void)table;
+	(void)id;
+	hit("cuGetExportTable");
+	return CUDA_ERROR_NOT_FOUND;
+}
+
+/* ---- cuGetProcAddress ------------------------------------------------------ */
+
+static const struct {
+	const char *base;
+	int ver;	/* version that introduced this variant */
+	int pt;		/* per-thread-stream variant */
+	const char *sym;
+} procs[] = {
+	{ "cuInit", 2000, 0, "cuInit" },
+	{ "cuDriverGetVersion", 2020, 0, "cuDriverGetVersion" },
+	{ "cuDeviceGet", 2000, 0, "cuDeviceGet" },
+	{ "cuCtxCreate", 13000, 0, "cuCtxCreate_v4" },
+	{ "cuMemAlloc", 2000, 0, "cuMemAlloc" },
+	{ "cuMemAlloc", 3020, 0, "cuMemAlloc_v2" },
+	{ "cuMemAllocPitch", 3020, 0, "cuMemAllocPitch_v2" },
+	{ "cuMemFree", 3020, 0, "cuMemFree_v2" },
+	{ "cuMemAllocAsync", 11020, 0, "cuMemAllocAsync" },
+	{ "cuMemAllocAsync", 11020, 1, "cuMemAllocAsync_ptsz" },
+	{ "cuMemFreeAsync", 11020, 0, "cuMemFreeAsync" },
+	{ "cuMemFreeAsync", 11020, 1, "cuMemFreeAsync_ptsz" },
+	{ "cuMemCreate", 10020, 0, "cuMemCreate" },
+	{ "cuMemRelease", 10020, 0, "cuMemRelease" },
+	{ "cuMemMap", 10020, 0, "cuMemMap" },
+	{ "cuMemUnmap", 10020, 0, "cuMemUnmap" },
+	{ "cuMemcpyHtoD", 3020, 0, "cuMemcpyHtoD_v2" },
+	{ "cuMemcpyHtoD", 7000, 1, "cuMemcpyHtoD_v2_ptds" },
+	{ "cuMemcpyDtoH", 3020, 0, "cuMemcpyDtoH_v2" },
+	{ "cuMemsetD8", 3020, 0, "cuMemsetD8_v2" },
+	{ "cuLaunchKernel", 4000, 0, "cuLaunchKernel" },
+	{ "cuLaunchKernel", 7000, 1, "cuLaunchKernel_ptsz" },
+	{ "cuLaunchKernelEx", 11060, 0, "cuLaunchKernelEx" },
+	{ "cuKernelGetParamInfo", 12040, 0, "cuKernelGetParamInfo" },
+	{ "cuStreamIsCapturing", 10000, 0, "cuStreamIsCapturing" },
+	{ "cuStreamIsCapturing", 10000, 1, "cuStreamIsCapturing_ptsz" },
+	{ "cuGetProcAddress", 11030, 0, "cuGetProcAddress" },
+	{ "cuGetProcAddress", 12000, 0, "cuGetProcAddress_v2" },
+	{ "cuGetExportTable", 3000, 0, "cuGetExportTable" },
+};
+
+/* the fake's own entry points by name: dlsym here would be libphos's */
+static const struct {
+	const char *name;
+	void *fn;
+} syms[] = {
+	{ "cuInit", (void *)cuInit },
+	{ "cuDriverGetVersion", (void *)cuDriverGetVersion },
+	{ "cuDeviceGetCount", (void *)cuDeviceGetCount },
+	{ "cuDeviceGet", (void *)cuDeviceGet },
+	{ "cuCtxCreate_v4", (void *)cuCtxCreate_v4 },
+	{ "cuCtxDestroy_v2", (void *)cuCtxDestroy_v2 },
+	{ "cuCtxSynchronize", (void *)cuCtxSynchronize },
+	{ "cuMemAlloc", (void *)cuMemAlloc },
+	{ "cuMemAlloc_v2", (void *)cuMemAlloc_v2 },
+	{ "cuMemAllocPitch_v2", (void *)cuMemAllocPitch_v2 },
+	{ "cuMemFree_v2", (void *)cuMemFree_v2 },
+	{ "cuMemAllocAsync", (void *)cuMemAllocAsync },
+	{ "cuMemAllocAsync_ptsz", (void *)cuMemAllocAsync_ptsz },
+	{ "cuMemAllocFromPoolAsync", (void *)cuMemAllocFromPoolAsync },
+	{ "cuMemFreeAsync", (void *)cuMemFreeAsync },
+	{ "cuMemFreeAsync_ptsz", (void *)cuMemFreeAsync_ptsz },
+	{ "cuMemHostAlloc", (void *)cuMemHostAlloc },
+	{ "cuMemAllocHost_v2", (void *)cuMemAllocHost_v2 },
+	{ "cuMemFreeHost", (void *)cuMemFreeHost },
+	{ "cuMemGetAllocationGranularity", (void *)cuMemGetAllocationGranularity },
+	{ "cuMemCreate", (void *)cuMemCreate },
+	{ "cuMemRelease", (void *)cuMemRelease },
+	{ "cuMemExportToShareableHandle", (void *)cuMemExportToShareableHandle },
+	{ "cuMemImportFromShareableHandle", (void *)cuMemImportFromShareableHandle },
+	{ "cuMemAddressReserve", (void *)cuMemAddressReserve },
+	{ "cuMemAddressFree", (void *)cuMemAddressFree },
+	{ "cuMemMap", (void *)cuMemMap },
+	{ "cuMemSetAccess", (void *)cuMemSetAccess },
+	{ "cuMemUnmap", (void *)cuMemUnmap },
+	{ "cuMemcpyHtoD_v2", (void *)cuMemcpyHtoD_v2 },
+	{ "cuMemcpyHtoD_v2_ptds", (void *)cuMemcpyHtoD_v2_ptds },
+	{ "cuMemcpyHtoDAsync_v2", (void *)cuMemcpyHtoDAsync_v2 },
+	{ "cuMemcpyDtoH_v2", (void *)cuMemcpyDtoH_v2 },
+	{ "cuMemcpyDtoD_v2", (void *)cuMemcpyDtoD_v2 },
+	{ "cuMemcpy", (void *)cuMemcpy },
+	{ "cuMemcpyAsync", (void *)cuMemcpyAsync },
+	{ "cuMemcpy2D_v2", (void *)cuMemcpy2D_v2 },
+	{ "cuMemsetD8_v2", (void *)cuMemsetD8_v2 },
+	{ "cuMemsetD8Async", (void *)cuMemsetD8Async },
+	{ "cuMemsetD32_v2", (void *)cuMemsetD32_v2 },
+	{ "cuMemsetD2D8_v2", (void *)cuMemsetD2D8_v2 },
+	{ "cuKernelGetParamInfo", (void *)cuKernelGetParamInfo },
+	{ "cuFuncGetParamInfo", (void *)cuFuncGetParamInfo },
+	{ "cuLaunchKernel", (void *)cuLaunchKernel },
+	{ "cuLaunchKernel_ptsz", (void *)cuLaunchKernel_ptsz },
+	{ "cuLaunchKernelEx", (void *)cuLaunchKernelEx },
+	{ "cuLaunchCooperativeKernel", (void *)cuLaunchCooperativeKernel },
+	{ "cuGraphLaunch", (void *)cuGraphLaunch },
+	{ "cuStreamIsCapturing", (void *)cuStreamIsCapturing },
+	{ "cuStreamIsCapturing_ptsz", (void *)cuStreamIsCapturing_ptsz },
+	{ "cuGetExportTable", (void *)cuGetExportTable },
+};
+
+EXPORT CUresult cuGetProcAddress_v2(const char *, void **, int, cuuint64_t,
+				    CUdriverProcAddressQueryResult *);
+EXPORT CUresult cuGetProcAddress(const char *, void **, int, cuuint64_t);
+
+EXPORT void *fakecuda_sym(const char *name)
+{
+	size_t i;
+
+	if (strcmp(name, "cuGetProcAddress_v2") == 0)
+		return (void *)cuGetProcAddress_v2;
+	if (strcmp(name, "cuGetProcAddress") == 0)
+		return (void *)cuGetProcAddress;
+	for (i = 0; i < sizeof(syms) / sizeof(syms[0]); i++)
+		if (strcmp(syms[i].name, name) == 0)
+			return syms[i].fn;
+	return NULL;
+}
+
+static CUresult lookup(const char *sym, void **pfn, int ver, cuuint64_t flags,
+		       CUdriverProcAddressQueryResult *status)
+{
+	int pt = (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) != 0;
+	int best = -1, known = 0, pass;
+	size_t i;
+
+	if (!sym || !pfn)
+		return CUDA_ERROR_INVALID_VALUE;
+	*pfn = NULL;
+	for (pass = pt; pass >= 0 && best < 0; pass--) {
+		for (i = 0; i < sizeof(procs) / sizeof(procs[0]); i++) {
+			if (strcmp(procs[i].base, sym) != 0 || procs[i].pt != pass)
+				continue;
+			known = 1;
+			if (procs[i].ver <= ver && (best < 0 || procs[best].ver < procs[i].ver))
+				best = (int)i;
+		}
+	}
+	if (best < 0) {
+		if (status)
+			*status = known ? CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT
+					: CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
+		return CUDA_ERROR_NOT_FOUND;
+	}
+	if (strcmp(sym, "cuMemsetD8") == 0 && ver >= 12000 && gpa_internal >= 0 && gpa_internal < 8)
+		*pfn = memsetd8_internal[gpa_internal];
+	else
+		*pfn = fakecuda_sym(procs[best].sym);
+	if (status)
+		*status = CU_GET_PROC_ADDRESS_SUCCESS;
+	return *pfn ? CUDA_SUCCESS : CUDA_ERROR_NOT_FOUND;
+}
+
+FAKE(cuGetProcAddress_v2, (const char *sym, void **pfn, int ver, cuuint64_t flags,
+			   CUdriverProcAddressQueryResult *status))
+{
+	hit("cuGetProcAddress_v2");
+	return lookup(sym, pfn, ver, flags, status);
+}
+
+FAKE(cuGetProcAddress, (const char *sym, void **pfn, int ver, cuuint64_t flags))
+{
+	hit("cuGetProcAddress");
+	return lookup(sym, pfn, ver, flags, NULL);
+}

@@ -1,0 +1,44 @@
+/*
+ * fakecuda.h - test controls of the fake driver (libcuda.so.1 built from
+ * fakecuda.c).  The fake implements the subset of the driver API that
+ * libphos hooks, over host memory: device pointers are host pointers,
+ * VMM handles are memfds, kernels are host functions.
+ */
+#ifndef FAKECUDA_H
+#define FAKECUDA_H
+
+#include <stddef.h>
+#include <cuda.h>
+
+enum fakecuda_kind {
+	FAKECUDA_KERNEL = 1,	/* a CUkernel: cuKernelGetParamInfo answers */
+	FAKECUDA_FUNCTION = 2,	/* a CUfunction: only cuFuncGetParamInfo does */
+	FAKECUDA_OPAQUE = 3,	/* neither answers */
+};
+
+typedef void (*fakecuda_body)(void **params);
+
+/* A kernel of np parameters of the given sizes (laid out at natural
+ * alignment, at most 8) whose launch runs body(params) on the host. */
+CUfunction fakecuda_kernel(enum fakecuda_kind kind, unsigned np, const size_t *sizes,
+			   fakecuda_body body);
+/* Offset of parameter i of k, as cuKernelGetParamInfo reports it. */
+size_t fakecuda_param_offset(CUfunction k, unsigned i);
+
+/* How many times the fake's entry point `name` ran (exact exported name,
+ * e.g. "cuLaunchKernel_ptsz"; internal variants "name@internalN"). */
+unsigned long fakecuda_calls(const char *name);
+void fakecuda_reset_calls(void);
+
+/* While set, cuStreamIsCapturing reports ACTIVE and launches run nothing. */
+void fakecuda_set_capturing(int on);
+
+/* cuGetProcAddress("cuMemsetD8", v >= 12000) answers with internal
+ * function number n (0-7), not the exported symbol: models a driver
+ * whose lookups return pointers of their own. */
+void fakecuda_set_gpa_internal(int n);
+
+/* The fake's own address of an exported entry point (not libphos's). */
+void *fakecuda_sym(const char *name);
+
+#endif
