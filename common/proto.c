@@ -505,6 +505,7 @@ const char *phos_msg_type_name(uint16_t type)
 	case PHOS_MSG_JOB_END: return "job-end";
 	case PHOS_MSG_RESTORE_PREPARE: return "restore-prepare";
 	case PHOS_MSG_RESTORE_DONE: return "restore-done";
+	case PHOS_MSG_TASK_DONE: return "task-done";
 	default: return "unknown";
 	}
 }

@@ -43,6 +43,7 @@ enum phos_msg_type {
 	PHOS_MSG_JOB_END = 17,		/* JOB [FLAGS] : job finished for good */
 	PHOS_MSG_RESTORE_PREPARE = 18,	/* JOB STEP TASK UID -> PATH GEN | ENOENT */
 	PHOS_MSG_RESTORE_DONE = 19,	/* JOB STEP TASK PID NSPID */
+	PHOS_MSG_TASK_DONE = 20,	/* JOB STEP TASK UID STATUS (wait status) */
 };
 
 enum phos_attr_tag {
@@ -69,6 +70,7 @@ enum phos_attr_tag {
 	PHOS_A_MUNGE = 21,	/* str: munge credential (remote requests) */
 	PHOS_A_MS = 22,		/* u64: milliseconds (timings in replies) */
 	PHOS_A_BYTES = 23,	/* u64 */
+	PHOS_A_STATUS = 24,	/* u64: a wait(2) status */
 };
 
 enum phos_flags {

@@ -9,7 +9,9 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +30,8 @@
 #include "restore.h"
 #include "slurmq.h"
 #include "util.h"
+
+static void job_end_tick(void);
 
 /* ---- replies ------------------------------------------------------------ */
 
@@ -462,6 +466,7 @@ void periodic_tick(void)
 	unsigned n;
 
 	registry_reap();
+	job_end_tick();
 	n = registry_due(phos_now_ms(), due, 16);
 	for (unsigned i = 0; i < n; i++) {
 		struct ckpt_req r = { 0 };
@@ -604,13 +609,37 @@ static void handle_restore_prepare(struct client *c, struct phos_msg *req)
 		client_reply(c, req->seq, EINVAL, "%s", e.msg);
 		return;
 	}
-	if (phos_image_select(&phosd->store, &id, (uid_t)uid, 0, &gen, NULL, &e) < 0) {
+	struct phos_manifest m;
+	const char *done;
+
+	phos_manifest_init(&m);
+	if (phos_image_select(&phosd->store, &id, (uid_t)uid, 0, &gen, &m, &e) < 0) {
 		int err = errno;
 
 		log_notice("job %" PRIu64 " task %" PRIu64 ": no usable image: %s", job, task, e.msg);
 		client_reply(c, req->seq, err, "%s", e.msg);
 		return;
 	}
+	done = phos_manifest_get_extra(&m, "phos.completed");
+	if (done) {
+		uint64_t st = 0;
+		struct phos_msg *rep;
+
+		phos_parse_u64(done, &st);
+		phos_manifest_free(&m);
+		log_info("job %" PRIu64 " step %" PRIu64 " task %" PRIu64 ": completed in an earlier "
+			 "run (status 0x%" PRIx64 ")", job, step, task, st);
+		rep = phos_reply_new(req->seq, ECHILD, "step %" PRIu64 " task %" PRIu64 " completed "
+				     "(exit %d) before the job was requeued", step, task,
+				     WEXITSTATUS((int)st));
+		if (rep && phos_msg_put_u64(rep, PHOS_A_STATUS, st) < 0) {
+			phos_msg_free(rep);
+			rep = NULL;
+		}
+		client_send(c, rep);
+		return;
+	}
+	phos_manifest_free(&m);
 	if (phos_image_gen_path(&phosd->store, &id, gen, path, sizeof(path), &e) < 0) {
 		client_reply(c, req->seq, errno, "%s", e.msg);
 		return;
@@ -690,14 +719,90 @@ static void handle_cancel(struct client *c, struct phos_msg *req)
 	client_reply(c, req->seq, 0, "operation %" PRIu64 " will stop at its next safe point", id);
 }
 
-static void handle_job_end(struct client *c, struct phos_msg *req)
+/*
+ * Jobs that ended on this node, waiting for slurmctld to say whether they
+ * are finished for good (their images go) or requeued (they stay).
+ * slurm_spank_exit runs before the step's completion reaches slurmctld, so
+ * the answer comes a little later: the timer asks every few seconds.
+ */
+struct job_end {
+	uint32_t job;
+	bool keep;
+	uint64_t deadline_ms;
+	uint64_t next_ms;
+	struct job_end *next;
+};
+
+static struct job_end *job_ends;
+static pthread_mutex_t job_ends_lock = PTHREAD_MUTEX_INITIALIZER;
+
+#define JOB_END_POLL_MS 2000
+#define JOB_END_GIVE_UP_MS (15 * 60 * 1000)
+
+static void remove_job_images(uint32_t job)
 {
 	struct phos_image_task_info *tasks = NULL;
 	struct phos_err e = { "" };
-	enum job_fate fate;
-	uint64_t job, flags = get_u64_or(req, PHOS_A_FLAGS, 0);
 	char jobs[32];
 	size_t n = 0;
+
+	snprintf(jobs, sizeof(jobs), "%u", job);
+	if (phos_image_list_tasks(&phosd->store, NULL, jobs, &tasks, &n, &e) < 0) {
+		log_warn("job %u: cannot list images: %s", job, e.msg);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (i > 0 && strcmp(tasks[i].id.user, tasks[i - 1].id.user) == 0)
+			continue;
+		if (phos_image_remove_job(&phosd->store, &tasks[i].id, &e) < 0)
+			log_warn("job %u: cannot remove images: %s", job, e.msg);
+		else
+			log_notice("job %u finished: removed its checkpoint images", job);
+	}
+	free(tasks);
+}
+
+/* Decide the jobs whose time has come; called by the timer. */
+static void job_end_tick(void)
+{
+	uint64_t now = phos_now_ms();
+
+	pthread_mutex_lock(&job_ends_lock);
+	for (struct job_end **pp = &job_ends; *pp;) {
+		struct job_end *j = *pp;
+		struct phos_err e = { "" };
+		enum job_fate fate;
+
+		if (now < j->next_ms) {
+			pp = &j->next;
+			continue;
+		}
+		fate = slurmq_job_fate(j->job, &e);
+		j->next_ms = now + JOB_END_POLL_MS;
+		if (fate == JOB_FATE_RUNNING && now < j->deadline_ms) {
+			pp = &j->next;
+			continue;
+		}
+		if (fate == JOB_FATE_FINISHED) {
+			registry_remove_job(j->job);
+			if (j->keep)
+				log_notice("job %u finished: images kept (keep_images_after_job)", j->job);
+			else
+				remove_job_images(j->job);
+		} else {
+			log_info("job %u ended here and is %s%s%s: keeping its images", j->job,
+				 slurmq_fate_name(fate), e.msg[0] ? ": " : "", e.msg);
+		}
+		*pp = j->next;
+		free(j);
+	}
+	pthread_mutex_unlock(&job_ends_lock);
+}
+
+static void handle_job_end(struct client *c, struct phos_msg *req)
+{
+	uint64_t job, flags = get_u64_or(req, PHOS_A_FLAGS, 0);
+	struct job_end *j;
 
 	if (!require_root(c, req))
 		return;
@@ -705,31 +810,78 @@ static void handle_job_end(struct client *c, struct phos_msg *req)
 		client_reply(c, req->seq, EINVAL, "job-end needs JOB");
 		return;
 	}
-	fate = slurmq_job_fate((uint32_t)job, &e);
-	if (fate != JOB_FATE_FINISHED && fate != JOB_FATE_RUNNING) {
-		log_info("job %" PRIu64 " ended here but is %s: keeping its images", job,
-			 slurmq_fate_name(fate));
-		client_reply(c, req->seq, 0, "job is %s: images kept", slurmq_fate_name(fate));
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		client_reply(c, req->seq, ENOMEM, "out of memory");
 		return;
 	}
-	registry_remove_job((uint32_t)job);
-	if (phosd->cfg.keep_images_after_job || (flags & PHOS_F_KEEP_IMAGES)) {
-		client_reply(c, req->seq, 0, "images kept (keep_images_after_job)");
-		return;
-	}
-	snprintf(jobs, sizeof(jobs), "%" PRIu64, job);
-	if (phos_image_list_tasks(&phosd->store, NULL, jobs, &tasks, &n, &e) == 0) {
-		for (size_t i = 0; i < n; i++) {
-			if (i > 0 && strcmp(tasks[i].id.user, tasks[i - 1].id.user) == 0)
-				continue;
-			if (phos_image_remove_job(&phosd->store, &tasks[i].id, &e) < 0)
-				log_warn("job %" PRIu64 ": cannot remove images: %s", job, e.msg);
-			else
-				log_info("job %" PRIu64 " finished: removed its images", job);
+	j->job = (uint32_t)job;
+	j->keep = phosd->cfg.keep_images_after_job || (flags & PHOS_F_KEEP_IMAGES);
+	j->next_ms = phos_now_ms() + 500;
+	j->deadline_ms = phos_now_ms() + JOB_END_GIVE_UP_MS;
+	pthread_mutex_lock(&job_ends_lock);
+	for (struct job_end *o = job_ends; o; o = o->next)
+		if (o->job == j->job) {
+			pthread_mutex_unlock(&job_ends_lock);
+			free(j);
+			client_reply(c, req->seq, 0, NULL);
+			return;
 		}
-		free(tasks);
+	j->next = job_ends;
+	job_ends = j;
+	pthread_mutex_unlock(&job_ends_lock);
+	log_info("job %" PRIu64 " ended on this node: waiting for slurmctld's verdict on its images",
+		 job);
+	client_reply(c, req->seq, 0, NULL);
+}
+
+/*
+ * A task ended.  If it exited by itself while its job goes on, it is
+ * complete: a rerun of the batch script after a requeue must not restore
+ * it from an older checkpoint nor run it again.  That is recorded as a
+ * generation holding only a manifest with "phos.completed" = wait status.
+ */
+static void handle_task_done(struct client *c, struct phos_msg *req)
+{
+	uint64_t job, step, task, uid, status;
+	struct phos_image_writer w;
+	struct phos_image_id id;
+	struct phos_err e = { "" };
+	char user[PHOS_USER_MAX], st[32];
+	enum job_fate fate;
+
+	if (!require_root(c, req))
+		return;
+	if (phos_msg_get_u64(req, PHOS_A_JOB, &job) < 0 || phos_msg_get_u64(req, PHOS_A_STEP, &step) < 0 ||
+	    phos_msg_get_u64(req, PHOS_A_TASK, &task) < 0 || phos_msg_get_u64(req, PHOS_A_UID, &uid) < 0 ||
+	    phos_msg_get_u64(req, PHOS_A_STATUS, &status) < 0) {
+		client_reply(c, req->seq, EINVAL, "task-done needs JOB, STEP, TASK, UID and STATUS");
+		return;
 	}
 	client_reply(c, req->seq, 0, NULL);
+	fate = slurmq_job_fate((uint32_t)job, &e);
+	if (!WIFEXITED((int)status) || fate != JOB_FATE_RUNNING) {
+		log_info("job %" PRIu64 " step %" PRIu64 " task %" PRIu64 " ended (status 0x%" PRIx64
+			 ", job %s): its checkpoints stay usable", job, step, task, status,
+			 slurmq_fate_name(fate));
+		return;
+	}
+	proc_user_name((uid_t)uid, user, sizeof(user));
+	phos_image_writer_init(&w);
+	snprintf(st, sizeof(st), "%" PRIu64, status);
+	if (phos_image_id_slurm(&id, user, (uint32_t)job, (uint32_t)step, (uint32_t)task, &e) < 0 ||
+	    phos_image_begin(&phosd->store, &id, (uid_t)uid, proc_user_gid((uid_t)uid), &w, &e) < 0 ||
+	    phos_image_set_extra(&w, "phos.completed", st, &e) < 0 ||
+	    phos_image_publish(&w, &e) < 0) {
+		log_warn("job %" PRIu64 " step %" PRIu64 " task %" PRIu64 ": cannot record its "
+			 "completion: %s", job, step, task, e.msg);
+	} else {
+		log_info("job %" PRIu64 " step %" PRIu64 " task %" PRIu64 " completed (exit %d): a "
+			 "rerun after a requeue will not run it again", job, step, task,
+			 WEXITSTATUS((int)status));
+		phos_image_retain(&phosd->store, &id, 1, PHOS_VERIFY_QUICK, &e);
+	}
+	phos_image_abort(&w);
 }
 
 void handle_request(struct client *c, struct phos_msg *req)
@@ -745,6 +897,7 @@ void handle_request(struct client *c, struct phos_msg *req)
 	case PHOS_MSG_RESTORE_DONE: handle_restore_done(c, req); return;
 	case PHOS_MSG_CANCEL: handle_cancel(c, req); return;
 	case PHOS_MSG_JOB_END: handle_job_end(c, req); return;
+	case PHOS_MSG_TASK_DONE: handle_task_done(c, req); return;
 	default:
 		client_reply(c, req->seq, EOPNOTSUPP, "request type %u (%s) is not supported by phosd %s",
 			     req->type, phos_msg_type_name(req->type), PACKAGE_VERSION);

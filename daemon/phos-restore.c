@@ -445,6 +445,10 @@ static int restore_mode(const struct opts *o)
 		phos_closep(&stdio[i]);
 	if (o->have_uid && drop_privileges(o->uid, o->gid) < 0)
 		log_warn("cannot drop privileges: %m");
+	/* A credential change clears the parent-death signal the plugin set:
+	 * die with the Slurm task (our parent) as before. */
+	if (o->control_fd >= 0)
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (phos_read_full(pp[0], &ir, sizeof(ir)) != (ssize_t)sizeof(ir))
 		ir.status = 1 << 8;
 	while (waitpid(init, &st, 0) < 0 && errno == EINTR)
