@@ -60,6 +60,17 @@ static int on_notify(void *arg, const char *script, pid_t pid)
 			c->frozen_ms = phos_now_ms();
 	} else if (strcmp(script, "post-dump") == 0) {
 		c->thawed_ms = phos_now_ms();
+		/* The tree is frozen: what was checked at the request must still
+		 * hold (a setuid exec in between would change it). */
+		if (c->r->check_uid != (uid_t)-1) {
+			struct proc_ids ids;
+
+			if (proc_ids(c->r->pid, &ids) < 0 || !proc_plain_user(&ids, c->r->check_uid)) {
+				log_warn("pid %d changed credentials during its checkpoint: refused",
+					 (int)c->r->pid);
+				return -1;
+			}
+		}
 	}
 	return 0;
 }

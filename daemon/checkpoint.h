@@ -20,6 +20,7 @@ struct ckpt_req {
 	unsigned flags;			/* PHOS_F_LEAVE_RUNNING | PHOS_F_PREEMPT */
 	unsigned predump;		/* pre-dump rounds before the final dump */
 	uint64_t interval_ms;		/* recorded for the restored task */
+	uid_t check_uid;		/* unprivileged requester: re-checked while frozen */
 	uint32_t seq;			/* request seq, for PROGRESS */
 	struct client *client;		/* NULL: no progress messages */
 };

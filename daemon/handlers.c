@@ -104,9 +104,17 @@ static bool pid_allowed(struct client *c, uint32_t seq, pid_t pid, struct proc_i
 		client_reply(c, seq, ESRCH, "no process %d on this node", (int)pid);
 		return false;
 	}
-	if (!c->privileged && (ids->ruid != c->uid || ids->euid != c->uid)) {
+	if (!c->privileged && ids->ruid != c->uid) {
 		/* Same answer as for a missing process: do not leak pids. */
 		client_reply(c, seq, ESRCH, "no process %d of yours on this node", (int)pid);
+		return false;
+	}
+	/* A restore gives back every credential of the image: a process with
+	 * a root saved uid, another group or a capability would come back
+	 * with them, so only root may checkpoint such a process. */
+	if (!c->privileged && !proc_plain_user(ids, c->uid)) {
+		client_reply(c, seq, EPERM, "process %d holds privileges (set-id credentials or "
+			     "capabilities): only root can checkpoint it", (int)pid);
 		return false;
 	}
 	return true;
@@ -362,6 +370,7 @@ static void handle_preempt(struct client *c, struct phos_msg *req)
 	r.pid = t.pid;
 	r.uid = t.uid;
 	r.gid = t.gid;
+	r.check_uid = (uid_t)-1;	/* registered by the plugin, as root */
 	r.flags = PHOS_F_PREEMPT;
 	r.interval_ms = t.interval_ms;
 	if (id_for_task(&t, &r.id, &e) < 0 || checkpoint_run(&r, &res, &e) < 0) {
@@ -439,6 +448,7 @@ static void handle_checkpoint(struct client *c, struct phos_msg *req)
 		r.gid = ids.rgid;
 	}
 	r.flags = (unsigned)(flags & PHOS_F_LEAVE_RUNNING);
+	r.check_uid = c->privileged ? (uid_t)-1 : c->uid;
 	r.predump = (unsigned)get_u64_or(req, PHOS_A_PREDUMP, (uint64_t)phosd->cfg.predump_rounds);
 	if (r.predump > 10) {
 		if (registered)
@@ -476,6 +486,7 @@ void periodic_tick(void)
 		if (!registry_claim(due[i].pid))
 			continue;
 		r.pid = due[i].pid;
+		r.check_uid = (uid_t)-1;
 		r.uid = due[i].uid;
 		r.gid = due[i].gid;
 		r.flags = PHOS_F_LEAVE_RUNNING;

@@ -29,16 +29,23 @@ int proc_ids(pid_t pid, struct proc_ids *ids)
 	if (!f)
 		return errno == ENOENT ? (errno = ESRCH, -1) : -1;
 	while (fgets(line, sizeof(line), f)) {
-		unsigned a, b;
+		unsigned a, b, c, d;
+		unsigned long long cap;
 
-		if (sscanf(line, "Uid: %u %u", &a, &b) == 2) {
+		if (sscanf(line, "Uid: %u %u %u %u", &a, &b, &c, &d) == 4) {
 			ids->ruid = a;
 			ids->euid = b;
+			ids->suid = c;
+			ids->fsuid = d;
 			got |= 1;
-		} else if (sscanf(line, "Gid: %u %u", &a, &b) == 2) {
+		} else if (sscanf(line, "Gid: %u %u %u %u", &a, &b, &c, &d) == 4) {
 			ids->rgid = a;
 			ids->egid = b;
+			ids->sgid = c;
+			ids->fsgid = d;
 			got |= 2;
+		} else if (sscanf(line, "CapPrm: %llx", &cap) == 1) {
+			ids->cap_prm = cap;
 		} else if (sscanf(line, "PPid: %u", &a) == 1) {
 			ids->ppid = (pid_t)a;
 		} else if (strncmp(line, "NSpid:", 6) == 0) {
@@ -66,6 +73,13 @@ int proc_ids(pid_t pid, struct proc_ids *ids)
 	if (!(got & 4))
 		ids->nspid = pid;
 	return 0;
+}
+
+bool proc_plain_user(const struct proc_ids *ids, uid_t uid)
+{
+	return ids->ruid == uid && ids->euid == uid && ids->suid == uid && ids->fsuid == uid &&
+	       ids->rgid == ids->egid && ids->rgid == ids->sgid && ids->rgid == ids->fsgid &&
+	       ids->cap_prm == 0;
 }
 
 int proc_other_pidns(pid_t pid, bool *other)

@@ -7,17 +7,23 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 struct proc_ids {
-	uid_t ruid, euid;
-	gid_t rgid, egid;
+	uid_t ruid, euid, suid, fsuid;
+	gid_t rgid, egid, sgid, fsgid;
+	uint64_t cap_prm;	/* permitted capabilities */
 	pid_t ppid;
 	pid_t nspid;		/* pid in its innermost pid namespace */
 	int nsdepth;		/* 0 = our namespace */
 };
 
 int proc_ids(pid_t pid, struct proc_ids *ids);
+/* True if every uid and gid of the process is uid/gid's and it holds no
+ * capability: what an unprivileged owner may checkpoint and get back. */
+bool proc_plain_user(const struct proc_ids *ids, uid_t uid);
+
 /* True if pid lives in another pid namespace than ours. */
 int proc_other_pidns(pid_t pid, bool *other);
 /* readlink /proc/pid/fd/fd into buf ("pipe:[123]", "/dev/null"...). */
