@@ -81,6 +81,7 @@ static const struct key keys[] = {
 	{ "checkpoint_timeout", INT(checkpoint_timeout, 1, 86400) },
 	{ "listen", STR(K_LISTEN, listen) },
 	{ "slurm_user", STR(K_STR, slurm_user) },
+	{ "munge_socket", STR(K_PATH, munge_socket) },
 };
 
 static const struct key *key_find(const char *name)

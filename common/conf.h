@@ -34,6 +34,7 @@ struct phos_config {
 	int checkpoint_timeout;		/* seconds for one checkpoint */
 	char listen[64];		/* "host:port" for munge-authenticated TCP, "" = off */
 	char slurm_user[64];		/* may act on every job, like root */
+	char munge_socket[108];		/* munged's socket, "" = libmunge's default */
 };
 
 /* Fill c with the built-in defaults. */

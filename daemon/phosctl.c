@@ -8,12 +8,15 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "conf.h"
 #include "proto.h"
 #include "util.h"
@@ -22,6 +25,8 @@
 #define EXIT_USAGE 2
 
 static char socket_path[108];
+static const char *remote_host;		/* -H HOST:PORT: munge over TCP */
+static const char *munge_socket;
 static bool quiet;
 
 static const char *default_socket(void)
@@ -57,6 +62,9 @@ static void usage(FILE *f)
 		"Options:\n"
 		"  -s, --socket PATH   phosd's socket (default: $PHOS_SOCKET, else phos.yaml's,\n"
 		"                      now %s)\n"
+		"  -H, --host HOST:PORT  talk to phosd on another node over TCP, authenticated\n"
+		"                      by munge (phos.yaml `listen` on that node)\n"
+		"  -m, --munge-socket PATH  munged's socket (default: libmunge's)\n"
 		"  -q, --quiet         print only errors and results\n"
 		"  -V, --version       print the version and exit\n"
 		"  -h, --help          print this help and exit\n"
@@ -71,8 +79,40 @@ static int die_usage(const char *what, const char *arg)
 	return EXIT_USAGE;
 }
 
+static int connect_tcp(const char *hostport)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res, *ai;
+	char host[256], *colon;
+	int fd = -1, rc;
+
+	if (phos_strlcpy(host, hostport, sizeof(host)) < 0 || !(colon = strrchr(host, ':'))) {
+		fprintf(stderr, "phosctl: --host: expected HOST:PORT, got '%s'\n", hostport);
+		return -1;
+	}
+	*colon = '\0';
+	rc = getaddrinfo(host, colon + 1, &hints, &res);
+	if (rc != 0) {
+		fprintf(stderr, "phosctl: %s: %s\n", hostport, gai_strerror(rc));
+		return -1;
+	}
+	for (ai = res; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+			break;
+		phos_closep(&fd);
+	}
+	freeaddrinfo(res);
+	if (fd < 0)
+		fprintf(stderr, "phosctl: cannot reach phosd at %s: %s (is `listen` set in its "
+			"phos.yaml?)\n", hostport, strerror(errno));
+	return fd;
+}
+
 static int connect_phosd(void)
 {
+	if (remote_host)
+		return connect_tcp(remote_host);
+
 	int fd = phos_unix_connect(socket_path);
 
 	if (fd < 0) {
@@ -94,7 +134,26 @@ static struct phos_msg *transact(struct phos_msg *req, const int *fds, int nfds)
 
 	if (fd < 0)
 		return NULL;
-	if (phos_msg_send(fd, req, fds, nfds) < 0) {
+	struct phos_msg *wrapped = NULL;
+	if (remote_host) {
+		struct phos_err e = { "" };
+
+		if (nfds) {
+			fprintf(stderr, "phosctl: a remote restore cannot use this terminal: add --detach\n");
+			close(fd);
+			return NULL;
+		}
+		wrapped = phos_auth_wrap(req, munge_socket, &e);
+		if (!wrapped) {
+			fprintf(stderr, "phosctl: %s\n", e.msg);
+			close(fd);
+			return NULL;
+		}
+		req = wrapped;
+	}
+	int src = phos_msg_send(fd, req, fds, nfds);
+	phos_msg_free(wrapped);
+	if (src < 0) {
 		fprintf(stderr, "phosctl: sending to phosd: %s\n", strerror(errno));
 		close(fd);
 		return NULL;
@@ -324,6 +383,8 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
+		{ "host", required_argument, NULL, 'H' },
+		{ "munge-socket", required_argument, NULL, 'm' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
@@ -333,9 +394,11 @@ int main(int argc, char **argv)
 	int c;
 
 	/* '+': stop at the command; its options are parsed by the command. */
-	while ((c = getopt_long(argc, argv, "+s:qVh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+s:H:m:qVh", opts, NULL)) != -1) {
 		switch (c) {
 		case 's': sock = optarg; break;
+		case 'H': remote_host = optarg; break;
+		case 'm': munge_socket = optarg; break;
 		case 'q': quiet = true; break;
 		case 'V': printf("phosctl %s\n", PACKAGE_VERSION); return 0;
 		case 'h': usage(stdout); return 0;

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -40,6 +41,7 @@ static struct phosd daemon_state = {
 	.ops = &oplist,
 	.store = { .root_fd = -1 },
 	.listen_fd = -1,
+	.tcp_fd = -1,
 	.signal_fd = -1,
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 };
@@ -87,6 +89,7 @@ static void print_config(const struct phos_config *c)
 	printf("checkpoint_timeout: %d\n", c->checkpoint_timeout);
 	printf("listen: \"%s\"\n", c->listen);
 	printf("slurm_user: %s\n", c->slurm_user);
+	printf("munge_socket: \"%s\"\n", c->munge_socket);
 }
 
 /* Load the config at startup: a missing default file means defaults. */
@@ -183,6 +186,37 @@ static int open_listener(struct phosd *d)
 	return 0;
 }
 
+/* TCP listener for munge-authenticated requests from other nodes. */
+static int open_tcp(struct phosd *d)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE }, *res = NULL;
+	char host[64], *colon;
+	int one = 1, rc;
+
+	if (!d->cfg.listen[0])
+		return 0;
+	phos_strlcpy(host, d->cfg.listen, sizeof(host));
+	colon = strrchr(host, ':');
+	*colon = '\0';
+	rc = getaddrinfo(host[0] && strcmp(host, "*") ? host : NULL, colon + 1, &hints, &res);
+	if (rc != 0) {
+		log_err("listen %s: %s", d->cfg.listen, gai_strerror(rc));
+		return -1;
+	}
+	d->tcp_fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (d->tcp_fd < 0 || setsockopt(d->tcp_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(d->tcp_fd, res->ai_addr, res->ai_addrlen) < 0 || listen(d->tcp_fd, 64) < 0) {
+		log_err("cannot listen on %s: %m", d->cfg.listen);
+		freeaddrinfo(res);
+		phos_closep(&d->tcp_fd);
+		return -1;
+	}
+	freeaddrinfo(res);
+	log_notice("accepting munge-authenticated requests on %s", d->cfg.listen);
+	return 0;
+}
+
 static int daemonize(void)
 {
 	pid_t pid = fork();
@@ -264,13 +298,14 @@ static void *timer_main(void *arg)
 
 static void main_loop(struct phosd *d)
 {
-	struct pollfd p[2] = {
+	struct pollfd p[3] = {
 		{ .fd = d->listen_fd, .events = POLLIN },
 		{ .fd = d->signal_fd, .events = POLLIN },
+		{ .fd = d->tcp_fd, .events = POLLIN },
 	};
 
 	while (!d->stopping) {
-		if (poll(p, 2, -1) < 0) {
+		if (poll(p, d->tcp_fd >= 0 ? 3 : 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			log_err("poll: %m");
@@ -296,8 +331,14 @@ static void main_loop(struct phosd *d)
 					log_warn("accept: %m");
 				continue;
 			}
-			if (server_spawn(fd) < 0)
+			if (server_spawn(fd, false) < 0)
 				log_warn("cannot serve a client: %m");
+		}
+		if (d->tcp_fd >= 0 && (p[2].revents & POLLIN)) {
+			int fd = accept4(d->tcp_fd, NULL, NULL, SOCK_CLOEXEC);
+
+			if (fd >= 0 && server_spawn(fd, true) < 0)
+				log_warn("cannot serve a remote client: %m");
 		}
 	}
 }
@@ -311,6 +352,7 @@ static void teardown(struct phosd *d)
 		unlink(d->cfg.socket);
 	}
 	phos_closep(&d->signal_fd);
+	phos_closep(&d->tcp_fd);
 	phos_store_close(&d->store);
 	phos_key_clear(&d->key);
 	/* Give clients in flight a moment to finish their replies. */
@@ -403,7 +445,7 @@ int main(int argc, char **argv)
 		log_err("cannot set up signal handling: %m");
 		return 1;
 	}
-	if (make_dirs(&d->cfg) < 0 || open_listener(d) < 0) {
+	if (make_dirs(&d->cfg) < 0 || open_listener(d) < 0 || open_tcp(d) < 0) {
 		teardown(d);
 		return 1;
 	}

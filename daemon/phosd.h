@@ -23,6 +23,7 @@ struct oplist;
 struct phosd {
 	const char *config_path;
 	int listen_fd;
+	int tcp_fd;			/* -1 unless `listen` is set */
 	int signal_fd;
 	uint64_t start_ms;
 	char host[64];

@@ -13,9 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "handlers.h"
 #include "log.h"
 #include "phosd.h"
@@ -94,15 +96,64 @@ static int peer_identify(struct client *c)
 	return 0;
 }
 
+/* Authenticate a remote request; returns the inner request or NULL
+ * (after replying). */
+static struct phos_msg *remote_request(struct client *c, struct phos_msg *req)
+{
+	struct phos_err e = { "" };
+	char sock[108];
+	struct phos_msg *inner;
+	uid_t uid;
+	gid_t gid;
+
+	pthread_mutex_lock(&phosd->lock);
+	phos_strlcpy(sock, phosd->cfg.munge_socket, sizeof(sock));
+	pthread_mutex_unlock(&phosd->lock);
+	inner = phos_auth_unwrap(req, sock[0] ? sock : NULL, &uid, &gid, &e);
+	if (!inner) {
+		log_warn("remote request from %s refused: %s", c->peer, e.msg);
+		client_reply(c, req->seq, errno, "%s", e.msg);
+		return NULL;
+	}
+	c->uid = uid;
+	c->gid = gid;
+	c->pid = 0;
+	pthread_mutex_lock(&phosd->lock);
+	c->privileged = uid == 0 || uid == phosd->slurm_uid;
+	pthread_mutex_unlock(&phosd->lock);
+	log_debug("remote client %s uid %u: %s", c->peer, (unsigned)uid,
+		  phos_msg_type_name(inner->type));
+	return inner;
+}
+
+struct spawn_arg {
+	int fd;
+	bool remote;
+};
+
 static void *client_main(void *arg)
 {
-	struct client c = { .fd = (int)(intptr_t)arg };
+	struct spawn_arg *sa = arg;
+	struct client c = { .fd = sa->fd, .remote = sa->remote };
 
-	if (peer_identify(&c) < 0) {
+	free(sa);
+	if (c.remote) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		char host[48] = "?", port[16] = "?";
+
+		if (getpeername(c.fd, (struct sockaddr *)&ss, &sl) == 0)
+			getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port,
+				    sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
+		snprintf(c.peer, sizeof(c.peer), "%s:%s", host, port);
+		c.uid = (uid_t)-1;
+		log_debug("remote client %s connected", c.peer);
+	} else if (peer_identify(&c) < 0) {
 		log_warn("cannot identify a client (SO_PEERCRED): %m");
 		goto out;
+	} else {
+		log_debug("client pid %d uid %u connected", (int)c.pid, (unsigned)c.uid);
 	}
-	log_debug("client pid %d uid %u connected", (int)c.pid, (unsigned)c.uid);
 	while (!phosd->stopping) {
 		struct phos_msg *req = phos_msg_recv(c.fd, CLIENT_IDLE_MS);
 
@@ -114,8 +165,17 @@ static void *client_main(void *arg)
 			client_reply(&c, 0, errno, "bad message: %s", strerror(errno));
 			break;
 		}
-		log_debug("client pid %d uid %u: %s", (int)c.pid, (unsigned)c.uid,
-			  phos_msg_type_name(req->type));
+		if (c.remote) {
+			struct phos_msg *inner = remote_request(&c, req);
+
+			phos_msg_free(req);
+			if (!inner)
+				break;
+			req = inner;
+		} else {
+			log_debug("client pid %d uid %u: %s", (int)c.pid, (unsigned)c.uid,
+				  phos_msg_type_name(req->type));
+		}
 		handle_request(&c, req);
 		phos_msg_free(req);
 	}
@@ -127,15 +187,23 @@ out:
 	return NULL;
 }
 
-int server_spawn(int fd)
+int server_spawn(int fd, bool remote)
 {
+	struct spawn_arg *sa = malloc(sizeof(*sa));
 	pthread_attr_t attr;
 	pthread_t t;
 	int rc;
 
+	if (!sa) {
+		close(fd);
+		return -1;
+	}
+	sa->fd = fd;
+	sa->remote = remote;
 	pthread_mutex_lock(&phosd->lock);
 	if (phosd->nclients >= MAX_CLIENTS) {
 		pthread_mutex_unlock(&phosd->lock);
+		free(sa);
 		close(fd);
 		errno = EMFILE;
 		return -1;
@@ -145,12 +213,13 @@ int server_spawn(int fd)
 
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	rc = pthread_create(&t, &attr, client_main, (void *)(intptr_t)fd);
+	rc = pthread_create(&t, &attr, client_main, sa);
 	pthread_attr_destroy(&attr);
 	if (rc != 0) {
 		pthread_mutex_lock(&phosd->lock);
 		phosd->nclients--;
 		pthread_mutex_unlock(&phosd->lock);
+		free(sa);
 		close(fd);
 		errno = rc;
 		return -1;

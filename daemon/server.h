@@ -15,11 +15,13 @@ struct client {
 	uid_t uid;
 	gid_t gid;
 	bool privileged;	/* root or slurm_user */
+	bool remote;		/* TCP: each request carries a munge credential */
+	char peer[64];		/* remote address, for logs */
 };
 
 /* Serve one accepted connection on a detached thread; takes ownership of
  * fd.  -1 + errno if the thread cannot be started (fd is closed). */
-int server_spawn(int fd);
+int server_spawn(int fd, bool remote);
 
 /* Send a REPLY to c; logs and returns -1 on a send error. */
 int client_reply(struct client *c, uint32_t seq, int err, const char *fmt, ...)
