@@ -90,6 +90,10 @@ enum phos_flags {
 #define PHOS_SIGNAL_OFFSET	4	/* SIGRTMIN + 4 */
 #define PHOS_SIGVAL_PROCEED	1
 #define PHOS_SIGVAL_RESTORED	2
+/* HOLD - a preemption checkpoint of this process is written: stop here
+ *        until Slurm's SIGKILL (a SIGCONT must not let the app run on
+ *        past its checkpoint).  Queued to every thread. */
+#define PHOS_SIGVAL_HOLD	3
 
 struct phos_msg {
 	uint16_t type;

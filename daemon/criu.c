@@ -368,6 +368,10 @@ int phos_criu_run(enum phos_criu_op op, const struct phos_criu_req *r, pid_t *re
 		char why[1100];
 
 		log_reason(r, why, sizeof(why));
+		if (strstr(why, "rlimit") && strstr(why, "Operation not permitted"))
+			snprintf(why + strlen(why), sizeof(why) - strlen(why), " (phosd needs full root "
+				 "capabilities, CAP_SYS_RESOURCE included, to checkpoint other users' "
+				 "processes)");
 		phos_errnof(e, cerr ? cerr : EIO, "criu %s failed: %s (full log: %s)", op_name(op),
 			    why[0] ? why : resp->cr_errmsg && *resp->cr_errmsg ? resp->cr_errmsg :
 			    cerr ? strerror(cerr) : "no reason given", r->log_name);

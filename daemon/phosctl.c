@@ -301,6 +301,45 @@ usage:
 	return EXIT_USAGE;
 }
 
+/* path made absolute and normalised lexically ("." "..", "//"). */
+static int absolute_path(const char *path, char *out, size_t size)
+{
+	char buf[4096], *save = NULL, *tok;
+	size_t len = 0;
+
+	if (path[0] == '/') {
+		if (phos_strlcpy(buf, path, sizeof(buf)) < 0)
+			return -1;
+	} else {
+		char cwd[2048];
+
+		if (!getcwd(cwd, sizeof(cwd)) || phos_snprintf(buf, sizeof(buf), "%s/%s", cwd, path) < 0)
+			return -1;
+	}
+	out[0] = '\0';
+	for (tok = strtok_r(buf, "/", &save); tok; tok = strtok_r(NULL, "/", &save)) {
+		if (strcmp(tok, ".") == 0)
+			continue;
+		if (strcmp(tok, "..") == 0) {
+			char *slash = strrchr(out, '/');
+
+			len = slash ? (size_t)(slash - out) : 0;
+			out[len] = '\0';
+			continue;
+		}
+		if (len + 1 + strlen(tok) + 1 > size) {
+			errno = ENAMETOOLONG;
+			return -1;
+		}
+		out[len++] = '/';
+		strcpy(out + len, tok);
+		len += strlen(tok);
+	}
+	if (!len)
+		phos_strlcpy(out, "/", size);
+	return 0;
+}
+
 static int cmd_restore(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -332,7 +371,9 @@ static int cmd_restore(int argc, char **argv)
 	if (!job && optind < argc) {
 		char abs[4096];
 
-		if (!realpath(argv[optind], abs)) {
+		/* Users cannot search the image tree (phosd reads it for them):
+		 * make the path absolute without looking at it. */
+		if (absolute_path(argv[optind], abs, sizeof(abs)) < 0) {
 			fprintf(stderr, "phosctl: %s: %s\n", argv[optind], strerror(errno));
 			goto fail;
 		}

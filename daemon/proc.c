@@ -12,7 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include "proto.h"
 
 #include "proc.h"
 #include "util.h"
@@ -202,4 +206,44 @@ int proc_tree(pid_t pid, pid_t **out, size_t *n)
 		return -1;
 	}
 	return 0;
+}
+
+int proc_signal_libphos(pid_t root, int value)
+{
+	pid_t *tree = NULL;
+	size_t n = 0;
+	int sent = 0;
+
+	if (proc_tree(root, &tree, &n) < 0)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char dir[64];
+		struct dirent *de;
+		DIR *d;
+
+		if (!proc_maps_has(tree[i], "libphos.so"))
+			continue;
+		snprintf(dir, sizeof(dir), "/proc/%d/task", (int)tree[i]);
+		d = opendir(dir);
+		if (!d)
+			continue;
+		while ((de = readdir(d))) {
+			siginfo_t si;
+			long tid = strtol(de->d_name, NULL, 10);
+
+			if (tid <= 0)
+				continue;
+			memset(&si, 0, sizeof(si));
+			si.si_signo = SIGRTMIN + PHOS_SIGNAL_OFFSET;
+			si.si_code = SI_QUEUE;
+			si.si_pid = getpid();
+			si.si_uid = getuid();
+			si.si_value.sival_int = value;
+			if (syscall(SYS_rt_tgsigqueueinfo, tree[i], (pid_t)tid, si.si_signo, &si) == 0)
+				sent++;
+		}
+		closedir(d);
+	}
+	free(tree);
+	return sent;
 }

@@ -33,6 +33,11 @@ void proc_user_name(uid_t uid, char *buf, size_t size);
 gid_t proc_user_gid(uid_t uid);
 /* True if libname appears in the process's maps (e.g. "libphos.so"). */
 bool proc_maps_has(pid_t pid, const char *libname);
+/* Queue libphos's real-time signal with value to every thread of every
+ * process of root's tree that has libphos mapped.  Returns how many
+ * threads were signalled. */
+int proc_signal_libphos(pid_t root, int value);
+
 /* Pids of pid and all its descendants (threads excluded); *out malloc'd. */
 int proc_tree(pid_t pid, pid_t **out, size_t *n);
 
