@@ -1,0 +1,228 @@
+#!/bin/bash
+# 0110-cr-continuity.t: checkpoint on one phosd ("node n1"), restore with
+# another ("node n2": own socket and state, same checkpoint_dir and key),
+# and check that the restored processes go on exactly where they were:
+# a C counter driven by its stdin (stop and leave-running checkpoints, and
+# a chain checkpoint -> restore -> checkpoint -> restore), a process
+# appending to a file it keeps open, a Python program with threads, and a
+# parent and child talking over pipes.  Real CRIU, real processes, no Slurm.
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+. "$(dirname "$0")/lib.sh"
+# shellcheck source=lib-phosd.sh source-path=SCRIPTDIR
+. "$(dirname "$0")/lib-phosd.sh"
+phosd_require
+require_built tests/progs/cr_tick tests/progs/cr_append tests/progs/cr_pair
+plan 35
+
+phosd_scratch
+phosd_start n1
+phosd_start n2
+
+# ckpt_path TEXT: the generation directory in phosctl's checkpoint reply.
+ckpt_path() {
+	sed -n 's/.*written to \(\/[^ ]*\) (.*/\1/p' <<<"$1" | tail -1
+}
+
+# cmd_of PID: the process's command line, spaces between arguments.
+cmd_of() {
+	tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null
+}
+
+# tick W R: send one byte on fd W, print the number of the next "count N"
+# line read on fd R (other lines: phosctl's reply, kept in $EXTRA).
+EXTRA=
+tick() {
+	local line
+	printf x >&"$1" || return 1
+	while read -r -t 20 line <&"$2"; do
+		case $line in
+		count\ *) echo "${line#count }"; return 0 ;;
+		*) EXTRA+="$line"$'\n' ;;
+		esac
+	done
+	return 1
+}
+
+# get_rpid R: the pid in phosctl's reply, read on fd R if not seen yet.
+get_rpid() {
+	local l
+	while [ -z "$(restored_pid "$EXTRA")" ] && read -r -t 10 l <&"$1"; do
+		EXTRA+="$l"$'\n'
+	done
+	restored_pid "$EXTRA"
+}
+
+# A tick counter with its stdin and stdout on pipes to us: TW, TR, TPID.
+start_tick() {
+	coproc TICK { exec setsid "$PROGS/cr_tick" 2>/dev/null; }
+	TPID=$TICK_PID
+	disown "$TPID" 2>/dev/null
+	exec {TW}>&"${TICK[1]}" {TR}<&"${TICK[0]}"
+	track "$TPID"
+}
+
+# restore_tick NODE GEN: `phosctl restore GEN` on NODE with its stdin and
+# stdout on pipes to us (the restored counter inherits them): RW, RR.
+restore_tick() {
+	coproc RESTORE { exec "$PHOSCTL" -s "$PD/$1.sock" restore "$2" 2>>"$PD/restore.err"; }
+	disown "$RESTORE_PID" 2>/dev/null
+	exec {RW}>&"${RESTORE[1]}" {RR}<&"${RESTORE[0]}"
+}
+
+# -- 1. C counter, stop mode, restored on the other node ------------------------
+start_tick
+for i in 0 1 2 3 4; do n=$(tick "$TW" "$TR"); done
+is "$n" 4 "the counter counts 0..4 before the checkpoint"
+pc_out n1 checkpoint --pid "$TPID"
+ok $RC "phosctl checkpoint --pid (stop mode) on n1" || diag "$OUT"
+gen=$(ckpt_path "$OUT")
+ok "$([ -f "$gen/manifest.yaml" ] && echo 0 || echo 1)" "generation published at $gen"
+wait_for 10 _gone "$TPID"
+ok $? "stop mode: the checkpointed process is gone"
+EXTRA=
+restore_tick n2 "$gen"
+n=$(tick "$RW" "$RR")
+is "$n" 5 "restored by n2, the counter goes on with 5 (no gap, no repeat)"
+n=$(tick "$RW" "$RR")
+is "$n" 6 "and then 6"
+rpid=$(get_rpid "$RR")
+track "$rpid"
+like "$(cmd_of "$rpid")" "cr_tick" "the pid phosctl reports ($rpid) is the restored counter" ||
+	diag "phosctl said: $EXTRA" "$(cat "$PD/restore.err")"
+
+# -- 2. chain: checkpoint the restored counter, restore it again on n1 ----------
+pc_out n2 checkpoint --pid "$rpid"
+ok $RC "chain: the restored counter (pid $rpid, in its own pid namespace) checkpoints on n2" ||
+	{ diag "$OUT"; diag_file "$PD/n2.log" 15; }
+gen2=$(ckpt_path "$OUT")
+wait_for 10 _gone "$rpid"
+ok $? "and is gone (stop mode)"
+exec {RW}>&- {RR}<&-
+EXTRA=
+restore_tick n1 "$gen2"
+n=$(tick "$RW" "$RR")
+is "$n" 7 "restored again by n1, the counter goes on with 7"
+rpid2=$(get_rpid "$RR")
+track "$rpid2"
+pc_out n1 checkpoint --leave-running --pid "$rpid2"
+ok $RC "third link: leave-running checkpoint of the twice-restored counter" || diag "$OUT"
+n=$(tick "$RW" "$RR")
+is "$n" 8 "which keeps running and counts 8"
+exec {RW}>&- {RR}<&-
+kill -KILL "$rpid2" 2>/dev/null
+
+# -- 3. leave-running: the original goes on, the copy resumes from the dump ------
+start_tick
+for i in 0 1 2; do n=$(tick "$TW" "$TR"); done
+pc_out n1 checkpoint --leave-running --pid "$TPID"
+ok $RC "leave-running checkpoint at count 2" || diag "$OUT"
+gen=$(ckpt_path "$OUT")
+n=$(tick "$TW" "$TR")
+is "$n" 3 "the original keeps running: 3"
+n=$(tick "$TW" "$TR")
+is "$n" 4 "and 4"
+kill -KILL "$TPID"
+exec {TW}>&- {TR}<&-
+EXTRA=
+restore_tick n2 "$gen"
+n=$(tick "$RW" "$RR")
+is "$n" 3 "the copy restored by n2 resumes from the dump: 3"
+exec {RW}>&- {RR}<&-
+
+# -- 4. a file kept open and appended to -------------------------------------------
+f=$PD/append.txt
+setsid "$PROGS/cr_append" "$f" 20 </dev/null >/dev/null 2>&1 &
+apid=$!
+disown
+track "$apid"
+wait_lines "$f" 20
+pc_out n1 checkpoint --pid "$apid"
+ok $RC "checkpoint of the appending process (stop mode)" || diag "$OUT"
+gen=$(ckpt_path "$OUT")
+wait_for 10 _gone "$apid"
+before=$(wc -l <"$f")
+pc_out n2 restore --detach "$gen"
+ok $RC "restore --detach on n2" || diag "$OUT"
+rpid=$(restored_pid "$OUT")
+track "$rpid"
+wait_lines "$f" $((before + 20))
+ok $? "the restored process appends again (past $before lines)"
+kill -STOP "$rpid" 2>/dev/null
+out=$(consecutive "$f")
+ok $? "the file holds 0..$(($(wc -l <"$f") - 1)) with no gap and no repeat" || diag "$out"
+kill -KILL "$rpid" 2>/dev/null
+
+# -- 5. Python threads ----------------------------------------------------------------
+f=$PD/threads.txt
+setsid python3 "$PROGS_SRC/cr_threads.py" "$f" 4 20 </dev/null >/dev/null 2>&1 &
+ppid_=$!
+disown
+track "$ppid_"
+wait_lines "$f" 60
+ok $? "the Python program's 4 threads write"
+pc_out n1 checkpoint --pid "$ppid_"
+ok $RC "checkpoint of the Python program" || diag "$OUT"
+gen=$(ckpt_path "$OUT")
+wait_for 10 _gone "$ppid_"
+before=$(wc -l <"$f")
+pc_out n2 restore --detach "$gen"
+ok $RC "restore on n2" || diag "$OUT"
+rpid=$(restored_pid "$OUT")
+track "$rpid"
+wait_lines "$f" $((before + 60))
+ok $? "the restored threads write again"
+kill -STOP "$rpid" 2>/dev/null
+bad=
+for t in 0 1 2 3; do
+	out=$(consecutive "$f" "T$t") || bad+="T$t: $out"$'\n'
+	[ "$(grep -c "^T$t " "$f")" -gt $((before / 4 + 5)) ] || bad+="T$t did not go on after the restore"$'\n'
+done
+ok "$([ -z "$bad" ] && echo 0 || echo 1)" "each thread's counter goes on without gap or repeat" || diag "$bad"
+kill -KILL "$rpid" 2>/dev/null
+
+# -- 6. parent and child over pipes --------------------------------------------------
+f=$PD/pair.txt
+setsid "$PROGS/cr_pair" "$f" 20 </dev/null >/dev/null 2>&1 &
+qpid=$!
+disown
+track "$qpid"
+wait_lines "$f" 20
+pc_out n1 checkpoint --pid "$qpid"
+ok $RC "checkpoint of the parent and child" || diag "$OUT"
+gen=$(ckpt_path "$OUT")
+wait_for 10 _gone "$qpid"
+before=$(wc -l <"$f")
+pc_out n2 restore --detach "$gen"
+ok $RC "restore on n2" || diag "$OUT"
+rpid=$(restored_pid "$OUT")
+track "$rpid"
+kids=$(cat "/proc/$rpid/task/$rpid/children" 2>/dev/null)
+ok "$([ -n "$kids" ] && echo 0 || echo 1)" "the restored parent has its child back ($kids)"
+like "$(cmd_of "${kids%% *}")" cr_pair "the child is cr_pair"
+wait_lines "$f" $((before + 20))
+ok $? "the conversation goes on after the restore"
+read -ra kidv <<<"$kids"
+kill -STOP "$rpid" "${kidv[@]}" 2>/dev/null
+unlike "$(cat "$f")" ERROR "neither side saw a lost or repeated message"
+out=$(awk '{ if ($2 != NR - 1 || $1 != (NR % 2 ? "C" : "P")) { print NR ": " $0; exit 1 } }' "$f")
+ok $? "the log alternates C 0, P 1, C 2... to $(($(wc -l <"$f") - 1)) without a gap" || diag "$out"
+kill -KILL "$rpid" "${kidv[@]}" 2>/dev/null
+
+# -- 7. pre-dump rounds without soft-dirty ---------------------------------------------
+f=$PD/predump.txt
+setsid "$PROGS/cr_append" "$f" 20 </dev/null >/dev/null 2>&1 &
+apid=$!
+disown
+track "$apid"
+wait_lines "$f" 5
+pc_out n1 checkpoint --pre-dump 2 --leave-running --pid "$apid"
+ok $RC "checkpoint --pre-dump 2 works" || diag "$OUT"
+if grep -q "soft-dirty" "$PD/n1.log"; then
+	like "$OUT" "pre-dump unavailable.*one full dump" "without soft-dirty phosctl says it does one full dump"
+else
+	like "$OUT" "pre-dump 2/2" "phosctl reports the pre-dump rounds"
+fi
+kill -KILL "$apid"
+
+phosd_finish
+done_testing

@@ -1,0 +1,185 @@
+#!/bin/bash
+# 0120-cr-refusals.t: a restore refuses a damaged or foreign image, each
+# with its own message (truncated file, flipped byte, file of another
+# owner, manifest changed without the key, unknown manifest version,
+# missing generation, another user's image), and an ordinary user
+# (nobody) cannot checkpoint another user's process nor write into the
+# image tree.  Real phosd and CRIU, no Slurm.
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+. "$(dirname "$0")/lib.sh"
+# shellcheck source=lib-phosd.sh source-path=SCRIPTDIR
+. "$(dirname "$0")/lib-phosd.sh"
+phosd_require
+require_built tests/progs/cr_append
+command -v setpriv >/dev/null || skip_all "setpriv (util-linux) not installed"
+command -v openssl >/dev/null || skip_all "openssl not installed"
+id nobody >/dev/null 2>&1 || skip_all "no user nobody"
+plan 38
+
+phosd_scratch
+phosd_start n1
+phosd_start n2
+
+as_nobody() {
+	setpriv --reuid=nobody --regid="$(id -g nobody)" --clear-groups "$@"
+}
+
+# Six generations of one process (leave-running checkpoints).
+f=$PD/append.txt
+setsid "$PROGS/cr_append" "$f" 20 </dev/null >/dev/null 2>&1 &
+apid=$!
+disown
+track "$apid"
+wait_lines "$f" 3
+fails=0
+for _ in 1 2 3 4 5 6; do
+	pc_out n1 checkpoint --leave-running --pid "$apid" || true
+	[ "$RC" = 0 ] || { fails=$((fails + 1)); diag "$OUT"; }
+done
+ok $fails "six leave-running checkpoints of pid $apid"
+task=$(image_dir root "$apid")
+gen() { printf '%s/%06d' "$task" "$1"; }
+ls -d "$(gen 6)" >/dev/null 2>&1
+ok $? "generations 1..6 are in $task"
+
+# refuse NUM ERE DESCRIPTION: `phosctl restore` of generation NUM on n2
+# exits 1 with a message matching ERE; the message is kept in MSGS.
+MSGS=()
+refuse() {
+	if [ "$1" = job ]; then
+		pc_out n2 restore --detach --job 4242 --step 0 --task 0 --generation 99
+	else
+		pc_out n2 restore --detach "$(gen "$1")"
+	fi
+	is "$RC" 1 "$3: phosctl restore exits 1" || diag "$OUT"
+	like "$OUT" "$2" "$3: the message says why"
+	MSGS+=("$(grep -v '^phosctl: restoring' <<<"$OUT" | sed "s|$PD||g")")
+	local p
+	p=$(restored_pid "$OUT")
+	[ -z "$p" ] || { track "$p"; kill -KILL "$p"; }
+}
+
+biggest() {
+	find "$1" -maxdepth 1 -name 'pages-*.img' -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2
+}
+
+# generation 1: a truncated file
+p=$(biggest "$(gen 1)")
+truncate -s -4096 "$p"
+refuse 1 "pages-[0-9]+\\.img has [0-9]+ bytes but the manifest says" "truncated pages file"
+
+# generation 2: one flipped byte
+p=$(biggest "$(gen 2)")
+b=$(od -An -tu1 -j 100 -N 1 "$p" | tr -d ' ')
+printf '%b' "\\0$(printf %03o $(((b + 1) % 256)))" | dd of="$p" bs=1 seek=100 conv=notrunc status=none
+refuse 2 "content does not match the manifest" "one flipped byte"
+
+# generation 3: a file that belongs to someone else
+chown nobody "$(gen 3)/core-$apid.img"
+refuse 3 "owned by uid $(id -u nobody)" "a file owned by another user"
+
+# generation 4: manifest changed without the key, then signed with it
+sed -i 's/^version: 1$/version: 2/' "$(gen 4)/manifest.yaml"
+refuse 4 "MAC of manifest.yaml does not match" "manifest changed without the node key"
+sign "$(gen 4)"
+refuse 4 "manifest format version '2' is not supported" "manifest of an unknown version (signed with the key)"
+
+# a generation that does not exist: root's Slurm job 4242 has generation 1
+# (a copy of generation 5, signed), not 99
+rtask=$PD/images/root/4242/0/0
+mkdir -p "$rtask"
+chmod 0700 "$PD/images/root/4242" "$PD/images/root/4242/0" "$rtask"
+cp -a "$(gen 5)" "$rtask/000001"
+sed -i -e 's/^job: .*/job: 4242/' -e 's/^generation: .*/generation: 1/' "$rtask/000001/manifest.yaml"
+sign "$rtask/000001"
+refuse job "generation 99 does not exist" "missing generation"
+
+# someone else's image: root's generation 5 placed in nobody's tree as a
+# Slurm job of nobody, properly signed, restored by nobody
+ntask=$PD/images/nobody/4242/0/0
+mkdir -p "$ntask"
+chmod 0700 "$PD/images/nobody" "$PD/images/nobody/4242" "$PD/images/nobody/4242/0" "$ntask"
+cp -a "$(gen 5)" "$ntask/000001"
+sed -i -e 's/^job: .*/job: 4242/' -e 's/^generation: .*/generation: 1/' "$ntask/000001/manifest.yaml"
+sign "$ntask/000001"
+RC=0
+OUT=$(as_nobody "$PHOSCTL" -s "$PD/n2.sock" restore --detach --job 4242 --step 0 --task 0 2>&1) || RC=$?
+is "$RC" 1 "another user's image (owner root, in nobody's tree): nobody's restore exits 1" || diag "$OUT"
+like "$OUT" "nobody/4242/0/0/000001: (the manifest describes another task|.*another user's image)" \
+	"the message names the refused image"
+MSGS+=("$OUT")
+
+dups=$(printf '%s\n' "${MSGS[@]}" | sort | uniq -d)
+ok "$([ ${#MSGS[@]} = 7 ] && [ -z "$dups" ] && echo 0 || echo 1)" "the 7 refusals have 7 different messages" ||
+	diag "${MSGS[@]}"
+
+# the list shows what a quick check can see: the truncated generation is
+# invalid, the intact one valid
+pc_out n2 list
+like "$OUT" "pid-$apid +0 +0 +1 +no" "phosctl list marks the truncated generation invalid"
+like "$OUT" "pid-$apid +0 +0 +6 +yes" "and generation 6 valid"
+
+# control: the untouched generation 6 restores
+kill -KILL "$apid"
+pc_out n2 restore --detach "$(gen 6)"
+ok $RC "the intact generation 6 restores on n2" || diag "$OUT"
+rp=$(restored_pid "$OUT")
+track "$rp"
+ok "$(alive "$rp" && echo 0 || echo 1)" "and runs (pid $rp)"
+kill -KILL "$rp" 2>/dev/null
+
+# -- an ordinary user -------------------------------------------------------------
+setsid sleep 600 </dev/null >/dev/null 2>&1 &
+spid=$!
+disown
+track "$spid"
+RC=0
+OUT=$(as_nobody "$PHOSCTL" -s "$PD/n1.sock" checkpoint --pid "$spid" 2>&1) || RC=$?
+is "$RC" 1 "nobody cannot checkpoint root's process: exit 1" || diag "$OUT"
+like "$OUT" "no process $spid of yours" "with a message that does not reveal the process"
+ok "$(alive "$spid" && echo 0 || echo 1)" "root's process is untouched"
+ok "$([ ! -e "$(image_dir root "$spid")" ] && echo 0 || echo 1)" "and no image of it was made"
+
+RC=0
+OUT=$(as_nobody "$PHOSCTL" -s "$PD/n1.sock" restore --detach "$(gen 6)" 2>&1) || RC=$?
+is "$RC" 1 "nobody cannot restore root's generation 6: exit 1" || diag "$OUT"
+like "$OUT" "Permission denied|another user's image" "with a message"
+
+RC=0
+OUT=$(as_nobody "$PHOSCTL" -s "$PD/n1.sock" list 2>&1) || RC=$?
+unlike "$OUT" "pid-$apid" "nobody's phosctl list does not show root's images" || diag "$OUT"
+
+# nobody checkpoints their own process (CRIU needs CAP_SYS_RESOURCE for
+# another uid's process: some containers and VMs drop it from root)
+setpriv --reuid=nobody --regid="$(id -g nobody)" --clear-groups \
+	setsid "$PROGS/cr_append" /dev/null 100 </dev/null >/dev/null 2>&1 &
+npid=$!
+disown
+track "$npid"
+_runs_as_nobody() { [ "$(stat -c %U "/proc/$npid")" = nobody ] && grep -q cr_append "/proc/$npid/cmdline"; }
+wait_for 10 _runs_as_nobody
+RC=0
+OUT=$(as_nobody "$PHOSCTL" -s "$PD/n1.sock" checkpoint --leave-running --pid "$npid" 2>&1) || RC=$?
+if [ "$RC" != 0 ] && grep -q "Can't get rlimit" <<<"$OUT"; then
+	ok 0 "nobody's checkpoint of their own process fails only because CRIU lacks CAP_SYS_RESOURCE here"
+	skip "CRIU cannot prlimit() another uid's process without CAP_SYS_RESOURCE" 2
+else
+	ok "$RC" "nobody checkpoints their own process" || diag "$OUT"
+	ng=$(sed -n 's/.*written to \(\/[^ ]*\) (.*/\1/p' <<<"$OUT")
+	like "$(cat "$ng/manifest.yaml" 2>/dev/null)" "uid: $(id -u nobody)$" "the image's owner is nobody"
+	OUT=$(as_nobody "$PHOSCTL" -s "$PD/n1.sock" list 2>&1)
+	like "$OUT" "^nobody +pid-$npid " "and nobody's phosctl list shows it"
+fi
+kill -KILL "$npid" 2>/dev/null
+
+for t in "$PD/images/x" "$PD/images/root/x" "$ntask/x" "$(gen 6)/x"; do
+	ok "$(! as_nobody touch "$t" 2>/dev/null && [ ! -e "$t" ] && echo 0 || echo 1)" \
+		"nobody cannot create ${t#"$PD"/}"
+done
+ok "$(! as_nobody sh -c "echo x >> '$(gen 6)/manifest.yaml'" 2>/dev/null && echo 0 || echo 1)" \
+	"nobody cannot write a manifest"
+bad=$(find "$PD/images" \( ! -user root -o -perm /022 \) -print | grep -v "/000003/core-" || true)
+ok "$([ -z "$bad" ] && echo 0 || echo 1)" "everything phosd wrote is root's and not group/other writable" || diag "$bad"
+
+phosd_finish
+done_testing
