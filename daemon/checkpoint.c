@@ -18,6 +18,7 @@
 
 #include "checkpoint.h"
 #include "criu.h"
+#include "cuda.h"
 #include "image.h"
 #include "log.h"
 #include "ops.h"
@@ -60,6 +61,13 @@ static int on_notify(void *arg, const char *script, pid_t pid)
 			c->frozen_ms = phos_now_ms();
 	} else if (strcmp(script, "post-dump") == 0) {
 		c->thawed_ms = phos_now_ms();
+		/* Preemption: the image is written and the tree still seized.
+		 * Queue HOLD now, so that when Slurm's SIGCONT resumes the tree
+		 * CRIU leaves stopped, libphos stops every thread before the
+		 * app runs one more instruction past its checkpoint. */
+		if (c->r->flags & PHOS_F_PREEMPT)
+			log_debug("pid %d: hold queued to %d thread(s)", (int)c->r->pid,
+				  proc_signal_libphos(c->r->pid, PHOS_SIGVAL_HOLD));
 		/* The tree is frozen: what was checked at the request must still
 		 * hold (a setuid exec in between would change it). */
 		if (c->r->check_uid != (uid_t)-1) {
@@ -205,6 +213,40 @@ static uint64_t manifest_bytes(const struct phos_manifest *m)
 	return b;
 }
 
+/* A dump that failed because checkpoint_dir is full says so, whatever
+ * CRIU's last error was (it depends on where the write failed). */
+static void explain_enospc(const struct phos_image_writer *w, const char *dir, pid_t pid,
+			   struct phos_err *e)
+{
+	char line[1024], path[64];
+	bool full = false;
+	unsigned long rss_kb = 0;
+	FILE *f;
+	int fd;
+
+	if (w->dir_fd < 0 || (fd = openat(w->dir_fd, "dump.log", O_RDONLY | O_CLOEXEC)) < 0)
+		return;
+	f = fdopen(fd, "r");
+	if (!f) {
+		close(fd);
+		return;
+	}
+	while (!full && fgets(line, sizeof(line), f))
+		full = strstr(line, "No space left on device") || strstr(line, "Disk quota exceeded");
+	fclose(f);
+	if (!full)
+		return;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "re");
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %lu kB", &rss_kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	phos_errnof(e, ENOSPC, "checkpoint_dir %s is full (No space left on device): the image "
+		    "needs about %lu MB", dir, rss_kb / 1024 + 1);
+}
+
 /* Keep CRIU's log of a failed checkpoint (the staging directory goes). */
 static void keep_log(const struct phos_image_writer *w, const char *state_dir, uint64_t op,
 		     struct phos_err *e)
@@ -234,7 +276,7 @@ static void keep_log(const struct phos_image_writer *w, const char *state_dir, u
 
 		if (p)
 			l = (size_t)(p - e->msg);
-		snprintf(e->msg + l, sizeof(e->msg) - l, "(CRIU log: %s)", dst);
+		snprintf(e->msg + l, sizeof(e->msg) - l, "%s(CRIU log: %s)", p ? "" : " ", dst);
 	}
 }
 
@@ -245,6 +287,7 @@ int checkpoint_run(const struct ckpt_req *r, struct ckpt_result *res, struct pho
 	struct phos_criu_req cr;
 	struct phos_config cfg;
 	struct proc_ids ids;
+	struct cuda_set cuda;		/* CUDA processes of the tree (cuda.h) */
 	char target[128], num[32];
 	bool other_ns = false;
 	int pidns = -1, mntns = -1, rc = -1;
@@ -255,6 +298,7 @@ int checkpoint_run(const struct ckpt_req *r, struct ckpt_result *res, struct pho
 			   r->flags & PHOS_F_LEAVE_RUNNING ? "leave-running" : "stop";
 
 	memset(res, 0, sizeof(*res));
+	cuda_set_init(&cuda);
 	phos_image_writer_init(&w);
 	pthread_mutex_lock(&phosd->lock);
 	cfg = phosd->cfg;
@@ -326,6 +370,16 @@ int checkpoint_run(const struct ckpt_req *r, struct ckpt_result *res, struct pho
 	 * dump writes only what changed since. */
 	char parent[32] = "";
 	unsigned predump = r->predump;
+	/* GPU: find the CUDA processes; refused here (the job keeps running)
+	 * if their GPU state cannot be saved on this node.  CRIU cannot
+	 * pre-dump a process that still maps the GPU, and the driver
+	 * checkpoint must come right before the final dump: no pre-dumps. */
+	if (cuda_find(r->pid, &cuda, e) < 0)
+		goto out;
+	if (cuda.n && predump) {
+		log_info("checkpoint %s: CUDA processes: no pre-dump rounds", target);
+		predump = 0;
+	}
 	if (predump && !phosd->mem_track) {
 		log_info("checkpoint %s: %u pre-dump round(s) asked for, but this kernel cannot track "
 			 "dirty memory: one full dump instead", target, predump);
@@ -397,8 +451,30 @@ int checkpoint_run(const struct ckpt_req *r, struct ckpt_result *res, struct pho
 		cr.parent_img = parent;
 	}
 	uint64_t td = phos_now_ms();
+	/* GPU: lock + driver checkpoint (the stall starts here); after it the
+	 * processes hold no /dev/nvidia* and CRIU dumps the GPU memory the
+	 * driver moved into their host memory.  Any failure from here on: the
+	 * `out` path's cuda_set_free() restores + unlocks them. */
+	if (cuda.n) {
+		progress(&c, predump, predump + 1, "checkpointing the CUDA state of %zu process(es)",
+			 cuda.n);
+		c.frozen_ms = td;
+		if (cuda_checkpoint(&cuda, (unsigned)cfg.checkpoint_timeout * 1000u, e) < 0 ||
+		    cuda_record(&cuda, &w.manifest, e) < 0)
+			goto out;
+	}
 	if (phos_criu_run(PHOS_CRIU_DUMP, &cr, NULL, e) < 0)
 		goto out;
+	/* GPU: leave-running resumes the app's GPU state; stop and preempt
+	 * leave it checkpointed (CRIU killed or stopped the tree: the GPU is
+	 * free since cuda_checkpoint()). */
+	if (cuda.n && cr.leave_running && !cr.leave_stopped) {
+		struct phos_err ge;
+
+		if (cuda_resume(&cuda, &ge) < 0)
+			log_err("checkpoint %s: %s", target, ge.msg);
+	}
+	cuda.done = true;
 	uint64_t tdone = phos_now_ms();
 	res->stall_ms = (c.frozen_ms ? tdone - c.frozen_ms : tdone - td);
 	progress(&c, predump + 1, predump + 1, "publishing (hashing and syncing the image)");
@@ -422,11 +498,14 @@ out:
 		log_notice("checkpoint %s: generation %" PRIu64 " (%" PRIu64 " bytes) in %" PRIu64
 			   " ms, frozen %" PRIu64 " ms", target, res->generation, res->bytes,
 			   res->total_ms, res->stall_ms);
-	else
+	else {
+		explain_enospc(&w, cfg.checkpoint_dir, r->pid, e);
 		keep_log(&w, cfg.state_dir, c.op, e);
+	}
 	if (rc < 0)
 		log_err("checkpoint %s failed: %s", target, e ? e->msg : "");
 	phos_image_abort(&w);
+	cuda_set_free(&cuda);	/* failure after the lock: restore + unlock */
 	if (link[0])
 		unlink(link);
 	phos_closep(&pidns);

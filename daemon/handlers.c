@@ -7,10 +7,12 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -200,7 +202,7 @@ static void handle_list(struct client *c, struct phos_msg *req)
 	char user[PHOS_USER_MAX], jobs[32];
 	const char *ufilter = NULL, *jfilter = NULL;
 	uint64_t job;
-	size_t n = 0;
+	size_t n = 0, rows = 0;
 
 	if (!c->privileged) {
 		proc_user_name(c->uid, user, sizeof(user));
@@ -234,6 +236,7 @@ static void handle_list(struct client *c, struct phos_msg *req)
 				strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
 			phos_image_gen_path(&phosd->store, &tasks[i].id, g[k].generation, path,
 					    sizeof(path), NULL);
+			rows++;
 			text_add(&t, "%-10s %-10s %-6s %-5u %-6" PRIu64 " %-6s %-12" PRIu64
 				 " %-20s %-10s %s\n", tasks[i].id.user, jn, sn, tasks[i].id.task,
 				 g[k].generation, g[k].err ? "no" : "yes", g[k].bytes, when,
@@ -243,7 +246,7 @@ static void handle_list(struct client *c, struct phos_msg *req)
 		}
 		free(g);
 	}
-	if (n == 0)
+	if (rows == 0)
 		text_add(&t, "(no images%s)\n", c->privileged ? "" : " of yours");
 	free(tasks);
 	reply_text(c, req->seq, &t);
@@ -330,6 +333,55 @@ static void tell_proceed(pid_t root)
 	free(tree);
 }
 
+#ifndef PHOS_SIGVAL_HOLD
+#define PHOS_SIGVAL_HOLD 3	/* TODO(lead): move to common/proto.h */
+#endif
+
+/*
+ * After a successful preemption checkpoint the tree is left stopped, but
+ * Slurm sends SIGCONT (srun's step cancel, the job's kill sequence) before
+ * its SIGKILL: a resumed app would run on past its checkpoint and print or
+ * write what the restored copy does again.  Queue libphos's HOLD to every
+ * thread of every libphos process: a thread that is continued runs
+ * libphos's handler, which never returns, before any more app code.
+ * The image does not hold it (the dump is finished).
+ */
+static void tell_hold(pid_t root)
+{
+	pid_t *tree = NULL;
+	size_t n = 0;
+
+	if (proc_tree(root, &tree, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		char dir[64];
+		DIR *d;
+		struct dirent *de;
+
+		if (!proc_maps_has(tree[i], "libphos.so"))
+			continue;
+		snprintf(dir, sizeof(dir), "/proc/%d/task", (int)tree[i]);
+		if (!(d = opendir(dir)))
+			continue;
+		while ((de = readdir(d))) {
+			siginfo_t si = { 0 };
+			long tid = strtol(de->d_name, NULL, 10);
+
+			if (tid <= 0)
+				continue;
+			si.si_signo = SIGRTMIN + PHOS_SIGNAL_OFFSET;
+			si.si_code = SI_QUEUE;
+			si.si_pid = getpid();
+			si.si_uid = getuid();
+			si.si_value.sival_int = PHOS_SIGVAL_HOLD;
+			if (syscall(SYS_rt_tgsigqueueinfo, (pid_t)tree[i], (pid_t)tid, si.si_signo, &si) < 0)
+				log_debug("cannot hold pid %d thread %ld: %m", (int)tree[i], tid);
+		}
+		closedir(d);
+	}
+	free(tree);
+}
+
 /* SIGTERM reached a protected task: libphos asks for a checkpoint. */
 static void handle_preempt(struct client *c, struct phos_msg *req)
 {
@@ -350,7 +402,9 @@ static void handle_preempt(struct client *c, struct phos_msg *req)
 	}
 	client_reply(c, req->seq, 0, NULL);	/* libphos has hung up already */
 	fate = slurmq_job_fate(t.job, &e);
-	if (fate != JOB_FATE_REQUEUE) {
+	/* `scontrol requeue` makes the job PENDING before its tasks get
+	 * SIGTERM: a live task of a job pending again is being requeued. */
+	if (fate != JOB_FATE_REQUEUE && fate != JOB_FATE_PENDING) {
 		log_notice("job %u task %u: SIGTERM while the job is %s%s%s: no checkpoint, the "
 			   "application handles SIGTERM itself", t.job, t.task,
 			   slurmq_fate_name(fate), e.msg[0] ? ": " : "", e.msg);
@@ -382,6 +436,7 @@ static void handle_preempt(struct client *c, struct phos_msg *req)
 	}
 	/* The tree stays stopped: Slurm kills it at the end of the grace time
 	 * (22.05 requeues only a job that did not exit by itself, §6). */
+	tell_hold(t.pid);
 	registry_release(t.pid, res.generation);
 }
 

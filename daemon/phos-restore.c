@@ -49,7 +49,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "conf.h"
 #include "criu.h"
+#include "cuda.h"
 #include "log.h"
 #include "manifest.h"
 #include "proc.h"
@@ -58,6 +60,7 @@
 
 struct opts {
 	const char *image;
+	const char *criu;		/* criu binary (--criu, else phos.yaml's) */
 	const char *socket;
 	int control_fd;
 	int report_fd;
@@ -266,11 +269,18 @@ static void init_main(const struct opts *o, int dirfd, const struct phos_manifes
 			 strerror(errno));
 		goto fail;
 	}
+	/* Our own session: the task's session leader (slurmstepd made the
+	 * task one) is outside this pid namespace, and CRIU refuses to dump
+	 * a tree whose session leader it cannot see (chains of restores). */
+	if (setsid() < 0)
+		log_debug("setsid: %m");
 	/* Same probe as phosd's: without working breakpoints CRIU must trace
 	 * syscalls to catch the restored tasks (200 ms when they do not work). */
 	if (!phos_criu_probe_breakpoints())
 		log_debug("hardware breakpoints do not fire here: CRIU traces syscalls");
 	phos_criu_req_init(&r);
+	if (o->criu)
+		r.criu_path = o->criu;
 	r.images_fd = dirfd;
 	r.log_name = "restore.log";
 	r.rst_sibling = true;
@@ -301,6 +311,10 @@ static void init_main(const struct opts *o, int dirfd, const struct phos_manifes
 		snprintf(ir.msg, sizeof(ir.msg), "%s (in %s)", e.msg, logdir);
 		goto fail;
 	}
+	/* Keep CRIU's log only when it explains a failure. */
+	unlinkat(r.work_fd, "restore.log", 0);
+	close(r.work_fd);
+	rmdir(logdir);
 	ir.ok = 1;
 	ir.nspid = root;
 	wake_waiters(m);
@@ -408,6 +422,11 @@ static int restore_mode(const struct opts *o)
 		fprintf(stderr, "phos: restore: %s: %s\n", o->image, e.msg);
 		return 1;
 	}
+	/* GPU: refuse before CRIU what the driver could not restore here. */
+	if (cuda_restore_check(&m, &e) < 0) {
+		fprintf(stderr, "phos: restore of %s refused: %s\n", o->image, e.msg);
+		return 1;
+	}
 	if (pipe2(pp, O_CLOEXEC) < 0 || unshare(CLONE_NEWPID) < 0) {
 		fprintf(stderr, "phos: restore: cannot create a pid namespace: %s\n", strerror(errno));
 		return 1;
@@ -431,6 +450,16 @@ static int restore_mode(const struct opts *o)
 		return 1;
 	}
 	root = child_of(init);
+	/* GPU: CRIU restored the tree running, its CUDA calls blocked (the
+	 * driver still has it checkpointed and locked).  We are in the node's
+	 * pid namespace and know root's global pid: driver restore + unlock. */
+	if (cuda_restore_tree(root, &m, NULL, &e) < 0) {
+		fprintf(stderr, "phos: restore of %s failed: %s\n", o->image, e.msg);
+		if (root > 0)
+			kill(root, SIGKILL);
+		waitpid(init, &st, 0);
+		return 1;
+	}
 	forward_to = root;
 	forward_signals();
 	log_info("restored %s as pid %d (pid %d in its namespace)", o->image, (int)root, (int)ir.nspid);
@@ -469,6 +498,8 @@ int main(int argc, char **argv)
 {
 	static const struct option lopts[] = {
 		{ "image", required_argument, NULL, 'i' },
+		{ "criu", required_argument, NULL, 'C' },
+		{ "config", required_argument, NULL, 'F' },
 		{ "control-fd", required_argument, NULL, 'c' },
 		{ "report-fd", required_argument, NULL, 'r' },
 		{ "wait-fd", required_argument, NULL, 'w' },
@@ -482,6 +513,8 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct opts o = { .control_fd = -1, .report_fd = -1, .wait_fd = -1 };
+	static struct phos_config cfg;
+	const char *config = PHOS_CONFIG_DEFAULT;
 	uint64_t v;
 	int c;
 
@@ -490,6 +523,8 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'i': o.image = optarg; break;
+		case 'C': o.criu = optarg; break;
+		case 'F': config = optarg; break;
 		case 's': o.socket = optarg; break;
 		case 'c': if (parse_u64("--control-fd", optarg, &v) < 0) return 2; o.control_fd = (int)v; break;
 		case 'r': if (parse_u64("--report-fd", optarg, &v) < 0) return 2; o.report_fd = (int)v; break;
@@ -500,7 +535,7 @@ int main(int argc, char **argv)
 		case 'u': if (parse_u64("--uid", optarg, &v) < 0) return 2; o.uid = (uid_t)v; o.have_uid = true; break;
 		case 'g': if (parse_u64("--gid", optarg, &v) < 0) return 2; o.gid = (gid_t)v; break;
 		case 'h':
-			printf("Usage: phos-restore --image DIR [--control-fd N] [--report-fd N]\n"
+			printf("Usage: phos-restore --image DIR [--criu PATH | --config FILE] [--control-fd N] [--report-fd N]\n"
 			       "                    [--socket S --job J --step S --task T] [--uid U --gid G]\n"
 			       "       phos-restore --wait-fd N\n"
 			       "Internal helper of phosd and the PhOS SPANK plugin; see phosd(8).\n");
@@ -511,6 +546,15 @@ int main(int argc, char **argv)
 	}
 	if (o.wait_fd >= 0)
 		return wait_mode(o.wait_fd);
+	/* The criu binary of this node: --criu, else phos.yaml's criu_path. */
+	if (!o.criu) {
+		struct phos_err e;
+
+		phos_config_defaults(&cfg);
+		if (phos_config_load(&cfg, config, &e) < 0 && errno != ENOENT)
+			log_warn("%s", e.msg);
+		o.criu = cfg.criu_path;
+	}
 	if (!o.image) {
 		fprintf(stderr, "phos-restore: --image DIR or --wait-fd N is required\n");
 		return 2;

@@ -44,7 +44,7 @@ static void child(const char *path, uid_t uid, gid_t gid, const int stdio[3], in
 	snprintf(suid, sizeof(suid), "%u", (unsigned)uid);
 	snprintf(sgid, sizeof(sgid), "%u", (unsigned)gid);
 	execl(phosd->restore_helper, "phos-restore", "--image", path, "--report-fd", repfd,
-	      "--uid", suid, "--gid", sgid, (char *)NULL);
+	      "--uid", suid, "--gid", sgid, "--criu", phosd->cfg.criu_path, (char *)NULL);
 	dprintf(2, "phos: cannot run %s: %s\n", phosd->restore_helper, strerror(errno));
 	_exit(127);
 }

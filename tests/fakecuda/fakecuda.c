@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -874,4 +875,173 @@ FAKE(cuGetProcAddress, (const char *sym, void **pfn, int ver, cuuint64_t flags))
 {
 	hit("cuGetProcAddress");
 	return lookup(sym, pfn, ver, flags, NULL);
+}
+
+/* ---- checkpoint API (cuCheckpointProcess*) ------------------------------ */
+/* A per-pid state machine as the driver documents it: RUNNING -lock->
+ * LOCKED -checkpoint-> CHECKPOINTED -restore-> LOCKED -unlock-> RUNNING.
+ * Pids are unknown (CUDA_ERROR_INVALID_VALUE) until a test sets a state. */
+
+#define FK_MAX 64
+static struct {
+	int pid;
+	int state;
+} fk[FK_MAX];
+static CUresult fk_fail_lock, fk_fail_ckpt, fk_fail_restore, fk_fail_unlock;
+static char fk_log[4096];
+static unsigned fk_timeout;
+static pthread_mutex_t fk_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int *fk_slot(int pid, int create)
+{
+	for (int i = 0; i < FK_MAX; i++)
+		if (fk[i].pid == pid)
+			return &fk[i].state;
+	if (!create)
+		return NULL;
+	for (int i = 0; i < FK_MAX; i++)
+		if (!fk[i].pid) {
+			fk[i].pid = pid;
+			return &fk[i].state;
+		}
+	return NULL;
+}
+
+/* append "name:pid" or "name:pid(arg)" (arg != ~0u) to the log */
+static void fk_note(const char *name, int pid, unsigned arg)
+{
+	size_t l = strlen(fk_log);
+	char one[96];
+
+	if (arg != ~0u)
+		snprintf(one, sizeof(one), "%s:%d(%u)", name, pid, arg);
+	else
+		snprintf(one, sizeof(one), "%s:%d", name, pid);
+	if (l + strlen(one) + 2 < sizeof(fk_log))
+		snprintf(fk_log + l, sizeof(fk_log) - l, "%s%s", l ? " " : "", one);
+}
+
+EXPORT void fakecuda_ckpt_reset(void)
+{
+	pthread_mutex_lock(&fk_lock);
+	memset(fk, 0, sizeof(fk));
+	fk_fail_lock = fk_fail_ckpt = fk_fail_restore = fk_fail_unlock = CUDA_SUCCESS;
+	fk_log[0] = '\0';
+	fk_timeout = 0;
+	pthread_mutex_unlock(&fk_lock);
+}
+
+EXPORT void fakecuda_ckpt_fail(const char *op, CUresult r)
+{
+	pthread_mutex_lock(&fk_lock);
+	if (strcmp(op, "lock") == 0)
+		fk_fail_lock = r;
+	else if (strcmp(op, "checkpoint") == 0)
+		fk_fail_ckpt = r;
+	else if (strcmp(op, "restore") == 0)
+		fk_fail_restore = r;
+	else if (strcmp(op, "unlock") == 0)
+		fk_fail_unlock = r;
+	pthread_mutex_unlock(&fk_lock);
+}
+
+EXPORT void fakecuda_ckpt_set_state(int pid, int state)
+{
+	pthread_mutex_lock(&fk_lock);
+	int *s = fk_slot(pid, 1);
+	if (s)
+		*s = state;
+	pthread_mutex_unlock(&fk_lock);
+}
+
+EXPORT int fakecuda_ckpt_state(int pid)
+{
+	pthread_mutex_lock(&fk_lock);
+	int *s = fk_slot(pid, 0), r = s ? *s : -1;
+	pthread_mutex_unlock(&fk_lock);
+	return r;
+}
+
+EXPORT void fakecuda_ckpt_log(char *buf, size_t size)
+{
+	pthread_mutex_lock(&fk_lock);
+	snprintf(buf, size, "%s", fk_log);
+	pthread_mutex_unlock(&fk_lock);
+}
+
+EXPORT unsigned fakecuda_ckpt_lock_timeout(void)
+{
+	return fk_timeout;
+}
+
+/* one transition: from -> to unless failing (then `stay`) */
+static CUresult fk_step(int pid, const char *name, unsigned arg, int from, int to, CUresult fail)
+{
+	CUresult r = CUDA_SUCCESS;
+	int *s;
+
+	pthread_mutex_lock(&fk_lock);
+	s = fk_slot(pid, 0);
+	if (!s)
+		r = CUDA_ERROR_INVALID_VALUE;
+	else if (*s != from)
+		r = CUDA_ERROR_ILLEGAL_STATE;
+	else if (fail != CUDA_SUCCESS)
+		r = fail;
+	else
+		*s = to;
+	fk_note(r == CUDA_SUCCESS ? name : "fail", pid, r == CUDA_SUCCESS ? arg : ~0u);
+	pthread_mutex_unlock(&fk_lock);
+	return r;
+}
+
+FAKE(cuCheckpointProcessGetState, (int pid, CUprocessState *state))
+{
+	int s = fakecuda_ckpt_state(pid);
+
+	hit("cuCheckpointProcessGetState");
+	if (!state || s < 0)
+		return CUDA_ERROR_INVALID_VALUE;
+	*state = (CUprocessState)s;
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuCheckpointProcessGetRestoreThreadId, (int pid, int *tid))
+{
+	if (!tid || fakecuda_ckpt_state(pid) < 0)
+		return CUDA_ERROR_INVALID_VALUE;
+	*tid = pid;
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuCheckpointProcessLock, (int pid, CUcheckpointLockArgs *args))
+{
+	hit("cuCheckpointProcessLock");
+	fk_timeout = args ? args->timeoutMs : 0;
+	/* CUDA_ERROR_NOT_READY models a lock that timed out: left RUNNING */
+	return fk_step(pid, "lock", fk_timeout, CU_PROCESS_STATE_RUNNING, CU_PROCESS_STATE_LOCKED,
+		       fk_fail_lock);
+}
+
+FAKE(cuCheckpointProcessCheckpoint, (int pid, CUcheckpointCheckpointArgs *args))
+{
+	(void)args;
+	hit("cuCheckpointProcessCheckpoint");
+	return fk_step(pid, "checkpoint", ~0u, CU_PROCESS_STATE_LOCKED,
+		       CU_PROCESS_STATE_CHECKPOINTED, fk_fail_ckpt);
+}
+
+FAKE(cuCheckpointProcessRestore, (int pid, CUcheckpointRestoreArgs *args))
+{
+	hit("cuCheckpointProcessRestore");
+	return fk_step(pid, "restore", args ? args->gpuPairsCount : 0,
+		       CU_PROCESS_STATE_CHECKPOINTED, CU_PROCESS_STATE_LOCKED, fk_fail_restore);
+}
+
+FAKE(cuCheckpointProcessUnlock, (int pid, CUcheckpointUnlockArgs *args))
+{
+	(void)args;
+	hit("cuCheckpointProcessUnlock");
+	return fk_step(pid, "unlock", ~0u, CU_PROCESS_STATE_LOCKED, CU_PROCESS_STATE_RUNNING,
+		       fk_fail_unlock);
 }

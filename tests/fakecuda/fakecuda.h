@@ -41,4 +41,23 @@ void fakecuda_set_gpa_internal(int n);
 /* The fake's own address of an exported entry point (not libphos's). */
 void *fakecuda_sym(const char *name);
 
+/*
+ * Checkpoint API (cuCheckpointProcess*): a per-pid state machine as the
+ * driver documents it (RUNNING -lock-> LOCKED -checkpoint-> CHECKPOINTED
+ * -restore-> LOCKED -unlock-> RUNNING; wrong state: ILLEGAL_STATE).  A pid
+ * is unknown (INVALID_VALUE) until fakecuda_ckpt_set_state() names it.
+ */
+void fakecuda_ckpt_reset(void);
+/* op "lock", "checkpoint", "restore" or "unlock" answers r from now on
+ * (CUDA_SUCCESS: normal again) and leaves the state as it was; a lock
+ * failing with CUDA_ERROR_NOT_READY models a timed-out lock. */
+void fakecuda_ckpt_fail(const char *op, CUresult r);
+void fakecuda_ckpt_set_state(int pid, int state);
+int fakecuda_ckpt_state(int pid);	/* -1: unknown pid */
+/* Successful calls in order, e.g. "lock:12(5000) checkpoint:12
+ * restore:12(0) unlock:12" (lock: timeoutMs, restore: gpuPairsCount);
+ * failed ones as "fail:PID". */
+void fakecuda_ckpt_log(char *buf, size_t size);
+unsigned fakecuda_ckpt_lock_timeout(void);
+
 #endif

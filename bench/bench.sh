@@ -1,0 +1,77 @@
+#!/bin/bash
+# bench.sh - stop-the-world GPU checkpoint/restore through phosd, for
+# processes holding 1, 8 and 32 GiB of GPU memory (BENCH_SIZES).  Per size:
+#   stall       a leave-running checkpoint: from the driver lock until the
+#               app runs again (phosd's "process frozen")
+#   GPU free    a stop checkpoint: lock + driver checkpoint (phosd's log),
+#               after which the GPU memory is released
+#   restore     phosctl restore until the restored tree runs (CRIU restore
+#               + driver restore + unlock)
+#   image       bytes of the image
+# then the restored app checks every byte of its GPU memory (VERIFY ok).
+# Prints a table.  Run as root on a GPU node; either standalone (starts a
+# private phosd, see tests/gpu/lib.sh) or sourced by tests/gpu/run-all.sh.
+# BENCH_DEADLINE: seconds of the calling script after which no new size
+# starts (default 330).
+if [ -z "${PHOS_GPU_LIB_LOADED:-}" ]; then
+	set -u
+	. "$(cd "$(dirname "$0")" && pwd)/../tests/gpu/lib.sh"
+	BENCH_BIN=${BENCH_BIN:-$W/bin/app_bench}
+	if [ ! -x "$BENCH_BIN" ]; then
+		mkdir -p "$(dirname "$BENCH_BIN")"
+		nvcc -O2 -arch="${ARCH:-sm_90}" -o "$BENCH_BIN" "$top/bench/app_bench.cu" || exit 1
+	fi
+	start_phosd || exit 1
+	trap stop_phosd EXIT
+fi
+
+bench_table="$(printf '%-6s %12s %12s %12s %12s %12s %8s\n' GiB stall_ms lr_total_ms gpu_free_ms restore_ms image_GB verify)"
+bench_one() {
+	local gb=$1 d=$W/bench-$1 stall lrtot free rst bytes verify="-" t0 t1
+	mkdir -p "$d"; rm -f /tmp/phos-bench-stop
+	start_app "$d/a.out" "$BENCH_BIN" "$gb" 100000 50
+	if ! wait_for "$d/a.out" '^READY' 120; then
+		log "bench $gb GiB: app did not start"; tail -3 "$d/a.out"; return 1
+	fi
+	sleep 1
+	ckpt "$APP_PID" --leave-running || { log "bench $gb: leave-running checkpoint failed"; kill -9 "$APP_PID"; return 1; }
+	stall=$(sed -n 's/.*process frozen \([0-9]*\) ms.*/\1/p' <<<"$CKPT_LINE")
+	lrtot=$(sed -n 's/.*total \([0-9]*\) ms.*/\1/p' <<<"$CKPT_LINE")
+	bytes=$(du -sb "$IMG" | awk '{print $1}')
+	rm -rf "$IMG"
+	sleep 1
+	kill -0 "$APP_PID" || { log "bench $gb: app died after leave-running checkpoint"; return 1; }
+	ckpt "$APP_PID" || { log "bench $gb: stop checkpoint failed"; kill -9 "$APP_PID"; return 1; }
+	free=$(grep 'CUDA state of .* checkpointed' "$LOG_DIR/phosd.log" | tail -1 |
+	       sed -n 's/.*lock \([0-9]*\) ms, checkpoint \([0-9]*\) ms.*/\1 \2/p' | awk '{print $1 + $2}')
+	wait "$APP_PID" 2>/dev/null
+	t0=$(date +%s%N)
+	if restore "$IMG" "$d/b.out"; then
+		t1=$(date +%s%N)
+		rst=$(( (t1 - t0) / 1000000 ))
+		touch /tmp/phos-bench-stop
+		if wait_for "$d/b.out" '^VERIFY' 120; then
+			grep -q 'VERIFY ok' "$d/b.out" && verify=ok || verify=BAD
+		else
+			verify=none
+		fi
+		rm -f /tmp/phos-bench-stop
+	else
+		rst=failed; tail -10 "$d/b.out"
+	fi
+	rm -rf "$IMG"
+	bench_table+="$(printf '\n%-6s %12s %12s %12s %12s %12.2f %8s' "$gb" "${stall:-?}" "${lrtot:-?}" "${free:-?}" "$rst" "$(awk -v b="$bytes" 'BEGIN {print b / 1e9}')" "$verify")"
+	log "bench $gb GiB: stall ${stall:-?} ms, GPU free after ${free:-?} ms, restore $rst ms, image $bytes bytes, verify $verify"
+}
+for gb in ${BENCH_SIZES:-1 8 32}; do
+	if [ $SECONDS -gt "${BENCH_DEADLINE:-330}" ]; then
+		log "bench: skipping $gb GiB (past BENCH_DEADLINE=${BENCH_DEADLINE:-330} s)"
+		bench_table+="$(printf '\n%-6s skipped: out of time' "$gb")"
+		continue
+	fi
+	bench_one "$gb"
+done
+echo
+echo "==== bench (stop-the-world: driver checkpoint API + CRIU, images in $W)"
+echo "$bench_table"
+echo

@@ -1,0 +1,139 @@
+# lib.sh - helpers of the GPU tests (sourced).  A private phosd in a scratch
+# directory; apps run as setsid'ed process trees that phosd checkpoints.
+#
+# Environment:
+#   PHOS_BIN   folder with phosd, phosctl, phos-restore (default: .carry/bin
+#              of the checkout, else the build tree's daemon/)
+#   PHOS_LIB   LD_LIBRARY_PATH for them and for CRIU (default .carry/lib)
+#   CRIU       criu binary (default $PHOS_BIN/criu, else criu on PATH)
+#   LOG_DIR    where logs go (default $W/logs)
+#   W          scratch folder (default /dev/shm/phos-gpu if it has room,
+#              else /tmp/phos-gpu)
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PHOS_BIN=${PHOS_BIN:-$top/.carry/bin}
+PHOS_LIB=${PHOS_LIB:-$top/.carry/lib}
+CRIU=${CRIU:-$PHOS_BIN/criu}
+[ -x "$CRIU" ] || CRIU=$(command -v criu)
+if [ -z "${W:-}" ]; then
+	shm_kb=$(df -Pk /dev/shm 2>/dev/null | awk 'NR==2 {print $4}')
+	if [ "${shm_kb:-0}" -gt $((80 * 1024 * 1024)) ]; then W=/dev/shm/phos-gpu; else W=/tmp/phos-gpu; fi
+fi
+LOG_DIR=${LOG_DIR:-$W/logs}
+SOCK=$W/phosd.sock
+PASSES=0
+FAILS=0
+SUMMARY=""
+
+log() { printf '%s %s\n' "$(date +%T)" "$*"; }
+pass() { PASSES=$((PASSES + 1)); SUMMARY+="PASS $*"$'\n'; log "PASS $*"; }
+fail() { FAILS=$((FAILS + 1)); SUMMARY+="FAIL $*"$'\n'; log "FAIL $*"; }
+phos() { LD_LIBRARY_PATH=$PHOS_LIB "$@"; }
+phosctl() { phos "$PHOS_BIN/phosctl" -q -s "$SOCK" "$@"; }
+
+start_phosd() {
+	mkdir -p "$W" "$LOG_DIR"
+	chmod 0755 "$W"
+	rm -rf "$W/images" "$W/state"
+	(umask 077 && head -c 32 /dev/urandom >"$W/phos.key")
+	cat >"$W/phos.yaml" <<YAML
+socket: $SOCK
+state_dir: $W/state
+checkpoint_dir: $W/images
+key_file: $W/phos.key
+criu_path: $CRIU
+log_level: debug
+log_target: stderr
+keep_generations: 1
+checkpoint_timeout: ${CKPT_TIMEOUT:-300}
+YAML
+	PHOS_RESTORE_HELPER=$PHOS_BIN/phos-restore PHOS_DEBUG=1 \
+		LD_LIBRARY_PATH=$PHOS_LIB setsid "$PHOS_BIN/phosd" -f -c "$W/phos.yaml" \
+		</dev/null >>"$LOG_DIR/phosd.log" 2>&1 &
+	PHOSD_PID=$!
+	for _ in $(seq 50); do
+		[ -S "$SOCK" ] && return 0
+		kill -0 "$PHOSD_PID" 2>/dev/null || break
+		sleep 0.2
+	done
+	log "phosd did not start:"; tail -20 "$LOG_DIR/phosd.log"
+	return 1
+}
+
+stop_phosd() { [ -n "${PHOSD_PID:-}" ] && kill "$PHOSD_PID" 2>/dev/null; }
+
+# wait_for FILE REGEX SECS: 0 once a line of FILE matches
+wait_for() {
+	local end=$((SECONDS + $3))
+	while [ $SECONDS -lt $end ]; do
+		grep -q -E "$2" "$1" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# start_app OUT CMD...: run CMD as its own session, stdout+stderr to OUT;
+# sets APP_PID
+start_app() {
+	local out=$1
+	shift
+	setsid "$@" </dev/null >"$out" 2>&1 &
+	APP_PID=$!
+}
+
+# ckpt PID [phosctl options]: checkpoint; sets IMG and CKPT_LINE
+ckpt() {
+	local pid=$1
+	shift
+	CKPT_LINE=$(phosctl checkpoint --pid "$pid" "$@" 2>&1)
+	local rc=$?
+	log "checkpoint: $CKPT_LINE"
+	IMG=$(sed -n 's/.* written to \([^ ]*\) .*/\1/p' <<<"$CKPT_LINE")
+	[ $rc = 0 ] && [ -n "$IMG" ]
+}
+
+# restore IMG OUT: restore into a new process tree whose stdio is OUT;
+# sets RESTORED_PID
+restore() {
+	local line rc
+	phosctl restore "$1" >"$2" 2>&1 &
+	RESTORE_JOB=$!
+	if ! wait_for "$2" "^restored |failed|refused|error" 600; then
+		return 1
+	fi
+	line=$(grep -m1 -E "^restored |failed|refused|error" "$2")
+	log "restore: $line"
+	RESTORED_PID=$(sed -n 's/^restored .* as pid \([0-9]*\).*/\1/p' <<<"$line")
+	[ -n "$RESTORED_PID" ]
+}
+
+# lines OUT: the progress lines (iter/step) of an output
+lines() { grep -E '^(iter|step) [0-9]+ ' "$1"; }
+
+# same_as_ref NAME GOT REF: GOT's progress lines equal REF's
+same_as_ref() {
+	if diff <(lines "$2") <(lines "$3") >"$W/diff.$1" 2>&1 && [ -s "$3" ] && grep -q '^DONE' "$2"; then
+		return 0
+	fi
+	log "$1: differs from the uninterrupted run:"; head -20 "$W/diff.$1"
+	return 1
+}
+
+# suffix_of_ref NAME GOT REF: GOT's progress lines are REF's from GOT's
+# first index to the end, and GOT ends with DONE
+suffix_of_ref() {
+	local first n
+	first=$(lines "$2" | head -1 | awk '{print $2}')
+	[ -n "$first" ] || { log "$1: no progress lines in $2"; tail -5 "$2"; return 1; }
+	n=$(lines "$3" | awk -v f="$first" '$2 >= f' | wc -l)
+	if diff <(lines "$2") <(lines "$3" | awk -v f="$first" '$2 >= f') >"$W/diff.$1" 2>&1 &&
+	   grep -q '^DONE' "$2" && [ "$n" -gt 0 ]; then
+		log "$1: lines from $first on ($n) equal the uninterrupted run's"
+		return 0
+	fi
+	log "$1: differs from the uninterrupted run:"; head -20 "$W/diff.$1"
+	return 1
+}
+
+# gpu_pids: pids nvidia-smi sees on the GPU
+gpu_pids() { nvidia-smi --query-compute-apps=pid --format=csv,noheader 2>/dev/null | tr -d ' '; }

@@ -1,0 +1,162 @@
+#!/bin/bash
+# run-all.sh - GPU checkpoint/restore tests through phosd on a machine with
+# an NVIDIA GPU (driver >= 570), as root.  Needs nvcc (sm_90 by default:
+# ARCH=sm_80 for an A100), PyTorch for (c), CRIU >= 4.1.
+#
+#   (a) CUDA C: buffers, streams, kernels; stop checkpoint mid-run, restore:
+#       every iteration's checksum equals an uninterrupted run's
+#   (b) cuBLAS SGEMM loop, the same way
+#   (c) PyTorch: a small GPT trained with a fixed seed; loss sequence after
+#       checkpoint + restore equals the uninterrupted run's bit for bit
+#   (d) leave-running checkpoint; restore into a new process while the
+#       original continues, both on the one GPU; both exact
+#   (e) restore of that image again, after the original is gone
+#   plus: a lock that times out (checkpoint_timeout) leaves the app running
+#   then bench/bench.sh unless NO_BENCH=1.
+#
+# Logs under LOG_DIR; exit status 0 if every test passed.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+ARCH=${ARCH:-sm_90}
+BIN=$W/bin
+export CUBLAS_WORKSPACE_CONFIG=:4096:8
+
+mkdir -p "$BIN" "$LOG_DIR"
+log "GPU tests: phosd from $PHOS_BIN, CRIU $CRIU, scratch $W, logs $LOG_DIR"
+nvidia-smi --query-gpu=name,uuid,driver_version,memory.total,persistence_mode --format=csv
+cat /proc/driver/nvidia/version 2>/dev/null | head -1
+ls /proc/driver/nvidia/gpus/ 2>/dev/null && cat /proc/driver/nvidia/gpus/*/information 2>/dev/null | head -8
+"$CRIU" --version 2>&1 | head -1
+
+build() {	# build NAME SRC [libs]: prebuilt in $PHOS_BIN/../gpubin if there
+	local pre=$PHOS_BIN/../gpubin/$1
+	if [ -x "$pre" ]; then cp "$pre" "$BIN/$1"; return 0; fi
+	nvcc -O2 -arch="$ARCH" -o "$BIN/$1" "$2" "${@:3}"
+}
+build app_state "$here/app_state.cu" || { log "nvcc failed"; exit 1; }
+build app_gemm "$here/app_gemm.cu" -lcublas -Xlinker -rpath -Xlinker /usr/local/cuda/lib64 || { log "nvcc failed"; exit 1; }
+build app_bench "$top/bench/app_bench.cu" || { log "nvcc failed"; exit 1; }
+start_phosd || exit 1
+trap stop_phosd EXIT
+
+# exact_stop NAME REF_TIMEOUT CMD...: uninterrupted run, then a run that is
+# checkpointed (stop) at its 10th progress line and restored
+exact_stop() {
+	local name=$1 to=$2
+	shift 2
+	local d=$W/$name
+	mkdir -p "$d"
+	"$@" >"$d/ref.out" 2>&1 || { fail "$name: uninterrupted run failed"; tail -5 "$d/ref.out"; return; }
+	start_app "$d/a.out" "$@"
+	if ! wait_for "$d/a.out" '^(iter|step) 10 ' "$to"; then
+		fail "$name: app did not get to its 10th step"; tail -5 "$d/a.out"; kill -9 "$APP_PID"; return
+	fi
+	if ! ckpt "$APP_PID"; then
+		fail "$name: checkpoint failed"; kill -9 "$APP_PID" 2>/dev/null; return
+	fi
+	wait "$APP_PID" 2>/dev/null
+	lines "$d/a.out" | tail -1 | sed 's/^/  last line before the checkpoint: /'
+	if ! restore "$IMG" "$d/b.out"; then
+		fail "$name: restore failed"; tail -20 "$d/b.out"; return
+	fi
+	if ! wait_for "$d/b.out" '^DONE' "$to"; then
+		fail "$name: restored app did not finish"; tail -5 "$d/b.out"; kill -9 "$RESTORED_PID"; return
+	fi
+	cat "$d/a.out" "$d/b.out" >"$d/ab.out"
+	if same_as_ref "$name" "$d/ab.out" "$d/ref.out"; then
+		pass "$name: $(lines "$d/ref.out" | wc -l) steps after stop-checkpoint + restore equal the uninterrupted run ($CKPT_LINE)"
+	else
+		fail "$name: state after restore differs"
+	fi
+	cp "$IMG/manifest.yaml" "$d/manifest.yaml" 2>/dev/null
+	rm -rf "$IMG"
+}
+
+log "=== (a) CUDA C buffers/streams/kernels"
+exact_stop a_state 60 "$BIN/app_state" 6 64 40 100
+log "=== (b) cuBLAS GEMM loop"
+exact_stop b_gemm 60 "$BIN/app_gemm" 2048 40 100
+log "=== (c) PyTorch GPT training"
+if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+	exact_stop c_torch 180 python3 "$here/train.py" 40 0.1
+else
+	fail "c_torch: no PyTorch with CUDA here"
+fi
+
+log "=== (d) leave-running checkpoint, restore while the original runs; (e) restore after it is gone"
+d=$W/d_both
+mkdir -p "$d"
+"$BIN/app_state" 4 64 50 100 >"$d/ref.out" 2>&1
+start_app "$d/a.out" "$BIN/app_state" 4 64 50 100
+if wait_for "$d/a.out" '^iter 10 ' 60 && ckpt "$APP_PID" --leave-running; then
+	orig=$APP_PID
+	gpu_pids | tr '\n' ' ' | sed 's/^/  GPU processes after the checkpoint: /'; echo
+	if restore "$IMG" "$d/b.out"; then
+		sleep 1
+		gpu_pids | tr '\n' ' ' | sed 's/^/  GPU processes with the restored copy: /'; echo
+		kill -0 "$orig" 2>/dev/null && log "original pid $orig still runs beside restored pid $RESTORED_PID"
+		wait_for "$d/a.out" '^DONE' 60; wait_for "$d/b.out" '^DONE' 60
+		if same_as_ref d_orig "$d/a.out" "$d/ref.out"; then
+			pass "d: original continued exactly after its leave-running checkpoint"
+		else
+			fail "d: original after leave-running checkpoint"
+		fi
+		if suffix_of_ref d_copy "$d/b.out" "$d/ref.out"; then
+			pass "d: copy restored while the original ran is exact"
+		else
+			fail "d: copy restored beside the original"
+		fi
+	else
+		fail "d: restore beside the original failed"; tail -20 "$d/b.out"
+	fi
+	wait "$orig" 2>/dev/null
+	sleep 0.5
+	if restore "$IMG" "$d/c.out" && wait_for "$d/c.out" '^DONE' 60 && suffix_of_ref e_after "$d/c.out" "$d/ref.out"; then
+		pass "e: restore after the original is gone is exact"
+	else
+		fail "e: restore after the original is gone"; tail -20 "$d/c.out"
+	fi
+	rm -rf "$IMG"
+else
+	fail "d: leave-running checkpoint failed"; kill -9 "$APP_PID" 2>/dev/null
+fi
+
+log "=== lock timeout: a kernel that outlasts checkpoint_timeout"
+# restart phosd with a 1 s checkpoint_timeout; app_bench runs 3 s kernels
+stop_phosd; sleep 0.5
+CKPT_TIMEOUT=1 start_phosd
+d=$W/lock; mkdir -p "$d"
+start_app "$d/a.out" "$BIN/app_bench" 1 3 0 3000
+if wait_for "$d/a.out" '^READY' 60; then
+	sleep 0.5
+	t0=$SECONDS
+	if ckpt "$APP_PID"; then
+		log "  checkpoint went through (the lock did not time out: kernels too short here)"
+		restore "$IMG" "$d/b.out" && wait_for "$d/b.out" '^DONE' 120 && cat "$d/b.out"
+		rm -rf "$IMG"
+	else
+		if kill -0 "$APP_PID" 2>/dev/null && wait_for "$d/a.out" '^DONE' 120 &&
+		   grep -q 'VERIFY ok' "$d/a.out"; then
+			pass "lock timeout: checkpoint refused ($CKPT_LINE), app kept running and finished"
+		else
+			fail "lock timeout: app did not survive the refused checkpoint"; tail -5 "$d/a.out"
+		fi
+	fi
+else
+	fail "lock: app did not start"; tail -5 "$d/a.out"
+fi
+kill -9 "$APP_PID" 2>/dev/null
+stop_phosd; sleep 0.5
+CKPT_TIMEOUT=300 start_phosd
+
+if [ "${NO_BENCH:-0}" != 1 ]; then
+	log "=== bench"
+	PHOS_GPU_LIB_LOADED=1 BENCH_BIN=$BIN/app_bench . "$top/bench/bench.sh"
+fi
+
+grep -E 'CUDA state|GPU state|gpu|refused' "$LOG_DIR/phosd.log" | tail -40 >"$LOG_DIR/phosd-gpu-lines.log"
+echo
+echo "==== summary: $PASSES passed, $FAILS failed"
+printf '%s' "$SUMMARY"
+[ "$FAILS" = 0 ]
