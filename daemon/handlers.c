@@ -7,12 +7,10 @@
  */
 #include "config.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -333,55 +331,6 @@ static void tell_proceed(pid_t root)
 	free(tree);
 }
 
-#ifndef PHOS_SIGVAL_HOLD
-#define PHOS_SIGVAL_HOLD 3	/* TODO(lead): move to common/proto.h */
-#endif
-
-/*
- * After a successful preemption checkpoint the tree is left stopped, but
- * Slurm sends SIGCONT (srun's step cancel, the job's kill sequence) before
- * its SIGKILL: a resumed app would run on past its checkpoint and print or
- * write what the restored copy does again.  Queue libphos's HOLD to every
- * thread of every libphos process: a thread that is continued runs
- * libphos's handler, which never returns, before any more app code.
- * The image does not hold it (the dump is finished).
- */
-static void tell_hold(pid_t root)
-{
-	pid_t *tree = NULL;
-	size_t n = 0;
-
-	if (proc_tree(root, &tree, &n) < 0)
-		return;
-	for (size_t i = 0; i < n; i++) {
-		char dir[64];
-		DIR *d;
-		struct dirent *de;
-
-		if (!proc_maps_has(tree[i], "libphos.so"))
-			continue;
-		snprintf(dir, sizeof(dir), "/proc/%d/task", (int)tree[i]);
-		if (!(d = opendir(dir)))
-			continue;
-		while ((de = readdir(d))) {
-			siginfo_t si = { 0 };
-			long tid = strtol(de->d_name, NULL, 10);
-
-			if (tid <= 0)
-				continue;
-			si.si_signo = SIGRTMIN + PHOS_SIGNAL_OFFSET;
-			si.si_code = SI_QUEUE;
-			si.si_pid = getpid();
-			si.si_uid = getuid();
-			si.si_value.sival_int = PHOS_SIGVAL_HOLD;
-			if (syscall(SYS_rt_tgsigqueueinfo, (pid_t)tree[i], (pid_t)tid, si.si_signo, &si) < 0)
-				log_debug("cannot hold pid %d thread %ld: %m", (int)tree[i], tid);
-		}
-		closedir(d);
-	}
-	free(tree);
-}
-
 /* SIGTERM reached a protected task: libphos asks for a checkpoint. */
 static void handle_preempt(struct client *c, struct phos_msg *req)
 {
@@ -436,7 +385,9 @@ static void handle_preempt(struct client *c, struct phos_msg *req)
 	}
 	/* The tree stays stopped: Slurm kills it at the end of the grace time
 	 * (22.05 requeues only a job that did not exit by itself, §6). */
-	tell_hold(t.pid);
+	/* HOLD was queued from CRIU's post-dump notification already (see
+	 * checkpoint.c); again here for threads created since, harmless. */
+	proc_signal_libphos(t.pid, PHOS_SIGVAL_HOLD);
 	registry_release(t.pid, res.generation);
 }
 

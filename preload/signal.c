@@ -15,8 +15,11 @@
  *
  * sigaction(SIGTERM) and signal(SIGTERM) read and write the app's view
  * (app_act) only.  Without PHOS_CHECKPOINT=1 both pass straight through.
- * A forked child has no libphos thread: there on_sigterm() applies the
- * app's disposition itself.
+ * phosd's answer (SIGRTMIN+PHOS_SIGNAL_OFFSET) is caught by on_phos_rt()
+ * on whatever thread and forwarded through the same pipe (phos_sig_next).
+ * A forked child has no libphos thread: there on_sigterm() asks phosd
+ * itself (phos_ctl_child_sigterm, async-signal-safe) and then applies the
+ * app's disposition unless it was restored.
  *
  * Limits: sigset/bsd_signal/sysv_signal and raw rt_sigaction syscalls are
  * not wrapped; an app that blocks SIGTERM everywhere and sigwait()s for
@@ -28,11 +31,19 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "phos_int.h"
+#include "../common/proto.h"
+
+/* signal.c <-> ctl.c (see ctl.c) */
+int phos_sig_next(siginfo_t *si, int timeout_ms);
+void phos_ctl_prepare(void);
+int phos_ctl_child_sigterm(void);
+void phos_ctl_hold(void) __attribute__((noreturn));
 
 typedef int (*sigaction_fn)(int, const struct sigaction *, struct sigaction *);
 typedef sighandler_t (*signal_fn)(int, sighandler_t);
@@ -110,12 +121,53 @@ static void on_sigterm(int sig, siginfo_t *si, void *uc)
 		siginfo_t info = pass_info;
 
 		call_app(sig, &info, uc);
-	} else if (getpid() != owner ||
-		   write(sig_pipe[1], si, sizeof(*si)) != (ssize_t)sizeof(*si)) {
-		/* a forked child (no thread) or a full pipe: as without us */
+	} else if (getpid() != owner) {
+		/* a forked child (no thread): ask phosd from here */
+		if (phos_ctl_child_sigterm())
+			call_app(sig, si, uc);
+	} else if (write(sig_pipe[1], si, sizeof(*si)) != (ssize_t)sizeof(*si)) {
+		/* a full pipe: as without us */
 		call_app(sig, si, uc);
 	}
 	errno = saved;
+}
+
+/*
+ * phosd's (or phos-restore's) answer, SIGRTMIN+PHOS_SIGNAL_OFFSET: to the
+ * libphos thread through the pipe, whichever thread the kernel chose.  In
+ * a forked child it is consumed by sigtimedwait in phos_ctl_child_sigterm;
+ * one arriving at any other time (a restore from a periodic checkpoint
+ * wakes every libphos process) is dropped.
+ */
+static void on_phos_rt(int sig, siginfo_t *si, void *uc)
+{
+	int saved = errno;
+
+	(void)sig;
+	(void)uc;
+	if (getpid() == owner)
+		(void)!write(sig_pipe[1], si, sizeof(*si));
+	/* HOLD: this thread of the checkpointed old copy runs no more app code */
+	if (si->si_code == SI_QUEUE && si->si_value.sival_int == PHOS_SIGVAL_HOLD)
+		phos_ctl_hold();
+	errno = saved;
+}
+
+/* Next signal forwarded to the libphos thread: 1, 0 on timeout, -1 + errno. */
+int phos_sig_next(siginfo_t *si, int timeout_ms)
+{
+	struct pollfd p = { .fd = sig_pipe[0], .events = POLLIN };
+	int r = poll(&p, 1, timeout_ms);
+	ssize_t n;
+
+	if (r <= 0)
+		return r;
+	n = read(sig_pipe[0], si, sizeof(*si));
+	if (n == (ssize_t)sizeof(*si))
+		return 1;
+	if (n >= 0)
+		errno = EPIPE;
+	return -1;
 }
 
 void phos_sig_redeliver(const siginfo_t *si)
@@ -145,7 +197,7 @@ static void *sig_thread(void *arg)
 	for (;;) {
 		ssize_t n = read(sig_pipe[0], &si, sizeof(si));
 
-		if (n == (ssize_t)sizeof(si)) {
+		if (n == (ssize_t)sizeof(si) && si.si_signo == SIGTERM) {
 			phos_on_sigterm(&si);
 			PHOS_COUNT(sigterms, 1);
 		} else if (n == 0 || (n < 0 && errno != EINTR)) {
@@ -158,6 +210,7 @@ static void *sig_thread(void *arg)
 int phos_sig_start(void)
 {
 	struct sigaction ours = { .sa_sigaction = on_sigterm, .sa_flags = SA_SIGINFO | SA_RESTART };
+	struct sigaction rt = { .sa_sigaction = on_phos_rt, .sa_flags = SA_SIGINFO | SA_RESTART };
 	sigset_t all, old;
 	pthread_attr_t attr;
 	pthread_t tid;
@@ -168,7 +221,9 @@ int phos_sig_start(void)
 	if (fcntl(sig_pipe[1], F_SETFL, O_NONBLOCK) < 0)
 		goto fail;
 	owner = getpid();
+	phos_ctl_prepare();
 	sigemptyset(&ours.sa_mask);
+	sigemptyset(&rt.sa_mask);
 	if (do_real_sigaction(SIGTERM, NULL, &app_act) < 0)
 		goto fail;
 	/* the thread blocks every signal: SIGTERM goes to app threads */
@@ -184,6 +239,9 @@ int phos_sig_start(void)
 		errno = r;
 		goto fail;
 	}
+	/* before SIGTERM is ours: phosd's answer must never kill us */
+	if (do_real_sigaction(SIGRTMIN + PHOS_SIGNAL_OFFSET, &rt, NULL) < 0)
+		return -1;	/* the thread stays, idle */
 	__atomic_store_n(&active, 1, __ATOMIC_SEQ_CST);
 	if (do_real_sigaction(SIGTERM, &ours, NULL) < 0) {
 		__atomic_store_n(&active, 0, __ATOMIC_SEQ_CST);

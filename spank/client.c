@@ -155,14 +155,33 @@ int phos_client_register(const char *sock, pid_t pid, const struct phos_task_ref
 }
 
 int phos_client_restore_prepare(const char *sock, const struct phos_task_ref *t, char *path,
-				size_t size, uint64_t *gen, struct phos_err *e)
+				size_t size, uint64_t *gen, int *wstatus, struct phos_err *e)
 {
-	struct phos_msg *r = NULL;
+	struct phos_msg *req = phos_client_prepare_msg(t), *r;
 	const char *p;
+	uint64_t v;
 	int rc = -1;
 
-	if (call_checked(sock, phos_client_prepare_msg(t), &r, e) < 0)
+	if (!req)
+		return phos_errf(e, "cannot build the request: %s", strerror(errno));
+	r = phos_client_call(sock, req, PHOS_CLIENT_TIMEOUT_MS, e);
+	phos_msg_free(req);
+	if (!r)
 		return -1;
+	if (phos_client_status(r, e) < 0) {
+		int err = errno;
+
+		/* ECHILD: the task completed in an earlier run; STATUS says how */
+		if (err == ECHILD && wstatus) {
+			if (phos_msg_get_u64(r, PHOS_A_STATUS, &v) == 0)
+				*wstatus = (int)v;
+			else
+				err = EBADMSG;
+		}
+		phos_msg_free(r);
+		errno = err;
+		return -1;
+	}
 	if (phos_msg_get_str(r, PHOS_A_PATH, &p) < 0 || p[0] != '/') {
 		phos_errnof(e, EBADMSG, "phosd's answer to RESTORE_PREPARE has no image path");
 		goto out;
@@ -179,6 +198,25 @@ int phos_client_restore_prepare(const char *sock, const struct phos_task_ref *t,
 out:
 	phos_msg_free(r);
 	return rc;
+}
+
+struct phos_msg *phos_client_task_done_msg(const struct phos_task_ref *t, int wstatus)
+{
+	struct phos_msg *m = phos_msg_new(PHOS_MSG_TASK_DONE, SEQ);
+
+	if (!m || !(m = put_task(m, t)))
+		return NULL;
+	if (phos_msg_put_u64(m, PHOS_A_STATUS, (uint64_t)(unsigned)wstatus) < 0) {
+		phos_msg_free(m);
+		return NULL;
+	}
+	return m;
+}
+
+int phos_client_task_done(const char *sock, const struct phos_task_ref *t, int wstatus,
+			  struct phos_err *e)
+{
+	return call_checked(sock, phos_client_task_done_msg(t, wstatus), NULL, e);
 }
 
 int phos_client_job_end(const char *sock, uint32_t job, uint64_t flags, struct phos_err *e)

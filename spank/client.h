@@ -38,6 +38,7 @@ struct phos_msg *phos_client_register_msg(pid_t pid, const struct phos_task_ref 
 					  uint32_t interval_s);
 struct phos_msg *phos_client_prepare_msg(const struct phos_task_ref *t);
 struct phos_msg *phos_client_job_end_msg(uint32_t job, uint64_t flags);
+struct phos_msg *phos_client_task_done_msg(const struct phos_task_ref *t, int wstatus);
 
 /*
  * Send req to the phosd listening on sock and return its REPLY (PROGRESS
@@ -64,11 +65,17 @@ int phos_client_register(const char *sock, pid_t pid, const struct phos_task_ref
  * RESTORE_PREPARE: ask for the newest verified generation of t.  On
  * success 0, path[size] = the generation's directory, *gen its number.
  * -1 + errno and e otherwise: ENOENT with phosd's reason when there is no
- * usable image, ENAMETOOLONG when PATH does not fit, or any error of
- * phos_client_call.
+ * usable image, ECHILD when the task completed in an earlier run of the job
+ * (*wstatus, if wstatus is not NULL, = its wait status), ENAMETOOLONG when
+ * PATH does not fit, or any error of phos_client_call.
  */
 int phos_client_restore_prepare(const char *sock, const struct phos_task_ref *t, char *path,
-				size_t size, uint64_t *gen, struct phos_err *e);
+				size_t size, uint64_t *gen, int *wstatus, struct phos_err *e);
+
+/* TASK_DONE {JOB STEP TASK UID STATUS}: the task ended with wait status
+ * wstatus (phosd decides whether that makes it complete).  0 or -1. */
+int phos_client_task_done(const char *sock, const struct phos_task_ref *t, int wstatus,
+			  struct phos_err *e);
 
 /* JOB_END {JOB, FLAGS}.  0 or -1 + errno, e. */
 int phos_client_job_end(const char *sock, uint32_t job, uint64_t flags, struct phos_err *e);

@@ -74,6 +74,13 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	return phos_stepd_task_init(sp);
 }
 
+int slurm_spank_task_exit(spank_t sp, int ac, char **av)
+{
+	if (!args.enabled || spank_context() != S_CTX_REMOTE)
+		return 0;
+	return phos_stepd_task_exit(sp);
+}
+
 int slurm_spank_exit(spank_t sp, int ac, char **av)
 {
 	if (!args.enabled || spank_context() != S_CTX_REMOTE)

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* For the SLURM_*_STEP/CONT/SCRIPT step ids; 24.11's slurm.h has a few
@@ -38,6 +39,7 @@ enum task_mode {
 	TASK_UNPROTECTED,	/* phosd refused or is missing: run as is */
 	TASK_RESTORING,		/* restorer forked: hand over stdio, exec the waiter */
 	TASK_BROKEN,		/* fail the task with fatal_msg */
+	TASK_COMPLETED,		/* completed in an earlier run: exit with done_status */
 };
 
 struct stepd_state {
@@ -55,6 +57,7 @@ struct stepd_state {
 	char sock[PATH_MAX];	/* this node's phosd socket */
 	char notice[NOTICE_MAX];	/* "phos: " lines for the job's stderr */
 	char fatal_msg[PHOS_ERR_MAX];
+	int done_status;	/* TASK_COMPLETED: the earlier run's wait status */
 };
 
 static struct stepd_state st = { .ctl = -1 };
@@ -295,8 +298,17 @@ static int try_restore(const struct phos_task_ref *ref)
 	struct phos_err e;
 	uint64_t gen;
 	pid_t pid;
+	int ws = 0;
 
-	if (phos_client_restore_prepare(st.sock, ref, image, sizeof(image), &gen, &e) < 0) {
+	if (phos_client_restore_prepare(st.sock, ref, image, sizeof(image), &gen, &ws, &e) < 0) {
+		if (errno == ECHILD) {
+			st.mode = TASK_COMPLETED;
+			st.done_status = ws;
+			notice("phos: step %" PRIu32 " task %" PRIu32 " completed before the requeue "
+			       "(exit %d): not running it again", st.step_id, st.task_id,
+			       WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws));
+			return 0;
+		}
 		notice("phos: no usable checkpoint for task %" PRIu32 " (%s); starting fresh",
 		       st.task_id, e.msg);
 		return -1;
@@ -404,11 +416,54 @@ int phos_stepd_task_init(spank_t sp)
 		return 0;
 	case TASK_RESTORING:
 		return task_init_restore();
+	case TASK_COMPLETED:
+		/* the task's own exit: slurmstepd reports this status */
+		_exit(WIFEXITED(st.done_status) ? WEXITSTATUS(st.done_status) :
+		      128 + WTERMSIG(st.done_status));
 	case TASK_BROKEN:
 	default:
 		slurm_error("%s", st.fatal_msg);
 		return -1;
 	}
+}
+
+/*
+ * slurmstepd (root), once per task that ended: TASK_DONE, so that phosd
+ * can record a task that completed while its job goes on (a rerun after a
+ * requeue must neither restore it from an older image nor run it again).
+ */
+int phos_stepd_task_exit(spank_t sp)
+{
+	struct phos_task_ref ref = { .job = st.job_id, .step = st.step_id };
+	char sock[PATH_MAX];
+	struct phos_err e;
+	spank_err_t rc;
+	uint32_t task;
+	int status;
+	uid_t uid;
+	gid_t gid;
+
+	if (!st.active)
+		return 0;
+	if ((rc = spank_get_item(sp, S_TASK_EXIT_STATUS, &status)) != ESPANK_SUCCESS ||
+	    (rc = spank_get_item(sp, S_TASK_GLOBAL_ID, &task)) != ESPANK_SUCCESS ||
+	    (rc = spank_get_item(sp, S_JOB_UID, &uid)) != ESPANK_SUCCESS ||
+	    (rc = spank_get_item(sp, S_JOB_GID, &gid)) != ESPANK_SUCCESS) {
+		slurm_error("phos: step %" PRIu32 ".%" PRIu32 ": cannot get the ended task's status: %s",
+			    st.job_id, st.step_id, spank_strerror(rc));
+		return 0;
+	}
+	ref.task = task;
+	ref.uid = uid;
+	ref.gid = gid;
+	if (phosd_socket(sock, sizeof(sock), &e) < 0 ||
+	    phos_client_task_done(sock, &ref, status, &e) < 0)
+		slurm_info("phos: step %" PRIu32 ".%" PRIu32 " task %" PRIu32 ": cannot tell phosd that "
+			   "it ended: %s", st.job_id, st.step_id, task, e.msg);
+	else
+		slurm_debug("phos: step %" PRIu32 ".%" PRIu32 " task %" PRIu32 " ended (status 0x%x): "
+			    "TASK_DONE sent", st.job_id, st.step_id, task, (unsigned)status);
+	return 0;
 }
 
 int phos_stepd_exit(spank_t sp)

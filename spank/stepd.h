@@ -51,6 +51,7 @@ int phos_stepd_init(spank_t sp, const struct phos_args *args);
 int phos_stepd_post_opt(spank_t sp);
 int phos_stepd_task_init_privileged(spank_t sp);
 int phos_stepd_task_init(spank_t sp);
+int phos_stepd_task_exit(spank_t sp);
 int phos_stepd_exit(spank_t sp);
 
 /*

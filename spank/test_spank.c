@@ -261,7 +261,7 @@ static void test_prepare_ok(void **state)
 	assert_int_equal(phos_msg_put_str(r, PHOS_A_PATH, "/nfs/phos/4242/3/17/gen-5"), 0);
 	assert_int_equal(phos_msg_put_u64(r, PHOS_A_GEN, 5), 0);
 	p = fake_phosd(PHOS_MSG_RESTORE_PREPARE, r);
-	assert_int_equal(phos_client_restore_prepare(sock, &ref, path, sizeof(path), &gen, &e), 0);
+	assert_int_equal(phos_client_restore_prepare(sock, &ref, path, sizeof(path), &gen, NULL, &e), 0);
 	assert_string_equal(path, "/nfs/phos/4242/3/17/gen-5");
 	assert_int_equal(gen, 5);
 	reap(p);
@@ -271,7 +271,7 @@ static void test_prepare_ok(void **state)
 	assert_int_equal(phos_msg_put_str(r, PHOS_A_PATH, "/nfs/phos/4242/3/17/gen-5"), 0);
 	assert_int_equal(phos_msg_put_u64(r, PHOS_A_GEN, 5), 0);
 	p = fake_phosd(PHOS_MSG_RESTORE_PREPARE, r);
-	assert_int_equal(phos_client_restore_prepare(sock, &ref, path, 10, &gen, &e), -1);
+	assert_int_equal(phos_client_restore_prepare(sock, &ref, path, 10, &gen, NULL, &e), -1);
 	assert_int_equal(errno, ENAMETOOLONG);
 	reap(p);
 
@@ -279,7 +279,7 @@ static void test_prepare_ok(void **state)
 	r = phos_reply_new(0, 0, NULL);
 	assert_int_equal(phos_msg_put_u64(r, PHOS_A_GEN, 5), 0);
 	p = fake_phosd(PHOS_MSG_RESTORE_PREPARE, r);
-	assert_int_equal(phos_client_restore_prepare(sock, &ref, path, sizeof(path), &gen, &e), -1);
+	assert_int_equal(phos_client_restore_prepare(sock, &ref, path, sizeof(path), &gen, NULL, &e), -1);
 	assert_int_equal(errno, EBADMSG);
 	reap(p);
 }
@@ -293,7 +293,7 @@ static void test_prepare_none(void **state)
 			     phos_reply_new(0, ENOENT, "job 4242 has no checkpoint of step 3 task 17"));
 
 	(void)state;
-	assert_int_equal(phos_client_restore_prepare(sock, &ref, path, sizeof(path), &gen, &e), -1);
+	assert_int_equal(phos_client_restore_prepare(sock, &ref, path, sizeof(path), &gen, NULL, &e), -1);
 	assert_int_equal(errno, ENOENT);
 	assert_string_equal(e.msg, "job 4242 has no checkpoint of step 3 task 17");
 	reap(p);
