@@ -592,8 +592,15 @@ static void handle_restore(struct client *c, struct phos_msg *req)
 	if (req->nfds == 3)
 		for (int i = 0; i < 3; i++)
 			stdio[i] = req->fds[i];
-	client_progress(c, req->seq, 0, 0, "restoring %s (verified)", gpath);
-	if (restore_spawn(gpath, m.uid, m.gid, stdio, &pid, &e) < 0) {
+	/* The original may still run here (a copy of a leave-running
+	 * checkpoint): same pids inside, same abstract socket names.  The copy
+	 * gets its own network namespace then. */
+	bool beside = strcmp(m.host, phosd->host) == 0 && m.root_pid > 1 &&
+		      kill(m.root_pid, 0) == 0;
+	client_progress(c, req->seq, 0, 0, "restoring %s (verified)%s", gpath, beside ?
+			"; its original still runs here: the copy gets its own network namespace "
+			"(loopback only)" : "");
+	if (restore_spawn(gpath, m.uid, m.gid, stdio, beside, &pid, &e) < 0) {
 		client_reply(c, req->seq, errno, "%s", e.msg);
 		phos_manifest_free(&m);
 		return;

@@ -43,7 +43,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -70,6 +73,7 @@ struct opts {
 	uid_t uid;
 	gid_t gid;
 	bool have_uid;
+	bool new_netns;		/* the original still runs here: own network namespace */
 };
 
 static volatile pid_t forward_to = -1;
@@ -268,6 +272,25 @@ static void init_main(const struct opts *o, int dirfd, const struct phos_manifes
 		snprintf(ir.msg, sizeof(ir.msg), "cannot mount /proc for the new pid namespace: %s",
 			 strerror(errno));
 		goto fail;
+	}
+	/* A copy restored beside its still-running original would clash on
+	 * abstract unix socket names (the CUDA runtime binds one named after
+	 * its pid): give it a network namespace of its own, loopback up. */
+	if (o->new_netns) {
+		struct ifreq ifr = { .ifr_flags = IFF_UP | IFF_RUNNING };
+		int sk;
+
+		if (unshare(CLONE_NEWNET) < 0) {
+			snprintf(ir.msg, sizeof(ir.msg), "cannot create a network namespace: %s",
+				 strerror(errno));
+			goto fail;
+		}
+		sk = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+		if (sk < 0 || ioctl(sk, SIOCSIFFLAGS, &ifr) < 0)
+			log_warn("cannot bring up lo in the new network namespace: %m");
+		if (sk >= 0)
+			close(sk);
 	}
 	/* Our own session: the task's session leader (slurmstepd made the
 	 * task one) is outside this pid namespace, and CRIU refuses to dump
@@ -499,6 +522,7 @@ int main(int argc, char **argv)
 	static const struct option lopts[] = {
 		{ "image", required_argument, NULL, 'i' },
 		{ "criu", required_argument, NULL, 'C' },
+		{ "new-netns", no_argument, NULL, 'N' },
 		{ "config", required_argument, NULL, 'F' },
 		{ "control-fd", required_argument, NULL, 'c' },
 		{ "report-fd", required_argument, NULL, 'r' },
@@ -524,6 +548,7 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 'i': o.image = optarg; break;
 		case 'C': o.criu = optarg; break;
+		case 'N': o.new_netns = true; break;
 		case 'F': config = optarg; break;
 		case 's': o.socket = optarg; break;
 		case 'c': if (parse_u64("--control-fd", optarg, &v) < 0) return 2; o.control_fd = (int)v; break;

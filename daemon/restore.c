@@ -22,9 +22,9 @@
 #include "restore.h"
 #include "util.h"
 
-static void child(const char *path, uid_t uid, gid_t gid, const int stdio[3], int rep)
+static void child(const char *path, uid_t uid, gid_t gid, const int stdio[3], bool netns, int rep)
 	__attribute__((noreturn));
-static void child(const char *path, uid_t uid, gid_t gid, const int stdio[3], int rep)
+static void child(const char *path, uid_t uid, gid_t gid, const int stdio[3], bool netns, int rep)
 {
 	char repfd[16], suid[16], sgid[16];
 	sigset_t none;
@@ -44,7 +44,8 @@ static void child(const char *path, uid_t uid, gid_t gid, const int stdio[3], in
 	snprintf(suid, sizeof(suid), "%u", (unsigned)uid);
 	snprintf(sgid, sizeof(sgid), "%u", (unsigned)gid);
 	execl(phosd->restore_helper, "phos-restore", "--image", path, "--report-fd", repfd,
-	      "--uid", suid, "--gid", sgid, "--criu", phosd->cfg.criu_path, (char *)NULL);
+	      "--uid", suid, "--gid", sgid, "--criu", phosd->cfg.criu_path,
+	      netns ? "--new-netns" : (char *)NULL, (char *)NULL);
 	dprintf(2, "phos: cannot run %s: %s\n", phosd->restore_helper, strerror(errno));
 	_exit(127);
 }
@@ -75,8 +76,8 @@ static ssize_t read_line(int fd, char *buf, size_t size, int timeout_ms)
 	return (ssize_t)n;
 }
 
-int restore_spawn(const char *path, uid_t uid, gid_t gid, const int stdio[3], pid_t *pid,
-		  struct phos_err *e)
+int restore_spawn(const char *path, uid_t uid, gid_t gid, const int stdio[3], bool new_netns,
+		  pid_t *pid, struct phos_err *e)
 {
 	int pp[2], st;
 	char buf[64];
@@ -93,7 +94,7 @@ int restore_spawn(const char *path, uid_t uid, gid_t gid, const int stdio[3], pi
 		return phos_errf(e, "fork: %s", strerror(errno));
 	}
 	if (c == 0)
-		child(path, uid, gid, stdio, pp[1]);
+		child(path, uid, gid, stdio, new_netns, pp[1]);
 	close(pp[1]);
 	while (waitpid(c, &st, 0) < 0 && errno == EINTR)
 		;

@@ -4,6 +4,7 @@
 #ifndef PHOSD_RESTORE_H
 #define PHOSD_RESTORE_H
 
+#include <stdbool.h>
 #include <sys/types.h>
 
 #include "err.h"
@@ -14,7 +15,7 @@
  * detached from phosd (re-parented to init); its error messages go to the
  * given stderr.  On success *pid is the restored root.  -1 + errno/e.
  */
-int restore_spawn(const char *path, uid_t uid, gid_t gid, const int stdio[3], pid_t *pid,
-		  struct phos_err *e);
+int restore_spawn(const char *path, uid_t uid, gid_t gid, const int stdio[3], bool new_netns,
+		  pid_t *pid, struct phos_err *e);
 
 #endif
