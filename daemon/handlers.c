@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -331,6 +332,35 @@ static void tell_proceed(pid_t root)
 	free(tree);
 }
 
+/*
+ * Say something to the user of a task: a line on the task's own stderr,
+ * which Slurm puts in the job's output.  Errors of checkpoints the user
+ * did not ask for by hand (preemption, periodic) must not stay in a log.
+ */
+static void tell_task(pid_t pid, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void tell_task(pid_t pid, const char *fmt, ...)
+{
+	char path[64], line[1024];
+	va_list ap;
+	int fd, n;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd/2", (int)pid);
+	fd = open(path, O_WRONLY | O_APPEND | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+	va_end(ap);
+	if (n > 0) {
+		if ((size_t)n > sizeof(line) - 2)
+			n = (int)sizeof(line) - 2;
+		line[n++] = '\n';
+		if (write(fd, line, (size_t)n) < 0)
+			log_debug("cannot write to pid %d's stderr: %m", (int)pid);
+	}
+	close(fd);
+}
+
 /* SIGTERM reached a protected task: libphos asks for a checkpoint. */
 static void handle_preempt(struct client *c, struct phos_msg *req)
 {
@@ -379,6 +409,9 @@ static void handle_preempt(struct client *c, struct phos_msg *req)
 	if (id_for_task(&t, &r.id, &e) < 0 || checkpoint_run(&r, &res, &e) < 0) {
 		log_err("job %u task %u: preemption checkpoint failed: %s; the application gets its "
 			"SIGTERM", t.job, t.task, e.msg);
+		tell_task(t.pid, "phos: the checkpoint for the preemption of job %u failed: %s; the "
+			  "task gets its SIGTERM, a requeued job restarts from the newest periodic "
+			  "checkpoint if any", t.job, e.msg);
 		registry_release(t.pid, 0);
 		tell_proceed(t.pid);
 		return;
@@ -501,6 +534,8 @@ void periodic_tick(void)
 		if (id_for_task(&due[i], &r.id, &e) < 0 || checkpoint_run(&r, &res, &e) < 0) {
 			log_err("periodic checkpoint of job %u task %u failed: %s", due[i].job,
 				due[i].task, e.msg);
+			tell_task(due[i].pid, "phos: periodic checkpoint of job %u task %u failed: %s",
+				  due[i].job, due[i].task, e.msg);
 			registry_release(due[i].pid, 0);
 			continue;
 		}
