@@ -248,8 +248,8 @@ static void explain_enospc(const struct phos_image_writer *w, const char *dir, p
 }
 
 /* Keep CRIU's log of a failed checkpoint (the staging directory goes). */
-static void keep_log(const struct phos_image_writer *w, const char *state_dir, uint64_t op,
-		     struct phos_err *e)
+static void keep_log(const struct phos_image_writer *w, const char *state_dir,
+		     const struct phos_image_id *id, struct phos_err *e)
 {
 	char dst[4200];
 	int in, out;
@@ -258,8 +258,13 @@ static void keep_log(const struct phos_image_writer *w, const char *state_dir, u
 
 	if (w->dir_fd < 0 || (in = openat(w->dir_fd, "dump.log", O_RDONLY | O_CLOEXEC)) < 0)
 		return;
-	snprintf(dst, sizeof(dst), "%s/failed-checkpoint-%" PRIu64 "-%d.log", state_dir, op,
-		 (int)getpid());
+	/* One file per task, replaced by its next failure: a periodic
+	 * checkpoint failing every few minutes must not fill state_dir. */
+	if (id->kind == PHOS_JOB_PID)
+		snprintf(dst, sizeof(dst), "%s/failed-checkpoint-pid-%u.log", state_dir, id->job);
+	else
+		snprintf(dst, sizeof(dst), "%s/failed-checkpoint-job-%u.%u.%u.log", state_dir, id->job,
+			 id->step, id->task);
 	out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (out < 0) {
 		close(in);
@@ -500,7 +505,7 @@ out:
 			   res->total_ms, res->stall_ms);
 	else {
 		explain_enospc(&w, cfg.checkpoint_dir, r->pid, e);
-		keep_log(&w, cfg.state_dir, c.op, e);
+		keep_log(&w, cfg.state_dir, &r->id, e);
 	}
 	if (rc < 0)
 		log_err("checkpoint %s failed: %s", target, e ? e->msg : "");
