@@ -13,51 +13,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "le.h"
 #include "proto.h"
 #include "util.h"
 
 #define ATTR_HDR 8
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	uint32_t v = 0;
-
-	for (int i = 0; i < 4; i++)
-		v |= (uint32_t)p[i] << (8 * i);
-	return v;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v |= (uint64_t)p[i] << (8 * i);
-	return v;
-}
 
 struct phos_msg *phos_msg_new(uint16_t type, uint32_t seq)
 {
@@ -119,9 +79,9 @@ int phos_msg_put_blob(struct phos_msg *m, uint16_t tag, const void *p, size_t n)
 	}
 	if (reserve(m, ATTR_HDR + n) < 0)
 		return -1;
-	put16(m->buf + m->len, tag);
-	put16(m->buf + m->len + 2, 0);
-	put32(m->buf + m->len + 4, (uint32_t)n);
+	phos_le_put16(m->buf + m->len, tag);
+	phos_le_put16(m->buf + m->len + 2, 0);
+	phos_le_put32(m->buf + m->len + 4, (uint32_t)n);
 	if (n)
 		memcpy(m->buf + m->len + ATTR_HDR, p, n);
 	m->len += ATTR_HDR + n;
@@ -132,7 +92,7 @@ int phos_msg_put_u64(struct phos_msg *m, uint16_t tag, uint64_t v)
 {
 	uint8_t b[8];
 
-	put64(b, v);
+	phos_le_put64(b, v);
 	return phos_msg_put_blob(m, tag, b, sizeof(b));
 }
 
@@ -147,8 +107,8 @@ static const uint8_t *find(const struct phos_msg *m, uint16_t tag, uint32_t *len
 	size_t off = 0;
 
 	while (off + ATTR_HDR <= m->len) {
-		uint16_t t = get16(m->buf + off);
-		uint32_t l = get32(m->buf + off + 4);
+		uint16_t t = phos_le_get16(m->buf + off);
+		uint32_t l = phos_le_get32(m->buf + off + 4);
 
 		if (l > m->len - off - ATTR_HDR)
 			return NULL;
@@ -181,7 +141,7 @@ int phos_msg_get_u64(const struct phos_msg *m, uint16_t tag, uint64_t *v)
 		errno = EBADMSG;
 		return -1;
 	}
-	*v = get64(p);
+	*v = phos_le_get64(p);
 	return 0;
 }
 
@@ -226,11 +186,11 @@ int phos_msg_encode(const struct phos_msg *m, uint8_t **out, size_t *outlen)
 	b = malloc(PHOS_HDR_LEN + m->len);
 	if (!b)
 		return -1;
-	put32(b, PHOS_PROTO_MAGIC);
-	put16(b + 4, PHOS_PROTO_VERSION);
-	put16(b + 6, m->type);
-	put32(b + 8, (uint32_t)m->len);
-	put32(b + 12, m->seq);
+	phos_le_put32(b, PHOS_PROTO_MAGIC);
+	phos_le_put16(b + 4, PHOS_PROTO_VERSION);
+	phos_le_put16(b + 6, m->type);
+	phos_le_put32(b + 8, (uint32_t)m->len);
+	phos_le_put32(b + 12, m->seq);
 	if (m->len)
 		memcpy(b + PHOS_HDR_LEN, m->buf, m->len);
 	*out = b;
@@ -241,11 +201,11 @@ int phos_msg_encode(const struct phos_msg *m, uint8_t **out, size_t *outlen)
 /* Check the header in b[0..PHOS_HDR_LEN); returns the payload length. */
 static int check_header(const uint8_t *b, uint32_t *len)
 {
-	if (get32(b) != PHOS_PROTO_MAGIC || get16(b + 4) != PHOS_PROTO_VERSION) {
+	if (phos_le_get32(b) != PHOS_PROTO_MAGIC || phos_le_get16(b + 4) != PHOS_PROTO_VERSION) {
 		errno = EPROTO;
 		return -1;
 	}
-	*len = get32(b + 8);
+	*len = phos_le_get32(b + 8);
 	if (*len > PHOS_MSG_MAX) {
 		errno = EMSGSIZE;
 		return -1;
@@ -260,9 +220,9 @@ static int check_attrs(const uint8_t *p, size_t n)
 	while (off < n) {
 		uint32_t l;
 
-		if (n - off < ATTR_HDR || get16(p + off) == 0 || get16(p + off + 2) != 0)
+		if (n - off < ATTR_HDR || phos_le_get16(p + off) == 0 || phos_le_get16(p + off + 2) != 0)
 			goto bad;
-		l = get32(p + off + 4);
+		l = phos_le_get32(p + off + 4);
 		if (l > n - off - ATTR_HDR)
 			goto bad;
 		off += ATTR_HDR + l;
@@ -279,7 +239,7 @@ static struct phos_msg *build(const uint8_t *hdr, const uint8_t *payload, uint32
 
 	if (check_attrs(payload, len) < 0)
 		return NULL;
-	m = phos_msg_new(get16(hdr + 6), get32(hdr + 12));
+	m = phos_msg_new(phos_le_get16(hdr + 6), phos_le_get32(hdr + 12));
 	if (!m)
 		return NULL;
 	if (len) {

@@ -33,8 +33,8 @@
  * with async-signal-safe calls only (a pre-encoded request, sigtimedwait)
  * and blocks that child inside the handler until the answer.
  *
- * libphos links no libphoscommon: the request is encoded here by hand
- * (header and attribute layout of common/proto.h, whose constants we use).
+ * libphos links no libphoscommon: the request is encoded here with the
+ * byte helpers of common/le.h (the layout and constants of common/proto.h).
  */
 #include "config.h"
 
@@ -52,6 +52,7 @@
 #include <unistd.h>
 
 #include "phos_int.h"
+#include "../common/le.h"
 #include "../common/proto.h"
 
 /* signal.c <-> ctl.c (kept here: phos_int.h belongs to the interposer's owner) */
@@ -73,30 +74,12 @@ static long ctl_timeout_ms = PREEMPT_TIMEOUT_DEFAULT_S * 1000L;
 #define REQ_LEN (PHOS_HDR_LEN + 2 * 16)
 static uint8_t req_tmpl[REQ_LEN];
 
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
 static uint8_t *put_attr_u64(uint8_t *p, uint16_t tag, uint64_t v)
 {
-	put16(p, tag);
-	put16(p + 2, 0);
-	put32(p + 4, 8);
-	put64(p + 8, v);
+	phos_le_put16(p, tag);
+	phos_le_put16(p + 2, 0);
+	phos_le_put32(p + 4, 8);
+	phos_le_put64(p + 8, v);
 	return p + 16;
 }
 
@@ -125,11 +108,11 @@ void phos_ctl_prepare(void)
 	memcpy(ctl_addr.sun_path, s, strlen(s) + 1);
 	ctl_addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(s) + 1);
 
-	put32(p, PHOS_PROTO_MAGIC);
-	put16(p + 4, PHOS_PROTO_VERSION);
-	put16(p + 6, PHOS_MSG_CHECKPOINT);
-	put32(p + 8, REQ_LEN - PHOS_HDR_LEN);
-	put32(p + 12, 1);
+	phos_le_put32(p, PHOS_PROTO_MAGIC);
+	phos_le_put16(p + 4, PHOS_PROTO_VERSION);
+	phos_le_put16(p + 6, PHOS_MSG_CHECKPOINT);
+	phos_le_put32(p + 8, REQ_LEN - PHOS_HDR_LEN);
+	phos_le_put32(p + 12, 1);
 	p = put_attr_u64(p + PHOS_HDR_LEN, PHOS_A_FLAGS, PHOS_F_PREEMPT);
 	put_attr_u64(p, PHOS_A_PID, 0);
 	ctl_ready = 1;
@@ -199,7 +182,7 @@ static int send_preempt(void)
 	}
 	restorer_socket(&addr, &addrlen);
 	memcpy(req, req_tmpl, sizeof(req));
-	put64(req + PHOS_HDR_LEN + 16 + 8, (uint64_t)getpid());
+	phos_le_put64(req + PHOS_HDR_LEN + 16 + 8, (uint64_t)getpid());
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;

@@ -570,12 +570,12 @@ static struct kern *kern_of(const void *h)
 	return k && k->magic == KMAGIC ? k : NULL;
 }
 
-FAKE(cuKernelGetParamInfo, (CUkernel kernel, size_t i, size_t *off, size_t *size))
+/* Both entry points answer alike; each takes only its own kind of handle. */
+static CUresult param_info(const void *h, enum fakecuda_kind kind, size_t i, size_t *off, size_t *size)
 {
-	struct kern *k = kern_of(kernel);
+	struct kern *k = kern_of(h);
 
-	hit("cuKernelGetParamInfo");
-	if (!k || k->kind != FAKECUDA_KERNEL)
+	if (!k || k->kind != kind)
 		return CUDA_ERROR_INVALID_HANDLE;
 	if (i >= k->np)
 		return CUDA_ERROR_INVALID_VALUE;
@@ -586,20 +586,16 @@ FAKE(cuKernelGetParamInfo, (CUkernel kernel, size_t i, size_t *off, size_t *size
 	return CUDA_SUCCESS;
 }
 
+FAKE(cuKernelGetParamInfo, (CUkernel kernel, size_t i, size_t *off, size_t *size))
+{
+	hit("cuKernelGetParamInfo");
+	return param_info(kernel, FAKECUDA_KERNEL, i, off, size);
+}
+
 FAKE(cuFuncGetParamInfo, (CUfunction f, size_t i, size_t *off, size_t *size))
 {
-	struct kern *k = kern_of(f);
-
 	hit("cuFuncGetParamInfo");
-	if (!k || k->kind != FAKECUDA_FUNCTION)
-		return CUDA_ERROR_INVALID_HANDLE;
-	if (i >= k->np)
-		return CUDA_ERROR_INVALID_VALUE;
-	if (off)
-		*off = k->off[i];
-	if (size)
-		*size = k->size[i];
-	return CUDA_SUCCESS;
+	return param_info(f, FAKECUDA_FUNCTION, i, off, size);
 }
 
 static CUresult run(CUfunction f, void **kp, void **extra)
