@@ -418,9 +418,8 @@ static void handle_preempt(struct client *c, struct phos_msg *req)
 	}
 	/* The tree stays stopped: Slurm kills it at the end of the grace time
 	 * (22.05 requeues only a job that did not exit by itself, §6). */
-	/* HOLD was queued from CRIU's post-dump notification already (see
-	 * checkpoint.c); again here for threads created since, harmless. */
-	proc_signal_libphos(t.pid, PHOS_SIGVAL_HOLD);
+	/* HOLD was queued from CRIU's post-dump notification (checkpoint.c),
+	 * while the tree was still seized. */
 	registry_release(t.pid, res.generation);
 }
 
