@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,6 +82,21 @@ static int on_notify(void *arg, const char *script, pid_t pid)
 		}
 	}
 	return 0;
+}
+
+/* SIGKILL a tree CRIU left stopped after a stop-mode dump. */
+static void kill_stopped_tree(pid_t root)
+{
+	pid_t *tree = NULL;
+	size_t n = 0;
+
+	if (proc_tree(root, &tree, &n) < 0) {
+		kill(root, SIGKILL);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		kill(tree[i], SIGKILL);
+	free(tree);
 }
 
 /* Is mount mnt in pid's mount namespace? */
@@ -294,7 +310,7 @@ int checkpoint_run(const struct ckpt_req *r, struct ckpt_result *res, struct pho
 	struct proc_ids ids;
 	struct cuda_set cuda;		/* CUDA processes of the tree (cuda.h) */
 	char target[128], num[32];
-	bool other_ns = false;
+	bool other_ns = false, kill_after = false;
 	int pidns = -1, mntns = -1, rc = -1;
 	char link[4200] = "";
 	char stdio_keys[3][512];
@@ -451,6 +467,14 @@ int checkpoint_run(const struct ckpt_req *r, struct ckpt_result *res, struct pho
 	cr.log_name = "dump.log";
 	cr.leave_running = (r->flags & (PHOS_F_LEAVE_RUNNING | PHOS_F_PREEMPT)) != 0;
 	cr.leave_stopped = (r->flags & PHOS_F_PREEMPT) != 0;
+	/* Stop mode in another pid namespace: CRIU runs inside that namespace,
+	 * and once it kills the tree the namespace's init (phos-restore) may
+	 * exit, which kills CRIU before it answers.  Have CRIU leave the tree
+	 * stopped, and kill it here once the image is known good. */
+	if (other_ns && !cr.leave_running) {
+		cr.leave_running = cr.leave_stopped = true;
+		kill_after = true;
+	}
 	if (parent[0]) {
 		cr.track_mem = true;
 		cr.parent_img = parent;
@@ -479,6 +503,8 @@ int checkpoint_run(const struct ckpt_req *r, struct ckpt_result *res, struct pho
 		if (cuda_resume(&cuda, &ge) < 0)
 			log_err("checkpoint %s: %s", target, ge.msg);
 	}
+	if (kill_after)
+		kill_stopped_tree(r->pid);
 	cuda.done = true;
 	uint64_t tdone = phos_now_ms();
 	res->stall_ms = (c.frozen_ms ? tdone - c.frozen_ms : tdone - td);

@@ -38,6 +38,16 @@ show_failures() {
 			cat "$f"
 		fi
 	done < <(find "$1" -name test-suite.log 2>/dev/null | sort)
+	# Last, so that it ends the output: each failed result with the
+	# diagnostics right after it.
+	printf '\n======== failed results and their diagnostics ========\n'
+	while IFS= read -r f; do
+		awk -v t="${f#"$1"/}" '
+			/^not ok/ { n = 0; print t ": " $0; show = 1; next }
+			/^(ok|not ok) / { show = 0 }
+			show && /^#/ && n++ < 30 { print "  " $0 }' "$f"
+	done < <(find "$1" -name '*.log' ! -name test-suite.log ! -name config.log 2>/dev/null |
+		 xargs -r grep -l '^not ok' | sort)
 }
 
 need_root
