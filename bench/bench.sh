@@ -12,7 +12,9 @@
 # Prints a table.  Run as root on a GPU node; either standalone (starts a
 # private phosd, see tests/gpu/lib.sh) or sourced by tests/gpu/run-all.sh.
 # BENCH_DEADLINE: seconds of the calling script after which no new size
-# starts (default 330).
+# starts (default 330).  BENCH_FAST=1: the app runs under libphos.so, so its
+# buffers take the fast path (detached before the driver checkpoint, saved
+# by phosd's phos-gpu, loaded back at restore; doc/protocol.md).
 if [ -z "${PHOS_GPU_LIB_LOADED:-}" ]; then
 	set -u
 	. "$(cd "$(dirname "$0")" && pwd)/../tests/gpu/lib.sh"
@@ -29,7 +31,9 @@ bench_table="$(printf '%-6s %12s %12s %12s %12s %12s %8s\n' GiB stall_ms lr_tota
 bench_one() {
 	local gb=$1 d=$W/bench-$1 stall lrtot free rst bytes verify="-" t0 t1
 	mkdir -p "$d"; rm -f /tmp/phos-bench-stop
-	start_app "$d/a.out" "$BENCH_BIN" "$gb" 100000 50
+	local pre=()
+	[ "${BENCH_FAST:-0}" = 1 ] && pre=("${UNDER_LIBPHOS[@]}")
+	start_app "$d/a.out" "${pre[@]}" "$BENCH_BIN" "$gb" 100000 50
 	if ! wait_for "$d/a.out" '^READY' 120; then
 		log "bench $gb GiB: app did not start"; tail -3 "$d/a.out"; return 1
 	fi
@@ -72,6 +76,10 @@ for gb in ${BENCH_SIZES:-1 8 32}; do
 	bench_one "$gb"
 done
 echo
-echo "==== bench (stop-the-world: driver checkpoint API + CRIU, images in $W)"
+if [ "${BENCH_FAST:-0}" = 1 ]; then
+	echo "==== bench (fast path: buffers detached and saved by phos-gpu, the rest by the driver API + CRIU, images in $W)"
+else
+	echo "==== bench (stop-the-world: driver checkpoint API + CRIU, images in $W)"
+fi
 echo "$bench_table"
 echo

@@ -145,6 +145,36 @@ int phos_msg_get_u64(const struct phos_msg *m, uint16_t tag, uint64_t *v)
 	return 0;
 }
 
+int phos_msg_get_blob(const struct phos_msg *m, uint16_t tag, const void **p, size_t *n)
+{
+	uint32_t l;
+	const uint8_t *a = find(m, tag, &l);
+
+	if (!a) {
+		errno = ENOENT;
+		return -1;
+	}
+	*p = a;
+	*n = l;
+	return 0;
+}
+
+void phos_gpubuf_put(uint8_t *p, const struct phos_gpubuf *b)
+{
+	phos_le_put64(p, b->va);
+	phos_le_put64(p + 8, b->size);
+	phos_le_put32(p + 16, b->dev);
+	phos_le_put32(p + 20, b->flags);
+}
+
+void phos_gpubuf_get(const uint8_t *p, struct phos_gpubuf *b)
+{
+	b->va = phos_le_get64(p);
+	b->size = phos_le_get64(p + 8);
+	b->dev = phos_le_get32(p + 16);
+	b->flags = phos_le_get32(p + 20);
+}
+
 int phos_msg_get_str(struct phos_msg *m, uint16_t tag, const char **s)
 {
 	uint32_t l;
@@ -466,6 +496,8 @@ const char *phos_msg_type_name(uint16_t type)
 	case PHOS_MSG_RESTORE_PREPARE: return "restore-prepare";
 	case PHOS_MSG_RESTORE_DONE: return "restore-done";
 	case PHOS_MSG_TASK_DONE: return "task-done";
+	case PHOS_MSG_GPU_DETACH: return "gpu-detach";
+	case PHOS_MSG_GPU_REATTACH: return "gpu-reattach";
 	default: return "unknown";
 	}
 }

@@ -28,7 +28,7 @@
 #define PHOS_PROTO_VERSION 1
 #define PHOS_HDR_LEN       16
 #define PHOS_MSG_MAX       (256 * 1024)	/* payload bytes */
-#define PHOS_MAX_FDS       16		/* fds passed with one message */
+#define PHOS_MAX_FDS       250		/* fds passed with one message (SCM_MAX_FD is 253) */
 
 enum phos_msg_type {
 	PHOS_MSG_REPLY = 1,		/* final answer: ERRNO, MSG + per-request attrs */
@@ -44,6 +44,8 @@ enum phos_msg_type {
 	PHOS_MSG_RESTORE_PREPARE = 18,	/* JOB STEP TASK UID -> PATH GEN | ENOENT */
 	PHOS_MSG_RESTORE_DONE = 19,	/* JOB STEP TASK PID NSPID */
 	PHOS_MSG_TASK_DONE = 20,	/* JOB STEP TASK UID STATUS (wait status) */
+	PHOS_MSG_GPU_DETACH = 21,	/* libphos: GPUBUFS + fds | ERRNO MSG -> REPLY */
+	PHOS_MSG_GPU_REATTACH = 22,	/* libphos: -> REPLY GPUBUFS + fds */
 };
 
 enum phos_attr_tag {
@@ -71,6 +73,7 @@ enum phos_attr_tag {
 	PHOS_A_MS = 22,		/* u64: milliseconds (timings in replies) */
 	PHOS_A_BYTES = 23,	/* u64 */
 	PHOS_A_STATUS = 24,	/* u64: a wait(2) status */
+	PHOS_A_GPUBUFS = 25,	/* blob: struct phos_gpubuf records, one per passed fd */
 };
 
 enum phos_flags {
@@ -94,6 +97,25 @@ enum phos_flags {
  *        until Slurm's SIGKILL (a SIGCONT must not let the app run on
  *        past its checkpoint).  Queued to every thread. */
 #define PHOS_SIGVAL_HOLD	3
+/* DETACH - hand the large GPU buffers to phosd (GPU_DETACH) and keep every
+ *          CUDA call waiting at the hooks;
+ * REATTACH - take them back (GPU_REATTACH), map them at their addresses,
+ *          let the CUDA calls go on.  doc/protocol.md, "GPU memory". */
+#define PHOS_SIGVAL_DETACH	4
+#define PHOS_SIGVAL_REATTACH	5
+
+/* One large GPU buffer in GPU_DETACH/GPU_REATTACH (PHOS_A_GPUBUFS):
+ * little-endian on the wire, PHOS_GPUBUF_LEN bytes each. */
+struct phos_gpubuf {
+	uint64_t va;		/* where the app maps it */
+	uint64_t size;		/* mapped bytes (granularity-rounded) */
+	uint32_t dev;		/* CUDA device ordinal of the app */
+	uint32_t flags;		/* 0 */
+};
+#define PHOS_GPUBUF_LEN 24
+#define PHOS_GPUBUF_MAX PHOS_MAX_FDS
+void phos_gpubuf_put(uint8_t *p, const struct phos_gpubuf *b);
+void phos_gpubuf_get(const uint8_t *p, struct phos_gpubuf *b);
 
 struct phos_msg {
 	uint16_t type;
@@ -125,6 +147,8 @@ int phos_msg_put_blob(struct phos_msg *m, uint16_t tag, const void *p, size_t n)
 int phos_msg_get_u64(const struct phos_msg *m, uint16_t tag, uint64_t *v);
 int phos_msg_get_str(struct phos_msg *m, uint16_t tag, const char **s);
 bool phos_msg_has(const struct phos_msg *m, uint16_t tag);
+/* A blob attribute: *p points into the message, *n its length. */
+int phos_msg_get_blob(const struct phos_msg *m, uint16_t tag, const void **p, size_t *n);
 
 /* Encode header+payload into buf (caller frees *out).  -1 + errno. */
 int phos_msg_encode(const struct phos_msg *m, uint8_t **out, size_t *outlen);

@@ -20,6 +20,7 @@
 #include "checkpoint.h"
 #include "criu.h"
 #include "cuda.h"
+#include "gpu.h"
 #include "image.h"
 #include "log.h"
 #include "ops.h"
@@ -79,6 +80,43 @@ static int on_notify(void *arg, const char *script, pid_t pid)
 					 (int)c->r->pid);
 				return -1;
 			}
+		}
+	}
+	return 0;
+}
+
+/*
+ * Ask every CUDA process of the set that runs libphos for its large GPU
+ * buffers (gpu.h).  Fills *holds with those that handed theirs over; a
+ * process that did not is checkpointed with its buffers attached, and the
+ * log says why.  -1 only when out of memory.
+ */
+static int detach_gpu(struct ctx *c, const struct cuda_set *cuda, struct gpu_hold **holds,
+		      size_t *n, unsigned timeout_s, struct phos_err *e)
+{
+	unsigned tmo = timeout_s && timeout_s < 30 ? timeout_s * 1000u : 30000u;
+
+	*holds = calloc(cuda->n, sizeof(**holds));
+	if (!*holds)
+		return phos_errnof(e, ENOMEM, "out of memory");
+	for (size_t i = 0; i < cuda->n; i++) {
+		pid_t pid = cuda->p[i].pid;
+		struct gpu_hold *h = &(*holds)[*n];
+		struct phos_err ge = { 0 };
+		uint64_t t0 = phos_now_ms();
+		int r;
+
+		if (!proc_maps_has(pid, "libphos.so"))
+			continue;
+		progress(c, 0, 0, "detaching the GPU buffers of pid %d", (int)pid);
+		r = gpu_detach(pid, tmo, h, &ge);
+		if (r > 0) {
+			log_info("pid %d: %d GPU buffer(s), %" PRIu64 " bytes detached in %" PRIu64
+				 " ms", (int)pid, h->n, h->bytes, phos_now_ms() - t0);
+			(*n)++;
+		} else {
+			log_notice("pid %d: GPU buffers stay attached (stop-the-world for them): %s",
+				   (int)pid, ge.msg);
 		}
 	}
 	return 0;
@@ -309,6 +347,8 @@ int checkpoint_run(const struct ckpt_req *r, struct ckpt_result *res, struct pho
 	struct phos_config cfg;
 	struct proc_ids ids;
 	struct cuda_set cuda;		/* CUDA processes of the tree (cuda.h) */
+	struct gpu_hold *holds = NULL;	/* their detached GPU buffers (gpu.h) */
+	size_t nholds = 0;
 	char target[128], num[32];
 	bool other_ns = false, kill_after = false;
 	int pidns = -1, mntns = -1, rc = -1;
@@ -396,6 +436,11 @@ int checkpoint_run(const struct ckpt_req *r, struct ckpt_result *res, struct pho
 	 * pre-dump a process that still maps the GPU, and the driver
 	 * checkpoint must come right before the final dump: no pre-dumps. */
 	if (cuda_find(r->pid, &cuda, e) < 0)
+		goto out;
+	/* GPU fast path: processes whose libphos serves their large buffers
+	 * hand them to us; the driver checkpoint and CRIU then see only the
+	 * rest.  Anything short of a clean hand-over: stop-the-world. */
+	if (cuda.n && detach_gpu(&c, &cuda, &holds, &nholds, cfg.checkpoint_timeout, e) < 0)
 		goto out;
 	if (cuda.n && predump) {
 		log_info("checkpoint %s: CUDA processes: no pre-dump rounds", target);
@@ -508,13 +553,25 @@ int checkpoint_run(const struct ckpt_req *r, struct ckpt_result *res, struct pho
 	cuda.done = true;
 	uint64_t tdone = phos_now_ms();
 	res->stall_ms = (c.frozen_ms ? tdone - c.frozen_ms : tdone - td);
+	for (size_t i = 0; i < nholds; i++) {
+		struct proc_ids hid;
+
+		progress(&c, predump + 1, predump + 1, "saving %d GPU buffer(s) of pid %d",
+			 holds[i].n, (int)holds[i].pid);
+		/* named by the pid the image gives the process (CRIU restores it) */
+		if (proc_ids(holds[i].pid, &hid) < 0)
+			hid.nspid = holds[i].pid;
+		if (gpu_save(&holds[i], w.dir_fd, hid.nspid, e) < 0)
+			goto out;
+		res->bytes += holds[i].bytes;
+	}
 	progress(&c, predump + 1, predump + 1, "publishing (hashing and syncing the image)");
 	/* CRIU chains pre-dumps with "parent" symlinks; the store takes no
 	 * symlinks, so the chain becomes nested directories first. */
 	if (phos_image_inline_parents(&w, e) < 0 || phos_image_publish(&w, e) < 0)
 		goto out;
 	res->generation = w.generation;
-	res->bytes = manifest_bytes(&w.manifest);
+	res->bytes = manifest_bytes(&w.manifest);	/* includes the gpumem files */
 	if (phos_image_gen_path(&phosd->store, &r->id, w.generation, res->path,
 				sizeof(res->path), e) < 0)
 		goto out;
@@ -537,6 +594,21 @@ out:
 		log_err("checkpoint %s failed: %s", target, e ? e->msg : "");
 	phos_image_abort(&w);
 	cuda_set_free(&cuda);	/* failure after the lock: restore + unlock */
+	/* The buffers go back unless the process is gone for good (a stop or
+	 * preempt checkpoint that succeeded). */
+	for (size_t i = 0; i < nholds; i++) {
+		struct phos_err ge = { 0 };
+
+		if (rc < 0 || (r->flags & PHOS_F_LEAVE_RUNNING)) {
+			if (gpu_reattach(&holds[i], holds[i].pid, 30000, &ge) < 0)
+				log_err("checkpoint %s: %s", target, ge.msg);
+			else
+				log_info("checkpoint %s: pid %d has its %d GPU buffer(s) back", target,
+					 (int)holds[i].pid, holds[i].n);
+		}
+		gpu_hold_release(&holds[i]);
+	}
+	free(holds);
 	if (link[0])
 		unlink(link);
 	phos_closep(&pidns);

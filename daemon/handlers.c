@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "gpu.h"
 #include "handlers.h"
 #include "image.h"
 #include "log.h"
@@ -956,6 +957,8 @@ void handle_request(struct client *c, struct phos_msg *req)
 	case PHOS_MSG_CANCEL: handle_cancel(c, req); return;
 	case PHOS_MSG_JOB_END: handle_job_end(c, req); return;
 	case PHOS_MSG_TASK_DONE: handle_task_done(c, req); return;
+	case PHOS_MSG_GPU_DETACH: handle_gpu_detach(c, req); return;
+	case PHOS_MSG_GPU_REATTACH: handle_gpu_reattach(c, req); return;
 	default:
 		client_reply(c, req->seq, EOPNOTSUPP, "request type %u (%s) is not supported by phosd %s",
 			     req->type, phos_msg_type_name(req->type), PACKAGE_VERSION);

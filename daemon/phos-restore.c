@@ -33,6 +33,7 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -409,13 +410,124 @@ static void report_done(const struct opts *o, pid_t pid, pid_t nspid)
 	close(fd);
 }
 
+/*
+ * GPU buffers saved by phosd's fast path (gpumem-TAG.map, TAG = the pid
+ * CRIU gave the process back): load each process's with phos-gpu, then
+ * offer them to phosd, which hands them to the process (its libphos waits
+ * for REATTACH with every CUDA call held).  doc/protocol.md.
+ */
+static const char *gpu_helper_path(void)
+{
+	const char *p = getenv("PHOS_GPU_HELPER");
+
+	return p && *p ? p : PHOS_GPU_BIN;
+}
+
+static int load_one(const struct opts *o, int dirfd, const char *tag, pid_t pid,
+		    struct phos_err *e)
+{
+	struct phos_msg *m = NULL, *r = NULL;
+	uint64_t err = EIO;
+	int sk[2], st, fd = -1, rc = -1;
+	pid_t c;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sk) < 0)
+		return phos_errf(e, "socketpair: %s", strerror(errno));
+	c = fork();
+	if (c == 0) {
+		if (fchdir(dirfd) < 0 || dup2(sk[1], 3) < 0)
+			_exit(127);
+		execl(gpu_helper_path(), "phos-gpu", "load", tag, (char *)NULL);
+		fprintf(stderr, "phos-gpu: cannot run %s: %s\n", gpu_helper_path(), strerror(errno));
+		_exit(127);
+	}
+	close(sk[1]);
+	if (c > 0)
+		m = phos_msg_recv(sk[0], -1);
+	close(sk[0]);
+	while (c > 0 && waitpid(c, &st, 0) < 0 && errno == EINTR)
+		;
+	if (c < 0 || !m || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		phos_errf(e, "loading the GPU buffers of pid %s failed (see phos-gpu above)", tag);
+		goto out;
+	}
+	if (!o->socket) {
+		phos_errf(e, "no phosd socket (--socket) to hand the GPU buffers of pid %s over", tag);
+		goto out;
+	}
+	if (phos_msg_put_u64(m, PHOS_A_PID, (uint64_t)pid) < 0 ||
+	    (fd = phos_unix_connect(o->socket)) < 0 || phos_msg_send(fd, m, m->fds, m->nfds) < 0 ||
+	    !(r = phos_msg_recv(fd, 120000)) || phos_msg_get_u64(r, PHOS_A_ERRNO, &err) < 0 || err) {
+		const char *why = NULL;
+
+		if (r)
+			phos_msg_get_str(r, PHOS_A_MSG, &why);
+		phos_errf(e, "phosd could not hand the GPU buffers to pid %d: %s", (int)pid,
+			  why ? why : strerror(err ? (int)err : errno));
+		goto out;
+	}
+	log_info("pid %d has its GPU buffers back", (int)pid);
+	rc = 0;
+out:
+	phos_msg_free(m);
+	phos_msg_free(r);
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+static int load_gpu_memory(const struct opts *o, int dirfd, pid_t root, struct phos_err *e)
+{
+	int dfd = dup(dirfd);
+	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+	struct dirent *de;
+	pid_t *tree = NULL;
+	size_t n = 0;
+	int rc = 0;
+
+	if (!d) {
+		if (dfd >= 0)
+			close(dfd);
+		return phos_errf(e, "cannot read the image directory: %s", strerror(errno));
+	}
+	while (rc == 0 && (de = readdir(d))) {
+		char tag[32];
+		pid_t pid = -1;
+		size_t len = strlen(de->d_name);
+
+		if (strncmp(de->d_name, "gpumem-", 7) || len < 12 || len - 11 >= sizeof(tag) ||
+		    strcmp(de->d_name + len - 4, ".map"))
+			continue;
+		memcpy(tag, de->d_name + 7, len - 11);
+		tag[len - 11] = '\0';
+		if (!tree && proc_tree(root, &tree, &n) < 0) {
+			rc = phos_errf(e, "cannot list the restored processes: %s", strerror(errno));
+			break;
+		}
+		for (size_t i = 0; i < n && pid < 0; i++) {
+			struct proc_ids ids;
+
+			if (proc_ids(tree[i], &ids) == 0 && ids.nspid == (pid_t)atoi(tag))
+				pid = tree[i];
+		}
+		if (pid < 0)
+			rc = phos_errf(e, "the image has GPU buffers of pid %s, which was not restored",
+				       tag);
+		else
+			rc = load_one(o, dirfd, tag, pid, e);
+	}
+	closedir(d);
+	free(tree);
+	return rc;
+}
+
 static int restore_mode(const struct opts *o)
 {
 	struct phos_manifest m;
 	struct phos_err e = { "" };
 	struct init_report ir;
 	int stdio[3] = { -1, -1, -1 };
-	int pp[2], dirfd, st;
+	int pp[2], dirfd, st, hostns = -1;
 	pid_t init, root;
 
 	if (geteuid() != 0) {
@@ -450,6 +562,9 @@ static int restore_mode(const struct opts *o)
 		fprintf(stderr, "phos: restore of %s refused: %s\n", o->image, e.msg);
 		return 1;
 	}
+	/* our own pid namespace, for the children that must not be in the
+	 * restored one (phos-gpu: the driver needs a /proc that matches) */
+	hostns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
 	if (pipe2(pp, O_CLOEXEC) < 0 || unshare(CLONE_NEWPID) < 0) {
 		fprintf(stderr, "phos: restore: cannot create a pid namespace: %s\n", strerror(errno));
 		return 1;
@@ -480,6 +595,15 @@ static int restore_mode(const struct opts *o)
 		fprintf(stderr, "phos: restore of %s failed: %s\n", o->image, e.msg);
 		if (root > 0)
 			kill(root, SIGKILL);
+		waitpid(init, &st, 0);
+		return 1;
+	}
+	if (hostns >= 0 && setns(hostns, CLONE_NEWPID) < 0)
+		log_warn("cannot return to our pid namespace: %m (GPU buffers may fail to load)");
+	phos_closep(&hostns);
+	if (load_gpu_memory(o, dirfd, root, &e) < 0) {
+		fprintf(stderr, "phos: restore of %s failed: %s\n", o->image, e.msg);
+		kill(root, SIGKILL);
 		waitpid(init, &st, 0);
 		return 1;
 	}

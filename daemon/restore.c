@@ -45,7 +45,7 @@ static void child(const char *path, uid_t uid, gid_t gid, const int stdio[3], bo
 	snprintf(sgid, sizeof(sgid), "%u", (unsigned)gid);
 	execl(phosd->restore_helper, "phos-restore", "--image", path, "--report-fd", repfd,
 	      "--uid", suid, "--gid", sgid, "--criu", phosd->cfg.criu_path,
-	      netns ? "--new-netns" : (char *)NULL, (char *)NULL);
+	      "--socket", phosd->cfg.socket, netns ? "--new-netns" : (char *)NULL, (char *)NULL);
 	dprintf(2, "phos: cannot run %s: %s\n", phosd->restore_helper, strerror(errno));
 	_exit(127);
 }

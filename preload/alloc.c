@@ -146,10 +146,19 @@ void phos_write_launch(CUfunction f, bool per_thread, CUstream s, void **kernel_
 
 /* ---- the hooks --------------------------------------------------------- */
 
-static void count_alloc(uint64_t size)
+/* kind: PHOS_ALLOC_* (phos.h); VMM = cuMemCreate */
+static void count_alloc(uint64_t size, int kind)
 {
 	PHOS_COUNT(allocs, 1);
 	PHOS_COUNT(bytes_allocated, size);
+	switch (kind) {
+	case PHOS_ALLOC_DEVICE:
+	case PHOS_ALLOC_PITCH: PHOS_COUNT(allocs_device, 1); break;
+	case PHOS_ALLOC_HOST: PHOS_COUNT(allocs_host, 1); break;
+	case PHOS_ALLOC_ASYNC: PHOS_COUNT(allocs_async, 1); break;
+	case PHOS_ALLOC_VMM: PHOS_COUNT(allocs_create, 1); break;
+	default: break;
+	}
 }
 
 static void count_free(uint64_t size)
@@ -178,12 +187,6 @@ static CUresult free_common(uint64_t p, CUresult r, const struct phos_alloc *a)
 	return r;
 }
 
-#define PHOS_PROLOGUE()					\
-	do {						\
-		phos_init();				\
-		if (!real)				\
-			return CUDA_ERROR_NOT_INITIALIZED; \
-	} while (0)
 
 typedef CUresult (*alloc_fn)(CUdeviceptr *, size_t);
 static CUresult impl_alloc(alloc_fn real, int pt, CUdeviceptr *dptr, size_t size)
@@ -191,9 +194,21 @@ static CUresult impl_alloc(alloc_fn real, int pt, CUdeviceptr *dptr, size_t size
 	CUresult r;
 
 	PHOS_PROLOGUE();
+	if (phos_env.vmm && dptr && size >= phos_env.vmm_min) {
+		r = phos_vmm_alloc(dptr, size);
+		if (r == CUDA_SUCCESS) {
+			PHOS_COUNT(vmm_allocs, 1);
+			count_alloc(size, PHOS_ALLOC_DEVICE);
+			phos_map_add(*dptr, size, PHOS_ALLOC_DEVICE);
+			return r;
+		}
+		PHOS_COUNT(vmm_fallbacks, 1);
+		phos_dbg("cuMemAlloc(%zu) as VMM failed (CUDA error %d): the driver's instead", size,
+			 (int)r);
+	}
 	r = real(dptr, size);
 	if (r == CUDA_SUCCESS && dptr && size) {
-		count_alloc(size);
+		count_alloc(size, PHOS_ALLOC_DEVICE);
 		phos_map_add(*dptr, size, PHOS_ALLOC_DEVICE);
 	}
 	return r;
@@ -209,7 +224,7 @@ static CUresult impl_pitch(pitch_fn real, int pt, CUdeviceptr *dptr, size_t *pit
 	PHOS_PROLOGUE();
 	r = real(dptr, pitch, w, h, elsz);
 	if (r == CUDA_SUCCESS && dptr && pitch && *pitch && h) {
-		count_alloc((uint64_t)*pitch * h);
+		count_alloc((uint64_t)*pitch * h, PHOS_ALLOC_PITCH);
 		phos_map_add(*dptr, (uint64_t)*pitch * h, PHOS_ALLOC_PITCH);
 	}
 	return r;
@@ -223,8 +238,12 @@ static CUresult impl_free(free_fn real, int pt, CUdeviceptr p)
 {
 	struct phos_alloc a;
 
+	CUresult r;
+
 	PHOS_PROLOGUE();
 	p_taken(p, &a);
+	if (phos_vmm_free(p, &r))
+		return free_common(p, r, &a);
 	return free_common(p, real(p), &a);
 }
 PHOS_DEFINE_HOOK(cuMemFree_v2, impl_free, 0, (CUdeviceptr p), (p));
@@ -237,7 +256,7 @@ static CUresult impl_allochost(allochost_fn real, int pt, void **pp, size_t size
 	PHOS_PROLOGUE();
 	r = real(pp, size);
 	if (r == CUDA_SUCCESS && pp && size) {
-		count_alloc(size);
+		count_alloc(size, PHOS_ALLOC_HOST);
 		phos_map_add((uint64_t)(uintptr_t)*pp, size, PHOS_ALLOC_HOST);
 	}
 	return r;
@@ -252,7 +271,7 @@ static CUresult impl_hostalloc(hostalloc_fn real, int pt, void **pp, size_t size
 	PHOS_PROLOGUE();
 	r = real(pp, size, fl);
 	if (r == CUDA_SUCCESS && pp && size) {
-		count_alloc(size);
+		count_alloc(size, PHOS_ALLOC_HOST);
 		phos_map_add((uint64_t)(uintptr_t)*pp, size, PHOS_ALLOC_HOST);
 	}
 	return r;
@@ -280,7 +299,7 @@ static CUresult impl_allocasync(allocasync_fn real, int pt, CUdeviceptr *dptr, s
 	PHOS_PROLOGUE();
 	r = real(dptr, size, s);
 	if (r == CUDA_SUCCESS && dptr && size) {
-		count_alloc(size);
+		count_alloc(size, PHOS_ALLOC_ASYNC);
 		phos_map_add(*dptr, size, PHOS_ALLOC_ASYNC);
 	}
 	return r;
@@ -299,7 +318,7 @@ static CUresult impl_allocpool(allocpool_fn real, int pt, CUdeviceptr *dptr, siz
 	PHOS_PROLOGUE();
 	r = real(dptr, size, pool, s);
 	if (r == CUDA_SUCCESS && dptr && size) {
-		count_alloc(size);
+		count_alloc(size, PHOS_ALLOC_ASYNC);
 		phos_map_add(*dptr, size, PHOS_ALLOC_ASYNC);
 	}
 	return r;
@@ -333,10 +352,20 @@ static CUresult impl_create(create_fn real, int pt, CUmemGenericAllocationHandle
 {
 	CUresult r;
 
+	CUmemAllocationProp tmp;
+	const CUmemAllocationProp *xp;
+
 	PHOS_PROLOGUE();
-	r = real(h, size, prop, fl);
+	/* exportable, so that it can be handed to phosd; as asked if the
+	 * driver refuses that */
+	xp = phos_env.vmm ? phos_vmm_exportable(prop, &tmp) : NULL;
+	r = xp ? real(h, size, xp, fl) : CUDA_ERROR_NOT_SUPPORTED;
+	if (xp && r == CUDA_SUCCESS)
+		PHOS_COUNT(vmm_exportable, 1);
+	else
+		r = real(h, size, prop, fl);
 	if (r == CUDA_SUCCESS && h && size) {
-		count_alloc(size);
+		count_alloc(size, PHOS_ALLOC_VMM);
 		pthread_rwlock_wrlock(&map_lock);
 		if (phos_amap_insert(&handles, *h, 1, PHOS_ALLOC_VMM) >= 0)
 			phos_amap_find(&handles, *h)->aux = size;
@@ -431,3 +460,67 @@ static CUresult impl_addrfree(addrfree_fn real, int pt, CUdeviceptr p, size_t si
 	return real(p, size);
 }
 PHOS_DEFINE_HOOK(cuMemAddressFree, impl_addrfree, 0, (CUdeviceptr p, size_t size), (p, size));
+
+/* ---- what the app sees of our buffers; reads that must wait at the gate */
+
+typedef CUresult (*range_fn)(CUdeviceptr *, size_t *, CUdeviceptr);
+static CUresult impl_range(range_fn real, int pt, CUdeviceptr *base, size_t *size, CUdeviceptr p)
+{
+	CUdeviceptr b;
+	size_t n;
+
+	PHOS_PROLOGUE();
+	if (phos_vmm_range(p, &b, &n)) {
+		if (base)
+			*base = b;
+		if (size)
+			*size = n;
+		return CUDA_SUCCESS;
+	}
+	return real(base, size, p);
+}
+PHOS_DEFINE_HOOK(cuMemGetAddressRange_v2, impl_range, 0,
+		 (CUdeviceptr *base, size_t *size, CUdeviceptr p), (base, size, p));
+
+typedef CUresult (*ptrattr_fn)(void *, CUpointer_attribute, CUdeviceptr);
+static CUresult impl_ptrattr(ptrattr_fn real, int pt, void *data, CUpointer_attribute attr,
+			     CUdeviceptr p)
+{
+	CUdeviceptr b;
+	size_t n;
+	CUresult r;
+
+	PHOS_PROLOGUE();
+	r = real(data, attr, p);
+	if (r == CUDA_SUCCESS && data && phos_vmm_range(p, &b, &n)) {
+		if (attr == CU_POINTER_ATTRIBUTE_RANGE_START_ADDR)
+			*(CUdeviceptr *)data = b;
+		else if (attr == CU_POINTER_ATTRIBUTE_RANGE_SIZE)
+			*(size_t *)data = n;
+	}
+	return r;
+}
+PHOS_DEFINE_HOOK(cuPointerGetAttribute, impl_ptrattr, 0,
+		 (void *data, CUpointer_attribute attr, CUdeviceptr p), (data, attr, p));
+
+typedef CUresult (*dtoh_fn)(void *, CUdeviceptr, size_t);
+static CUresult impl_dtoh(dtoh_fn real, int pt, void *d, CUdeviceptr s, size_t n)
+{
+	PHOS_PROLOGUE();
+	return real(d, s, n);
+}
+PHOS_DEFINE_HOOK(cuMemcpyDtoH_v2, impl_dtoh, 0, (void *d, CUdeviceptr s, size_t n), (d, s, n));
+PHOS_DEFINE_HOOK(cuMemcpyDtoH_v2_ptds, impl_dtoh, 1, (void *d, CUdeviceptr s, size_t n),
+		 (d, s, n));
+
+typedef CUresult (*dtohasync_fn)(void *, CUdeviceptr, size_t, CUstream);
+static CUresult impl_dtohasync(dtohasync_fn real, int pt, void *d, CUdeviceptr s, size_t n,
+			       CUstream st)
+{
+	PHOS_PROLOGUE();
+	return real(d, s, n, st);
+}
+PHOS_DEFINE_HOOK(cuMemcpyDtoHAsync_v2, impl_dtohasync, 0,
+		 (void *d, CUdeviceptr s, size_t n, CUstream st), (d, s, n, st));
+PHOS_DEFINE_HOOK(cuMemcpyDtoHAsync_v2_ptsz, impl_dtohasync, 1,
+		 (void *d, CUdeviceptr s, size_t n, CUstream st), (d, s, n, st));

@@ -51,12 +51,6 @@ static void capture_ended(void)
 		;
 }
 
-#define PHOS_PROLOGUE()					\
-	do {						\
-		phos_init();				\
-		if (!real)				\
-			return CUDA_ERROR_NOT_INITIALIZED; \
-	} while (0)
 
 typedef CUresult (*begin_fn)(CUstream, CUstreamCaptureMode);
 static CUresult impl_begin(begin_fn real, int pt, CUstream s, CUstreamCaptureMode mode)

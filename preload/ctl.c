@@ -60,6 +60,7 @@ int phos_sig_next(siginfo_t *si, int timeout_ms);
 void phos_ctl_prepare(void);
 int phos_ctl_child_sigterm(void);
 void phos_ctl_hold(void) __attribute__((noreturn));
+int phos_ctl_connect(void);
 
 #define PREEMPT_TIMEOUT_DEFAULT_S 30
 
@@ -168,12 +169,10 @@ static int restorer_socket(struct sockaddr_un *a, socklen_t *len)
  * Send the preemption request and hang up.  Async-signal-safe.  0 if phosd
  * took it, -1 + errno.
  */
-static int send_preempt(void)
+int phos_ctl_connect(void)
 {
-	uint8_t req[REQ_LEN];
 	struct sockaddr_un addr = ctl_addr;
 	socklen_t addrlen = ctl_addrlen;
-	size_t off = 0;
 	int fd, err;
 
 	if (!ctl_ready) {
@@ -181,13 +180,29 @@ static int send_preempt(void)
 		return -1;
 	}
 	restorer_socket(&addr, &addrlen);
-	memcpy(req, req_tmpl, sizeof(req));
-	phos_le_put64(req + PHOS_HDR_LEN + 16 + 8, (uint64_t)getpid());
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
-	if (connect(fd, (const struct sockaddr *)&addr, addrlen) < 0)
-		goto fail;
+	if (connect(fd, (const struct sockaddr *)&addr, addrlen) < 0) {
+		err = errno;
+		close(fd);
+		errno = err;
+		return -1;
+	}
+	return fd;
+}
+
+static int send_preempt(void)
+{
+	uint8_t req[REQ_LEN];
+	size_t off = 0;
+	int fd, err;
+
+	memcpy(req, req_tmpl, sizeof(req));
+	phos_le_put64(req + PHOS_HDR_LEN + 16 + 8, (uint64_t)getpid());
+	fd = phos_ctl_connect();
+	if (fd < 0)
+		return -1;
 	while (off < sizeof(req)) {
 		ssize_t n = send(fd, req + off, sizeof(req) - off, MSG_NOSIGNAL);
 

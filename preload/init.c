@@ -48,6 +48,19 @@ static void read_env(void)
 	phos_env.debug = env_true(secure_getenv("PHOS_DEBUG"));
 	v = secure_getenv("PHOS_CHECKPOINT");
 	phos_env.checkpoint = v && strcmp(v, "1") == 0;
+	/* large buffers as exportable VMM: with checkpointing, unless
+	 * PHOS_VMM=0; PHOS_VMM=1 forces it on */
+	v = secure_getenv("PHOS_VMM");
+	phos_env.vmm = v && *v ? env_true(v) : phos_env.checkpoint;
+	phos_env.vmm_min = 2u << 20;
+	v = secure_getenv("PHOS_VMM_MIN");
+	if (v && *v) {
+		char *end;
+		unsigned long long n = strtoull(v, &end, 10);
+
+		if (end != v && *end == '\0' && n > 0)
+			phos_env.vmm_min = (size_t)n;
+	}
 	v = secure_getenv("PHOS_STATS_FILE");
 	if (v && *v && strlen(v) < sizeof(stats_path)) {
 		memcpy(stats_path, v, strlen(v) + 1);
@@ -65,7 +78,8 @@ static void do_init(void)
 		phos_dbg("cannot catch SIGTERM: %s", strerror(errno));
 	__atomic_store_n(&init_done, 1, __ATOMIC_RELEASE);
 	__atomic_store_n(&phos_st.initialized, 1, __ATOMIC_RELAXED);
-	phos_dbg("initialised (checkpoint=%d)", phos_env.checkpoint);
+	phos_dbg("initialised (checkpoint=%d, vmm=%d from %zu bytes)", phos_env.checkpoint,
+		 phos_env.vmm, phos_env.vmm_min);
 	errno = saved;
 }
 

@@ -8,12 +8,6 @@
 
 #include "phos_int.h"
 
-#define PHOS_PROLOGUE()					\
-	do {						\
-		phos_init();				\
-		if (!real)				\
-			return CUDA_ERROR_NOT_INITIALIZED; \
-	} while (0)
 
 /* ---- launches ---------------------------------------------------------- */
 
@@ -25,6 +19,7 @@ static CUresult impl_launch(launch_fn real, int pt, CUfunction f, unsigned gx, u
 {
 	PHOS_PROLOGUE();
 	phos_write_launch(f, pt, s, kp, extra, false);
+	phos_tma_launch(f, pt, s, kp, extra);
 	return real(f, gx, gy, gz, bx, by, bz, shm, s, kp, extra);
 }
 #define LAUNCH_PARAMS (CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, \
@@ -39,6 +34,7 @@ static CUresult impl_launchex(launchex_fn real, int pt, const CUlaunchConfig *cf
 {
 	PHOS_PROLOGUE();
 	phos_write_launch(f, pt, cfg ? cfg->hStream : NULL, kp, extra, false);
+	phos_tma_launch(f, pt, cfg ? cfg->hStream : NULL, kp, extra);
 	return real(cfg, f, kp, extra);
 }
 PHOS_DEFINE_HOOK(cuLaunchKernelEx, impl_launchex, 0,
@@ -56,6 +52,7 @@ static CUresult impl_coop(coop_fn real, int pt, CUfunction f, unsigned gx, unsig
 {
 	PHOS_PROLOGUE();
 	phos_write_launch(f, pt, s, kp, NULL, false);
+	phos_tma_launch(f, pt, s, kp, NULL);
 	return real(f, gx, gy, gz, bx, by, bz, shm, s, kp);
 }
 #define COOP_PARAMS (CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, \
@@ -68,7 +65,9 @@ typedef CUresult (*graph_fn)(CUgraphExec, CUstream);
 static CUresult impl_graph(graph_fn real, int pt, CUgraphExec g, CUstream s)
 {
 	PHOS_PROLOGUE();
-	phos_write_launch(NULL, pt, s, NULL, NULL, true);
+	/* a walked exec (graph.c); otherwise its write set is unknown */
+	if (!phos_graph_launch(g, pt, s))
+		phos_write_launch(NULL, pt, s, NULL, NULL, true);
 	return real(g, s);
 }
 PHOS_DEFINE_HOOK(cuGraphLaunch, impl_graph, 0, (CUgraphExec g, CUstream s), (g, s));

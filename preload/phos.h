@@ -39,6 +39,16 @@ struct phos_stats {
 	uint64_t bytes_freed;		/* sum of freed sizes (known ones) */
 	uint64_t maps;			/* cuMemMap calls that succeeded */
 	uint64_t unmaps;		/* cuMemUnmap calls that succeeded */
+	uint64_t allocs_device;		/* ... of which cuMemAlloc/Pitch */
+	uint64_t allocs_host;		/* ... pinned host */
+	uint64_t allocs_async;		/* ... stream-ordered */
+	uint64_t allocs_create;		/* ... cuMemCreate */
+	uint64_t vmm_allocs;		/* cuMemAlloc served as exportable VMM (vmm.c) */
+	uint64_t vmm_fallbacks;		/* ... that fell back to cuMemAlloc */
+	uint64_t vmm_owned;		/* such buffers now */
+	uint64_t vmm_exportable;	/* app cuMemCreate made exportable */
+	uint64_t detaches;		/* GPU_DETACH done (buffers handed to phosd) */
+	uint64_t reattaches;		/* GPU_REATTACH done */
 	uint64_t copies;		/* memcpys that write device memory */
 	uint64_t memsets;		/* memsets */
 	uint64_t wset_marks;		/* allocations marked written */
@@ -48,6 +58,11 @@ struct phos_stats {
 	uint64_t dlsym_wrapped;		/* dlsym answers replaced by a wrapper */
 	uint64_t slot_conflicts;	/* real functions we could not wrap */
 	uint64_t sigterms;		/* SIGTERMs handled by phos_on_sigterm */
+	uint64_t graph_launches_known;	/* cuGraphLaunch of a walked exec whose
+					 * write set was marked (graph.c) */
+	uint64_t tma_marks;		/* 128-byte parameters matched to a
+					 * recorded TMA descriptor (launches,
+					 * and kernel nodes when walked) */
 };
 
 /* Copy min(size, sizeof(struct phos_stats)) bytes of the counters to st.

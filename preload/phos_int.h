@@ -33,6 +33,8 @@ struct phos_env {
 	bool debug;		/* PHOS_DEBUG set and not "0" */
 	bool checkpoint;	/* PHOS_CHECKPOINT == "1" */
 	const char *stats_file;	/* PHOS_STATS_FILE or NULL */
+	bool vmm;		/* serve large cuMemAlloc as exportable VMM (vmm.c) */
+	size_t vmm_min;		/* ... from this size (PHOS_VMM_MIN, default 2 MiB) */
 };
 extern struct phos_env phos_env;
 
@@ -104,6 +106,29 @@ void *phos_real_get(void **slots, int k, const char *name);
 #include "hooks.def"
 #undef PHOS_HOOK
 
+/* ---- gate.c: quiescing the process's CUDA calls ------------------------ */
+/*
+ * Every hook enters the gate before it calls the driver and leaves it
+ * after.  While the gate is closed (gpuctl.c detaching the large buffers),
+ * callers wait at the entry; phos_gate_close() returns once no thread is
+ * inside.  A thread already inside a hook passes again (nested entry).
+ */
+int phos_gate_enter(void);
+void phos_gate_leave(int *token);
+/* Close the gate and wait up to timeout_ms for the hooks to drain:
+ * 0, or -1 + ETIMEDOUT (the gate is open again). */
+int phos_gate_close(int timeout_ms);
+void phos_gate_open(void);
+
+/* First statement of every hook: initialise, refuse without a real
+ * function, hold the gate until the hook returns. */
+#define PHOS_PROLOGUE()								\
+	phos_init();								\
+	if (!real)								\
+		return CUDA_ERROR_NOT_INITIALIZED;				\
+	int phos_gate_token_ __attribute__((cleanup(phos_gate_leave), unused)) =	\
+		phos_gate_enter()
+
 /* ---- alloc.c: the process's allocation map ---------------------------- */
 void phos_map_add(uint64_t base, uint64_t size, int kind);
 /* Take the entry at base out of the map (-1 + ENOENT if untracked);
@@ -111,6 +136,35 @@ void phos_map_add(uint64_t base, uint64_t size, int kind);
 int phos_map_take(uint64_t base, struct phos_alloc *out);
 void phos_map_restore(const struct phos_alloc *a);
 void phos_map_del_range(uint64_t base, uint64_t size);
+
+/* ---- vmm.c: large allocations served as exportable VMM memory --------- */
+/* cuMemAlloc_v2 of size bytes as a POSIX-fd-exportable cuMemCreate mapped
+ * at a VA we reserve; an error means "not served": the caller falls back
+ * to the driver's cuMemAlloc. */
+CUresult phos_vmm_alloc(CUdeviceptr *dptr, size_t size);
+/* 1 if p is one of ours (freed, *r = the result), 0 if not. */
+int phos_vmm_free(CUdeviceptr p, CUresult *r);
+/* The range the app allocated around p if p is in one of ours: 1, else 0. */
+int phos_vmm_range(CUdeviceptr p, CUdeviceptr *base, size_t *size);
+/* App cuMemCreate: prop with POSIX fd export added, in *tmp; NULL if
+ * nothing to add. */
+const CUmemAllocationProp *phos_vmm_exportable(const CUmemAllocationProp *prop,
+					       CUmemAllocationProp *tmp);
+/* With the gate closed (gpuctl.c): sync, export every buffer (fds[i]
+ * for bufs[i]), unmap and release them; the VAs stay reserved.  Returns
+ * the count (0..max), -1 + errno and a message on failure (nothing
+ * detached then). */
+struct phos_gpubuf;
+int phos_vmm_detach(struct phos_gpubuf *bufs, int *fds, int max, char *msg, size_t msglen);
+/* Import fds[i] and map it at bufs[i].va.  0, or -1 with a message
+ * (buffers not matching one of ours, driver errors). */
+int phos_vmm_reattach(const struct phos_gpubuf *bufs, const int *fds, int n, char *msg,
+		      size_t msglen);
+bool phos_vmm_detached(void);
+
+/* ---- gpuctl.c: DETACH/REATTACH with phosd -------------------------------- */
+/* Handle phosd's DETACH or REATTACH signal (libphos thread). */
+void phos_gpuctl(int sigval);
 
 /* ---- capture.c ------------------------------------------------------- */
 /* True when stream capture may be under way somewhere in the process
@@ -163,5 +217,22 @@ void phos_sig_resolve(void);
 void phos_sig_redeliver(const siginfo_t *si);
 /* Called on libphos's own thread (not in a signal handler) for each SIGTERM. */
 void phos_on_sigterm(const siginfo_t *si);
+
+/* ---- graph.c ---------------------------------------------------------- */
+/* Visit each parameter's value (fn(ctx, value, offset, size)), given
+ * either as kernelParams or as an extra buffer (wset.c).  False if they
+ * cannot be read (a NULL value, an extra option we do not know, a buffer
+ * too short, no parameters given for a kernel that has some). */
+typedef void (*phos_param_fn)(void *ctx, const unsigned char *val, uint32_t off, uint32_t size);
+bool phos_params_each(const struct phos_param *p, unsigned np, void **kernel_params, void **extra,
+		      phos_param_fn fn, void *ctx);
+/* cuGraphLaunch: mark the exec's write set and count the launch when
+ * libphos walked it and knows it; false (nothing counted) otherwise, and
+ * for a stream that captures: the caller falls back to phos_write_launch. */
+bool phos_graph_launch(CUgraphExec g, bool per_thread, CUstream s);
+/* A kernel launch: mark what the recorded TMA descriptors among its
+ * 128-byte parameters address (nothing while s captures). */
+void phos_tma_launch(CUfunction f, bool per_thread, CUstream s, void **kernel_params,
+		     void **extra);
 
 #endif

@@ -153,21 +153,39 @@ static void on_phos_rt(int sig, siginfo_t *si, void *uc)
 	errno = saved;
 }
 
-/* Next signal forwarded to the libphos thread: 1, 0 on timeout, -1 + errno. */
+/* phosd's GPU DETACH/REATTACH: handled on the libphos thread wherever it
+ * reads the pipe (gpuctl.c).  True if si was one. */
+static bool gpu_signal(const siginfo_t *si)
+{
+	if (si->si_signo != SIGRTMIN + PHOS_SIGNAL_OFFSET || si->si_code != SI_QUEUE ||
+	    (si->si_value.sival_int != PHOS_SIGVAL_DETACH &&
+	     si->si_value.sival_int != PHOS_SIGVAL_REATTACH))
+		return false;
+	phos_gpuctl(si->si_value.sival_int);
+	return true;
+}
+
+/* Next signal forwarded to the libphos thread: 1, 0 on timeout, -1 + errno.
+ * GPU requests met meanwhile are handled, not returned. */
 int phos_sig_next(siginfo_t *si, int timeout_ms)
 {
 	struct pollfd p = { .fd = sig_pipe[0], .events = POLLIN };
-	int r = poll(&p, 1, timeout_ms);
-	ssize_t n;
 
-	if (r <= 0)
-		return r;
-	n = read(sig_pipe[0], si, sizeof(*si));
-	if (n == (ssize_t)sizeof(*si))
-		return 1;
-	if (n >= 0)
-		errno = EPIPE;
-	return -1;
+	for (;;) {
+		int r = poll(&p, 1, timeout_ms);
+		ssize_t n;
+
+		if (r <= 0)
+			return r;
+		n = read(sig_pipe[0], si, sizeof(*si));
+		if (n != (ssize_t)sizeof(*si)) {
+			if (n >= 0)
+				errno = EPIPE;
+			return -1;
+		}
+		if (!gpu_signal(si))
+			return 1;
+	}
 }
 
 void phos_sig_redeliver(const siginfo_t *si)
@@ -200,6 +218,8 @@ static void *sig_thread(void *arg)
 		if (n == (ssize_t)sizeof(si) && si.si_signo == SIGTERM) {
 			phos_on_sigterm(&si);
 			PHOS_COUNT(sigterms, 1);
+		} else if (n == (ssize_t)sizeof(si)) {
+			gpu_signal(&si);
 		} else if (n == 0 || (n < 0 && errno != EINTR)) {
 			break;
 		}

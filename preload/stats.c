@@ -49,8 +49,11 @@ __attribute__((destructor)) static void phos_stats_dump(void)
 	static const char *const names[] = {
 		"initialized", "launches", "graph_launches", "launches_captured",
 		"launches_unknown", "allocs", "frees", "bytes_allocated", "bytes_freed",
-		"maps", "unmaps", "copies", "memsets", "wset_marks", "map_entries",
+		"maps", "unmaps", "allocs_device", "allocs_host", "allocs_async", "allocs_create",
+		"vmm_allocs", "vmm_fallbacks", "vmm_owned", "vmm_exportable",
+		"detaches", "reattaches", "copies", "memsets", "wset_marks", "map_entries",
 		"gpa_lookups", "gpa_wrapped", "dlsym_wrapped", "slot_conflicts", "sigterms",
+		"graph_launches_known", "tma_marks",
 	};
 	_Static_assert(sizeof(names) / sizeof(names[0]) == sizeof(struct phos_stats) / sizeof(uint64_t),
 		       "one name per counter");

@@ -5,8 +5,9 @@
  * its destination range overlaps.  Pure functions over an amap: the
  * caller holds the map lock (for reading: marks are atomic adds).
  *
- * Misses, by design for now: pointers stored in device memory, TMA
- * descriptors, graphs (callers mark those launches unknown).
+ * Misses, by design for now: pointers stored in device memory.  TMA
+ * descriptors and graphs are graph.c's (it walks parameters with
+ * phos_params_each, the same walk as phos_wset_scan).
  */
 #include "config.h"
 
@@ -66,40 +67,54 @@ static void *extra_buffer(void **extra, size_t *size)
 	return buf;
 }
 
-void phos_wset_scan(const struct phos_amap *m, struct phos_wset *ws, const struct phos_param *p,
-		    unsigned np, void **kernel_params, void **extra)
+bool phos_params_each(const struct phos_param *p, unsigned np, void **kernel_params, void **extra,
+		      phos_param_fn fn, void *ctx)
 {
 	unsigned i;
 
 	if (kernel_params) {
-		for (i = 0; i < np; i++) {
-			if (!kernel_params[i]) {
-				ws->unknown = true;
-				return;
-			}
-			scan_bytes(m, ws, kernel_params[i], p[i].offset, p[i].size);
-		}
-		return;
+		for (i = 0; i < np; i++)
+			if (!kernel_params[i])
+				return false;
+		for (i = 0; i < np; i++)
+			fn(ctx, kernel_params[i], p[i].offset, p[i].size);
+		return true;
 	}
 	if (extra) {
 		size_t bsize;
 		const unsigned char *buf = extra_buffer(extra, &bsize);
 
-		if (!buf) {
-			ws->unknown = true;
-			return;
-		}
-		for (i = 0; i < np; i++) {
-			if ((size_t)p[i].offset + p[i].size > bsize) {
-				ws->unknown = true;
-				return;
-			}
-			scan_bytes(m, ws, buf + p[i].offset, p[i].offset, p[i].size);
-		}
-		return;
+		if (!buf)
+			return false;
+		for (i = 0; i < np; i++)
+			if ((size_t)p[i].offset + p[i].size > bsize)
+				return false;
+		for (i = 0; i < np; i++)
+			fn(ctx, buf + p[i].offset, p[i].offset, p[i].size);
+		return true;
 	}
-	if (np)
-		ws->unknown = true;	/* parameters we were not given */
+	return np == 0;		/* parameters we were not given */
+}
+
+struct scan_ctx {
+	const struct phos_amap *m;
+	struct phos_wset *ws;
+};
+
+static void scan_one(void *ctx, const unsigned char *val, uint32_t off, uint32_t size)
+{
+	struct scan_ctx *c = ctx;
+
+	scan_bytes(c->m, c->ws, val, off, size);
+}
+
+void phos_wset_scan(const struct phos_amap *m, struct phos_wset *ws, const struct phos_param *p,
+		    unsigned np, void **kernel_params, void **extra)
+{
+	struct scan_ctx c = { m, ws };
+
+	if (!phos_params_each(p, np, kernel_params, extra, scan_one, &c))
+		ws->unknown = true;
 }
 
 void phos_wset_range(const struct phos_amap *m, struct phos_wset *ws, uint64_t base, uint64_t size)

@@ -17,15 +17,10 @@
 #include <unistd.h>
 
 #include "fakecuda.h"
+#include "fakeint.h"
 
 #undef cuGetProcAddress
 #undef cuMemAlloc
-
-#define EXPORT __attribute__((visibility("default")))
-/* declare and define an exported entry point */
-#define FAKE(name, params) \
-	EXPORT CUresult name params; \
-	EXPORT CUresult name params
 
 /* ---- call counts ------------------------------------------------------ */
 
@@ -36,7 +31,7 @@ static struct {
 } calls[MAXCALLS];
 static pthread_mutex_t calls_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void hit(const char *name)
+void hit(const char *name)
 {
 	int i;
 
@@ -121,6 +116,7 @@ FAKE(cuDeviceGet, (CUdevice *d, int ordinal))
 }
 
 static int the_ctx;
+static __thread CUcontext cur_ctx;	/* current on this thread, as in the driver */
 FAKE(cuCtxCreate_v4, (CUcontext *ctx, CUctxCreateParams *p, unsigned int flags, CUdevice d))
 {
 	(void)p;
@@ -128,6 +124,7 @@ FAKE(cuCtxCreate_v4, (CUcontext *ctx, CUctxCreateParams *p, unsigned int flags, 
 	if (!ctx || d != 0)
 		return CUDA_ERROR_INVALID_VALUE;
 	*ctx = (CUcontext)&the_ctx;
+	cur_ctx = *ctx;
 	hit("cuCtxCreate_v4");
 	return CUDA_SUCCESS;
 }
@@ -139,6 +136,33 @@ FAKE(cuCtxDestroy_v2, (CUcontext ctx))
 
 FAKE(cuCtxSynchronize, (void))
 {
+	hit("cuCtxSynchronize");
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuCtxGetCurrent, (CUcontext *ctx))
+{
+	if (!ctx)
+		return CUDA_ERROR_INVALID_VALUE;
+	*ctx = cur_ctx;
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuCtxSetCurrent, (CUcontext ctx))
+{
+	if (ctx && ctx != (CUcontext)&the_ctx)
+		return CUDA_ERROR_INVALID_CONTEXT;
+	cur_ctx = ctx;
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuCtxGetDevice, (CUdevice *d))
+{
+	if (!d)
+		return CUDA_ERROR_INVALID_VALUE;
+	if (!cur_ctx)
+		return CUDA_ERROR_INVALID_CONTEXT;
+	*d = 0;
 	return CUDA_SUCCESS;
 }
 
@@ -264,6 +288,12 @@ struct vmm {
 	size_t size;
 };
 
+static int last_handle_types;
+EXPORT int fakecuda_last_handle_types(void)
+{
+	return __atomic_load_n(&last_handle_types, __ATOMIC_SEQ_CST);
+}
+
 FAKE(cuMemGetAllocationGranularity, (size_t *g, const CUmemAllocationProp *prop,
 				     CUmemAllocationGranularity_flags opt))
 {
@@ -284,6 +314,7 @@ FAKE(cuMemCreate, (CUmemGenericAllocationHandle *h, size_t size, const CUmemAllo
 	hit("cuMemCreate");
 	if (!h || !prop || size == 0)
 		return CUDA_ERROR_INVALID_VALUE;
+	__atomic_store_n(&last_handle_types, (int)prop->requestedHandleTypes, __ATOMIC_SEQ_CST);
 	v = malloc(sizeof(*v));
 	if (!v)
 		return CUDA_ERROR_OUT_OF_MEMORY;
@@ -434,6 +465,46 @@ FAKE(cuMemcpyDtoH_v2, (void *d, CUdeviceptr s, size_t n))
 	hit("cuMemcpyDtoH_v2");
 	memcpy(d, P(s), n);
 	return CUDA_SUCCESS;
+}
+
+FAKE(cuMemcpyDtoHAsync_v2, (void *d, CUdeviceptr s, size_t n, CUstream st))
+{
+	(void)st;
+	hit("cuMemcpyDtoHAsync_v2");
+	memcpy(d, P(s), n);
+	return CUDA_SUCCESS;
+}
+
+/* The fake keeps no ranges: any pointer is its own one-byte range (so a
+ * test sees whether libphos answered instead). */
+FAKE(cuMemGetAddressRange_v2, (CUdeviceptr *base, size_t *size, CUdeviceptr p))
+{
+	hit("cuMemGetAddressRange_v2");
+	if (base)
+		*base = p;
+	if (size)
+		*size = 1;
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuPointerGetAttribute, (void *data, CUpointer_attribute attr, CUdeviceptr p))
+{
+	hit("cuPointerGetAttribute");
+	if (!data)
+		return CUDA_ERROR_INVALID_VALUE;
+	switch (attr) {
+	case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR:
+		*(CUdeviceptr *)data = p;
+		return CUDA_SUCCESS;
+	case CU_POINTER_ATTRIBUTE_RANGE_SIZE:
+		*(size_t *)data = 1;
+		return CUDA_SUCCESS;
+	case CU_POINTER_ATTRIBUTE_MEMORY_TYPE:
+		*(unsigned int *)data = CU_MEMORYTYPE_DEVICE;
+		return CUDA_SUCCESS;
+	default:
+		return CUDA_ERROR_INVALID_VALUE;
+	}
 }
 
 FAKE(cuMemcpyDtoD_v2, (CUdeviceptr d, CUdeviceptr s, size_t n))
@@ -625,6 +696,11 @@ static CUresult run(CUfunction f, void **kp, void **extra)
 	return CUDA_SUCCESS;
 }
 
+CUresult fakecuda_run(CUfunction f, void **kp, void **extra)
+{
+	return run(f, kp, extra);
+}
+
 #define LAUNCH_P (CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, \
 		  unsigned bz, unsigned shm, CUstream s, void **kp, void **extra)
 FAKE(cuLaunchKernel, LAUNCH_P)
@@ -658,10 +734,8 @@ FAKE(cuLaunchCooperativeKernel, (CUfunction f, unsigned gx, unsigned gy, unsigne
 
 FAKE(cuGraphLaunch, (CUgraphExec g, CUstream s))
 {
-	(void)g;
-	(void)s;
 	hit("cuGraphLaunch");
-	return CUDA_SUCCESS;
+	return fakegraph_launch(g, s);	/* fakegraph.c */
 }
 
 FAKE(cuStreamIsCapturing, (CUstream s, CUstreamCaptureStatus *st))
@@ -748,6 +822,18 @@ static const struct {
 	{ "cuGetProcAddress", 11030, 0, "cuGetProcAddress" },
 	{ "cuGetProcAddress", 12000, 0, "cuGetProcAddress_v2" },
 	{ "cuGetExportTable", 3000, 0, "cuGetExportTable" },
+	/* fakegraph.c */
+	{ "cuGraphLaunch", 10000, 0, "cuGraphLaunch" },
+	{ "cuGraphInstantiate", 11000, 0, "cuGraphInstantiate_v2" },
+	{ "cuGraphInstantiateWithFlags", 11040, 0, "cuGraphInstantiateWithFlags" },
+	{ "cuGraphInstantiateWithParams", 12000, 0, "cuGraphInstantiateWithParams" },
+	{ "cuGraphInstantiateWithParams", 12000, 1, "cuGraphInstantiateWithParams_ptsz" },
+	{ "cuGraphExecDestroy", 10000, 0, "cuGraphExecDestroy" },
+	{ "cuGraphExecKernelNodeSetParams", 12000, 0, "cuGraphExecKernelNodeSetParams_v2" },
+	{ "cuGraphExecMemsetNodeSetParams", 10020, 0, "cuGraphExecMemsetNodeSetParams" },
+	{ "cuGraphExecChildGraphNodeSetParams", 11010, 0, "cuGraphExecChildGraphNodeSetParams" },
+	{ "cuGraphExecUpdate", 12000, 0, "cuGraphExecUpdate_v2" },
+	{ "cuTensorMapEncodeTiled", 12000, 0, "cuTensorMapEncodeTiled" },
 };
 
 /* the fake's own entry points by name: dlsym here would be libphos's */
@@ -823,7 +909,7 @@ EXPORT void *fakecuda_sym(const char *name)
 	for (i = 0; i < sizeof(syms) / sizeof(syms[0]); i++)
 		if (strcmp(syms[i].name, name) == 0)
 			return syms[i].fn;
-	return NULL;
+	return fakegraph_sym(name);
 }
 
 static CUresult lookup(const char *sym, void **pfn, int ver, cuuint64_t flags,

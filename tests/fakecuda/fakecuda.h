@@ -38,6 +38,13 @@ void fakecuda_set_capturing(int on);
  * whose lookups return pointers of their own. */
 void fakecuda_set_gpa_internal(int n);
 
+/* requestedHandleTypes of the last cuMemCreate the fake saw. */
+int fakecuda_last_handle_types(void);
+
+/* The global address a fake cuTensorMapEncode* put in m (fakegraph.c:
+ * stored encoded, so no word of m equals it). */
+void *fakecuda_tma_address(const CUtensorMap *m);
+
 /* The fake's own address of an exported entry point (not libphos's). */
 void *fakecuda_sym(const char *name);
 

@@ -47,7 +47,7 @@ log_target: stderr
 keep_generations: 1
 checkpoint_timeout: ${CKPT_TIMEOUT:-300}
 YAML
-	PHOS_RESTORE_HELPER=$PHOS_BIN/phos-restore PHOS_DEBUG=1 \
+	PHOS_RESTORE_HELPER=$PHOS_BIN/phos-restore PHOS_GPU_HELPER=$PHOS_BIN/phos-gpu PHOS_DEBUG=1 \
 		LD_LIBRARY_PATH=$PHOS_LIB setsid "$PHOS_BIN/phosd" -f -c "$W/phos.yaml" \
 		</dev/null >>"$LOG_DIR/phosd.log" 2>&1 &
 	PHOSD_PID=$!
@@ -59,6 +59,10 @@ YAML
 	log "phosd did not start:"; tail -20 "$LOG_DIR/phosd.log"
 	return 1
 }
+
+# "${UNDER_LIBPHOS[@]}" CMD...: CMD with libphos.so preloaded as the SPANK
+# plugin sets it up (checkpointing on: large buffers served as exportable VMM)
+UNDER_LIBPHOS=(env LD_PRELOAD="$PHOS_BIN/libphos.so" PHOS_CHECKPOINT=1 PHOS_SOCKET="$SOCK")
 
 stop_phosd() { [ -n "${PHOSD_PID:-}" ] && kill "$PHOSD_PID" 2>/dev/null; }
 

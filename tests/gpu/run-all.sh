@@ -122,6 +122,51 @@ else
 	fail "d: leave-running checkpoint failed"; kill -9 "$APP_PID" 2>/dev/null
 fi
 
+# ---- the fast path (DESIGN.md §4): libphos owns the large buffers, phosd
+# takes them out before the driver checkpoint and saves them itself
+fast_lines() {	# what phosd and phos-restore said about the buffers
+	grep -E 'GPU buffer|stay attached|phos-gpu' "$LOG_DIR/phosd.log" | tail -n "${1:-6}" | sed 's/^/  /'
+}
+log "=== (f) fast path, CUDA C under libphos: stop checkpoint + restore"
+mark=$(wc -l <"$LOG_DIR/phosd.log")
+exact_stop f_fast 60 "${UNDER_LIBPHOS[@]}" "$BIN/app_state" 6 64 40 100
+fast_lines 8
+if tail -n +"$mark" "$LOG_DIR/phosd.log" | grep -q 'GPU buffer(s), .* detached' &&
+   tail -n +"$mark" "$LOG_DIR/phosd.log" | grep -q 'took its .* GPU buffer'; then
+	pass "f: the buffers were detached, saved by phosd and reattached at their addresses after restore"
+else
+	fail "f: no detach/reattach in the phosd log (the fast path was not taken)"
+fi
+log "=== (g) fast path, leave-running: the original gets its buffers back and goes on exactly"
+d=$W/g_fast; mkdir -p "$d"
+"${UNDER_LIBPHOS[@]}" "$BIN/app_state" 4 64 50 100 >"$d/ref.out" 2>&1
+start_app "$d/a.out" "${UNDER_LIBPHOS[@]}" "$BIN/app_state" 4 64 50 100
+if wait_for "$d/a.out" '^iter 10 ' 60 && ckpt "$APP_PID" --leave-running; then
+	fast_lines 4
+	wait_for "$d/a.out" '^DONE' 60
+	if same_as_ref g_orig "$d/a.out" "$d/ref.out"; then
+		pass "g: original continued exactly after detach + leave-running checkpoint + reattach ($CKPT_LINE)"
+	else
+		fail "g: original after the fast leave-running checkpoint"; tail -5 "$d/a.out"
+	fi
+	wait "$APP_PID" 2>/dev/null
+	if restore "$IMG" "$d/b.out" && wait_for "$d/b.out" '^DONE' 60 && suffix_of_ref g_copy "$d/b.out" "$d/ref.out"; then
+		pass "g: its image restores exactly (buffers loaded by phos-gpu)"
+	else
+		fail "g: restore of the fast leave-running image"; tail -20 "$d/b.out"
+	fi
+	rm -rf "$IMG"
+else
+	fail "g: leave-running checkpoint under libphos failed"; tail -5 "$d/a.out"; kill -9 "$APP_PID" 2>/dev/null
+fi
+log "=== (h) fast path, PyTorch GPT training under libphos: stop checkpoint + restore"
+if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+	exact_stop h_torch 180 "${UNDER_LIBPHOS[@]}" python3 "$here/train.py" 40 0.1
+	fast_lines 6
+else
+	fail "h_torch: no PyTorch with CUDA here"
+fi
+
 log "=== lock timeout: a kernel that outlasts checkpoint_timeout"
 # restart phosd with a 1 s checkpoint_timeout; app_bench runs 3 s kernels
 stop_phosd; sleep 0.5
@@ -153,6 +198,20 @@ CKPT_TIMEOUT=300 start_phosd
 if [ "${NO_BENCH:-0}" != 1 ]; then
 	log "=== bench"
 	PHOS_GPU_LIB_LOADED=1 BENCH_BIN=$BIN/app_bench . "$top/bench/bench.sh"
+fi
+
+if [ "${COUNTS:-1}" != 0 ]; then
+	log "=== counts: libphos's launches and allocations vs CUPTI (tests/gpu/counts.sh)"
+	if W=$W LOG_DIR=$LOG_DIR PHOS_BIN=$PHOS_BIN ARCH=$ARCH bash "$here/counts.sh"; then
+		pass "counts: libphos's launch and allocation counts equal the ground truth ($LOG_DIR/counts.log)"
+	else
+		fail "counts: see $LOG_DIR/counts.log"
+	fi
+fi
+if [ "${NO_BENCH:-0}" != 1 ]; then
+	log "=== bench: libphos overhead per launch and per PyTorch step (bench/overhead.sh)"
+	W=$W LOG_DIR=$LOG_DIR PHOS_BIN=$PHOS_BIN ARCH=$ARCH bash "$top/bench/overhead.sh" ||
+		fail "overhead bench: a run crashed or did not build ($LOG_DIR/overhead.log)"
 fi
 
 grep -E 'CUDA state|GPU state|gpu|refused' "$LOG_DIR/phosd.log" | tail -40 >"$LOG_DIR/phosd-gpu-lines.log"

@@ -1,0 +1,373 @@
+/*
+ * gpu.c - phosd holds a process's large GPU buffers across a checkpoint
+ * (gpu.h, doc/protocol.md "GPU memory: detach and reattach").
+ *
+ * One pending request per pid in `slots`: a checkpoint thread adds it,
+ * signals the process and waits on `cond`; the client thread serving the
+ * process's GPU_DETACH / GPU_REATTACH finds it by SO_PEERCRED pid,
+ * completes it and wakes the waiter.  A request the waiter gave up on is
+ * gone from the table, so a late message is refused and libphos keeps
+ * (or maps again) its own buffers.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gpu.h"
+#include "log.h"
+#include "server.h"
+#include "util.h"
+
+enum slot_state { WAIT_DETACH, DETACHED, REFUSED, OFFERED, TAKEN };
+
+struct slot {
+	pid_t pid;
+	enum slot_state st;
+	struct gpu_hold *h;
+	char msg[256];
+	struct slot *next;
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+static struct slot *slots;
+
+void gpu_hold_init(struct gpu_hold *h)
+{
+	memset(h, 0, sizeof(*h));
+	for (int i = 0; i < PHOS_GPUBUF_MAX; i++)
+		h->fds[i] = -1;
+}
+
+void gpu_hold_release(struct gpu_hold *h)
+{
+	for (int i = 0; i < h->n; i++)
+		phos_closep(&h->fds[i]);
+	h->n = 0;
+	h->bytes = 0;
+}
+
+const char *gpu_helper(void)
+{
+	const char *p = getenv("PHOS_GPU_HELPER");
+
+	return p && *p ? p : PHOS_GPU_BIN;
+}
+
+static struct slot *slot_find(pid_t pid, enum slot_state st)
+{
+	for (struct slot *s = slots; s; s = s->next)
+		if (s->pid == pid && s->st == st)
+			return s;
+	return NULL;
+}
+
+static void slot_remove(struct slot *x)
+{
+	for (struct slot **p = &slots; *p; p = &(*p)->next)
+		if (*p == x) {
+			*p = x->next;
+			return;
+		}
+}
+
+/* Signal pid with value, wait (lock held) while s->st == from. */
+static int post_and_wait(struct slot *s, int value, enum slot_state from, unsigned timeout_ms)
+{
+	union sigval v = { .sival_int = value };
+	struct timespec end;
+	int r = 0;
+
+	clock_gettime(CLOCK_REALTIME, &end);
+	end.tv_sec += timeout_ms / 1000;
+	end.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (end.tv_nsec >= 1000000000L) {
+		end.tv_sec++;
+		end.tv_nsec -= 1000000000L;
+	}
+	if (sigqueue(s->pid, SIGRTMIN + PHOS_SIGNAL_OFFSET, v) < 0)
+		return -1;
+	while (s->st == from && r == 0)
+		r = pthread_cond_timedwait(&cond, &lock, &end);
+	if (s->st == from) {
+		errno = ETIMEDOUT;
+		return -1;
+	}
+	return 0;
+}
+
+int gpu_detach(pid_t pid, unsigned timeout_ms, struct gpu_hold *h, struct phos_err *e)
+{
+	struct slot s = { .pid = pid, .st = WAIT_DETACH, .h = h };
+	int rc;
+
+	gpu_hold_init(h);
+	h->pid = pid;
+	pthread_mutex_lock(&lock);
+	if (slot_find(pid, WAIT_DETACH) || slot_find(pid, OFFERED)) {
+		pthread_mutex_unlock(&lock);
+		return phos_errnof(e, EBUSY, "another GPU detach or reattach of pid %d is under way",
+				   (int)pid) + 1;
+	}
+	s.next = slots;
+	slots = &s;
+	if (post_and_wait(&s, PHOS_SIGVAL_DETACH, WAIT_DETACH, timeout_ms) < 0) {
+		int err = errno;
+
+		slot_remove(&s);
+		pthread_mutex_unlock(&lock);
+		return phos_errnof(e, err, "libphos of pid %d did not hand its GPU buffers over (%s)",
+				   (int)pid, err == ETIMEDOUT ? "no answer" : strerror(err)) + 1;
+	}
+	slot_remove(&s);
+	pthread_mutex_unlock(&lock);
+	if (s.st == REFUSED) {
+		phos_errf(e, "libphos of pid %d: %s", (int)pid, s.msg);
+		return 0;
+	}
+	rc = h->n > 0;
+	if (!rc)
+		phos_errf(e, "pid %d has no large GPU buffers", (int)pid);
+	return rc;
+}
+
+int gpu_reattach(struct gpu_hold *h, pid_t pid, unsigned timeout_ms, struct phos_err *e)
+{
+	struct slot s = { .pid = pid, .st = OFFERED, .h = h };
+	int rc = 0;
+
+	pthread_mutex_lock(&lock);
+	s.next = slots;
+	slots = &s;
+	if (post_and_wait(&s, PHOS_SIGVAL_REATTACH, OFFERED, timeout_ms) < 0)
+		rc = phos_errnof(e, errno, "pid %d did not take its GPU buffers back: %s", (int)pid,
+				 errno == ETIMEDOUT ? "no answer" : strerror(errno));
+	else if (s.st != TAKEN)
+		rc = phos_errf(e, "pid %d could not take its GPU buffers back: %s", (int)pid, s.msg);
+	slot_remove(&s);
+	pthread_mutex_unlock(&lock);
+	return rc;
+}
+
+/* The GPUBUFS records of m, checked against its fds; -1 with msg. */
+static int parse_bufs(struct phos_msg *m, struct gpu_hold *h, char *msg, size_t len)
+{
+	const void *blob;
+	size_t n;
+
+	if (phos_msg_get_blob(m, PHOS_A_GPUBUFS, &blob, &n) < 0 || n % PHOS_GPUBUF_LEN ||
+	    n / PHOS_GPUBUF_LEN != (size_t)m->nfds) {
+		snprintf(msg, len, "malformed GPU_DETACH (%zu record bytes for %d fds)", n, m->nfds);
+		return -1;
+	}
+	h->n = m->nfds;
+	h->bytes = 0;
+	for (int i = 0; i < h->n; i++) {
+		phos_gpubuf_get((const uint8_t *)blob + (size_t)i * PHOS_GPUBUF_LEN, &h->bufs[i]);
+		h->fds[i] = m->fds[i];	/* ours now */
+		m->fds[i] = -1;
+		h->bytes += h->bufs[i].size;
+	}
+	m->nfds = 0;
+	return 0;
+}
+
+/* phos-restore (root) offers buffers it loaded for the restored PID. */
+static void offer(struct client *c, struct phos_msg *req, pid_t pid)
+{
+	struct phos_err e = { 0 };
+	struct gpu_hold *h = malloc(sizeof(*h));
+	char msg[256];
+
+	if (!h) {
+		client_reply(c, req->seq, ENOMEM, "out of memory");
+		return;
+	}
+	gpu_hold_init(h);
+	if (parse_bufs(req, h, msg, sizeof(msg)) < 0) {
+		client_reply(c, req->seq, EBADMSG, "%s", msg);
+	} else if (gpu_reattach(h, pid, 60000, &e) < 0) {
+		log_err("GPU buffers for restored pid %d: %s", (int)pid, e.msg);
+		client_reply(c, req->seq, EIO, "%s", e.msg);
+	} else {
+		log_info("restored pid %d took its %d GPU buffer(s) (%" PRIu64 " bytes)", (int)pid,
+			 h->n, h->bytes);
+		client_reply(c, req->seq, 0, NULL);
+	}
+	gpu_hold_release(h);
+	free(h);
+}
+
+void handle_gpu_detach(struct client *c, struct phos_msg *req)
+{
+	uint64_t err = 0, v;
+	struct slot *s;
+	const char *why = NULL;
+
+	if (c->remote) {
+		client_reply(c, req->seq, EPERM, "GPU buffers are handed over on the local socket only");
+		return;
+	}
+	if (c->uid == 0 && phos_msg_get_u64(req, PHOS_A_PID, &v) == 0 && (pid_t)v != c->pid) {
+		offer(c, req, (pid_t)v);
+		return;
+	}
+	phos_msg_get_u64(req, PHOS_A_ERRNO, &err);
+	pthread_mutex_lock(&lock);
+	s = slot_find(c->pid, WAIT_DETACH);
+	if (!s) {
+		pthread_mutex_unlock(&lock);
+		client_reply(c, req->seq, EAGAIN, "no GPU detach of pid %d is under way",
+			     (int)c->pid);
+		return;
+	}
+	if (err) {
+		phos_msg_get_str(req, PHOS_A_MSG, &why);
+		snprintf(s->msg, sizeof(s->msg), "%s", why ? why : strerror((int)err));
+		s->st = REFUSED;
+	} else if (parse_bufs(req, s->h, s->msg, sizeof(s->msg)) < 0) {
+		s->st = REFUSED;
+	} else if (client_reply(c, req->seq, 0, NULL) < 0) {
+		/* libphos maps its own copies again: we must not keep ours */
+		gpu_hold_release(s->h);
+		snprintf(s->msg, sizeof(s->msg), "the answer to its GPU_DETACH could not be sent");
+		s->st = REFUSED;
+		pthread_cond_broadcast(&cond);
+		pthread_mutex_unlock(&lock);
+		return;
+	} else {
+		s->st = DETACHED;
+		pthread_cond_broadcast(&cond);
+		pthread_mutex_unlock(&lock);
+		return;
+	}
+	pthread_cond_broadcast(&cond);
+	pthread_mutex_unlock(&lock);
+	client_reply(c, req->seq, 0, NULL);
+}
+
+void handle_gpu_reattach(struct client *c, struct phos_msg *req)
+{
+	static uint8_t blob[PHOS_GPUBUF_MAX * PHOS_GPUBUF_LEN];
+	struct phos_msg *m;
+	struct slot *s;
+	int r = -1;
+
+	pthread_mutex_lock(&lock);
+	s = c->remote ? NULL : slot_find(c->pid, OFFERED);
+	if (!s) {
+		pthread_mutex_unlock(&lock);
+		client_reply(c, req->seq, ENOENT, "phosd holds no GPU buffers for pid %d",
+			     (int)c->pid);
+		return;
+	}
+	for (int i = 0; i < s->h->n; i++)
+		phos_gpubuf_put(blob + (size_t)i * PHOS_GPUBUF_LEN, &s->h->bufs[i]);
+	m = phos_reply_new(req->seq, 0, NULL);
+	if (m && phos_msg_put_blob(m, PHOS_A_GPUBUFS, blob, (size_t)s->h->n * PHOS_GPUBUF_LEN) == 0)
+		r = phos_msg_send(c->fd, m, s->h->fds, s->h->n);
+	phos_msg_free(m);
+	if (r == 0) {
+		s->st = TAKEN;
+	} else {
+		snprintf(s->msg, sizeof(s->msg), "sending the buffers failed: %s", strerror(errno));
+		s->st = REFUSED;
+	}
+	pthread_cond_broadcast(&cond);
+	pthread_mutex_unlock(&lock);
+}
+
+int gpu_save(const struct gpu_hold *h, int dir_fd, pid_t tag, struct phos_err *e)
+{
+	char tagstr[32], errbuf[512] = "";
+	int in[2], errp[2], st;
+	uint64_t t0 = phos_now_ms();
+	pid_t c;
+
+	snprintf(tagstr, sizeof(tagstr), "%d", (int)tag);
+	if (pipe2(in, O_CLOEXEC) < 0)
+		return phos_errf(e, "pipe: %s", strerror(errno));
+	if (pipe2(errp, O_CLOEXEC) < 0) {
+		close(in[0]);
+		close(in[1]);
+		return phos_errf(e, "pipe: %s", strerror(errno));
+	}
+	c = fork();
+	if (c < 0) {
+		close(in[0]);
+		close(in[1]);
+		close(errp[0]);
+		close(errp[1]);
+		return phos_errf(e, "fork: %s", strerror(errno));
+	}
+	if (c == 0) {
+		sigset_t none;
+		int base = 3 + PHOS_GPUBUF_MAX;
+
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		/* move everything out of 3..3+n first, then into place */
+		int din = fcntl(in[0], F_DUPFD, base), derr = fcntl(errp[1], F_DUPFD, base),
+		    ddir = fcntl(dir_fd, F_DUPFD, base);
+		int moved[PHOS_GPUBUF_MAX];
+
+		for (int i = 0; i < h->n; i++)
+			moved[i] = fcntl(h->fds[i], F_DUPFD, base);
+		if (din < 0 || derr < 0 || ddir < 0 || dup2(din, 0) < 0 || dup2(derr, 2) < 0 ||
+		    fchdir(ddir) < 0)
+			_exit(127);
+		for (int i = 0; i < h->n; i++)
+			if (moved[i] < 0 || dup2(moved[i], 3 + i) < 0)
+				_exit(127);
+		execl(gpu_helper(), "phos-gpu", "save", tagstr, (char *)NULL);
+		dprintf(2, "cannot run %s: %s", gpu_helper(), strerror(errno));
+		_exit(127);
+	}
+	close(in[0]);
+	close(errp[1]);
+	for (int i = 0; i < h->n; i++)
+		dprintf(in[1], "%#" PRIx64 " %" PRIu64 " %u\n", h->bufs[i].va, h->bufs[i].size,
+			h->bufs[i].dev);
+	close(in[1]);
+	/* read to EOF (a chatty helper must not block on a full pipe), keep
+	 * the last bytes */
+	ssize_t n = 0, r;
+	char tmp[512];
+	while ((r = read(errp[0], tmp, sizeof(tmp))) > 0 || (r < 0 && errno == EINTR)) {
+		if (r <= 0)
+			continue;
+		if ((size_t)(n + r) > sizeof(errbuf) - 1) {
+			size_t keep = sizeof(errbuf) - 1 - (size_t)r < (size_t)n ?
+				      sizeof(errbuf) - 1 - (size_t)r : (size_t)n;
+			memmove(errbuf, errbuf + n - keep, keep);
+			n = (ssize_t)keep;
+		}
+		memcpy(errbuf + n, tmp, (size_t)r);
+		n += r;
+	}
+	errbuf[n] = '\0';
+	close(errp[0]);
+	while (waitpid(c, &st, 0) < 0 && errno == EINTR)
+		;
+	/* the helper's last line says what happened */
+	while (n > 0 && errbuf[n - 1] == '\n')
+		errbuf[--n] = '\0';
+	char *last = strrchr(errbuf, '\n');
+	const char *why = last ? last + 1 : errbuf;
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		return phos_errf(e, "saving the GPU buffers of pid %d failed: %s", (int)tag,
+				 why[0] ? why : "phos-gpu died");
+	log_info("pid %d: %d GPU buffer(s), %" PRIu64 " bytes saved in %" PRIu64 " ms (%s)", (int)tag,
+		 h->n, h->bytes, phos_now_ms() - t0, why);
+	return 0;
+}

@@ -1,0 +1,51 @@
+/*
+ * gpu.h - phosd's side of GPU memory detach/reattach (doc/protocol.md,
+ * "GPU memory: detach and reattach").
+ *
+ *   gpu_detach(pid)      DETACH signal, wait for the pid's GPU_DETACH:
+ *                        phosd then holds its large buffers (fds)
+ *   gpu_save(hold, dir)  phos-gpu save: the buffers into the image
+ *   gpu_reattach(hold)   REATTACH signal, hand them back on GPU_REATTACH
+ *   gpu_hold_release()   close the fds (the memory goes with the last)
+ *
+ * The handlers run on client threads; a checkpoint thread waits in
+ * gpu_detach/gpu_reattach for them (one pending request per pid).
+ */
+#ifndef PHOS_GPU_H
+#define PHOS_GPU_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "err.h"
+#include "proto.h"
+
+struct client;
+
+struct gpu_hold {
+	pid_t pid;		/* the process they belong to (phosd's pid namespace) */
+	int n;
+	struct phos_gpubuf bufs[PHOS_GPUBUF_MAX];
+	int fds[PHOS_GPUBUF_MAX];
+	uint64_t bytes;
+};
+
+void gpu_hold_init(struct gpu_hold *h);
+void gpu_hold_release(struct gpu_hold *h);
+
+/* 1: h holds pid's buffers (n > 0); 0: nothing detached (why in e: the
+ * caller checkpoints with the buffers attached). */
+int gpu_detach(pid_t pid, unsigned timeout_ms, struct gpu_hold *h, struct phos_err *e);
+/* Hand h back to pid; 0 once it took them, -1 + e (h unchanged). */
+int gpu_reattach(struct gpu_hold *h, pid_t pid, unsigned timeout_ms, struct phos_err *e);
+/* Write h's buffers into dir_fd (gpumem-TAG.map, gpumem-TAG-N.bin) with
+ * the phos-gpu helper. */
+int gpu_save(const struct gpu_hold *h, int dir_fd, pid_t tag, struct phos_err *e);
+
+/* The phos-gpu helper: $PHOS_GPU_HELPER or the installed one. */
+const char *gpu_helper(void);
+
+void handle_gpu_detach(struct client *c, struct phos_msg *req);
+void handle_gpu_reattach(struct client *c, struct phos_msg *req);
+
+#endif

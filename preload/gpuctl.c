@@ -1,0 +1,200 @@
+/*
+ * gpuctl.c - the GPU side of the control channel with phosd
+ * (doc/protocol.md, "GPU memory: detach and reattach").
+ *
+ * phosd sends SIGRTMIN+PHOS_SIGNAL_OFFSET with PHOS_SIGVAL_DETACH or
+ * PHOS_SIGVAL_REATTACH; signal.c forwards it to the libphos thread, which
+ * runs phos_gpuctl().  Each exchange is one connection to phosd, closed
+ * before the call returns: nothing of phosd is left in the process when
+ * CRIU dumps it, and a restored process simply connects to the phosd of
+ * its new node.
+ *
+ *   DETACH:   close the gate (new CUDA calls wait in the hooks, running
+ *             ones drain) -> sync, export, unmap, release (vmm.c) ->
+ *             GPU_DETACH {GPUBUFS} + fds -> REPLY.  ERRNO 0: phosd holds
+ *             the memory; the gate stays closed until REATTACH.
+ *             Anything else (or no phosd): map the buffers again from our
+ *             own fds, open the gate: the process is as before, and phosd
+ *             checkpoints it with its buffers attached (stop-the-world).
+ *             A failure before the hand-over is reported in GPU_DETACH
+ *             itself (ERRNO + MSG, no buffers).
+ *   REATTACH: GPU_REATTACH -> REPLY {GPUBUFS} + fds -> import, map at the
+ *             same addresses -> open the gate.  A process that cannot
+ *             get its memory back must not run on: message on stderr,
+ *             abort().
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "phos_int.h"
+#include "../common/proto.h"
+
+int phos_ctl_connect(void);	/* ctl.c */
+
+#define GATE_TIMEOUT_MS 10000
+#define REPLY_TIMEOUT_MS 60000
+
+static int bufs_put(struct phos_msg *m, const struct phos_gpubuf *b, int n)
+{
+	uint8_t *blob = malloc((size_t)(n ? n : 1) * PHOS_GPUBUF_LEN);
+	int r;
+
+	if (!blob)
+		return -1;
+	for (int i = 0; i < n; i++)
+		phos_gpubuf_put(blob + (size_t)i * PHOS_GPUBUF_LEN, &b[i]);
+	r = phos_msg_put_blob(m, PHOS_A_GPUBUFS, blob, (size_t)n * PHOS_GPUBUF_LEN);
+	free(blob);
+	return r;
+}
+
+/* Send m (with fds) and read phosd's REPLY: its ERRNO (0 = success), or
+ * -1 if there was no usable answer.  *reply is kept when asked for. */
+static int exchange(struct phos_msg *m, const int *fds, int nfds, struct phos_msg **reply)
+{
+	struct phos_msg *r;
+	uint64_t err = 0;
+	int sk = phos_ctl_connect(), rc = -1;
+
+	if (reply)
+		*reply = NULL;
+	if (sk < 0) {
+		phos_dbg("gpu: cannot reach phosd: %s", strerror(errno));
+		return -1;
+	}
+	if (phos_msg_send(sk, m, fds, nfds) < 0) {
+		phos_dbg("gpu: sending %s: %s", phos_msg_type_name(m->type), strerror(errno));
+		close(sk);
+		return -1;
+	}
+	r = phos_msg_recv(sk, REPLY_TIMEOUT_MS);
+	close(sk);
+	if (!r || r->type != PHOS_MSG_REPLY || phos_msg_get_u64(r, PHOS_A_ERRNO, &err) < 0) {
+		phos_dbg("gpu: no answer from phosd to %s", phos_msg_type_name(m->type));
+		phos_msg_free(r);
+		return -1;
+	}
+	rc = (int)err;
+	if (rc) {
+		const char *why = "";
+
+		phos_msg_get_str(r, PHOS_A_MSG, &why);
+		phos_dbg("gpu: phosd refused %s: %s", phos_msg_type_name(m->type), why);
+	}
+	if (reply)
+		*reply = r;
+	else
+		phos_msg_free(r);
+	return rc;
+}
+
+/* A GPU_DETACH that hands nothing over: err 0 (no buffers) or why not. */
+static void report(int err, const char *msg)
+{
+	struct phos_msg *m = phos_msg_new(PHOS_MSG_GPU_DETACH, 1);
+
+	if (!m)
+		return;
+	if (phos_msg_put_u64(m, PHOS_A_ERRNO, (uint64_t)err) == 0 &&
+	    (!msg || phos_msg_put_str(m, PHOS_A_MSG, msg) == 0) && bufs_put(m, NULL, 0) == 0)
+		exchange(m, NULL, 0, NULL);
+	phos_msg_free(m);
+}
+
+static void detach(void)
+{
+	static struct phos_gpubuf bufs[PHOS_GPUBUF_MAX];
+	static int fds[PHOS_GPUBUF_MAX];
+	struct phos_msg *m;
+	char msg[256] = "";
+	int n;
+
+	if (phos_vmm_detached()) {
+		report(EALREADY, "the GPU buffers are already detached");
+		return;
+	}
+	if (phos_gate_close(GATE_TIMEOUT_MS) < 0) {
+		report(ETIMEDOUT, "CUDA calls did not drain within 10 s");
+		return;
+	}
+	n = phos_vmm_detach(bufs, fds, PHOS_GPUBUF_MAX, msg, sizeof(msg));
+	if (n <= 0) {
+		phos_gate_open();
+		report(n < 0 ? errno : 0, n < 0 ? msg : NULL);
+		return;
+	}
+	m = phos_msg_new(PHOS_MSG_GPU_DETACH, 1);
+	if (m && phos_msg_put_u64(m, PHOS_A_ERRNO, 0) == 0 && bufs_put(m, bufs, n) == 0 &&
+	    exchange(m, fds, n, NULL) == 0) {
+		PHOS_COUNT(detaches, 1);
+		phos_dbg("gpu: %d buffer(s) detached; CUDA calls wait for REATTACH", n);
+	} else if (phos_vmm_reattach(bufs, fds, n, msg, sizeof(msg)) == 0) {
+		phos_dbg("gpu: phosd did not take the buffers: mapped again, running on");
+		phos_gate_open();
+	} else {
+		fprintf(stderr, "libphos: the GPU memory handed to phosd could not be mapped "
+			"again: %s; aborting\n", msg);
+		abort();
+	}
+	phos_msg_free(m);
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+}
+
+static void reattach(void)
+{
+	static struct phos_gpubuf bufs[PHOS_GPUBUF_MAX];
+	struct phos_msg *m, *r = NULL;
+	const void *blob = NULL;
+	size_t len = 0;
+	char msg[256] = "no answer from phosd";
+	int n = -1;
+
+	if (!phos_vmm_detached()) {
+		phos_dbg("gpu: REATTACH without a detach: ignored");
+		return;
+	}
+	m = phos_msg_new(PHOS_MSG_GPU_REATTACH, 1);
+	if (m && exchange(m, NULL, 0, &r) == 0 &&
+	    phos_msg_get_blob(r, PHOS_A_GPUBUFS, &blob, &len) == 0 &&
+	    len % PHOS_GPUBUF_LEN == 0 && (int)(len / PHOS_GPUBUF_LEN) == r->nfds) {
+		n = r->nfds;
+		for (int i = 0; i < n; i++)
+			phos_gpubuf_get((const uint8_t *)blob + (size_t)i * PHOS_GPUBUF_LEN, &bufs[i]);
+		if (phos_vmm_reattach(bufs, r->fds, n, msg, sizeof(msg)) < 0)
+			n = -1;
+	} else if (r) {
+		const char *why;
+
+		if (phos_msg_get_str(r, PHOS_A_MSG, &why) == 0)
+			snprintf(msg, sizeof(msg), "%s", why);
+		else
+			snprintf(msg, sizeof(msg), "malformed answer from phosd");
+	}
+	phos_msg_free(m);
+	phos_msg_free(r);	/* closes the received fds: the mappings hold the memory */
+	if (n < 0) {
+		fprintf(stderr, "libphos: cannot get the GPU memory back from phosd: %s; aborting\n",
+			msg);
+		abort();
+	}
+	PHOS_COUNT(reattaches, 1);
+	phos_dbg("gpu: %d buffer(s) reattached; CUDA calls go on", n);
+	phos_gate_open();
+}
+
+void phos_gpuctl(int sigval)
+{
+	int saved = errno;
+
+	if (sigval == PHOS_SIGVAL_DETACH)
+		detach();
+	else if (sigval == PHOS_SIGVAL_REATTACH)
+		reattach();
+	errno = saved;
+}
