@@ -111,6 +111,10 @@ static int detach_gpu(struct ctx *c, const struct cuda_set *cuda, struct gpu_hol
 		progress(c, 0, 0, "detaching the GPU buffers of pid %d", (int)pid);
 		r = gpu_detach(pid, tmo, h, &ge);
 		if (r > 0) {
+			struct proc_ids ids;
+
+			/* the pid the image gives it: its name in the image */
+			h->nspid = proc_ids(pid, &ids) == 0 ? ids.nspid : pid;
 			log_info("pid %d: %d GPU buffer(s), %" PRIu64 " bytes detached in %" PRIu64
 				 " ms", (int)pid, h->n, h->bytes, phos_now_ms() - t0);
 			(*n)++;
@@ -120,6 +124,21 @@ static int detach_gpu(struct ctx *c, const struct cuda_set *cuda, struct gpu_hol
 		}
 	}
 	return 0;
+}
+
+/* Hand h back to its process, once (h->n == 0 afterwards). */
+static void give_back(struct gpu_hold *h, const char *target)
+{
+	struct phos_err ge = { 0 };
+
+	if (h->n == 0)
+		return;
+	if (gpu_reattach(h, h->pid, 30000, &ge) < 0) {
+		log_err("checkpoint %s: %s", target, ge.msg);
+		return;
+	}
+	log_info("checkpoint %s: pid %d has its %d GPU buffer(s) back", target, (int)h->pid, h->n);
+	gpu_hold_release(h);
 }
 
 /* SIGKILL a tree CRIU left stopped after a stop-mode dump. */
@@ -348,6 +367,7 @@ int checkpoint_run(const struct ckpt_req *r, struct ckpt_result *res, struct pho
 	struct proc_ids ids;
 	struct cuda_set cuda;		/* CUDA processes of the tree (cuda.h) */
 	struct gpu_hold *holds = NULL;	/* their detached GPU buffers (gpu.h) */
+	struct gpu_save *saves = NULL;	/* ... being saved */
 	size_t nholds = 0;
 	char target[128], num[32];
 	bool other_ns = false, kill_after = false;
@@ -551,20 +571,31 @@ int checkpoint_run(const struct ckpt_req *r, struct ckpt_result *res, struct pho
 	if (kill_after)
 		kill_stopped_tree(r->pid);
 	cuda.done = true;
-	uint64_t tdone = phos_now_ms();
-	res->stall_ms = (c.frozen_ms ? tdone - c.frozen_ms : tdone - td);
+	/* GPU fast path: the buffers go into the image.  Leave-running: the
+	 * helper first takes a copy on the GPU when there is room, and the
+	 * process gets its buffers back as soon as it has; otherwise after
+	 * the copy. */
+	bool lr = (r->flags & PHOS_F_LEAVE_RUNNING) != 0;
+	if (nholds && !(saves = calloc(nholds, sizeof(*saves)))) {
+		phos_errnof(e, ENOMEM, "out of memory");
+		goto out;
+	}
 	for (size_t i = 0; i < nholds; i++) {
-		struct proc_ids hid;
-
 		progress(&c, predump + 1, predump + 1, "saving %d GPU buffer(s) of pid %d",
 			 holds[i].n, (int)holds[i].pid);
 		/* named by the pid the image gives the process (CRIU restores it) */
-		if (proc_ids(holds[i].pid, &hid) < 0)
-			hid.nspid = holds[i].pid;
-		if (gpu_save(&holds[i], w.dir_fd, hid.nspid, e) < 0)
+		if (gpu_save_start(&holds[i], w.dir_fd, holds[i].nspid, lr, &saves[i], e) < 0)
 			goto out;
-		res->bytes += holds[i].bytes;
+		if (lr && !saves[i].snapshot && gpu_save_finish(&saves[i], e) < 0)
+			goto out;
 	}
+	for (size_t i = 0; lr && i < nholds; i++)
+		give_back(&holds[i], target);
+	uint64_t tdone = phos_now_ms();
+	res->stall_ms = (c.frozen_ms ? tdone - c.frozen_ms : tdone - td);
+	for (size_t i = 0; i < nholds; i++)
+		if (saves[i].pid > 0 && gpu_save_finish(&saves[i], e) < 0)
+			goto out;
 	progress(&c, predump + 1, predump + 1, "publishing (hashing and syncing the image)");
 	/* CRIU chains pre-dumps with "parent" symlinks; the store takes no
 	 * symlinks, so the chain becomes nested directories first. */
@@ -597,17 +628,13 @@ out:
 	/* The buffers go back unless the process is gone for good (a stop or
 	 * preempt checkpoint that succeeded). */
 	for (size_t i = 0; i < nholds; i++) {
-		struct phos_err ge = { 0 };
-
-		if (rc < 0 || (r->flags & PHOS_F_LEAVE_RUNNING)) {
-			if (gpu_reattach(&holds[i], holds[i].pid, 30000, &ge) < 0)
-				log_err("checkpoint %s: %s", target, ge.msg);
-			else
-				log_info("checkpoint %s: pid %d has its %d GPU buffer(s) back", target,
-					 (int)holds[i].pid, holds[i].n);
-		}
+		if (saves)
+			gpu_save_abort(&saves[i]);
+		if (rc < 0 || (r->flags & PHOS_F_LEAVE_RUNNING))
+			give_back(&holds[i], target);
 		gpu_hold_release(&holds[i]);
 	}
+	free(saves);
 	free(holds);
 	if (link[0])
 		unlink(link);

@@ -287,63 +287,99 @@ void handle_gpu_reattach(struct client *c, struct phos_msg *req)
 	pthread_mutex_unlock(&lock);
 }
 
-int gpu_save(const struct gpu_hold *h, int dir_fd, pid_t tag, struct phos_err *e)
+int gpu_save_start(const struct gpu_hold *h, int dir_fd, pid_t tag, bool snapshot,
+		   struct gpu_save *sv, struct phos_err *e)
 {
-	char tagstr[32], errbuf[512] = "";
-	int in[2], errp[2], st;
-	uint64_t t0 = phos_now_ms();
+	char tagstr[32], line[64] = "";
+	int in[2] = { -1, -1 }, outp[2] = { -1, -1 }, errp[2] = { -1, -1 };
 	pid_t c;
 
+	memset(sv, 0, sizeof(*sv));
+	sv->pid = -1;
+	sv->err_fd = -1;
+	sv->h = h;
+	sv->n = h->n;
+	sv->bytes = h->bytes;
+	sv->tag = tag;
+	sv->t0 = phos_now_ms();
 	snprintf(tagstr, sizeof(tagstr), "%d", (int)tag);
-	if (pipe2(in, O_CLOEXEC) < 0)
-		return phos_errf(e, "pipe: %s", strerror(errno));
-	if (pipe2(errp, O_CLOEXEC) < 0) {
-		close(in[0]);
-		close(in[1]);
-		return phos_errf(e, "pipe: %s", strerror(errno));
+	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
+		phos_errf(e, "pipe: %s", strerror(errno));
+		goto fail;
 	}
 	c = fork();
 	if (c < 0) {
-		close(in[0]);
-		close(in[1]);
-		close(errp[0]);
-		close(errp[1]);
-		return phos_errf(e, "fork: %s", strerror(errno));
+		phos_errf(e, "fork: %s", strerror(errno));
+		goto fail;
 	}
 	if (c == 0) {
 		sigset_t none;
 		int base = 3 + PHOS_GPUBUF_MAX;
+		int moved[PHOS_GPUBUF_MAX];
 
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		/* move everything out of 3..3+n first, then into place */
-		int din = fcntl(in[0], F_DUPFD, base), derr = fcntl(errp[1], F_DUPFD, base),
-		    ddir = fcntl(dir_fd, F_DUPFD, base);
-		int moved[PHOS_GPUBUF_MAX];
+		int din = fcntl(in[0], F_DUPFD, base), dout = fcntl(outp[1], F_DUPFD, base),
+		    derr = fcntl(errp[1], F_DUPFD, base), ddir = fcntl(dir_fd, F_DUPFD, base);
 
 		for (int i = 0; i < h->n; i++)
 			moved[i] = fcntl(h->fds[i], F_DUPFD, base);
-		if (din < 0 || derr < 0 || ddir < 0 || dup2(din, 0) < 0 || dup2(derr, 2) < 0 ||
-		    fchdir(ddir) < 0)
+		if (din < 0 || dout < 0 || derr < 0 || ddir < 0 || dup2(din, 0) < 0 ||
+		    dup2(dout, 1) < 0 || dup2(derr, 2) < 0 || fchdir(ddir) < 0)
 			_exit(127);
 		for (int i = 0; i < h->n; i++)
 			if (moved[i] < 0 || dup2(moved[i], 3 + i) < 0)
 				_exit(127);
-		execl(gpu_helper(), "phos-gpu", "save", tagstr, (char *)NULL);
+		execl(gpu_helper(), "phos-gpu", "save", tagstr, snapshot ? "--snapshot" : (char *)NULL,
+		      (char *)NULL);
 		dprintf(2, "cannot run %s: %s", gpu_helper(), strerror(errno));
 		_exit(127);
 	}
+	sv->pid = c;
 	close(in[0]);
+	close(outp[1]);
 	close(errp[1]);
 	for (int i = 0; i < h->n; i++)
 		dprintf(in[1], "%#" PRIx64 " %" PRIu64 " %u\n", h->bufs[i].va, h->bufs[i].size,
 			h->bufs[i].dev);
 	close(in[1]);
+	sv->err_fd = errp[0];
+	/* "snapshot": a copy of every buffer is on the GPU (the process may
+	 * run on); "direct": the copy reads the process's memory itself; EOF:
+	 * the helper failed (gpu_save_finish says why) */
+	ssize_t n = 0, r;
+	while (n < (ssize_t)sizeof(line) - 1 &&
+	       ((r = read(outp[0], line + n, 1)) > 0 || (r < 0 && errno == EINTR))) {
+		if (r > 0 && line[n++] == '\n')
+			break;
+	}
+	close(outp[0]);
+	sv->snapshot = strncmp(line, "snapshot", 8) == 0;
+	return 0;
+fail:
+	for (int i = 0; i < 2; i++) {
+		if (in[i] >= 0)
+			close(in[i]);
+		if (outp[i] >= 0)
+			close(outp[i]);
+		if (errp[i] >= 0)
+			close(errp[i]);
+	}
+	return -1;
+}
+
+int gpu_save_finish(struct gpu_save *sv, struct phos_err *e)
+{
+	char errbuf[512] = "", tmp[512];
+	ssize_t n = 0, r;
+	int st = 0;
+
+	if (sv->pid <= 0)
+		return phos_errf(e, "no GPU save under way");
 	/* read to EOF (a chatty helper must not block on a full pipe), keep
 	 * the last bytes */
-	ssize_t n = 0, r;
-	char tmp[512];
-	while ((r = read(errp[0], tmp, sizeof(tmp))) > 0 || (r < 0 && errno == EINTR)) {
+	while ((r = read(sv->err_fd, tmp, sizeof(tmp))) > 0 || (r < 0 && errno == EINTR)) {
 		if (r <= 0)
 			continue;
 		if ((size_t)(n + r) > sizeof(errbuf) - 1) {
@@ -356,18 +392,33 @@ int gpu_save(const struct gpu_hold *h, int dir_fd, pid_t tag, struct phos_err *e
 		n += r;
 	}
 	errbuf[n] = '\0';
-	close(errp[0]);
-	while (waitpid(c, &st, 0) < 0 && errno == EINTR)
+	phos_closep(&sv->err_fd);
+	while (waitpid(sv->pid, &st, 0) < 0 && errno == EINTR)
 		;
+	sv->pid = -1;
 	/* the helper's last line says what happened */
 	while (n > 0 && errbuf[n - 1] == '\n')
 		errbuf[--n] = '\0';
 	char *last = strrchr(errbuf, '\n');
 	const char *why = last ? last + 1 : errbuf;
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-		return phos_errf(e, "saving the GPU buffers of pid %d failed: %s", (int)tag,
+		return phos_errf(e, "saving the GPU buffers of pid %d failed: %s", (int)sv->tag,
 				 why[0] ? why : "phos-gpu died");
-	log_info("pid %d: %d GPU buffer(s), %" PRIu64 " bytes saved in %" PRIu64 " ms (%s)", (int)tag,
-		 h->n, h->bytes, phos_now_ms() - t0, why);
+	log_info("pid %d: %d GPU buffer(s), %" PRIu64 " bytes saved in %" PRIu64 " ms%s (%s)",
+		 (int)sv->tag, sv->n, sv->bytes, phos_now_ms() - sv->t0,
+		 sv->snapshot ? ", from a snapshot while it ran" : "", why);
 	return 0;
+}
+
+void gpu_save_abort(struct gpu_save *sv)
+{
+	int st;
+
+	if (sv->pid > 0) {
+		kill(sv->pid, SIGKILL);
+		while (waitpid(sv->pid, &st, 0) < 0 && errno == EINTR)
+			;
+		sv->pid = -1;
+	}
+	phos_closep(&sv->err_fd);
 }

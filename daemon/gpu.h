@@ -14,6 +14,7 @@
 #ifndef PHOS_GPU_H
 #define PHOS_GPU_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -24,6 +25,7 @@ struct client;
 
 struct gpu_hold {
 	pid_t pid;		/* the process they belong to (phosd's pid namespace) */
+	pid_t nspid;		/* ... in its own pid namespace */
 	int n;
 	struct phos_gpubuf bufs[PHOS_GPUBUF_MAX];
 	int fds[PHOS_GPUBUF_MAX];
@@ -38,9 +40,29 @@ void gpu_hold_release(struct gpu_hold *h);
 int gpu_detach(pid_t pid, unsigned timeout_ms, struct gpu_hold *h, struct phos_err *e);
 /* Hand h back to pid; 0 once it took them, -1 + e (h unchanged). */
 int gpu_reattach(struct gpu_hold *h, pid_t pid, unsigned timeout_ms, struct phos_err *e);
-/* Write h's buffers into dir_fd (gpumem-TAG.map, gpumem-TAG-N.bin) with
- * the phos-gpu helper. */
-int gpu_save(const struct gpu_hold *h, int dir_fd, pid_t tag, struct phos_err *e);
+/*
+ * Write h's buffers into dir_fd (gpumem-TAG.map, gpumem-TAG-N.bin) with the
+ * phos-gpu helper: gpu_save_start() runs it and returns once the helper
+ * says how it copies: sv->snapshot when it took a copy of every buffer on
+ * the GPU (snapshot asked, room for it): the process may have its buffers
+ * back at once; else the copy reads them and they must stay detached until
+ * gpu_save_finish(), which waits for the helper and reports.
+ */
+struct gpu_save {
+	pid_t pid;		/* the helper */
+	int err_fd;		/* its stderr */
+	bool snapshot;
+	pid_t tag;
+	const struct gpu_hold *h;
+	int n;			/* h's count and bytes at the start */
+	uint64_t bytes;
+	uint64_t t0;
+};
+int gpu_save_start(const struct gpu_hold *h, int dir_fd, pid_t tag, bool snapshot,
+		   struct gpu_save *sv, struct phos_err *e);
+int gpu_save_finish(struct gpu_save *sv, struct phos_err *e);
+/* Kill a helper still running (failure paths). */
+void gpu_save_abort(struct gpu_save *sv);
 
 /* The phos-gpu helper: $PHOS_GPU_HELPER or the installed one. */
 const char *gpu_helper(void);

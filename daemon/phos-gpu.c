@@ -5,10 +5,16 @@
  * API); copying buffers needs one, so it runs this helper, which dies with
  * its context when the copy is done.
  *
- *   phos-gpu save TAG      fds 3..3+N-1: exported buffers; stdin: N lines
+ *   phos-gpu save TAG [--snapshot]
+ *                          fds 3..3+N-1: exported buffers; stdin: N lines
  *                          "va size dev".  Writes gpumem-TAG-I.bin (raw
  *                          bytes) and gpumem-TAG.map ("va size dev file"
- *                          lines) into the current directory.
+ *                          lines) into the current directory.  Says on
+ *                          stdout, before copying to the host, how it
+ *                          copies: "snapshot" (with --snapshot and room on
+ *                          the GPU: every buffer was first copied on the
+ *                          GPU, device to device, so the owner may write
+ *                          its buffers again) or "direct".
  *   phos-gpu load TAG      reads gpumem-TAG.map from the current directory,
  *                          creates each buffer (exportable) on its device,
  *                          fills it, and sends the records (PHOS_A_GPUBUFS)
@@ -24,6 +30,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +63,10 @@ static struct {
 	CUresult (*dtoh)(void *, CUdeviceptr, size_t);
 	CUresult (*htod)(void *, const void *, size_t);	/* cuMemcpyHtoD_v2, dst first */
 	CUresult (*err_name)(CUresult, const char **);
+	CUresult (*mem_info)(size_t *, size_t *);
+	CUresult (*alloc)(CUdeviceptr *, size_t);
+	CUresult (*dtod)(CUdeviceptr, CUdeviceptr, size_t);
+	CUresult (*ctx_sync)(void);
 } cu;
 
 static CUcontext ctx_of[64];
@@ -98,7 +109,9 @@ static int load_driver(void)
 	      S(import_fd, "cuMemImportFromShareableHandle") &&
 	      S(export_fd, "cuMemExportToShareableHandle") && S(host_alloc, "cuMemAllocHost_v2") &&
 	      S(dtoh, "cuMemcpyDtoH_v2") && S(htod, "cuMemcpyHtoD_v2") &&
-	      S(err_name, "cuGetErrorName")))
+	      S(err_name, "cuGetErrorName") && S(mem_info, "cuMemGetInfo_v2") &&
+	      S(alloc, "cuMemAlloc_v2") && S(dtod, "cuMemcpyDtoD_v2") &&
+	      S(ctx_sync, "cuCtxSynchronize")))
 		return fail("the NVIDIA driver lacks an entry point phos-gpu needs");
 #undef S
 	if ((r = cu.init(0)) != CUDA_SUCCESS)
@@ -140,56 +153,96 @@ static int map_new(CUmemGenericAllocationHandle h, size_t size, unsigned dev, CU
 	return 0;
 }
 
-static int save(const char *tag)
+static int save(const char *tag, bool want_snapshot)
 {
+	static struct { uint64_t va, size; unsigned dev; CUdeviceptr src, snap; } b[PHOS_GPUBUF_MAX];
 	char line[256], name[300];
 	FILE *map;
 	unsigned n = 0;
-	uint64_t total = 0, t0 = phos_now_ms();
+	uint64_t total = 0, t0 = phos_now_ms(), tsnap = 0;
+	bool snapshot = false;
+
+	/* import and map every buffer */
+	while (fgets(line, sizeof(line), stdin)) {
+		CUmemGenericAllocationHandle h;
+		CUresult r;
+
+		if (n == PHOS_GPUBUF_MAX)
+			return fail("more than %d buffers", PHOS_GPUBUF_MAX);
+		if (sscanf(line, "%" SCNx64 " %" SCNu64 " %u", &b[n].va, &b[n].size, &b[n].dev) != 3)
+			return fail("bad input line: %s", line);
+		if (use_dev(b[n].dev))
+			return 1;
+		r = cu.import_fd(&h, (void *)(intptr_t)(3 + n), CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
+		if (r != CUDA_SUCCESS)
+			return fail("importing buffer %u: %s", n, cu_err(r));
+		if (map_new(h, b[n].size, b[n].dev, &b[n].src))
+			return 1;
+		total += b[n].size;
+		n++;
+	}
+	/* a copy on the GPU of everything, if there is room for it (and a
+	 * margin for the owner): then the owner may go on at once */
+	if (want_snapshot && n) {
+		size_t free_b = 0, total_b = 0;
+
+		snapshot = cu.mem_info(&free_b, &total_b) == CUDA_SUCCESS &&
+			   free_b > total + (512u << 20);
+		for (unsigned i = 0; snapshot && i < n; i++) {
+			CUresult r;
+
+			if (use_dev(b[i].dev))
+				return 1;
+			if ((r = cu.alloc(&b[i].snap, b[i].size)) != CUDA_SUCCESS ||
+			    (r = cu.dtod(b[i].snap, b[i].src, b[i].size)) != CUDA_SUCCESS) {
+				fprintf(stderr, "phos-gpu: no snapshot (%s): direct copy\n", cu_err(r));
+				snapshot = false;
+			}
+		}
+		if (snapshot && cu.ctx_sync() != CUDA_SUCCESS)
+			snapshot = false;
+		tsnap = phos_now_ms() - t0;
+	}
+	printf("%s\n", snapshot ? "snapshot" : "direct");
+	fflush(stdout);
+	fclose(stdout);
 
 	snprintf(name, sizeof(name), "gpumem-%s.map", tag);
 	map = fopen(name, "wex");
 	if (!map)
 		return fail("cannot create %s: %s", name, strerror(errno));
-	while (fgets(line, sizeof(line), stdin)) {
-		uint64_t va, size;
-		unsigned dev;
-		CUmemGenericAllocationHandle h;
-		CUdeviceptr src;
+	for (unsigned i = 0; i < n; i++) {
+		CUdeviceptr from = snapshot ? b[i].snap : b[i].src;
 		CUresult r;
 		int out;
 
-		if (sscanf(line, "%" SCNx64 " %" SCNu64 " %u", &va, &size, &dev) != 3)
-			return fail("bad input line: %s", line);
-		if (use_dev(dev))
+		if (use_dev(b[i].dev))
 			return 1;
-		r = cu.import_fd(&h, (void *)(intptr_t)(3 + n), CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
-		if (r != CUDA_SUCCESS)
-			return fail("importing buffer %u: %s", n, cu_err(r));
-		if (map_new(h, size, dev, &src))
-			return 1;
-		snprintf(name, sizeof(name), "gpumem-%s-%u.bin", tag, n);
+		snprintf(name, sizeof(name), "gpumem-%s-%u.bin", tag, i);
 		out = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (out < 0)
 			return fail("cannot create %s: %s", name, strerror(errno));
-		for (uint64_t off = 0; off < size; off += CHUNK) {
-			size_t len = size - off < CHUNK ? (size_t)(size - off) : CHUNK;
+		for (uint64_t off = 0; off < b[i].size; off += CHUNK) {
+			size_t len = b[i].size - off < CHUNK ? (size_t)(b[i].size - off) : CHUNK;
 
-			if ((r = cu.dtoh(stage, src + off, len)) != CUDA_SUCCESS)
-				return fail("copying buffer %u: %s", n, cu_err(r));
+			if ((r = cu.dtoh(stage, from + off, len)) != CUDA_SUCCESS)
+				return fail("copying buffer %u: %s", i, cu_err(r));
 			if (phos_write_full(out, stage, len) < 0)
 				return fail("writing %s: %s", name, strerror(errno));
 		}
 		if (fsync(out) < 0 || close(out) < 0)
 			return fail("writing %s: %s", name, strerror(errno));
-		fprintf(map, "%#" PRIx64 " %" PRIu64 " %u %s\n", va, size, dev, name);
-		total += size;
-		n++;
+		fprintf(map, "%#" PRIx64 " %" PRIu64 " %u %s\n", b[i].va, b[i].size, b[i].dev, name);
 	}
 	if (fflush(map) != 0 || fsync(fileno(map)) < 0 || fclose(map) != 0)
 		return fail("writing gpumem-%s.map: %s", tag, strerror(errno));
-	fprintf(stderr, "phos-gpu: saved %u buffer(s), %" PRIu64 " bytes in %" PRIu64 " ms\n", n,
-		total, phos_now_ms() - t0);
+	if (snapshot)
+		fprintf(stderr, "phos-gpu: saved %u buffer(s), %" PRIu64 " bytes in %" PRIu64
+			" ms (snapshot on the GPU in %" PRIu64 " ms)\n", n, total, phos_now_ms() - t0,
+			tsnap);
+	else
+		fprintf(stderr, "phos-gpu: saved %u buffer(s), %" PRIu64 " bytes in %" PRIu64 " ms\n",
+			n, total, phos_now_ms() - t0);
 	return 0;
 }
 
@@ -266,12 +319,16 @@ static int load(const char *tag)
 
 int main(int argc, char **argv)
 {
-	if (argc != 3 || (strcmp(argv[1], "save") && strcmp(argv[1], "load")) ||
-	    strchr(argv[2], '/')) {
-		fprintf(stderr, "usage: phos-gpu save|load TAG (run by phosd)\n");
+	bool snap = argc == 4 && strcmp(argv[3], "--snapshot") == 0;
+
+	if (argc < 3 || argc > 4 || (argc == 4 && !snap) ||
+	    (strcmp(argv[1], "save") && strcmp(argv[1], "load")) || strchr(argv[2], '/')) {
+		fprintf(stderr, "usage: phos-gpu save TAG [--snapshot] | load TAG (run by phosd)\n");
 		return 2;
 	}
-	if (load_driver())
+	if (load_driver()) {
+		printf("direct\n");	/* save: phosd reads this line first */
 		return 1;
-	return strcmp(argv[1], "save") == 0 ? save(argv[2]) : load(argv[2]);
+	}
+	return strcmp(argv[1], "save") == 0 ? save(argv[2], snap) : load(argv[2]);
 }

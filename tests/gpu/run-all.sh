@@ -12,7 +12,11 @@
 #       original continues, both on the one GPU; both exact
 #   (e) restore of that image again, after the original is gone
 #   plus: a lock that times out (checkpoint_timeout) leaves the app running
-#   then bench/bench.sh unless NO_BENCH=1.
+#   (f)-(h) the same under libphos.so: the GPU fast path (large buffers
+#       detached, saved by phosd's phos-gpu, reattached / loaded back)
+#   then tests/gpu/counts.sh unless COUNTS=0, and bench/bench.sh and
+#   bench/overhead.sh unless NO_BENCH=1 (BENCH_FAST=1: bench.sh under
+#   libphos).  ONLY="f g h" runs only those sections.
 #
 # Logs under LOG_DIR; exit status 0 if every test passed.
 set -u
@@ -39,6 +43,10 @@ build app_gemm "$here/app_gemm.cu" -lcublas -Xlinker -rpath -Xlinker /usr/local/
 build app_bench "$top/bench/app_bench.cu" || { log "nvcc failed"; exit 1; }
 start_phosd || exit 1
 trap stop_phosd EXIT
+
+# want SECTION: run it (ONLY="a b f ..." runs those sections only; sections:
+# a b c de f g h lock; the counts and benches have their own switches)
+want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 
 # exact_stop NAME REF_TIMEOUT CMD...: uninterrupted run, then a run that is
 # checkpointed (stop) at its 10th progress line and restored
@@ -73,17 +81,24 @@ exact_stop() {
 	rm -rf "$IMG"
 }
 
+if want a; then
 log "=== (a) CUDA C buffers/streams/kernels"
 exact_stop a_state 60 "$BIN/app_state" 6 64 40 100
+fi
+if want b; then
 log "=== (b) cuBLAS GEMM loop"
 exact_stop b_gemm 60 "$BIN/app_gemm" 2048 40 100
+fi
+if want c; then
 log "=== (c) PyTorch GPT training"
 if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
 	exact_stop c_torch 180 python3 "$here/train.py" 40 0.1
 else
 	fail "c_torch: no PyTorch with CUDA here"
 fi
+fi
 
+if want de; then
 log "=== (d) leave-running checkpoint, restore while the original runs; (e) restore after it is gone"
 d=$W/d_both
 mkdir -p "$d"
@@ -121,12 +136,14 @@ if wait_for "$d/a.out" '^iter 10 ' 60 && ckpt "$APP_PID" --leave-running; then
 else
 	fail "d: leave-running checkpoint failed"; kill -9 "$APP_PID" 2>/dev/null
 fi
+fi
 
 # ---- the fast path (DESIGN.md §4): libphos owns the large buffers, phosd
 # takes them out before the driver checkpoint and saves them itself
 fast_lines() {	# what phosd and phos-restore said about the buffers
 	grep -E 'GPU buffer|stay attached|phos-gpu' "$LOG_DIR/phosd.log" | tail -n "${1:-6}" | sed 's/^/  /'
 }
+if want f; then
 log "=== (f) fast path, CUDA C under libphos: stop checkpoint + restore"
 mark=$(wc -l <"$LOG_DIR/phosd.log")
 exact_stop f_fast 60 "${UNDER_LIBPHOS[@]}" "$BIN/app_state" 6 64 40 100
@@ -137,6 +154,8 @@ if tail -n +"$mark" "$LOG_DIR/phosd.log" | grep -q 'GPU buffer(s), .* detached' 
 else
 	fail "f: no detach/reattach in the phosd log (the fast path was not taken)"
 fi
+fi
+if want g; then
 log "=== (g) fast path, leave-running: the original gets its buffers back and goes on exactly"
 d=$W/g_fast; mkdir -p "$d"
 "${UNDER_LIBPHOS[@]}" "$BIN/app_state" 4 64 50 100 >"$d/ref.out" 2>&1
@@ -159,6 +178,8 @@ if wait_for "$d/a.out" '^iter 10 ' 60 && ckpt "$APP_PID" --leave-running; then
 else
 	fail "g: leave-running checkpoint under libphos failed"; tail -5 "$d/a.out"; kill -9 "$APP_PID" 2>/dev/null
 fi
+fi
+if want h; then
 log "=== (h) fast path, PyTorch GPT training under libphos: stop checkpoint + restore"
 if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
 	exact_stop h_torch 180 "${UNDER_LIBPHOS[@]}" python3 "$here/train.py" 40 0.1
@@ -166,7 +187,9 @@ if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
 else
 	fail "h_torch: no PyTorch with CUDA here"
 fi
+fi
 
+if want lock; then
 log "=== lock timeout: a kernel that outlasts checkpoint_timeout"
 # restart phosd with a 1 s checkpoint_timeout; app_bench runs 3 s kernels
 stop_phosd; sleep 0.5
@@ -194,6 +217,7 @@ fi
 kill -9 "$APP_PID" 2>/dev/null
 stop_phosd; sleep 0.5
 CKPT_TIMEOUT=300 start_phosd
+fi
 
 if [ "${NO_BENCH:-0}" != 1 ]; then
 	log "=== bench"
