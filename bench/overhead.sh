@@ -2,11 +2,14 @@
 # overhead.sh - what libphos.so adds to a CUDA program (targets: <= 100 ns
 # per kernel launch after warm-up, <= 1% of a PyTorch training step).
 #   (a) launch_overhead.cu: host-side ns per launch of an empty kernel and
-#       of a kernel with three pointer parameters (200000 launches after
-#       10000 warm-up, one stream, async, timed in batches of 256), run
-#       without libphos, with LD_PRELOAD=libphos.so, and with libphos and
-#       PHOS_CHECKPOINT=1 (PHOS_SOCKET unset), interleaved, REPS times each;
-#       medians and the differences
+#       of a kernel with three pointer parameters: BATCHES batches (after
+#       WARMUP) of BATCH launches, each batch enqueued behind a blocker
+#       kernel that keeps the GPU busy until the batch is timed, so only
+#       the host's enqueue cost is measured; median (p10, p90) over batches
+#       of ns per launch.  Run without libphos, with LD_PRELOAD=libphos.so,
+#       and with libphos and PHOS_CHECKPOINT=1 (PHOS_SOCKET unset),
+#       interleaved, REPS times each; medians and the differences, and the
+#       spread of each configuration
 #   (b) torch_step.py: median training-step time of a fixed GPT-like model,
 #       without and with libphos (PHOS_CHECKPOINT=1, as in a job),
 #       interleaved A B A B ... TORCH_REPS times; relative difference of the
@@ -16,8 +19,9 @@
 # Environment: PHOS_BIN, W, LOG_DIR (tests/gpu/lib.sh); LIBPHOS (path of
 # libphos.so; default PHOS_LIB if that names a file, else
 # $PHOS_BIN/libphos.so, else the build tree's); ARCH (sm_90); PYTHON
-# (python3); REPS (5); TORCH_REPS (4); LAUNCHES (200000); WARMUP (10000);
-# TORCH_STEPS (50); RUN_TIMEOUT (seconds per run, 300).
+# (python3); REPS (5); TORCH_REPS (4); BATCHES (2000); WARMUP (100
+# batches); BATCH (launches per batch, 128); TORCH_STEPS (50); RUN_TIMEOUT
+# (seconds per run, 300).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 user_phos_lib=${PHOS_LIB:-}
@@ -27,8 +31,9 @@ ARCH=${ARCH:-sm_90}
 PYTHON=${PYTHON:-python3}
 REPS=${REPS:-5}
 TORCH_REPS=${TORCH_REPS:-4}
-LAUNCHES=${LAUNCHES:-200000}
-WARMUP=${WARMUP:-10000}
+BATCHES=${BATCHES:-2000}
+WARMUP=${WARMUP:-100}
+BATCH=${BATCH:-128}
 TORCH_STEPS=${TORCH_STEPS:-50}
 RUN_TIMEOUT=${RUN_TIMEOUT:-300}
 NVCC=${NVCC:-nvcc}
@@ -87,19 +92,35 @@ run_cfg() {
 # ---- (a) ns per launch ----------------------------------------------------
 
 echo
-log "=== (a) launch overhead: $LAUNCHES launches after $WARMUP warm-up, $REPS runs per configuration"
+log "=== (a) launch overhead: $BATCHES batches of $BATCH launches behind a blocker kernel, after $WARMUP warm-up batches, $REPS runs per configuration"
 if timeout 600 "$NVCC" -O2 -std=c++17 -arch="$ARCH" -o "$BIN/launch_overhead" "$here/launch_overhead.cu" >"$D/build.log" 2>&1; then
 	: >"$D/launch.txt"
 	for r in $(seq "$REPS"); do
 		for cfg in base phos ckpt; do
 			out=$D/launch-$cfg-$r.out
-			run_cfg "$cfg" "$out" "$BIN/launch_overhead" "$WARMUP" "$LAUNCHES" 256 || continue
-			sed -n 's/^RESULT kernel=\([^ ]*\) ns_per_launch=\([0-9.]*\)$/\1 \2/p' "$out" |
-				while read -r k v; do echo "$cfg $k $v"; done >>"$D/launch.txt"
+			run_cfg "$cfg" "$out" "$BIN/launch_overhead" "$WARMUP" "$BATCHES" "$BATCH" || continue
+			# launch.txt: CFG KERNEL MEDIAN P10 P90 TIMEOUTS
+			sed -n 's/^RESULT kernel=\([^ ]*\) ns_per_launch=\([0-9.]*\) p10=\([0-9.]*\) p90=\([0-9.]*\) batches=[0-9]* timeouts=\([0-9]*\)$/\1 \2 \3 \4 \5/p' "$out" |
+				while read -r k v p10 p90 to; do echo "$cfg $k $v $p10 $p90 $to"; done >>"$D/launch.txt"
 		done
 		log "  run $r: $(grep -c . "$D/launch.txt") figures so far"
 	done
 	printf '%-8s %10s %10s %12s %12s %12s %6s %s\n' kernel base_ns phos_ns phos_ckpt_ns added_phos added_ckpt bound result >"$D/launch-table.txt"
+	printf '%-8s %-6s %10s %10s %10s %10s %21s %9s\n' kernel config median p10 p90 p90-p10 "run medians min..max" timeouts >"$D/launch-spread.txt"
+	for k in empty ptr3; do
+		for cfg in base phos ckpt; do
+			awk -v k=$k -v c=$cfg '$1 == c && $2 == k' "$D/launch.txt" >"$D/spread.tmp"
+			[ -s "$D/spread.tmp" ] || continue
+			m=$(awk '{ print $3 }' "$D/spread.tmp" | median)
+			lo=$(awk '{ print $4 }' "$D/spread.tmp" | median)
+			hi=$(awk '{ print $5 }' "$D/spread.tmp" | median)
+			awk -v k=$k -v c=$cfg -v m="$m" -v lo="$lo" -v hi="$hi" '
+				NR == 1 { mn = mx = $3 } { if ($3 < mn) mn = $3; if ($3 > mx) mx = $3; to += $6 }
+				END { printf "%-8s %-6s %10.1f %10.1f %10.1f %10.1f %10.1f..%-10.1f %9d\n",
+					k, c, m, lo, hi, hi - lo, mn, mx, to }' "$D/spread.tmp" >>"$D/launch-spread.txt"
+		done
+	done
+	rm -f "$D/spread.tmp"
 	LAUNCH_RESULT=PASS
 	for k in empty ptr3; do
 		b=$(awk -v k=$k '$1 == "base" && $2 == k { print $3 }' "$D/launch.txt" | median)
@@ -120,6 +141,9 @@ if timeout 600 "$NVCC" -O2 -std=c++17 -arch="$ARCH" -o "$BIN/launch_overhead" "$
 	echo
 	echo "==== launch overhead (ns per launch, host side, median of $REPS runs)"
 	cat "$D/launch-table.txt"
+	echo
+	echo "==== spread (ns per launch; median, p10, p90 over $BATCHES batches of a run, each the median of $REPS runs; base = no libphos, phos = libphos, ckpt = libphos + PHOS_CHECKPOINT=1; timeouts = blocked batches not counted, summed over runs)"
+	cat "$D/launch-spread.txt"
 else
 	log "nvcc launch_overhead failed:"; tail -20 "$D/build.log"
 	CRASH=1

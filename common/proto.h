@@ -81,6 +81,9 @@ enum phos_flags {
 	PHOS_F_PREEMPT = 1u << 1,	/* checkpoint: for preemption/requeue */
 	PHOS_F_KEEP_IMAGES = 1u << 2,	/* job end: keep images */
 	PHOS_F_WAIT = 1u << 3,		/* wait for the operation and stream progress */
+	PHOS_F_GPU_IMPORTED = 1u << 4,	/* GPU_DETACH refused by a process that holds
+					 * imported GPU memory: the driver checkpoint
+					 * could not restore it, no stop-the-world */
 };
 
 /*

@@ -89,7 +89,8 @@ static int on_notify(void *arg, const char *script, pid_t pid)
  * Ask every CUDA process of the set that runs libphos for its large GPU
  * buffers (gpu.h).  Fills *holds with those that handed theirs over; a
  * process that did not is checkpointed with its buffers attached, and the
- * log says why.  -1 only when out of memory.
+ * log says why, unless its memory is imported (gpu.h): then -1, as when
+ * out of memory.
  */
 static int detach_gpu(struct ctx *c, const struct cuda_set *cuda, struct gpu_hold **holds,
 		      size_t *n, unsigned timeout_s, struct phos_err *e)
@@ -110,6 +111,8 @@ static int detach_gpu(struct ctx *c, const struct cuda_set *cuda, struct gpu_hol
 			continue;
 		progress(c, 0, 0, "detaching the GPU buffers of pid %d", (int)pid);
 		r = gpu_detach(pid, tmo, h, &ge);
+		if (r < 0)
+			return phos_errnof(e, EIO, "%s", ge.msg);
 		if (r > 0) {
 			struct proc_ids ids;
 

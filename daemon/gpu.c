@@ -34,9 +34,37 @@ struct slot {
 	pid_t pid;
 	enum slot_state st;
 	struct gpu_hold *h;
+	bool imported;		/* REFUSED by a process holding imported memory */
 	char msg[256];
 	struct slot *next;
 };
+
+/* Processes phosd handed buffers to: their memory is imported, which the
+ * driver checkpoint cannot restore, so they never go stop-the-world. */
+#define GIVEN_MAX 1024
+static pid_t given[GIVEN_MAX];
+
+static void given_add(pid_t pid)
+{
+	size_t free_i = GIVEN_MAX;
+
+	for (size_t i = 0; i < GIVEN_MAX; i++) {
+		if (given[i] == pid)
+			return;
+		if (free_i == GIVEN_MAX && (given[i] == 0 || kill(given[i], 0) < 0))
+			free_i = i;	/* empty, or its process is gone */
+	}
+	if (free_i < GIVEN_MAX)
+		given[free_i] = pid;
+}
+
+static bool given_has(pid_t pid)
+{
+	for (size_t i = 0; i < GIVEN_MAX; i++)
+		if (given[i] == pid)
+			return true;
+	return false;
+}
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
@@ -106,6 +134,19 @@ static int post_and_wait(struct slot *s, int value, enum slot_state from, unsign
 	return 0;
 }
 
+/* The detach of a process holding imported memory failed: e says why;
+ * the checkpoint must fail rather than publish an image the driver
+ * could not restore. */
+static int no_fallback(pid_t pid, struct phos_err *e)
+{
+	char why[sizeof(e->msg)];
+
+	snprintf(why, sizeof(why), "%s", e->msg);
+	return phos_errnof(e, EIO, "%s; its GPU memory was handed back by an earlier checkpoint or "
+			   "restore, which the NVIDIA driver's checkpoint cannot save: no checkpoint "
+			   "(pid %d keeps running)", why, (int)pid);
+}
+
 int gpu_detach(pid_t pid, unsigned timeout_ms, struct gpu_hold *h, struct phos_err *e)
 {
 	struct slot s = { .pid = pid, .st = WAIT_DETACH, .h = h };
@@ -121,19 +162,21 @@ int gpu_detach(pid_t pid, unsigned timeout_ms, struct gpu_hold *h, struct phos_e
 	}
 	s.next = slots;
 	slots = &s;
+	bool imported = given_has(pid);
 	if (post_and_wait(&s, PHOS_SIGVAL_DETACH, WAIT_DETACH, timeout_ms) < 0) {
 		int err = errno;
 
 		slot_remove(&s);
 		pthread_mutex_unlock(&lock);
-		return phos_errnof(e, err, "libphos of pid %d did not hand its GPU buffers over (%s)",
-				   (int)pid, err == ETIMEDOUT ? "no answer" : strerror(err)) + 1;
+		phos_errnof(e, err, "libphos of pid %d did not hand its GPU buffers over (%s)",
+			    (int)pid, err == ETIMEDOUT ? "no answer" : strerror(err));
+		return imported ? no_fallback(pid, e) : 0;
 	}
 	slot_remove(&s);
 	pthread_mutex_unlock(&lock);
 	if (s.st == REFUSED) {
 		phos_errf(e, "libphos of pid %d: %s", (int)pid, s.msg);
-		return 0;
+		return imported || s.imported ? no_fallback(pid, e) : 0;
 	}
 	rc = h->n > 0;
 	if (!rc)
@@ -232,8 +275,12 @@ void handle_gpu_detach(struct client *c, struct phos_msg *req)
 		return;
 	}
 	if (err) {
+		uint64_t fl = 0;
+
 		phos_msg_get_str(req, PHOS_A_MSG, &why);
+		phos_msg_get_u64(req, PHOS_A_FLAGS, &fl);
 		snprintf(s->msg, sizeof(s->msg), "%s", why ? why : strerror((int)err));
+		s->imported = (fl & PHOS_F_GPU_IMPORTED) != 0;
 		s->st = REFUSED;
 	} else if (parse_bufs(req, s->h, s->msg, sizeof(s->msg)) < 0) {
 		s->st = REFUSED;
@@ -279,6 +326,7 @@ void handle_gpu_reattach(struct client *c, struct phos_msg *req)
 	phos_msg_free(m);
 	if (r == 0) {
 		s->st = TAKEN;
+		given_add(c->pid);
 	} else {
 		snprintf(s->msg, sizeof(s->msg), "sending the buffers failed: %s", strerror(errno));
 		s->st = REFUSED;

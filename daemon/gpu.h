@@ -36,7 +36,9 @@ void gpu_hold_init(struct gpu_hold *h);
 void gpu_hold_release(struct gpu_hold *h);
 
 /* 1: h holds pid's buffers (n > 0); 0: nothing detached (why in e: the
- * caller checkpoints with the buffers attached). */
+ * caller checkpoints with the buffers attached); -1: nothing detached and
+ * the process must not be checkpointed with them attached (its memory is
+ * imported: the driver checkpoint could not restore it). */
 int gpu_detach(pid_t pid, unsigned timeout_ms, struct gpu_hold *h, struct phos_err *e);
 /* Hand h back to pid; 0 once it took them, -1 + e (h unchanged). */
 int gpu_reattach(struct gpu_hold *h, pid_t pid, unsigned timeout_ms, struct phos_err *e);

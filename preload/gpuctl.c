@@ -101,6 +101,8 @@ static void report(int err, const char *msg)
 	if (!m)
 		return;
 	if (phos_msg_put_u64(m, PHOS_A_ERRNO, (uint64_t)err) == 0 &&
+	    (!err || !phos_vmm_imported() ||
+	     phos_msg_put_u64(m, PHOS_A_FLAGS, PHOS_F_GPU_IMPORTED) == 0) &&
 	    (!msg || phos_msg_put_str(m, PHOS_A_MSG, msg) == 0) && bufs_put(m, NULL, 0) == 0)
 		exchange(m, NULL, 0, NULL);
 	phos_msg_free(m);

@@ -161,6 +161,9 @@ int phos_vmm_detach(struct phos_gpubuf *bufs, int *fds, int max, char *msg, size
 int phos_vmm_reattach(const struct phos_gpubuf *bufs, const int *fds, int n, char *msg,
 		      size_t msglen);
 bool phos_vmm_detached(void);
+/* Some buffer is imported memory (handed back by phosd): the driver
+ * checkpoint cannot restore the process with it attached. */
+bool phos_vmm_imported(void);
 
 /* ---- gpuctl.c: DETACH/REATTACH with phosd -------------------------------- */
 /* Handle phosd's DETACH or REATTACH signal (libphos thread). */

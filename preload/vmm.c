@@ -13,6 +13,10 @@
  * Detach (gate closed, libphos thread): every context is synchronised,
  * every buffer exported, unmapped and released; the reservations stay,
  * so reattach maps the memory phosd hands back at the same addresses.
+ * Memory we got back that way is imported: the driver will not export it
+ * again (CUDA_ERROR_INVALID_VALUE on an H100), so we keep the fd it came
+ * with for the next detach, and the driver checkpoint cannot restore it
+ * either: phosd never checkpoints such a process with it attached.
  *
  * Limits: peer access (cuCtxEnablePeerAccess) does not reach these
  * buffers (VMM access is per mapping); legacy CUDA IPC
@@ -23,6 +27,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +44,9 @@ struct own {
 	CUmemGenericAllocationHandle h;	/* 0 while detached */
 	CUdevice dev;
 	CUcontext ctx;
+	int fd;			/* imported (reattached) memory: the fd it came
+				 * with, -1 for memory we created: the driver
+				 * does not export an imported handle again */
 };
 
 static struct {
@@ -144,7 +152,7 @@ static struct own *own_find(CUdeviceptr p)
 
 CUresult phos_vmm_alloc(CUdeviceptr *dptr, size_t size)
 {
-	struct own o = { .req = size };
+	struct own o = { .req = size, .fd = -1 };
 	CUmemAllocationProp prop;
 	size_t gran = 0;
 	CUresult r;
@@ -206,6 +214,8 @@ int phos_vmm_free(CUdeviceptr p, CUresult *r)
 	if (*r == CUDA_SUCCESS && (*r = drv.unmap(o.va, o.size)) == CUDA_SUCCESS) {
 		drv.release(o.h);
 		drv.addr_free(o.va, o.size);
+		if (o.fd >= 0)
+			close(o.fd);
 		return 1;
 	}
 	pthread_mutex_lock(&lock);
@@ -244,6 +254,17 @@ const CUmemAllocationProp *phos_vmm_exportable(const CUmemAllocationProp *prop,
 		(CUmemAllocationHandleType)(tmp->requestedHandleTypes |
 					    CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
 	return tmp;
+}
+
+bool phos_vmm_imported(void)
+{
+	bool any = false;
+
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; i < nown && !any; i++)
+		any = owns[i].fd >= 0;
+	pthread_mutex_unlock(&lock);
+	return any;
 }
 
 bool phos_vmm_detached(void)
@@ -303,7 +324,12 @@ int phos_vmm_detach(struct phos_gpubuf *bufs, int *fds, int max, char *msg, size
 	for (i = 0; i < n; i++) {
 		fds[i] = -1;
 		drv.ctx_set_current(owns[i].ctx);
-		r = drv.export_fd(&fds[i], owns[i].h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
+		if (owns[i].fd >= 0)
+			r = (fds[i] = fcntl(owns[i].fd, F_DUPFD_CLOEXEC, 3)) >= 0 ?
+			    CUDA_SUCCESS : CUDA_ERROR_OPERATING_SYSTEM;
+		else
+			r = drv.export_fd(&fds[i], owns[i].h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+					  0);
 		if (r != CUDA_SUCCESS) {
 			snprintf(msg, msglen, "exporting the buffer at %#llx failed: CUDA error %d",
 				 (unsigned long long)owns[i].va, (int)r);
@@ -328,8 +354,14 @@ int phos_vmm_detach(struct phos_gpubuf *bufs, int *fds, int max, char *msg, size
 	for (i = 0; i < n; i++) {
 		drv.release(owns[i].h);
 		owns[i].h = 0;
+		if (owns[i].fd >= 0) {	/* phosd has a copy now; none may stay
+					 * open here through the dump */
+			close(owns[i].fd);
+			owns[i].fd = -1;
+		}
 	}
-	__atomic_store_n(&detached, true, __ATOMIC_RELEASE);
+	if (n)
+		__atomic_store_n(&detached, true, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&lock);
 	return (int)n;
 undo:
@@ -375,6 +407,8 @@ int phos_vmm_reattach(const struct phos_gpubuf *bufs, const int *fds, int n, cha
 			snprintf(msg, msglen, "mapping the buffer at %#llx again failed: CUDA error %d",
 				 (unsigned long long)o->va, (int)r);
 			rc = -1;
+		} else {
+			o->fd = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);	/* for the next detach */
 		}
 	}
 	if (rc == 0)

@@ -134,10 +134,16 @@ FAKE(cuCtxDestroy_v2, (CUcontext ctx))
 	return ctx == (CUcontext)&the_ctx ? CUDA_SUCCESS : CUDA_ERROR_INVALID_CONTEXT;
 }
 
+static CUresult sync_result = CUDA_SUCCESS;
+EXPORT void fakecuda_set_sync_result(CUresult r)
+{
+	sync_result = r;
+}
+
 FAKE(cuCtxSynchronize, (void))
 {
 	hit("cuCtxSynchronize");
-	return CUDA_SUCCESS;
+	return sync_result;
 }
 
 FAKE(cuCtxGetCurrent, (CUcontext *ctx))
@@ -286,6 +292,7 @@ FAKE(cuMemFreeHost, (void *p))
 struct vmm {
 	int fd;
 	size_t size;
+	int imported;	/* as on an H100: an imported handle is not exported again */
 };
 
 static int last_handle_types;
@@ -315,7 +322,7 @@ FAKE(cuMemCreate, (CUmemGenericAllocationHandle *h, size_t size, const CUmemAllo
 	if (!h || !prop || size == 0)
 		return CUDA_ERROR_INVALID_VALUE;
 	__atomic_store_n(&last_handle_types, (int)prop->requestedHandleTypes, __ATOMIC_SEQ_CST);
-	v = malloc(sizeof(*v));
+	v = calloc(1, sizeof(*v));
 	if (!v)
 		return CUDA_ERROR_OUT_OF_MEMORY;
 	v->fd = memfd_create("fakecuda-vmm", MFD_CLOEXEC);
@@ -349,7 +356,7 @@ FAKE(cuMemExportToShareableHandle, (void *out, CUmemGenericAllocationHandle h,
 	int fd;
 
 	(void)fl;
-	if (!v || !out || type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)
+	if (!v || !out || type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR || v->imported)
 		return CUDA_ERROR_INVALID_VALUE;
 	fd = fcntl(v->fd, F_DUPFD_CLOEXEC, 3);
 	if (fd < 0)
@@ -372,6 +379,7 @@ FAKE(cuMemImportFromShareableHandle, (CUmemGenericAllocationHandle *h, void *os,
 		return CUDA_ERROR_OUT_OF_MEMORY;
 	v->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
 	v->size = (size_t)st.st_size;
+	v->imported = 1;
 	*h = (CUmemGenericAllocationHandle)(uintptr_t)v;
 	return CUDA_SUCCESS;
 }

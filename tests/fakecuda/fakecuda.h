@@ -38,6 +38,9 @@ void fakecuda_set_capturing(int on);
  * whose lookups return pointers of their own. */
 void fakecuda_set_gpa_internal(int n);
 
+/* What cuCtxSynchronize answers from now on (CUDA_SUCCESS: normal). */
+void fakecuda_set_sync_result(CUresult r);
+
 /* requestedHandleTypes of the last cuMemCreate the fake saw. */
 int fakecuda_last_handle_types(void);
 

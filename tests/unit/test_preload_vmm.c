@@ -347,6 +347,63 @@ static void test_detach_nothing(void **state)
 	assert_int_equal(cuMemFree(p), CUDA_SUCCESS);
 }
 
+/* After a reattach the buffers are imported memory, which the driver does
+ * not export again (the fake refuses as an H100 does): the next detach
+ * hands over the fds libphos kept; a detach that fails says the memory is
+ * imported, so that phosd does not fall back to the driver checkpoint. */
+static void test_detach_imported(void **state)
+{
+	struct phos_stats before = preload_stats(), after;
+	CUdeviceptr a = 0;
+	struct phos_msg *m;
+	const void *blob;
+	size_t len;
+	uint8_t rec[PHOS_GPUBUF_LEN];
+	uint64_t err = 0, fl = 0;
+	int client, fd;
+
+	(void)state;
+	assert_int_equal(cuMemAlloc(&a, 2 * MiB), CUDA_SUCCESS);
+	fill(a, 2 * MiB, 7);
+	for (int round = 0; round < 2; round++) {
+		send_sig(PHOS_SIGVAL_DETACH);
+		m = serve(&client);
+		assert_non_null(m);
+		assert_int_equal(m->nfds, 1);	/* round 1: the kept fd, not an export */
+		assert_int_equal(phos_msg_get_blob(m, PHOS_A_GPUBUFS, &blob, &len), 0);
+		memcpy(rec, blob, sizeof(rec));
+		fd = fcntl(m->fds[0], F_DUPFD_CLOEXEC, 3);
+		phos_msg_free(m);
+		reply(client, 0, NULL, 0, NULL, 0);
+		send_sig(PHOS_SIGVAL_REATTACH);
+		m = serve(&client);
+		assert_non_null(m);
+		phos_msg_free(m);
+		reply(client, 0, rec, sizeof(rec), &fd, 1);
+		close(fd);
+		assert_true(check(a, 2 * MiB, 7));
+	}
+	after = preload_stats();
+	assert_int_equal(D(detaches), 2);
+	assert_int_equal(D(reattaches), 2);
+
+	/* a detach that cannot synchronise: refused, flagged as imported */
+	fakecuda_set_sync_result(CUDA_ERROR_LAUNCH_FAILED);
+	send_sig(PHOS_SIGVAL_DETACH);
+	m = serve(&client);
+	fakecuda_set_sync_result(CUDA_SUCCESS);
+	assert_non_null(m);
+	assert_int_equal(m->nfds, 0);
+	assert_int_equal(phos_msg_get_u64(m, PHOS_A_ERRNO, &err), 0);
+	assert_int_not_equal(err, 0);
+	assert_int_equal(phos_msg_get_u64(m, PHOS_A_FLAGS, &fl), 0);
+	assert_int_equal(fl & PHOS_F_GPU_IMPORTED, PHOS_F_GPU_IMPORTED);
+	phos_msg_free(m);
+	reply(client, 0, NULL, 0, NULL, 0);
+	assert_true(check(a, 2 * MiB, 7));
+	assert_int_equal(cuMemFree(a), CUDA_SUCCESS);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -355,6 +412,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_detach_reattach),
 		cmocka_unit_test(test_detach_refused),
 		cmocka_unit_test(test_detach_nothing),
+		cmocka_unit_test(test_detach_imported),
 	};
 
 	if (!getenv("PHOS_TEST_PRELOADED")) {
