@@ -109,6 +109,17 @@ uint64_t phos_now_ms(void)
 	return phos_now_ns() / 1000000ull;
 }
 
+void phos_deadline(struct timespec *ts, unsigned ms)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
 int phos_mkdir_p(const char *path, mode_t mode)
 {
 	char buf[4096];

@@ -27,6 +27,10 @@ void phos_closep(int *fd);
 
 /* Monotonic time in milliseconds / nanoseconds. */
 uint64_t phos_now_ms(void);
+/* ts = now + ms on CLOCK_REALTIME: the deadline pthread_cond_timedwait()
+ * takes. */
+struct timespec;
+void phos_deadline(struct timespec *ts, unsigned ms);
 uint64_t phos_now_ns(void);
 
 /* mkdir -p with mode for each created component. */

@@ -116,13 +116,7 @@ static int post_and_wait(struct slot *s, int value, enum slot_state from, unsign
 	struct timespec end;
 	int r = 0;
 
-	clock_gettime(CLOCK_REALTIME, &end);
-	end.tv_sec += timeout_ms / 1000;
-	end.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (end.tv_nsec >= 1000000000L) {
-		end.tv_sec++;
-		end.tv_nsec -= 1000000000L;
-	}
+	phos_deadline(&end, timeout_ms);
 	if (sigqueue(s->pid, SIGRTMIN + PHOS_SIGNAL_OFFSET, v) < 0)
 		return -1;
 	while (s->st == from && r == 0)

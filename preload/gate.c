@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "phos_int.h"
+#include "../common/util.h"
 
 static int closed;
 static long inflight;
@@ -63,13 +64,7 @@ int phos_gate_close(int timeout_ms)
 	struct timespec end;
 	int r = 0;
 
-	clock_gettime(CLOCK_REALTIME, &end);
-	end.tv_sec += timeout_ms / 1000;
-	end.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (end.tv_nsec >= 1000000000L) {
-		end.tv_sec++;
-		end.tv_nsec -= 1000000000L;
-	}
+	phos_deadline(&end, (unsigned)timeout_ms);
 	pthread_mutex_lock(&lock);
 	__atomic_store_n(&closed, 1, __ATOMIC_SEQ_CST);
 	while (r == 0 && __atomic_load_n(&inflight, __ATOMIC_SEQ_CST) > 0)
