@@ -2,8 +2,9 @@
 # directory; apps run as setsid'ed process trees that phosd checkpoints.
 #
 # Environment:
-#   PHOS_BIN   folder with phosd, phosctl, phos-restore (default: .carry/bin
-#              of the checkout, else the build tree's daemon/)
+#   PHOS_BIN   folder with phosd, phosctl, phos-restore, phos-gpu (default:
+#              .carry/bin of the checkout, else ./build/daemon of run-tests.sh)
+#   LIBPHOS    libphos.so (default: $PHOS_BIN's, else ./build/preload/.libs)
 #   PHOS_LIB   LD_LIBRARY_PATH for them and for CRIU (default .carry/lib)
 #   CRIU       criu binary (default $PHOS_BIN/criu, else criu on PATH)
 #   LOG_DIR    where logs go (default $W/logs)
@@ -11,7 +12,12 @@
 #              else /tmp/phos-gpu)
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-PHOS_BIN=${PHOS_BIN:-$top/.carry/bin}
+if [ -z "${PHOS_BIN:-}" ]; then
+	PHOS_BIN=$top/.carry/bin
+	[ -x "$PHOS_BIN/phosd" ] || [ ! -x "$top/build/daemon/phosd" ] || PHOS_BIN=$top/build/daemon
+fi
+LIBPHOS=${LIBPHOS:-$PHOS_BIN/libphos.so}
+[ -f "$LIBPHOS" ] || [ ! -f "$top/build/preload/.libs/libphos.so" ] || LIBPHOS=$top/build/preload/.libs/libphos.so
 PHOS_LIB=${PHOS_LIB:-$top/.carry/lib}
 CRIU=${CRIU:-$PHOS_BIN/criu}
 [ -x "$CRIU" ] || CRIU=$(command -v criu)
@@ -62,7 +68,7 @@ YAML
 
 # "${UNDER_LIBPHOS[@]}" CMD...: CMD with libphos.so preloaded as the SPANK
 # plugin sets it up (checkpointing on: large buffers served as exportable VMM)
-UNDER_LIBPHOS=(env LD_PRELOAD="$PHOS_BIN/libphos.so" PHOS_CHECKPOINT=1 PHOS_SOCKET="$SOCK")
+UNDER_LIBPHOS=(env LD_PRELOAD="$LIBPHOS" PHOS_CHECKPOINT=1 PHOS_SOCKET="$SOCK")
 
 stop_phosd() { [ -n "${PHOSD_PID:-}" ] && kill "$PHOSD_PID" 2>/dev/null; }
 
