@@ -136,12 +136,15 @@ void phos_write_launch(CUfunction f, bool per_thread, CUstream s, void **kernel_
 		PHOS_COUNT(launches_unknown, 1);
 		return;
 	}
+	if (np == 0)
+		return;		/* nothing to scan: no map lock */
 	pthread_rwlock_rdlock(&map_lock);
 	phos_wset_scan(&map, &ws, p, np, kernel_params, extra);
 	pthread_rwlock_unlock(&map_lock);
 	if (ws.unknown)
 		PHOS_COUNT(launches_unknown, 1);
-	PHOS_COUNT(wset_marks, ws.n);
+	if (ws.n)
+		PHOS_COUNT(wset_marks, ws.n);
 }
 
 /* ---- the hooks --------------------------------------------------------- */
