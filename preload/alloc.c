@@ -506,6 +506,32 @@ static CUresult impl_ptrattr(ptrattr_fn real, int pt, void *data, CUpointer_attr
 PHOS_DEFINE_HOOK(cuPointerGetAttribute, impl_ptrattr, 0,
 		 (void *data, CUpointer_attribute attr, CUdeviceptr p), (data, attr, p));
 
+typedef CUresult (*ptrattrs_fn)(unsigned int, CUpointer_attribute *, void **, CUdeviceptr);
+static CUresult impl_ptrattrs(ptrattrs_fn real, int pt, unsigned int n, CUpointer_attribute *attrs,
+			      void **data, CUdeviceptr p)
+{
+	CUdeviceptr b;
+	size_t sz;
+	CUresult r;
+
+	PHOS_PROLOGUE();
+	r = real(n, attrs, data, p);
+	if (r == CUDA_SUCCESS && attrs && data && phos_vmm_range(p, &b, &sz)) {
+		for (unsigned int i = 0; i < n; i++) {
+			if (!data[i])
+				continue;
+			if (attrs[i] == CU_POINTER_ATTRIBUTE_RANGE_START_ADDR)
+				*(CUdeviceptr *)data[i] = b;
+			else if (attrs[i] == CU_POINTER_ATTRIBUTE_RANGE_SIZE)
+				*(size_t *)data[i] = sz;
+		}
+	}
+	return r;
+}
+PHOS_DEFINE_HOOK(cuPointerGetAttributes, impl_ptrattrs, 0,
+		 (unsigned int n, CUpointer_attribute *attrs, void **data, CUdeviceptr p),
+		 (n, attrs, data, p));
+
 typedef CUresult (*dtoh_fn)(void *, CUdeviceptr, size_t);
 static CUresult impl_dtoh(dtoh_fn real, int pt, void *d, CUdeviceptr s, size_t n)
 {

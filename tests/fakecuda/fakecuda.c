@@ -515,6 +515,25 @@ FAKE(cuPointerGetAttribute, (void *data, CUpointer_attribute attr, CUdeviceptr p
 	}
 }
 
+FAKE(cuPointerGetAttributes, (unsigned int n, CUpointer_attribute *attrs, void **data,
+			      CUdeviceptr p))
+{
+	hit("cuPointerGetAttributes");
+	if (!attrs || !data)
+		return CUDA_ERROR_INVALID_VALUE;
+	for (unsigned int i = 0; i < n; i++) {
+		if (!data[i])
+			continue;
+		if (attrs[i] == CU_POINTER_ATTRIBUTE_RANGE_START_ADDR)
+			*(CUdeviceptr *)data[i] = p;
+		else if (attrs[i] == CU_POINTER_ATTRIBUTE_RANGE_SIZE)
+			*(size_t *)data[i] = 1;
+		else if (attrs[i] == CU_POINTER_ATTRIBUTE_MEMORY_TYPE)
+			*(unsigned int *)data[i] = CU_MEMORYTYPE_DEVICE;
+	}
+	return CUDA_SUCCESS;
+}
+
 FAKE(cuMemcpyDtoD_v2, (CUdeviceptr d, CUdeviceptr s, size_t n))
 {
 	hit("cuMemcpyDtoD_v2");

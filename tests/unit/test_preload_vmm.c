@@ -125,6 +125,20 @@ static void test_large_is_vmm(void **state)
 	assert_int_equal(cuPointerGetAttribute(&size, CU_POINTER_ATTRIBUTE_RANGE_SIZE, big + 9),
 			 CUDA_SUCCESS);
 	assert_int_equal(size, 3 * MiB);
+	{
+		CUpointer_attribute at[3] = { CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
+					      CU_POINTER_ATTRIBUTE_RANGE_START_ADDR,
+					      CU_POINTER_ATTRIBUTE_RANGE_SIZE };
+		unsigned int type = 0;
+		CUdeviceptr start = 0;
+		size_t rsize = 0;
+		void *data[3] = { &type, &start, &rsize };
+
+		assert_int_equal(cuPointerGetAttributes(3, at, data, big + 77), CUDA_SUCCESS);
+		assert_int_equal(type, CU_MEMORYTYPE_DEVICE);
+		assert_int_equal(start, big);
+		assert_int_equal(rsize, 3 * MiB);
+	}
 	fill(big, 3 * MiB, 1);
 	assert_true(check(big, 3 * MiB, 1));
 	/* the map has it, for write sets */
