@@ -4,6 +4,7 @@ about 10-50 ms a step on an H100).  Warm-up steps, then STEPS steps, each
 timed with torch.cuda.synchronize() on both sides.  No downloads.
 usage: torch_step.py [STEPS [WARMUP]]
 Prints `RESULT median_step_ms X mean_step_ms Y steps N`, then DONE."""
+import os
 import statistics
 import sys
 import time
@@ -11,45 +12,15 @@ import time
 import torch
 import torch.nn as nn
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "gpu"))
+from gpt import GPT  # noqa: E402  (tests/gpu/gpt.py)
+
 steps = int(sys.argv[1]) if len(sys.argv) > 1 else 50
 warmup = int(sys.argv[2]) if len(sys.argv) > 2 else 10
 torch.manual_seed(0)
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 cfg = dict(vocab=4096, ctx=256, d=512, heads=8, layers=6, batch=32)
-
-
-class Block(nn.Module):
-    def __init__(self, d, h):
-        super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = nn.MultiheadAttention(d, h, batch_first=True)
-        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-
-    def forward(self, x, mask):
-        h = self.ln1(x)
-        x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
-        return x + self.mlp(self.ln2(x))
-
-
-class GPT(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.tok = nn.Embedding(c["vocab"], c["d"])
-        self.pos = nn.Embedding(c["ctx"], c["d"])
-        self.blocks = nn.ModuleList([Block(c["d"], c["heads"]) for _ in range(c["layers"])])
-        self.ln = nn.LayerNorm(c["d"])
-        self.head = nn.Linear(c["d"], c["vocab"], bias=False)
-
-    def forward(self, idx):
-        t = idx.shape[1]
-        mask = torch.triu(torch.full((t, t), float("-inf"), device=idx.device), 1)
-        x = self.tok(idx) + self.pos(torch.arange(t, device=idx.device))
-        for b in self.blocks:
-            x = b(x, mask)
-        return self.head(self.ln(x))
-
-
 dev = torch.device("cuda")
 model = GPT(cfg).to(dev)
 opt = torch.optim.AdamW(model.parameters(), lr=1e-4)

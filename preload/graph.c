@@ -451,12 +451,7 @@ static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static size_t bucket(CUgraphExec g)
 {
-	uint64_t x = (uint64_t)(uintptr_t)g;
-
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdULL;
-	x ^= x >> 33;
-	return (size_t)x & (NBUCKETS - 1);
+	return (size_t)phos_ptr_mix(g) & (NBUCKETS - 1);
 }
 
 static void exec_free(struct gexec *e)

@@ -42,12 +42,7 @@ typedef CUresult (*info_fn)(void *, size_t, size_t *, size_t *);
 
 static size_t hash(CUfunction f)
 {
-	uint64_t x = (uint64_t)(uintptr_t)f;
-
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdULL;
-	x ^= x >> 33;
-	return (size_t)x & (CACHE_SIZE - 1);
+	return (size_t)phos_ptr_mix(f) & (CACHE_SIZE - 1);
 }
 
 static struct layout *query(info_fn fn, CUfunction f, CUresult *first)

@@ -28,6 +28,18 @@
 
 #define PHOS_EXPORT __attribute__((visibility("default")))
 
+/* A handle or pointer mixed into a hash-table index (murmur3's finaliser
+ * step): params.c's kernel cache, graph.c's exec table. */
+static inline uint64_t phos_ptr_mix(const void *p)
+{
+	uint64_t x = (uint64_t)(uintptr_t)p;
+
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	return x;
+}
+
 /* ---- init.c ---------------------------------------------------------- */
 struct phos_env {
 	bool debug;		/* PHOS_DEBUG set and not "0" */

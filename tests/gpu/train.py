@@ -9,6 +9,8 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
+from gpt import GPT  # noqa: E402  (tests/gpu/gpt.py, beside this script)
+
 steps = int(sys.argv[1]) if len(sys.argv) > 1 else 60
 pause = float(sys.argv[2]) if len(sys.argv) > 2 else 0.1
 torch.manual_seed(1234)
@@ -16,39 +18,6 @@ torch.use_deterministic_algorithms(True)
 torch.backends.cudnn.benchmark = False
 torch.backends.cuda.matmul.allow_tf32 = False
 cfg = dict(vocab=2048, ctx=128, d=256, heads=8, layers=4, batch=16)
-
-
-class Block(nn.Module):
-    def __init__(self, d, h):
-        super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = nn.MultiheadAttention(d, h, batch_first=True)
-        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-
-    def forward(self, x, mask):
-        h = self.ln1(x)
-        x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
-        return x + self.mlp(self.ln2(x))
-
-
-class GPT(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.tok = nn.Embedding(c["vocab"], c["d"])
-        self.pos = nn.Embedding(c["ctx"], c["d"])
-        self.blocks = nn.ModuleList([Block(c["d"], c["heads"]) for _ in range(c["layers"])])
-        self.ln = nn.LayerNorm(c["d"])
-        self.head = nn.Linear(c["d"], c["vocab"], bias=False)
-
-    def forward(self, idx):
-        t = idx.shape[1]
-        mask = torch.triu(torch.full((t, t), float("-inf"), device=idx.device), 1)
-        x = self.tok(idx) + self.pos(torch.arange(t, device=idx.device))
-        for b in self.blocks:
-            x = b(x, mask)
-        return self.head(self.ln(x))
-
-
 dev = torch.device("cuda")
 model = GPT(cfg).to(dev)
 opt = torch.optim.AdamW(model.parameters(), lr=3e-4)

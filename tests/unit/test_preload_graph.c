@@ -13,41 +13,15 @@
 
 #include "fakecuda.h"
 #include "preload_test.h"
+#include "preload_cuda.h"
 
 #define D(field) (after.field - before.field)
 
 static int setup(void **state)
 {
-	CUcontext ctx;
-	CUdevice dev;
-
 	(void)state;
-	assert_int_equal(cuInit(0), CUDA_SUCCESS);
-	assert_int_equal(cuDeviceGet(&dev, 0), CUDA_SUCCESS);
-	assert_int_equal(cuCtxCreate(&ctx, NULL, 0, dev), CUDA_SUCCESS);
+	preload_ctx();
 	return 0;
-}
-
-/* kernel body: out[i] = in[i] + 1 for i < n  (params: out, n, in) */
-static void body_inc(void **p)
-{
-	uint32_t *out = *(uint32_t **)p[0];
-	int n = *(int *)p[1];
-	const uint32_t *in = *(const uint32_t **)p[2];
-	int i;
-
-	for (i = 0; i < n; i++)
-		out[i] = in[i] + 1;
-}
-
-static const size_t inc_sizes[] = { 8, 4, 8 };
-
-static uint64_t writes_of(CUdeviceptr p)
-{
-	uint64_t w = 0;
-
-	assert_int_equal(preload_alloc_query(p, NULL, NULL, NULL, &w), 0);
-	return w;
 }
 
 static uint32_t word0(CUdeviceptr p)
@@ -153,7 +127,7 @@ static void test_hooked(void **state)
 
 static void test_kernel_and_memset(void **state)
 {
-	CUfunction k = fakecuda_kernel(FAKECUDA_KERNEL, 3, inc_sizes, body_inc);
+	CUfunction k = fakecuda_kernel(FAKECUDA_KERNEL, 3, INC_SIZES, body_inc);
 	struct phos_stats before, after;
 	CUdeviceptr a, b, c;
 	CUgraph g;
@@ -205,7 +179,7 @@ static void test_kernel_and_memset(void **state)
 
 static void test_unknown(void **state)
 {
-	CUfunction k = fakecuda_kernel(FAKECUDA_KERNEL, 3, inc_sizes, body_inc);
+	CUfunction k = fakecuda_kernel(FAKECUDA_KERNEL, 3, INC_SIZES, body_inc);
 	CUfunction opaque = fakecuda_kernel(FAKECUDA_OPAQUE, 0, NULL, NULL);
 	struct phos_stats before, after;
 	CUDA_MEM_ALLOC_NODE_PARAMS ap;
@@ -267,7 +241,7 @@ static void test_unknown(void **state)
 
 static void test_exec_set_params(void **state)
 {
-	CUfunction k = fakecuda_kernel(FAKECUDA_KERNEL, 3, inc_sizes, body_inc);
+	CUfunction k = fakecuda_kernel(FAKECUDA_KERNEL, 3, INC_SIZES, body_inc);
 	struct phos_stats before, after;
 	CUdeviceptr a, b, c;
 	CUgraph g;
@@ -352,7 +326,7 @@ static void test_exec_set_params(void **state)
 
 static void test_child_graph(void **state)
 {
-	CUfunction k = fakecuda_kernel(FAKECUDA_KERNEL, 3, inc_sizes, body_inc);
+	CUfunction k = fakecuda_kernel(FAKECUDA_KERNEL, 3, INC_SIZES, body_inc);
 	struct phos_stats before, after;
 	CUdeviceptr a, b, c;
 	CUgraph g, child, inner, child2;

@@ -15,6 +15,7 @@
 
 #include "fakecuda.h"
 #include "preload_test.h"
+#include "preload_cuda.h"
 
 #undef cuGetProcAddress
 CUresult cuGetProcAddress(const char *, void **, int, cuuint64_t);
@@ -43,43 +44,16 @@ static void *gpa(const char *sym, int ver, cuuint64_t flags, CUdriverProcAddress
 
 static int setup(void **state)
 {
-	CUcontext ctx;
-	CUdevice dev;
-
 	(void)state;
-	assert_int_equal(cuInit(0), CUDA_SUCCESS);
-	assert_int_equal(cuDeviceGet(&dev, 0), CUDA_SUCCESS);
-	assert_int_equal(cuCtxCreate(&ctx, NULL, 0, dev), CUDA_SUCCESS);
+	preload_ctx();
 	return 0;
 }
-
-/* kernel body: out[i] = in[i] + 1 for i < n  (params: out, n, in) */
-static void body_inc(void **p)
-{
-	uint32_t *out = *(uint32_t **)p[0];
-	int n = *(int *)p[1];
-	const uint32_t *in = *(const uint32_t **)p[2];
-	int i;
-
-	for (i = 0; i < n; i++)
-		out[i] = in[i] + 1;
-}
-
-static const size_t inc_sizes[] = { 8, 4, 8 };
 
 static CUresult launch_inc(CUfunction k, CUdeviceptr out, int n, CUdeviceptr in)
 {
 	void *kp[] = { &out, &n, &in };
 
 	return cuLaunchKernel(k, 1, 1, 1, 1, 1, 1, 0, NULL, kp, NULL);
-}
-
-static uint64_t writes_of(CUdeviceptr p)
-{
-	uint64_t w = 0;
-
-	assert_int_equal(preload_alloc_query(p, NULL, NULL, NULL, &w), 0);
-	return w;
 }
 
 /* ---- libphos is there, and the exported symbols are its ------------- */
@@ -104,7 +78,7 @@ static void test_loaded(void **state)
 
 static void test_exported_counts(void **state)
 {
-	CUfunction k = fakecuda_kernel(FAKECUDA_KERNEL, 3, inc_sizes, body_inc);
+	CUfunction k = fakecuda_kernel(FAKECUDA_KERNEL, 3, INC_SIZES, body_inc);
 	static const size_t sizes[] = { 64, 4096, 1 << 20, 256, 100 };
 	CUdeviceptr p[5];
 	struct phos_stats before, after;
@@ -191,7 +165,7 @@ static void test_gpa_versions_and_flags(void **state)
 	CUdriverProcAddressQueryResult st;
 	struct phos_stats before, after;
 	launch_fn legacy, ptsz;
-	CUfunction k = fakecuda_kernel(FAKECUDA_KERNEL, 3, inc_sizes, body_inc);
+	CUfunction k = fakecuda_kernel(FAKECUDA_KERNEL, 3, INC_SIZES, body_inc);
 	CUdeviceptr a;
 	unsigned long l0 = fakecuda_calls("cuLaunchKernel"), p0 = fakecuda_calls("cuLaunchKernel_ptsz");
 	int n = 1;
@@ -321,9 +295,9 @@ static int export_table_child(void)
 
 static void test_write_sets(void **state)
 {
-	CUfunction k = fakecuda_kernel(FAKECUDA_KERNEL, 3, inc_sizes, body_inc);
-	CUfunction f = fakecuda_kernel(FAKECUDA_FUNCTION, 3, inc_sizes, body_inc);
-	CUfunction o = fakecuda_kernel(FAKECUDA_OPAQUE, 3, inc_sizes, body_inc);
+	CUfunction k = fakecuda_kernel(FAKECUDA_KERNEL, 3, INC_SIZES, body_inc);
+	CUfunction f = fakecuda_kernel(FAKECUDA_FUNCTION, 3, INC_SIZES, body_inc);
+	CUfunction o = fakecuda_kernel(FAKECUDA_OPAQUE, 3, INC_SIZES, body_inc);
 	struct phos_stats before, after;
 	CUdeviceptr out, in, other;
 	uint32_t host[4] = { 10, 20, 30, 40 }, back[4];
@@ -409,7 +383,7 @@ static void test_write_sets(void **state)
 
 static void test_capture_and_graphs(void **state)
 {
-	CUfunction k = fakecuda_kernel(FAKECUDA_KERNEL, 3, inc_sizes, body_inc);
+	CUfunction k = fakecuda_kernel(FAKECUDA_KERNEL, 3, INC_SIZES, body_inc);
 	struct phos_stats before, after;
 	CUdeviceptr a;
 	CUgraph g = NULL;
@@ -554,7 +528,7 @@ static void *worker(void *arg)
 
 static void test_threads(void **state)
 {
-	CUfunction k = fakecuda_kernel(FAKECUDA_KERNEL, 3, inc_sizes, body_inc);
+	CUfunction k = fakecuda_kernel(FAKECUDA_KERNEL, 3, INC_SIZES, body_inc);
 	struct phos_stats before, after;
 	pthread_t t[THREADS];
 	void *ret;

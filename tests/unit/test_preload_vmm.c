@@ -25,6 +25,7 @@
 
 #include "fakecuda.h"
 #include "preload_test.h"
+#include "preload_cuda.h"
 #include "proto.h"
 
 #define MiB (1024 * 1024)
@@ -36,13 +37,9 @@ static int listen_fd = -1;
 static int setup(void **state)
 {
 	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	CUcontext ctx;
-	CUdevice dev;
 
 	(void)state;
-	assert_int_equal(cuInit(0), CUDA_SUCCESS);
-	assert_int_equal(cuDeviceGet(&dev, 0), CUDA_SUCCESS);
-	assert_int_equal(cuCtxCreate(&ctx, NULL, 0, dev), CUDA_SUCCESS);
+	preload_ctx();
 	memcpy(a.sun_path, sock_path, strlen(sock_path) + 1);
 	listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	assert_true(listen_fd >= 0);
