@@ -85,13 +85,6 @@ void gpu_hold_release(struct gpu_hold *h)
 	h->bytes = 0;
 }
 
-const char *gpu_helper(void)
-{
-	const char *p = getenv("PHOS_GPU_HELPER");
-
-	return p && *p ? p : PHOS_GPU_BIN;
-}
-
 static struct slot *slot_find(pid_t pid, enum slot_state st)
 {
 	for (struct slot *s = slots; s; s = s->next)
@@ -250,6 +243,7 @@ void handle_gpu_detach(struct client *c, struct phos_msg *req)
 	uint64_t err = 0, v;
 	struct slot *s;
 	const char *why = NULL;
+	bool answered = false;
 
 	if (c->remote) {
 		client_reply(c, req->seq, EPERM, "GPU buffers are handed over on the local socket only");
@@ -278,23 +272,24 @@ void handle_gpu_detach(struct client *c, struct phos_msg *req)
 		s->st = REFUSED;
 	} else if (parse_bufs(req, s->h, s->msg, sizeof(s->msg)) < 0) {
 		s->st = REFUSED;
-	} else if (client_reply(c, req->seq, 0, NULL) < 0) {
-		/* libphos maps its own copies again: we must not keep ours */
-		gpu_hold_release(s->h);
-		snprintf(s->msg, sizeof(s->msg), "the answer to its GPU_DETACH could not be sent");
-		s->st = REFUSED;
-		pthread_cond_broadcast(&cond);
-		pthread_mutex_unlock(&lock);
-		return;
 	} else {
-		s->st = DETACHED;
-		pthread_cond_broadcast(&cond);
-		pthread_mutex_unlock(&lock);
-		return;
+		/* answered under the lock: the waiter must not run the driver
+		 * checkpoint before libphos has its answer */
+		answered = true;
+		if (client_reply(c, req->seq, 0, NULL) == 0) {
+			s->st = DETACHED;
+		} else {
+			/* libphos maps its own copies again: we must not keep ours */
+			gpu_hold_release(s->h);
+			snprintf(s->msg, sizeof(s->msg),
+				 "the answer to its GPU_DETACH could not be sent");
+			s->st = REFUSED;
+		}
 	}
 	pthread_cond_broadcast(&cond);
 	pthread_mutex_unlock(&lock);
-	client_reply(c, req->seq, 0, NULL);
+	if (!answered)
+		client_reply(c, req->seq, 0, NULL);
 }
 
 void handle_gpu_reattach(struct client *c, struct phos_msg *req)

@@ -4,7 +4,8 @@
  *
  *   gpu_detach(pid)      DETACH signal, wait for the pid's GPU_DETACH:
  *                        phosd then holds its large buffers (fds)
- *   gpu_save(hold, dir)  phos-gpu save: the buffers into the image
+ *   gpu_save_start/finish(hold, dir)
+ *                        phos-gpu save: the buffers into the image
  *   gpu_reattach(hold)   REATTACH signal, hand them back on GPU_REATTACH
  *   gpu_hold_release()   close the fds (the memory goes with the last)
  *
@@ -16,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/types.h>
 
 #include "err.h"
@@ -66,8 +68,14 @@ int gpu_save_finish(struct gpu_save *sv, struct phos_err *e);
 /* Kill a helper still running (failure paths). */
 void gpu_save_abort(struct gpu_save *sv);
 
-/* The phos-gpu helper: $PHOS_GPU_HELPER or the installed one. */
-const char *gpu_helper(void);
+/* The phos-gpu helper: $PHOS_GPU_HELPER or the installed one (phosd and
+ * phos-restore). */
+static inline const char *gpu_helper(void)
+{
+	const char *p = getenv("PHOS_GPU_HELPER");
+
+	return p && *p ? p : PHOS_GPU_BIN;
+}
 
 void handle_gpu_detach(struct client *c, struct phos_msg *req);
 void handle_gpu_reattach(struct client *c, struct phos_msg *req);

@@ -56,6 +56,7 @@
 #include "conf.h"
 #include "criu.h"
 #include "cuda.h"
+#include "gpu.h"
 #include "log.h"
 #include "manifest.h"
 #include "proc.h"
@@ -416,13 +417,6 @@ static void report_done(const struct opts *o, pid_t pid, pid_t nspid)
  * offer them to phosd, which hands them to the process (its libphos waits
  * for REATTACH with every CUDA call held).  doc/protocol.md.
  */
-static const char *gpu_helper_path(void)
-{
-	const char *p = getenv("PHOS_GPU_HELPER");
-
-	return p && *p ? p : PHOS_GPU_BIN;
-}
-
 static int load_one(const struct opts *o, int dirfd, const char *tag, pid_t pid,
 		    struct phos_err *e)
 {
@@ -437,8 +431,8 @@ static int load_one(const struct opts *o, int dirfd, const char *tag, pid_t pid,
 	if (c == 0) {
 		if (fchdir(dirfd) < 0 || dup2(sk[1], 3) < 0)
 			_exit(127);
-		execl(gpu_helper_path(), "phos-gpu", "load", tag, (char *)NULL);
-		fprintf(stderr, "phos-gpu: cannot run %s: %s\n", gpu_helper_path(), strerror(errno));
+		execl(gpu_helper(), "phos-gpu", "load", tag, (char *)NULL);
+		fprintf(stderr, "phos-gpu: cannot run %s: %s\n", gpu_helper(), strerror(errno));
 		_exit(127);
 	}
 	close(sk[1]);
