@@ -583,6 +583,8 @@ int checkpoint_run(const struct ckpt_req *r, struct ckpt_result *res, struct pho
 		phos_errnof(e, ENOMEM, "out of memory");
 		goto out;
 	}
+	for (size_t i = 0; i < nholds; i++)
+		gpu_save_init(&saves[i]);	/* the out path aborts every one */
 	for (size_t i = 0; i < nholds; i++) {
 		progress(&c, predump + 1, predump + 1, "saving %d GPU buffer(s) of pid %d",
 			 holds[i].n, (int)holds[i].pid);

@@ -324,6 +324,13 @@ void handle_gpu_reattach(struct client *c, struct phos_msg *req)
 	pthread_mutex_unlock(&lock);
 }
 
+void gpu_save_init(struct gpu_save *sv)
+{
+	memset(sv, 0, sizeof(*sv));
+	sv->pid = -1;
+	sv->err_fd = -1;
+}
+
 int gpu_save_start(const struct gpu_hold *h, int dir_fd, pid_t tag, bool snapshot,
 		   struct gpu_save *sv, struct phos_err *e)
 {
@@ -331,9 +338,7 @@ int gpu_save_start(const struct gpu_hold *h, int dir_fd, pid_t tag, bool snapsho
 	int in[2] = { -1, -1 }, outp[2] = { -1, -1 }, errp[2] = { -1, -1 };
 	pid_t c;
 
-	memset(sv, 0, sizeof(*sv));
-	sv->pid = -1;
-	sv->err_fd = -1;
+	gpu_save_init(sv);
 	sv->h = h;
 	sv->n = h->n;
 	sv->bytes = h->bytes;

@@ -62,6 +62,8 @@ struct gpu_save {
 	uint64_t bytes;
 	uint64_t t0;
 };
+/* Nothing under way (what gpu_save_abort() may be given). */
+void gpu_save_init(struct gpu_save *sv);
 int gpu_save_start(const struct gpu_hold *h, int dir_fd, pid_t tag, bool snapshot,
 		   struct gpu_save *sv, struct phos_err *e);
 int gpu_save_finish(struct gpu_save *sv, struct phos_err *e);
