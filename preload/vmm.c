@@ -75,7 +75,6 @@ static bool drv_ok;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct own *owns;
 static size_t nown, capown;
-static bool detached;
 
 #define SYM(field, name) (*(void **)&drv.field = phos_cuda_sym(name)) != NULL
 
@@ -267,9 +266,16 @@ bool phos_vmm_imported(void)
 	return any;
 }
 
+/* Detached: phosd has the memory, we only have the reservation. */
 bool phos_vmm_detached(void)
 {
-	return __atomic_load_n(&detached, __ATOMIC_ACQUIRE);
+	bool any = false;
+
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; i < nown && !any; i++)
+		any = owns[i].h == 0;
+	pthread_mutex_unlock(&lock);
+	return any;
 }
 
 /* Synchronise every context that owns a buffer (from this thread). */
@@ -360,8 +366,6 @@ int phos_vmm_detach(struct phos_gpubuf *bufs, int *fds, int max, char *msg, size
 			owns[i].fd = -1;
 		}
 	}
-	if (n)
-		__atomic_store_n(&detached, true, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&lock);
 	return (int)n;
 undo:
@@ -411,8 +415,6 @@ int phos_vmm_reattach(const struct phos_gpubuf *bufs, const int *fds, int n, cha
 			o->fd = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);	/* for the next detach */
 		}
 	}
-	if (rc == 0)
-		__atomic_store_n(&detached, false, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&lock);
 	return rc;
 }
