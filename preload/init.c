@@ -41,6 +41,8 @@ static bool env_true(const char *v)
 	return v && *v && strcmp(v, "0") != 0;
 }
 
+static const char *bad_vmm_min;	/* an unusable PHOS_VMM_MIN */
+
 static void read_env(void)
 {
 	const char *v;
@@ -60,6 +62,8 @@ static void read_env(void)
 
 		if (end != v && *end == '\0' && n > 0)
 			phos_env.vmm_min = (size_t)n;
+		else
+			bad_vmm_min = v;	/* said once debug output is set up */
 	}
 	v = secure_getenv("PHOS_STATS_FILE");
 	if (v && *v && strlen(v) < sizeof(stats_path)) {
@@ -78,6 +82,9 @@ static void do_init(void)
 		phos_dbg("cannot catch SIGTERM: %s", strerror(errno));
 	__atomic_store_n(&init_done, 1, __ATOMIC_RELEASE);
 	__atomic_store_n(&phos_st.initialized, 1, __ATOMIC_RELAXED);
+	if (bad_vmm_min)
+		phos_dbg("PHOS_VMM_MIN=%s: not a positive number of bytes, using %zu", bad_vmm_min,
+			 phos_env.vmm_min);
 	phos_dbg("initialised (checkpoint=%d, vmm=%d from %zu bytes)", phos_env.checkpoint,
 		 phos_env.vmm, phos_env.vmm_min);
 	errno = saved;

@@ -9,7 +9,10 @@
 #   to that pid and hand it the same buffers, byte for byte, on its
 #   GPU_REATTACH; then nothing is left to take;
 # - an offer from a user who is not root is only a detach of their own
-#   process, which nobody asked for.
+#   process, which nobody asked for; a malformed offer is refused and says
+#   why;
+# - phos-gpu (phosd's helper) says how to call it, and what is missing on a
+#   node without the NVIDIA driver.
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 . "$(dirname "$0")/lib.sh"
 # shellcheck source=lib-phosd.sh source-path=SCRIPTDIR
@@ -17,14 +20,14 @@
 phosd_require
 require_built tests/progs/gpu_peer
 command -v setpriv >/dev/null || skip_all "setpriv (util-linux) not installed"
-plan 8
+plan 11
 
 phosd_scratch
 phosd_start n1
 S=$PD/n1.sock
 chmod 0666 "$S" 2>/dev/null
 PEER=$PROGS/gpu_peer
-EAGAIN=11 ENOENT=2	# Linux
+EAGAIN=11 ENOENT=2 EBADMSG=74	# Linux
 
 out=$("$PEER" detach "$S")
 like "$out" "^errno $EAGAIN " "an unsolicited GPU_DETACH is refused (EAGAIN): $out"
@@ -50,3 +53,20 @@ like "$out" "^errno $ENOENT " "nothing is left to take afterwards: $out"
 # not root: a PID attribute does not make an offer
 out=$(setpriv --reuid=nobody --regid=nogroup --clear-groups "$PEER" offer "$S" "$wpid" 1)
 like "$out" "^errno $EAGAIN " "nobody's 'offer' is a detach nobody asked for: $out"
+
+out=$("$PEER" badoffer "$S" "$wpid")
+like "$out" "^errno $EBADMSG malformed GPU_DETACH \\(48 record bytes for 1 fds\\)" \
+	"an offer whose records and fds differ is refused: $out"
+
+GPU=$top_builddir/daemon/phos-gpu
+out=$("$GPU" save 2>&1); rc=$?
+like "$rc $out" "^2 usage: phos-gpu save TAG \\[--snapshot\\] \\| load TAG" \
+	"phos-gpu with missing arguments exits 2 with its usage"
+if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
+	skip "this node has the NVIDIA driver"
+else
+	out=$(cd "$PD" && "$GPU" save 7 </dev/null 2>"$PD/gpu.err"); rc=$?
+	like "$rc $out $(cat "$PD/gpu.err")" \
+		"^1 direct phos-gpu: cannot load the NVIDIA driver \\(libcuda\\.so\\.1\\)" \
+		"phos-gpu without the driver says so, exits 1, and answers 'direct' (what phosd reads first)"
+fi

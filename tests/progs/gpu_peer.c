@@ -12,6 +12,7 @@
  *                               prints "reattached N ok" or why not
  *   gpu_peer offer SOCK PID N   as phos-restore: N memfd buffers for PID
  *                               (GPU_DETACH + PID); prints "errno N"
+ *   gpu_peer badoffer SOCK PID  the same with 2 records and 1 fd
  *
  * Buffer i holds bytes (i * 31 + k) & 0xff at offset k, and sits at the
  * made-up address 0x7f0000000000 + i * 2 MiB.
@@ -145,7 +146,8 @@ int main(int argc, char **argv)
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc < 3) {
-		fprintf(stderr, "usage: gpu_peer detach|reattach|wait SOCK | offer SOCK PID N\n");
+		fprintf(stderr, "usage: gpu_peer detach|reattach|wait SOCK | offer SOCK PID N | "
+			"badoffer SOCK PID\n");
 		return 2;
 	}
 	if (strcmp(argv[1], "wait") == 0)
@@ -157,10 +159,11 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	m = phos_msg_new(PHOS_MSG_GPU_DETACH, 1);
-	if (strcmp(argv[1], "offer") == 0) {
-		if (argc != 5)
+	bool bad = strcmp(argv[1], "badoffer") == 0;
+	if (strcmp(argv[1], "offer") == 0 || bad) {
+		if (argc != (bad ? 4 : 5))
 			return 2;
-		n = atoi(argv[4]);
+		n = bad ? 2 : atoi(argv[4]);
 		if (n < 1 || n > 8 || phos_msg_put_u64(m, PHOS_A_PID, strtoull(argv[3], NULL, 10)) < 0)
 			return 2;
 	} else if (strcmp(argv[1], "detach") != 0) {
@@ -170,7 +173,7 @@ int main(int argc, char **argv)
 		perror("gpu_peer: buffers");
 		return 1;
 	}
-	ask(argv[2], m, fds, n, false);
+	ask(argv[2], m, fds, bad ? 1 : n, false);
 	phos_msg_free(m);
 	return 0;
 }

@@ -173,6 +173,21 @@ static void test_debug_prefix(void **state)
 	assert_true(lines > 0);
 }
 
+/* An unusable PHOS_VMM_MIN is named, with the size used instead. */
+static void test_bad_vmm_min(void **state)
+{
+	static const char *const env[] = { "LD_PRELOAD=" PHOS_SO, "PHOS_CHECKPOINT=1",
+					   "PHOS_DEBUG=1", "PHOS_VMM_MIN=2M", NULL };
+	char *const argv[] = { "/bin/true", NULL };
+	struct result r;
+
+	(void)state;
+	run(argv, env, &r);
+	assert_true(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0);
+	assert_non_null(strstr(r.err, "PHOS_VMM_MIN=2M: not a positive number of bytes, "
+				      "using 2097152"));
+}
+
 /* PHOS_STATS_FILE: written at exit, only once libphos initialised. */
 static void test_stats_file(void **state)
 {
@@ -206,6 +221,7 @@ int main(void)
 		cmocka_unit_test(test_unchanged),
 		cmocka_unit_test(test_unchanged_checkpoint_mode),
 		cmocka_unit_test(test_debug_prefix),
+		cmocka_unit_test(test_bad_vmm_min),
 		cmocka_unit_test(test_stats_file),
 	};
 
