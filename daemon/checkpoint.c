@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "checkpoint.h"
@@ -289,6 +290,23 @@ static uint64_t manifest_bytes(const struct phos_manifest *m)
 	return b;
 }
 
+/* Whether the file system holding the staging directory is (nearly) out
+ * of space: under 1 MiB or 0.1% left.  CRIU's log lives on that same file
+ * system, so its own "No space left" line is often the write that failed. */
+static bool staging_full(int dir_fd)
+{
+	struct statvfs sv;
+	uint64_t avail, floor;
+
+	if (fstatvfs(dir_fd, &sv) < 0 || sv.f_blocks == 0)
+		return false;
+	avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+	floor = (uint64_t)sv.f_blocks * sv.f_frsize / 1000;
+	if (floor < (1u << 20))
+		floor = 1u << 20;
+	return avail < floor;
+}
+
 /* A dump that failed because checkpoint_dir is full says so, whatever
  * CRIU's last error was (it depends on where the write failed). */
 static void explain_enospc(const struct phos_image_writer *w, const char *dir, pid_t pid,
@@ -300,16 +318,20 @@ static void explain_enospc(const struct phos_image_writer *w, const char *dir, p
 	FILE *f;
 	int fd;
 
-	if (w->dir_fd < 0 || (fd = openat(w->dir_fd, "dump.log", O_RDONLY | O_CLOEXEC)) < 0)
+	if (w->dir_fd < 0)
 		return;
-	f = fdopen(fd, "r");
-	if (!f) {
-		close(fd);
-		return;
+	if ((fd = openat(w->dir_fd, "dump.log", O_RDONLY | O_CLOEXEC)) >= 0) {
+		f = fdopen(fd, "r");
+		if (!f)
+			close(fd);
+		while (f && !full && fgets(line, sizeof(line), f))
+			full = strstr(line, "No space left on device") ||
+			       strstr(line, "Disk quota exceeded");
+		if (f)
+			fclose(f);
 	}
-	while (!full && fgets(line, sizeof(line), f))
-		full = strstr(line, "No space left on device") || strstr(line, "Disk quota exceeded");
-	fclose(f);
+	if (!full)
+		full = staging_full(w->dir_fd);
 	if (!full)
 		return;
 	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
