@@ -398,6 +398,7 @@ int gpu_save_start(const struct gpu_hold *h, int dir_fd, pid_t tag, bool snapsho
 	}
 	close(outp[0]);
 	sv->snapshot = strncmp(line, "snapshot", 8) == 0;
+	sv->asked = snapshot;
 	return 0;
 fail:
 	for (int i = 0; i < 2; i++) {
@@ -448,7 +449,9 @@ int gpu_save_finish(struct gpu_save *sv, struct phos_err *e)
 				 why[0] ? why : "phos-gpu died");
 	log_info("pid %d: %d GPU buffer(s), %" PRIu64 " bytes saved in %" PRIu64 " ms%s (%s)",
 		 (int)sv->tag, sv->n, sv->bytes, phos_now_ms() - sv->t0,
-		 sv->snapshot ? ", from a snapshot while it ran" : "", why);
+		 sv->snapshot ? ", from a snapshot while it ran" :
+		 sv->asked ? ", directly while it waited (no room on the GPU for a snapshot)" : "",
+		 why);
 	return 0;
 }
 

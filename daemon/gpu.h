@@ -55,7 +55,8 @@ int gpu_reattach(struct gpu_hold *h, pid_t pid, unsigned timeout_ms, struct phos
 struct gpu_save {
 	pid_t pid;		/* the helper */
 	int err_fd;		/* its stderr */
-	bool snapshot;
+	bool snapshot;		/* the helper made one (it may run on) */
+	bool asked;		/* one was asked for (leave-running) */
 	pid_t tag;
 	const struct gpu_hold *h;
 	int n;			/* h's count and bytes at the start */

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "fakecuda.h"
@@ -126,6 +127,38 @@ FAKE(cuCtxCreate_v4, (CUcontext *ctx, CUctxCreateParams *p, unsigned int flags, 
 	*ctx = (CUcontext)&the_ctx;
 	cur_ctx = *ctx;
 	hit("cuCtxCreate_v4");
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuDevicePrimaryCtxRetain, (CUcontext *ctx, CUdevice d))
+{
+	if (!ctx || d != 0)
+		return CUDA_ERROR_INVALID_VALUE;
+	*ctx = (CUcontext)&the_ctx;
+	hit("cuDevicePrimaryCtxRetain");
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuGetErrorName, (CUresult r, const char **s))
+{
+	static char buf[32];
+
+	if (!s)
+		return CUDA_ERROR_INVALID_VALUE;
+	snprintf(buf, sizeof(buf), "CUDA_ERROR_%d", (int)r);
+	*s = r == CUDA_SUCCESS ? "CUDA_SUCCESS" : buf;
+	return CUDA_SUCCESS;
+}
+
+/* free memory: FAKECUDA_FREE_MB (default 4096) of a 8192 MiB device */
+FAKE(cuMemGetInfo_v2, (size_t *free_b, size_t *total))
+{
+	const char *v = getenv("FAKECUDA_FREE_MB");
+
+	if (!free_b || !total)
+		return CUDA_ERROR_INVALID_VALUE;
+	*free_b = (size_t)(v ? strtoul(v, NULL, 10) : 4096) << 20;
+	*total = (size_t)8192 << 20;
 	return CUDA_SUCCESS;
 }
 
@@ -873,6 +906,9 @@ static const struct {
 	{ "cuDeviceGetCount", (void *)cuDeviceGetCount },
 	{ "cuDeviceGet", (void *)cuDeviceGet },
 	{ "cuCtxCreate_v4", (void *)cuCtxCreate_v4 },
+	{ "cuDevicePrimaryCtxRetain", (void *)cuDevicePrimaryCtxRetain },
+	{ "cuGetErrorName", (void *)cuGetErrorName },
+	{ "cuMemGetInfo_v2", (void *)cuMemGetInfo_v2 },
 	{ "cuCtxDestroy_v2", (void *)cuCtxDestroy_v2 },
 	{ "cuCtxSynchronize", (void *)cuCtxSynchronize },
 	{ "cuMemAlloc", (void *)cuMemAlloc },
@@ -1001,6 +1037,89 @@ static char fk_log[4096];
 static unsigned fk_timeout;
 static pthread_mutex_t fk_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/*
+ * With FAKECUDA_CKPT_REMOTE set (phosd and phos-restore of the fake-driver
+ * integration tests), a pid the table does not know keeps its state in its
+ * own copy of this library, in fakecuda_proc_state, read and written with
+ * process_vm_readv/writev: like the real driver's, the state then travels
+ * inside the process, through a CRIU dump and restore.  0 is RUNNING.
+ */
+EXPORT volatile int fakecuda_proc_state;
+
+/* Base address of the mapping of dev:inode at file offset 0 in pid's maps. */
+static uintptr_t map_base(const char *pid, const char *devino)
+{
+	char path[64], line[512];
+	uintptr_t base = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%s/maps", pid);
+	if (!(f = fopen(path, "re")))
+		return 0;
+	while (!base && fgets(line, sizeof(line), f)) {
+		unsigned long start, off, ino;
+		char dev[32], key[64];
+
+		if (sscanf(line, "%lx-%*x %*s %lx %31s %lu", &start, &off, dev, &ino) != 4 ||
+		    off != 0)
+			continue;
+		snprintf(key, sizeof(key), "%s %lu", dev, ino);
+		if (strcmp(key, devino) == 0)
+			base = start;
+	}
+	fclose(f);
+	return base;
+}
+
+/* Where pid's fakecuda_proc_state is; 0 if pid does not map this library. */
+static uintptr_t remote_state_addr(int pid)
+{
+	static char devino[64];
+	static uintptr_t off;
+	char spid[16];
+	uintptr_t base;
+
+	if (!getenv("FAKECUDA_CKPT_REMOTE"))
+		return 0;
+	if (!devino[0]) {
+		uintptr_t me = (uintptr_t)&fakecuda_proc_state;
+		char line[512];
+		FILE *f = fopen("/proc/self/maps", "re");
+
+		while (f && fgets(line, sizeof(line), f)) {
+			unsigned long start, end;
+			char dev[32];
+			unsigned long ino;
+
+			if (sscanf(line, "%lx-%lx %*s %*x %31s %lu", &start, &end, dev, &ino) == 4 &&
+			    me >= start && me < end) {
+				snprintf(devino, sizeof(devino), "%s %lu", dev, ino);
+				break;
+			}
+		}
+		if (f)
+			fclose(f);
+		if (!devino[0] || !(base = map_base("self", devino)))
+			return 0;
+		off = me - base;
+	}
+	snprintf(spid, sizeof(spid), "%d", pid);
+	base = map_base(spid, devino);
+	return base ? base + off : 0;
+}
+
+static int remote_state(int pid, int *state, int set)
+{
+	uintptr_t a = remote_state_addr(pid);
+	struct iovec l = { state, sizeof(*state) }, r = { (void *)a, sizeof(*state) };
+
+	if (!a)
+		return -1;
+	if (set)
+		return process_vm_writev(pid, &l, 1, &r, 1, 0) == sizeof(*state) ? 0 : -1;
+	return process_vm_readv(pid, &l, 1, &r, 1, 0) == sizeof(*state) ? 0 : -1;
+}
+
 static int *fk_slot(int pid, int create)
 {
 	for (int i = 0; i < FK_MAX; i++)
@@ -1068,6 +1187,8 @@ EXPORT int fakecuda_ckpt_state(int pid)
 	pthread_mutex_lock(&fk_lock);
 	int *s = fk_slot(pid, 0), r = s ? *s : -1;
 	pthread_mutex_unlock(&fk_lock);
+	if (!s && remote_state(pid, &r, 0) < 0)
+		r = -1;
 	return r;
 }
 
@@ -1089,16 +1210,20 @@ static CUresult fk_step(int pid, const char *name, unsigned arg, int from, int t
 	CUresult r = CUDA_SUCCESS;
 	int *s;
 
+	int remote;
+
 	pthread_mutex_lock(&fk_lock);
 	s = fk_slot(pid, 0);
+	if (!s && remote_state(pid, &remote, 0) == 0)
+		s = &remote;
 	if (!s)
 		r = CUDA_ERROR_INVALID_VALUE;
 	else if (*s != from)
 		r = CUDA_ERROR_ILLEGAL_STATE;
 	else if (fail != CUDA_SUCCESS)
 		r = fail;
-	else
-		*s = to;
+	else if ((*s = to, s == &remote) && remote_state(pid, &remote, 1) < 0)
+		r = CUDA_ERROR_INVALID_VALUE;
 	fk_note(r == CUDA_SUCCESS ? name : "fail", pid, r == CUDA_SUCCESS ? arg : ~0u);
 	pthread_mutex_unlock(&fk_lock);
 	return r;

@@ -1,0 +1,119 @@
+#!/bin/bash
+# 0160-gpu-fake.t: the whole GPU fast path (doc/protocol.md, "GPU memory")
+# end to end on the fake driver (tests/fakecuda: device memory is host
+# memory, VMM handles are memfds, the checkpoint API's state lives in the
+# process like the real driver's): a driver-API program under libphos.so,
+# a real phosd, phos-gpu and CRIU.
+# - leave-running: libphos hands its 3 large buffers to phosd, phos-gpu
+#   saves them (snapshot first, then with no room for one, direct), the
+#   program gets them back at the same addresses and goes on with every
+#   word intact;
+# - a second checkpoint of the same process hands over imported buffers;
+# - stop mode, then restore: phos-gpu loads the buffers, phosd offers them
+#   to the restored process, which goes on from where it stopped with every
+#   word of every buffer as it was.
+# The same on a real GPU: tests/gpu/run-all.sh f-h.
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+. "$(dirname "$0")/lib.sh"
+# shellcheck source=lib-phosd.sh source-path=SCRIPTDIR
+. "$(dirname "$0")/lib-phosd.sh"
+phosd_require
+require_built tests/progs/fake_gpu_app
+FAKE=$top_builddir/tests/fakecuda/.libs
+LIBPHOS=$top_builddir/preload/.libs/libphos.so
+[ -e "$FAKE/libcuda.so.1" ] && [ -e "$LIBPHOS" ] || skip_all "the fake driver or libphos.so is not built"
+if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
+	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
+fi
+plan 23
+
+phosd_scratch
+# phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
+# checkpoint state in the processes themselves
+export LD_LIBRARY_PATH=$FAKE FAKECUDA_CKPT_REMOTE=1
+export PHOS_GPU_HELPER=$top_builddir/daemon/phos-gpu
+phosd_start n1
+S=$PD/n1.sock
+f=$PD/app.out
+MIB=4 NBUF=3
+
+last_iter() { sed -n "s/^iter //p" "$f" 2>/dev/null | tail -1; }
+iter_past() { [ "$(last_iter)" -ge "$1" ] 2>/dev/null; }
+no_corrupt() { ! grep -q CORRUPT "$f"; }
+log_since() { tail -n +"$1" "$PD/n1.log"; }
+
+setsid env LD_PRELOAD="$LIBPHOS" PHOS_CHECKPOINT=1 PHOS_SOCKET="$S" \
+	"$PROGS/fake_gpu_app" "$f" "$NBUF" "$MIB" </dev/null >"$PD/app.err" 2>&1 &
+apid=$!
+disown
+track "$apid"
+wait_for 30 iter_past 5
+ok $? "the program runs under libphos on the fake driver (iter $(last_iter))" ||
+	diag_file "$PD/app.err"
+
+# -- leave-running, snapshot ----------------------------------------------------------
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+pc_out n1 checkpoint --leave-running --pid "$apid"
+ok $RC "a leave-running checkpoint succeeds" || { diag "$OUT"; diag_file "$PD/n1.log" 30; }
+like "$(log_since "$mark")" "pid $apid: $NBUF GPU buffer\\(s\\), $((NBUF * MIB << 20)) bytes detached" \
+	"phosd took its $NBUF large buffers (not the 64 KiB one)"
+like "$(log_since "$mark")" "snapshot" "phos-gpu copied them on the device first (room for a snapshot)"
+gen=$(image_dir root "$apid")/000001
+is "$(wc -l <"$gen/gpumem-$apid.map" 2>/dev/null)" "$NBUF" "the image maps $NBUF buffers (gpumem-$apid.map)"
+sizes=$(stat -c %s "$gen"/gpumem-"$apid"-*.bin 2>/dev/null | sort -u)
+is "$sizes" "$((MIB << 20))" "each saved as its $MIB MiB of raw bytes"
+n=$(last_iter)
+wait_for 30 iter_past $((n + 5))
+ok $? "the program goes on after the checkpoint (iter $(last_iter))"
+ok "$(no_corrupt && echo 0 || echo 1)" "with every word of its buffers intact" || diag_file "$f" 3
+
+# -- leave-running again: imported buffers, and no room for a snapshot ----------------
+phosd_stop n1
+FAKECUDA_FREE_MB=1 phosd_start n1
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+pc_out n1 checkpoint --leave-running --pid "$apid"
+ok $RC "a second leave-running checkpoint of the same process succeeds" ||
+	{ diag "$OUT"; diag_file "$PD/n1.log" 30; }
+like "$(log_since "$mark")" "directly while it waited \\(no room on the GPU for a snapshot\\)" \
+	"without room on the device phos-gpu copies directly, and phosd says why the program waited"
+n=$(last_iter)
+wait_for 30 iter_past $((n + 5))
+ok $? "the program goes on again (iter $(last_iter))"
+ok "$(no_corrupt && echo 0 || echo 1)" "its buffers intact" || diag_file "$f" 3
+phosd_stop n1
+phosd_start n1
+
+# -- stop mode, then restore ----------------------------------------------------------
+pc_out n1 checkpoint --pid "$apid"
+ok $RC "a stop-mode checkpoint succeeds" || { diag "$OUT"; diag_file "$PD/n1.log" 30; }
+wait_for 10 _gone "$apid"
+ok $? "and the program is gone"
+stopped=$(last_iter)
+gen=$(image_dir root "$apid")/000003
+is "$(wc -l <"$gen/gpumem-$apid.map" 2>/dev/null)" "$NBUF" "generation 3 holds the $NBUF buffers"
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+pc_out n1 restore --detach "$gen"
+ok $RC "it restores" || { diag "$OUT"; diag_file "$PD/n1.log" 30; }
+rp=$(restored_pid "$OUT")
+track "$rp"
+like "$(log_since "$mark")" "restored pid $rp took its $NBUF GPU buffer" \
+	"phos-gpu loaded the buffers and the restored process took them"
+wait_for 30 iter_past $((stopped + 5))
+ok $? "the restored program goes on (iter $stopped -> $(last_iter))"
+ok "$(no_corrupt && echo 0 || echo 1)" "and finds every word of every buffer as it was at the stop" ||
+	diag_file "$f" 3
+ok "$(consecutive "$f" iter >/dev/null && echo 0 || echo 1)" \
+	"its iterations run on without gap or repeat across the three checkpoints" ||
+	diag "$(consecutive "$f" iter)"
+like "$(grep -c . "$PD/images/root/pid-$apid/0/0/000003/gpumem-$apid.map")" "^$NBUF$" \
+	"the restored image is left as it was"
+kill -KILL "$rp" 2>/dev/null
+
+# a tampered gpumem file is refused before anything runs
+bin=$(ls "$gen"/gpumem-"$apid"-*.bin | head -1)
+printf '\x55' | dd of="$bin" bs=1 seek=4096 conv=notrunc status=none
+pc_out n1 restore --detach "$gen"
+like "$RC $OUT" "^1 .*gpumem-$apid-[0-9]*\\.bin" "a flipped byte in a saved buffer refuses the restore, naming the file"
+
+phosd_finish
+done_testing
