@@ -74,6 +74,8 @@ enum phos_attr_tag {
 	PHOS_A_BYTES = 23,	/* u64 */
 	PHOS_A_STATUS = 24,	/* u64: a wait(2) status */
 	PHOS_A_GPUBUFS = 25,	/* blob: struct phos_gpubuf records, one per passed fd */
+	PHOS_A_SAVETAB = 26,	/* u64: index of the passed fd that is a concurrent
+				 * save's table (common/savetab.h), after the buffers */
 };
 
 enum phos_flags {

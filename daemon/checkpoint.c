@@ -383,7 +383,10 @@ static void keep_log(const struct phos_image_writer *w, const char *state_dir,
 	}
 }
 
-int checkpoint_run(const struct ckpt_req *r, struct ckpt_result *res, struct phos_err *e)
+/* One attempt; cow: the GPU buffers may be saved while the process runs
+ * on (leave-running); *mismatch: that save failed validation. */
+static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bool cow,
+			   bool *mismatch, struct phos_err *e)
 {
 	struct ctx c = { .r = r };
 	struct phos_image_writer w;
@@ -611,9 +614,11 @@ int checkpoint_run(const struct ckpt_req *r, struct ckpt_result *res, struct pho
 		progress(&c, predump + 1, predump + 1, "saving %d GPU buffer(s) of pid %d",
 			 holds[i].n, (int)holds[i].pid);
 		/* named by the pid the image gives the process (CRIU restores it) */
-		if (gpu_save_start(&holds[i], w.dir_fd, holds[i].nspid, lr, &saves[i], e) < 0)
+		if (gpu_save_start(&holds[i], w.dir_fd, holds[i].nspid,
+				   lr ? GPU_SAVE_SNAPSHOT | (cow ? GPU_SAVE_COW : 0) : 0, &saves[i],
+				   e) < 0)
 			goto out;
-		if (lr && !saves[i].snapshot && gpu_save_finish(&saves[i], e) < 0)
+		if (lr && !saves[i].snapshot && !saves[i].cow && gpu_save_finish(&saves[i], e) < 0)
 			goto out;
 	}
 	for (size_t i = 0; lr && i < nholds; i++)
@@ -621,8 +626,10 @@ int checkpoint_run(const struct ckpt_req *r, struct ckpt_result *res, struct pho
 	uint64_t tdone = phos_now_ms();
 	res->stall_ms = (c.frozen_ms ? tdone - c.frozen_ms : tdone - td);
 	for (size_t i = 0; i < nholds; i++)
-		if (saves[i].pid > 0 && gpu_save_finish(&saves[i], e) < 0)
+		if (saves[i].pid > 0 && gpu_save_finish(&saves[i], e) < 0) {
+			*mismatch = saves[i].mismatch;
 			goto out;
+		}
 	progress(&c, predump + 1, predump + 1, "publishing (hashing and syncing the image)");
 	/* CRIU chains pre-dumps with "parent" symlinks; the store takes no
 	 * symlinks, so the chain becomes nested directories first. */
@@ -668,5 +675,27 @@ out:
 	phos_closep(&pidns);
 	phos_closep(&mntns);
 	op_end(c.op);
+	return rc;
+}
+
+int checkpoint_run(const struct ckpt_req *r, struct ckpt_result *res, struct phos_err *e)
+{
+	bool mismatch = false;
+	int rc = checkpoint_once(r, res, true, &mismatch, e);
+
+	if (rc < 0 && mismatch) {
+		/* A write libphos did not see changed a buffer before it was
+		 * saved (doc/concurrent-checkpoint.md): that copy is gone;
+		 * take the checkpoint again with the process waiting for the
+		 * copy of its GPU buffers. */
+		log_warn("checkpoint of pid %d: the concurrent GPU save failed validation; "
+			 "checkpointing again with the process stopped for the GPU copy",
+			 (int)r->pid);
+		if (r->client)
+			client_progress(r->client, r->seq, 0, 0, "GPU buffers changed during the "
+					"concurrent save: checkpointing again, stop-the-world");
+		mismatch = false;
+		rc = checkpoint_once(r, res, false, &mismatch, e);
+	}
 	return rc;
 }

@@ -19,12 +19,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "gpu.h"
 #include "log.h"
+#include "savetab.h"
 #include "server.h"
 #include "util.h"
 
@@ -75,12 +77,14 @@ void gpu_hold_init(struct gpu_hold *h)
 	memset(h, 0, sizeof(*h));
 	for (int i = 0; i < PHOS_GPUBUF_MAX; i++)
 		h->fds[i] = -1;
+	h->tab_fd = -1;
 }
 
 void gpu_hold_release(struct gpu_hold *h)
 {
 	for (int i = 0; i < h->n; i++)
 		phos_closep(&h->fds[i]);
+	phos_closep(&h->tab_fd);
 	h->n = 0;
 	h->bytes = 0;
 }
@@ -307,11 +311,23 @@ void handle_gpu_reattach(struct client *c, struct phos_msg *req)
 			     (int)c->pid);
 		return;
 	}
-	for (int i = 0; i < s->h->n; i++)
+	static int fds[PHOS_GPUBUF_MAX + 1];
+	int n = s->h->n;
+
+	for (int i = 0; i < n; i++) {
 		phos_gpubuf_put(blob + (size_t)i * PHOS_GPUBUF_LEN, &s->h->bufs[i]);
+		fds[i] = s->h->fds[i];
+	}
+	/* a concurrent save under way: its table rides along as the last fd
+	 * (gpu_save_start() leaves room for it) */
+	bool tab = s->h->tab_fd >= 0 && n < PHOS_MAX_FDS;
+
+	if (tab)
+		fds[n] = s->h->tab_fd;
 	m = phos_reply_new(req->seq, 0, NULL);
-	if (m && phos_msg_put_blob(m, PHOS_A_GPUBUFS, blob, (size_t)s->h->n * PHOS_GPUBUF_LEN) == 0)
-		r = phos_msg_send(c->fd, m, s->h->fds, s->h->n);
+	if (m && phos_msg_put_blob(m, PHOS_A_GPUBUFS, blob, (size_t)n * PHOS_GPUBUF_LEN) == 0 &&
+	    (!tab || phos_msg_put_u64(m, PHOS_A_SAVETAB, (uint64_t)n) == 0))
+		r = phos_msg_send(c->fd, m, fds, n + tab);
 	phos_msg_free(m);
 	if (r == 0) {
 		s->st = TAKEN;
@@ -329,12 +345,46 @@ void gpu_save_init(struct gpu_save *sv)
 	memset(sv, 0, sizeof(*sv));
 	sv->pid = -1;
 	sv->err_fd = -1;
+	sv->tab_fd = -1;
 }
 
-int gpu_save_start(const struct gpu_hold *h, int dir_fd, pid_t tag, bool snapshot,
+/* The save table of a concurrent save of n buffers: a sealed-size memfd,
+ * mapped; -1 + e. */
+static int table_create(struct gpu_save *sv, uint32_t n, struct phos_err *e)
+{
+	size_t sz = phos_savetab_size(n);
+
+	sv->tab_fd = memfd_create("phos-savetab", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (sv->tab_fd < 0 || ftruncate(sv->tab_fd, (off_t)sz) < 0 ||
+	    fcntl(sv->tab_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+		return phos_errf(e, "save table: %s", strerror(errno));
+	sv->tab = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED, sv->tab_fd, 0);
+	if (sv->tab == MAP_FAILED) {
+		sv->tab = NULL;
+		return phos_errf(e, "save table: %s", strerror(errno));
+	}
+	sv->tab->magic = PHOS_SAVETAB_MAGIC;
+	sv->tab->n = n;
+	sv->tab->active = 1;
+	return 0;
+}
+
+/* Whatever became of the helper, the save is over for the process: no
+ * waiter may sleep on the table any longer. */
+static void table_close(struct gpu_save *sv)
+{
+	if (sv->tab) {
+		phos_savetab_end(sv->tab);
+		munmap(sv->tab, phos_savetab_size(sv->tab->n));
+		sv->tab = NULL;
+	}
+	phos_closep(&sv->tab_fd);
+}
+
+int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how,
 		   struct gpu_save *sv, struct phos_err *e)
 {
-	char tagstr[32], line[64] = "";
+	char tagstr[32], line[64] = "", tabarg[16] = "";
 	int in[2] = { -1, -1 }, outp[2] = { -1, -1 }, errp[2] = { -1, -1 };
 	pid_t c;
 
@@ -345,6 +395,13 @@ int gpu_save_start(const struct gpu_hold *h, int dir_fd, pid_t tag, bool snapsho
 	sv->tag = tag;
 	sv->t0 = phos_now_ms();
 	snprintf(tagstr, sizeof(tagstr), "%d", (int)tag);
+	bool concurrent = how != 0;
+
+	if ((how & GPU_SAVE_COW) && h->n < PHOS_GPUBUF_MAX) {
+		if (table_create(sv, (uint32_t)h->n, e) < 0)
+			goto fail;
+		snprintf(tabarg, sizeof(tabarg), "%d", 3 + h->n);
+	}
 	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
 		phos_errf(e, "pipe: %s", strerror(errno));
 		goto fail;
@@ -365,16 +422,23 @@ int gpu_save_start(const struct gpu_hold *h, int dir_fd, pid_t tag, bool snapsho
 		int din = fcntl(in[0], F_DUPFD, base), dout = fcntl(outp[1], F_DUPFD, base),
 		    derr = fcntl(errp[1], F_DUPFD, base), ddir = fcntl(dir_fd, F_DUPFD, base);
 
+		int dtab = sv->tab_fd >= 0 ? fcntl(sv->tab_fd, F_DUPFD, base) : -1;
+
 		for (int i = 0; i < h->n; i++)
 			moved[i] = fcntl(h->fds[i], F_DUPFD, base);
 		if (din < 0 || dout < 0 || derr < 0 || ddir < 0 || dup2(din, 0) < 0 ||
-		    dup2(dout, 1) < 0 || dup2(derr, 2) < 0 || fchdir(ddir) < 0)
+		    dup2(dout, 1) < 0 || dup2(derr, 2) < 0 || fchdir(ddir) < 0 ||
+		    (sv->tab_fd >= 0 && (dtab < 0 || dup2(dtab, 3 + h->n) < 0)))
 			_exit(127);
 		for (int i = 0; i < h->n; i++)
 			if (moved[i] < 0 || dup2(moved[i], 3 + i) < 0)
 				_exit(127);
-		execl(gpu_helper(), "phos-gpu", "save", tagstr, snapshot ? "--snapshot" : (char *)NULL,
-		      (char *)NULL);
+		if (tabarg[0])
+			execl(gpu_helper(), "phos-gpu", "save", tagstr, "--snapshot", "--table",
+			      tabarg, (char *)NULL);
+		else
+			execl(gpu_helper(), "phos-gpu", "save", tagstr,
+			      concurrent ? "--snapshot" : (char *)NULL, (char *)NULL);
 		dprintf(2, "cannot run %s: %s", gpu_helper(), strerror(errno));
 		_exit(127);
 	}
@@ -398,7 +462,13 @@ int gpu_save_start(const struct gpu_hold *h, int dir_fd, pid_t tag, bool snapsho
 	}
 	close(outp[0]);
 	sv->snapshot = strncmp(line, "snapshot", 8) == 0;
-	sv->asked = snapshot;
+	sv->cow = strncmp(line, "cow", 3) == 0 && sv->tab;
+	sv->how = how;
+	/* cow: the process gets the table with its buffers (GPU_REATTACH) */
+	if (sv->cow && (h->tab_fd = fcntl(sv->tab_fd, F_DUPFD_CLOEXEC, 3)) < 0) {
+		phos_errf(e, "save table: %s", strerror(errno));
+		return -1;	/* the caller's gpu_save_abort() ends it */
+	}
 	return 0;
 fail:
 	for (int i = 0; i < 2; i++) {
@@ -409,6 +479,7 @@ fail:
 		if (errp[i] >= 0)
 			close(errp[i]);
 	}
+	table_close(sv);
 	return -1;
 }
 
@@ -439,18 +510,27 @@ int gpu_save_finish(struct gpu_save *sv, struct phos_err *e)
 	while (waitpid(sv->pid, &st, 0) < 0 && errno == EINTR)
 		;
 	sv->pid = -1;
+	table_close(sv);
 	/* the helper's last line says what happened */
 	while (n > 0 && errbuf[n - 1] == '\n')
 		errbuf[--n] = '\0';
 	char *last = strrchr(errbuf, '\n');
 	const char *why = last ? last + 1 : errbuf;
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 3 && sv->cow) {
+		sv->mismatch = true;
+		return phos_errnof(e, ESTALE, "saving the GPU buffers of pid %d while it ran "
+				   "failed: %s", (int)sv->tag, why);
+	}
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
 		return phos_errf(e, "saving the GPU buffers of pid %d failed: %s", (int)sv->tag,
 				 why[0] ? why : "phos-gpu died");
 	log_info("pid %d: %d GPU buffer(s), %" PRIu64 " bytes saved in %" PRIu64 " ms%s (%s)",
 		 (int)sv->tag, sv->n, sv->bytes, phos_now_ms() - sv->t0,
 		 sv->snapshot ? ", from a snapshot while it ran" :
-		 sv->asked ? ", directly while it waited (no room on the GPU for a snapshot)" : "",
+		 sv->cow ? ", while it ran" :
+		 (sv->how & GPU_SAVE_COW) ? ", directly while it waited (no room on the GPU for a "
+					    "snapshot, no device hash for a concurrent copy)" :
+		 sv->how ? ", directly while it waited (no room on the GPU for a snapshot)" : "",
 		 why);
 	return 0;
 }
@@ -466,4 +546,5 @@ void gpu_save_abort(struct gpu_save *sv)
 		sv->pid = -1;
 	}
 	phos_closep(&sv->err_fd);
+	table_close(sv);
 }

@@ -32,6 +32,8 @@ struct gpu_hold {
 	struct phos_gpubuf bufs[PHOS_GPUBUF_MAX];
 	int fds[PHOS_GPUBUF_MAX];
 	uint64_t bytes;
+	int tab_fd;		/* a concurrent save's table, handed back with the
+				 * buffers (GPU_REATTACH); -1: none */
 };
 
 void gpu_hold_init(struct gpu_hold *h);
@@ -47,16 +49,27 @@ int gpu_reattach(struct gpu_hold *h, pid_t pid, unsigned timeout_ms, struct phos
 /*
  * Write h's buffers into dir_fd (gpumem-TAG.map, gpumem-TAG-N.bin) with the
  * phos-gpu helper: gpu_save_start() runs it and returns once the helper
- * says how it copies: sv->snapshot when it took a copy of every buffer on
- * the GPU (snapshot asked, room for it): the process may have its buffers
- * back at once; else the copy reads them and they must stay detached until
- * gpu_save_finish(), which waits for the helper and reports.
+ * says how it copies.  As `how` allows (leave-running), it may answer
+ *  - sv->snapshot: it took a copy of every buffer on the GPU (room for it);
+ *  - sv->cow: it hashed every buffer on the GPU and copies them while the
+ *    process runs on, coordinating through the save table, which
+ *    gpu_save_start() put in h->tab_fd for the process
+ *    (doc/concurrent-checkpoint.md);
+ * either way the process may have its buffers back at once.  Otherwise
+ * the copy reads them and they stay detached until gpu_save_finish(),
+ * which waits for the helper and reports; sv->mismatch then says a cow
+ * save failed because a buffer changed before it was saved (the caller
+ * checkpoints again without cow).
  */
 struct gpu_save {
 	pid_t pid;		/* the helper */
 	int err_fd;		/* its stderr */
 	bool snapshot;		/* the helper made one (it may run on) */
-	bool asked;		/* one was asked for (leave-running) */
+	bool cow;		/* it copies while the process runs on */
+	bool mismatch;		/* cow: a buffer changed before it was saved */
+	unsigned how;		/* GPU_SAVE_* asked for */
+	struct phos_savetab *tab;	/* the save table (concurrent), mapped */
+	int tab_fd;
 	pid_t tag;
 	const struct gpu_hold *h;
 	int n;			/* h's count and bytes at the start */
@@ -65,7 +78,9 @@ struct gpu_save {
 };
 /* Nothing under way (what gpu_save_abort() may be given). */
 void gpu_save_init(struct gpu_save *sv);
-int gpu_save_start(const struct gpu_hold *h, int dir_fd, pid_t tag, bool snapshot,
+#define GPU_SAVE_SNAPSHOT 1u	/* a snapshot on the GPU if there is room */
+#define GPU_SAVE_COW 2u		/* else a copy while the process runs */
+int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how,
 		   struct gpu_save *sv, struct phos_err *e);
 int gpu_save_finish(struct gpu_save *sv, struct phos_err *e);
 /* Kill a helper still running (failure paths). */

@@ -5,16 +5,26 @@
  * API); copying buffers needs one, so it runs this helper, which dies with
  * its context when the copy is done.
  *
- *   phos-gpu save TAG [--snapshot]
+ *   phos-gpu save TAG [--snapshot] [--table FD]
  *                          fds 3..3+N-1: exported buffers; stdin: N lines
  *                          "va size dev".  Writes gpumem-TAG-I.bin (raw
  *                          bytes) and gpumem-TAG.map ("va size dev file"
  *                          lines) into the current directory.  Says on
  *                          stdout, before copying to the host, how it
- *                          copies: "snapshot" (with --snapshot and room on
- *                          the GPU: every buffer was first copied on the
- *                          GPU, device to device, so the owner may write
- *                          its buffers again) or "direct".
+ *                          copies:
+ *                          "snapshot" (with --snapshot and room on the
+ *                          GPU: every buffer was first copied on the GPU,
+ *                          device to device, so the owner may write its
+ *                          buffers again);
+ *                          "cow" (with --table, the save table FD of
+ *                          common/savetab.h, and the hash kernel: every
+ *                          buffer was hashed on the device; the owner may
+ *                          run on, waiting on the table before it writes a
+ *                          buffer not saved yet; each saved buffer's bytes
+ *                          are hashed again on the host and must match, or
+ *                          the save fails with exit status 3: a write the
+ *                          owner did not announce);
+ *                          or "direct" (the owner waits for the copy).
  *   phos-gpu load TAG      reads gpumem-TAG.map from the current directory,
  *                          creates each buffer (exportable) on its device,
  *                          fills it, and sends the records (PHOS_A_GPUBUFS)
@@ -34,11 +44,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cuda.h>
 
+#include "phos-hash-ptx.h"
 #include "proto.h"
+#include "savetab.h"
 #include "util.h"
 
 #define CHUNK (64u << 20)
@@ -67,6 +80,11 @@ static struct {
 	CUresult (*alloc)(CUdeviceptr *, size_t);
 	CUresult (*dtod)(CUdeviceptr, CUdeviceptr, size_t);
 	CUresult (*ctx_sync)(void);
+	/* optional: the device hash of a concurrent save */
+	CUresult (*mod_load)(CUmodule *, const void *);
+	CUresult (*mod_func)(CUfunction *, CUmodule, const char *);
+	CUresult (*launch)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+			   unsigned, CUstream, void **, void **);
 } cu;
 
 static CUcontext ctx_of[64];
@@ -113,6 +131,9 @@ static int load_driver(void)
 	      S(alloc, "cuMemAlloc_v2") && S(dtod, "cuMemcpyDtoD_v2") &&
 	      S(ctx_sync, "cuCtxSynchronize")))
 		return fail("the NVIDIA driver lacks an entry point phos-gpu needs");
+	if (!(S(mod_load, "cuModuleLoadData") && S(mod_func, "cuModuleGetFunction") &&
+	      S(launch, "cuLaunchKernel")))
+		cu.mod_load = NULL;
 #undef S
 	if ((r = cu.init(0)) != CUDA_SUCCESS)
 		return fail("cuInit: %s", cu_err(r));
@@ -153,14 +174,90 @@ static int map_new(CUmemGenericAllocationHandle h, size_t size, unsigned dev, CU
 	return 0;
 }
 
-static int save(const char *tag, bool want_snapshot)
+static struct {
+	uint64_t va, size;
+	unsigned dev;
+	CUdeviceptr src, snap;
+	uint64_t h[2];		/* device hash at the stop (cow) */
+} b[PHOS_GPUBUF_MAX];
+
+/* Hash buffer i on its device into b[i].h (the kernel of phos-hash.cu,
+ * one module per device). */
+static int device_hash(unsigned i)
 {
-	static struct { uint64_t va, size; unsigned dev; CUdeviceptr src, snap; } b[PHOS_GPUBUF_MAX];
+	static CUfunction fn_of[64];
+	static CUdeviceptr out_of[64];
+	static const uint64_t zero[2];
+	unsigned dev = b[i].dev;
+	unsigned long long nw = b[i].size / 4, first = 0;
+	CUdeviceptr src = b[i].src, out;
+	void *args[] = { &src, &nw, &first, &out };
+	unsigned blocks = nw / 256 + 1 < 4096 ? (unsigned)(nw / 256 + 1) : 4096;
+	CUmodule mod;
+	CUresult r;
+
+	if (use_dev(dev))
+		return -1;
+	if (!fn_of[dev] && ((r = cu.mod_load(&mod, phos_hash_ptx)) != CUDA_SUCCESS ||
+			    (r = cu.mod_func(&fn_of[dev], mod, "phos_hash")) != CUDA_SUCCESS ||
+			    (r = cu.alloc(&out_of[dev], sizeof(zero))) != CUDA_SUCCESS)) {
+		fprintf(stderr, "phos-gpu: no device hash on GPU %u (%s)\n", dev, cu_err(r));
+		fn_of[dev] = NULL;
+		return -1;
+	}
+	out = out_of[dev];
+	if ((r = cu.htod((void *)(uintptr_t)out, zero, sizeof(zero))) != CUDA_SUCCESS ||
+	    (r = cu.launch(fn_of[dev], blocks, 1, 1, 256, 1, 1, 0, NULL, args, NULL)) != CUDA_SUCCESS ||
+	    (r = cu.dtoh(b[i].h, out, sizeof(b[i].h))) != CUDA_SUCCESS) {
+		fprintf(stderr, "phos-gpu: hashing buffer %u: %s\n", i, cu_err(r));
+		return -1;
+	}
+	return 0;
+}
+
+/* Next buffer to copy in a concurrent save: one the owner waits for,
+ * else the first pending; -1 when none is left. */
+static int next_buffer(struct phos_savetab *t)
+{
+	int first = -1;
+
+	for (uint32_t i = 0; i < t->n; i++) {
+		if (__atomic_load_n(phos_savetab_state(t, i), __ATOMIC_ACQUIRE) != PHOS_SAVE_PENDING)
+			continue;
+		if (__atomic_load_n(phos_savetab_want(t, i), __ATOMIC_ACQUIRE))
+			return (int)i;
+		if (first < 0)
+			first = (int)i;
+	}
+	return first;
+}
+
+/* Map the save table at fd for n buffers, or NULL with a message. */
+static struct phos_savetab *table_open(int fd, unsigned n)
+{
+	struct phos_savetab *t;
+	struct stat st;
+
+	if (fstat(fd, &st) < 0 || (size_t)st.st_size != phos_savetab_size(n)) {
+		fail("the save table (fd %d) is not one of %u buffers", fd, n);
+		return NULL;
+	}
+	t = mmap(NULL, phos_savetab_size(n), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (t == MAP_FAILED || t->magic != PHOS_SAVETAB_MAGIC || t->n != n) {
+		fail("the save table (fd %d) is not one of %u buffers", fd, n);
+		return NULL;
+	}
+	return t;
+}
+
+static int save(const char *tag, bool want_snapshot, int tab_fd)
+{
 	char line[256], name[300];
 	FILE *map;
 	unsigned n = 0;
-	uint64_t total = 0, t0 = phos_now_ms(), tsnap = 0;
-	bool snapshot = false;
+	uint64_t total = 0, t0 = phos_now_ms(), tsnap = 0, waited = 0;
+	bool snapshot = false, cow = false;
+	struct phos_savetab *tab = NULL;
 
 	/* import and map every buffer */
 	while (fgets(line, sizeof(line), stdin)) {
@@ -182,7 +279,11 @@ static int save(const char *tag, bool want_snapshot)
 		n++;
 	}
 	/* a copy on the GPU of everything, if there is room for it (and a
-	 * margin for the owner): then the owner may go on at once */
+	 * margin for the owner): then the owner may go on at once.
+	 * PHOS_GPU_NO_SNAPSHOT=1 in phosd's environment: never (no GPU memory
+	 * taken from the jobs; the concurrent copy instead, if it can) */
+	if (secure_getenv("PHOS_GPU_NO_SNAPSHOT") && strcmp(secure_getenv("PHOS_GPU_NO_SNAPSHOT"), "0"))
+		want_snapshot = false;
 	if (want_snapshot && n) {
 		size_t free_b = 0, total_b = 0;
 
@@ -203,7 +304,21 @@ static int save(const char *tag, bool want_snapshot)
 			snapshot = false;
 		tsnap = phos_now_ms() - t0;
 	}
-	printf("%s\n", snapshot ? "snapshot" : "direct");
+	/* no room for a snapshot: hash every buffer as it is now, and let the
+	 * owner run on against the save table */
+	if (!snapshot && tab_fd >= 0 && n && cu.mod_load && phos_hash_ptx[0]) {
+		if (!(tab = table_open(tab_fd, n)))
+			return 1;
+		cow = true;
+		for (unsigned i = 0; cow && i < n; i++)
+			cow = device_hash(i) == 0;
+		if (cow && cu.ctx_sync() != CUDA_SUCCESS)
+			cow = false;
+		tsnap = phos_now_ms() - t0;
+	}
+	if (tab && !cow)
+		phos_savetab_end(tab);	/* unused: nobody waits on it */
+	printf("%s\n", snapshot ? "snapshot" : cow ? "cow" : "direct");
 	fflush(stdout);
 	fclose(stdout);
 
@@ -211,44 +326,92 @@ static int save(const char *tag, bool want_snapshot)
 	map = fopen(name, "wex");
 	if (!map)
 		return fail("cannot create %s: %s", name, strerror(errno));
-	for (unsigned i = 0; i < n; i++) {
-		CUdeviceptr from = snapshot ? b[i].snap : b[i].src;
+	/* the map lists the buffers in their order, whatever order they are
+	 * copied in (cow: the ones the owner waits for first) */
+	for (unsigned i = 0; i < n; i++)
+		fprintf(map, "%#" PRIx64 " %" PRIu64 " %u gpumem-%s-%u.bin\n", b[i].va, b[i].size,
+			b[i].dev, tag, i);
+	for (unsigned k = 0; k < n; k++) {
+		unsigned i = k;
+		CUdeviceptr from;
+		uint64_t h[2] = { 0, 0 };
 		CUresult r;
 		int out;
 
+		if (cow) {
+			int next = next_buffer(tab);
+
+			if (next < 0)
+				break;
+			i = (unsigned)next;
+			if (__atomic_load_n(phos_savetab_want(tab, i), __ATOMIC_ACQUIRE))
+				waited++;
+			phos_savetab_set(tab, i, PHOS_SAVE_COPYING);
+		}
+		from = snapshot ? b[i].snap : b[i].src;
 		if (use_dev(b[i].dev))
-			return 1;
+			goto failed;
 		snprintf(name, sizeof(name), "gpumem-%s-%u.bin", tag, i);
 		out = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (out < 0)
-			return fail("cannot create %s: %s", name, strerror(errno));
+		if (out < 0) {
+			fail("cannot create %s: %s", name, strerror(errno));
+			goto failed;
+		}
 		for (uint64_t off = 0; off < b[i].size; off += CHUNK) {
 			size_t len = b[i].size - off < CHUNK ? (size_t)(b[i].size - off) : CHUNK;
 
-			if ((r = cu.dtoh(stage, from + off, len)) != CUDA_SUCCESS)
-				return fail("copying buffer %u: %s", i, cu_err(r));
-			if (phos_write_full(out, stage, len) < 0)
-				return fail("writing %s: %s", name, strerror(errno));
+			if ((r = cu.dtoh(stage, from + off, len)) != CUDA_SUCCESS) {
+				fail("copying buffer %u: %s", i, cu_err(r));
+				goto failed;
+			}
+			if (cow)
+				phos_hash_add(h, stage, off / 4, len / 4);
+			if (phos_write_full(out, stage, len) < 0) {
+				fail("writing %s: %s", name, strerror(errno));
+				goto failed;
+			}
 		}
-		if (fsync(out) < 0 || close(out) < 0)
-			return fail("writing %s: %s", name, strerror(errno));
-		fprintf(map, "%#" PRIx64 " %" PRIu64 " %u %s\n", b[i].va, b[i].size, b[i].dev, name);
+		if (fsync(out) < 0 || close(out) < 0) {
+			fail("writing %s: %s", name, strerror(errno));
+			goto failed;
+		}
+		if (cow && (h[0] != b[i].h[0] || h[1] != b[i].h[1])) {
+			phos_savetab_end(tab);
+			fprintf(stderr, "phos-gpu: buffer %u (%#" PRIx64 ", %" PRIu64 " bytes) changed "
+				"before it was saved: the process wrote it in a way libphos did not "
+				"see (e.g. through a pointer kept in device memory); this copy is not "
+				"used\n", i, b[i].va, b[i].size);
+			return 3;
+		}
+		if (cow)
+			phos_savetab_set(tab, i, PHOS_SAVE_SAVED);
 	}
+	if (tab)
+		phos_savetab_end(tab);
 	if (fflush(map) != 0 || fsync(fileno(map)) < 0 || fclose(map) != 0)
 		return fail("writing gpumem-%s.map: %s", tag, strerror(errno));
 	if (snapshot)
 		fprintf(stderr, "phos-gpu: saved %u buffer(s), %" PRIu64 " bytes in %" PRIu64
 			" ms (snapshot on the GPU in %" PRIu64 " ms)\n", n, total, phos_now_ms() - t0,
 			tsnap);
+	else if (cow)
+		fprintf(stderr, "phos-gpu: saved %u buffer(s), %" PRIu64 " bytes in %" PRIu64
+			" ms while the process ran (hashed on the GPU in %" PRIu64 " ms; %" PRIu64
+			" copied first because the process was about to write them; every hash "
+			"matched)\n", n, total, phos_now_ms() - t0, tsnap, waited);
 	else
 		fprintf(stderr, "phos-gpu: saved %u buffer(s), %" PRIu64 " bytes in %" PRIu64 " ms\n",
 			n, total, phos_now_ms() - t0);
 	return 0;
+failed:
+	if (tab)
+		phos_savetab_end(tab);
+	return 1;
 }
 
 static int load(const char *tag)
 {
-	static struct phos_gpubuf b[PHOS_GPUBUF_MAX];
+	static struct phos_gpubuf lb[PHOS_GPUBUF_MAX];
 	static int fds[PHOS_GPUBUF_MAX];
 	static uint8_t blob[PHOS_GPUBUF_MAX * PHOS_GPUBUF_LEN];
 	char line[512], name[300], file[300];
@@ -274,23 +437,23 @@ static int load(const char *tag)
 
 		if (n == PHOS_GPUBUF_MAX)
 			return fail("%s: more than %d buffers", name, PHOS_GPUBUF_MAX);
-		if (sscanf(line, "%" SCNx64 " %" SCNu64 " %u %299s", &b[n].va, &b[n].size, &b[n].dev,
+		if (sscanf(line, "%" SCNx64 " %" SCNu64 " %u %299s", &lb[n].va, &lb[n].size, &lb[n].dev,
 			   file) != 4 || strchr(file, '/'))
 			return fail("%s: bad line: %s", name, line);
-		if (use_dev(b[n].dev))
+		if (use_dev(lb[n].dev))
 			return 1;
 		in = open(file, O_RDONLY | O_CLOEXEC);
-		if (in < 0 || fstat(in, &st) < 0 || (uint64_t)st.st_size != b[n].size)
+		if (in < 0 || fstat(in, &st) < 0 || (uint64_t)st.st_size != lb[n].size)
 			return fail("%s: missing or of the wrong size (%" PRIu64 " bytes expected)", file,
-				    b[n].size);
-		prop.location.id = (int)b[n].dev;
-		if ((r = cu.create(&h, b[n].size, &prop, 0)) != CUDA_SUCCESS)
-			return fail("allocating %" PRIu64 " bytes on GPU %u: %s", b[n].size, b[n].dev,
+				    lb[n].size);
+		prop.location.id = (int)lb[n].dev;
+		if ((r = cu.create(&h, lb[n].size, &prop, 0)) != CUDA_SUCCESS)
+			return fail("allocating %" PRIu64 " bytes on GPU %u: %s", lb[n].size, lb[n].dev,
 				    cu_err(r));
-		if (map_new(h, b[n].size, b[n].dev, &dst))
+		if (map_new(h, lb[n].size, lb[n].dev, &dst))
 			return 1;
-		for (uint64_t off = 0; off < b[n].size; off += CHUNK) {
-			size_t len = b[n].size - off < CHUNK ? (size_t)(b[n].size - off) : CHUNK;
+		for (uint64_t off = 0; off < lb[n].size; off += CHUNK) {
+			size_t len = lb[n].size - off < CHUNK ? (size_t)(lb[n].size - off) : CHUNK;
 
 			if (phos_read_full(in, stage, len) != (ssize_t)len)
 				return fail("reading %s: %s", file, strerror(errno));
@@ -301,8 +464,8 @@ static int load(const char *tag)
 		if ((r = cu.export_fd(&fds[n], h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0)) !=
 		    CUDA_SUCCESS)
 			return fail("exporting %s: %s", file, cu_err(r));
-		phos_gpubuf_put(blob + (size_t)n * PHOS_GPUBUF_LEN, &b[n]);
-		total += b[n].size;
+		phos_gpubuf_put(blob + (size_t)n * PHOS_GPUBUF_LEN, &lb[n]);
+		total += lb[n].size;
 		n++;
 	}
 	fclose(map);
@@ -319,16 +482,33 @@ static int load(const char *tag)
 
 int main(int argc, char **argv)
 {
-	bool snap = argc == 4 && strcmp(argv[3], "--snapshot") == 0;
+	bool snap = false, ok = argc >= 3 && strchr(argv[2], '/') == NULL;
+	int tab_fd = -1;
 
-	if (argc < 3 || argc > 4 || (argc == 4 && !snap) ||
-	    (strcmp(argv[1], "save") && strcmp(argv[1], "load")) || strchr(argv[2], '/')) {
-		fprintf(stderr, "usage: phos-gpu save TAG [--snapshot] | load TAG (run by phosd)\n");
+	if (ok && strcmp(argv[1], "load") == 0)
+		ok = argc == 3;
+	else if (ok && strcmp(argv[1], "save") == 0) {
+		for (int i = 3; ok && i < argc; i++) {
+			char *end;
+
+			if (strcmp(argv[i], "--snapshot") == 0)
+				snap = true;
+			else if (strcmp(argv[i], "--table") == 0 && i + 1 < argc) {
+				tab_fd = (int)strtol(argv[++i], &end, 10);
+				ok = *end == '\0' && tab_fd > 2;
+			} else
+				ok = false;
+		}
+	} else
+		ok = false;
+	if (!ok) {
+		fprintf(stderr, "usage: phos-gpu save TAG [--snapshot] [--table FD] | load TAG "
+			"(run by phosd)\n");
 		return 2;
 	}
 	if (load_driver()) {
 		printf("direct\n");	/* save: phosd reads this line first */
 		return 1;
 	}
-	return strcmp(argv[1], "save") == 0 ? save(argv[2], snap) : load(argv[2]);
+	return strcmp(argv[1], "save") == 0 ? save(argv[2], snap, tab_fd) : load(argv[2]);
 }

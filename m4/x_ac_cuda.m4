@@ -15,6 +15,9 @@ AC_DEFUN([X_AC_CUDA], [
 	CUDA_VERSION_STR="$(( cuda_version_num / 1000 )).$(( (cuda_version_num % 1000) / 10 ))"
 	CPPFLAGS=$save_CPPFLAGS
 	AC_PATH_PROG([NVCC], [nvcc], [], [$CUDA_HOME/bin:$PATH])
+	dnl nvcc builds phos-gpu's buffer hash kernel (PTX, no GPU needed);
+	dnl without it the concurrent GPU save is off (copies block the app)
+	AM_CONDITIONAL([HAVE_NVCC], [test -n "$NVCC"])
 	AC_SUBST([CUDA_HOME])
 	AC_SUBST([CUDA_CPPFLAGS])
 ])

@@ -106,6 +106,8 @@ void phos_write_range(uint64_t base, uint64_t size)
 
 	if (size == 0)
 		return;
+	if (phos_cow_active())
+		phos_cow_range(base, size);
 	pthread_rwlock_rdlock(&map_lock);
 	phos_wset_range(&map, &ws, base, size);
 	pthread_rwlock_unlock(&map_lock);
@@ -126,14 +128,18 @@ void phos_write_launch(CUfunction f, bool per_thread, CUstream s, void **kernel_
 		return;
 	}
 	if (graph) {
-		/* graphs are not walked yet (cuGraphInstantiate*) */
+		/* a graph libphos did not walk (graph.c) */
 		PHOS_COUNT(graph_launches, 1);
 		PHOS_COUNT(launches_unknown, 1);
+		if (phos_cow_active())
+			phos_cow_all();
 		return;
 	}
 	p = phos_params_get(f, &np);
 	if (!p) {
 		PHOS_COUNT(launches_unknown, 1);
+		if (phos_cow_active())
+			phos_cow_all();
 		return;
 	}
 	if (np == 0)
@@ -145,6 +151,12 @@ void phos_write_launch(CUfunction f, bool per_thread, CUstream s, void **kernel_
 		PHOS_COUNT(launches_unknown, 1);
 	if (ws.n)
 		PHOS_COUNT(wset_marks, ws.n);
+	if (phos_cow_active()) {
+		if (ws.unknown)
+			phos_cow_all();
+		for (unsigned i = 0; !ws.unknown && i < ws.n; i++)
+			phos_cow_range(ws.base[i], 1);
+	}
 }
 
 /* ---- the hooks --------------------------------------------------------- */

@@ -124,6 +124,7 @@ static void detach(void)
 		report(ETIMEDOUT, "CUDA calls did not drain within 10 s");
 		return;
 	}
+	phos_cow_end();		/* an earlier save's table: over by now */
 	n = phos_vmm_detach(bufs, fds, PHOS_GPUBUF_MAX, msg, sizeof(msg));
 	if (n <= 0) {
 		phos_gate_open();
@@ -154,6 +155,7 @@ static void reattach(void)
 	struct phos_msg *m, *r = NULL;
 	const void *blob = NULL;
 	size_t len = 0;
+	uint64_t tab = UINT64_MAX;
 	char msg[256] = "no answer from phosd";
 	int n = -1;
 
@@ -162,14 +164,25 @@ static void reattach(void)
 		return;
 	}
 	m = phos_msg_new(PHOS_MSG_GPU_REATTACH, 1);
+	/* the buffers, one fd each, and with a concurrent save under way its
+	 * table as one more fd (PHOS_A_SAVETAB: its index) */
 	if (m && exchange(m, NULL, 0, &r) == 0 &&
 	    phos_msg_get_blob(r, PHOS_A_GPUBUFS, &blob, &len) == 0 &&
-	    len % PHOS_GPUBUF_LEN == 0 && (int)(len / PHOS_GPUBUF_LEN) == r->nfds) {
-		n = r->nfds;
+	    len % PHOS_GPUBUF_LEN == 0 &&
+	    (phos_msg_get_u64(r, PHOS_A_SAVETAB, &tab) < 0 || tab == len / PHOS_GPUBUF_LEN) &&
+	    (int)(len / PHOS_GPUBUF_LEN) + (tab != UINT64_MAX) == r->nfds) {
+		n = (int)(len / PHOS_GPUBUF_LEN);
 		for (int i = 0; i < n; i++)
 			phos_gpubuf_get((const uint8_t *)blob + (size_t)i * PHOS_GPUBUF_LEN, &bufs[i]);
-		if (phos_vmm_reattach(bufs, r->fds, n, msg, sizeof(msg)) < 0)
+		if (phos_vmm_reattach(bufs, r->fds, n, msg, sizeof(msg)) < 0) {
 			n = -1;
+		} else if (tab != UINT64_MAX && phos_cow_begin(r->fds[n], bufs, n) < 0) {
+			/* a write may then reach a buffer before it is saved:
+			 * the helper's hash check finds it and phosd takes
+			 * the checkpoint again, stop-the-world */
+			phos_dbg("gpu: the save table phosd sent is unusable: running on "
+				 "without it");
+		}
 	} else if (r) {
 		const char *why;
 
@@ -186,7 +199,8 @@ static void reattach(void)
 		abort();
 	}
 	PHOS_COUNT(reattaches, 1);
-	phos_dbg("gpu: %d buffer(s) reattached; CUDA calls go on", n);
+	phos_dbg("gpu: %d buffer(s) reattached%s; CUDA calls go on", n,
+		 phos_cow_active() ? " while phosd saves them" : "");
 	phos_gate_open();
 }
 

@@ -796,6 +796,8 @@ void phos_tma_launch(CUfunction f, bool per_thread, CUstream s, void **kernel_pa
 		return;		/* phos_write_launch counted it unknown */
 	if (l.unknown) {
 		PHOS_COUNT(launches_unknown, 1);
+		if (phos_cow_active())
+			phos_cow_all();
 	} else {
 		rl_sort(&l);
 		mark_list(&l);

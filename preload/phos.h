@@ -63,6 +63,8 @@ struct phos_stats {
 	uint64_t tma_marks;		/* 128-byte parameters matched to a
 					 * recorded TMA descriptor (launches,
 					 * and kernel nodes when walked) */
+	uint64_t cow_waits;		/* CUDA calls that waited for a buffer of
+					 * a concurrent GPU save (cow.c) */
 };
 
 /* Copy min(size, sizeof(struct phos_stats)) bytes of the counters to st.

@@ -177,6 +177,23 @@ bool phos_vmm_detached(void);
  * checkpoint cannot restore the process with it attached. */
 bool phos_vmm_imported(void);
 
+/* ---- cow.c: running on while phosd saves the GPU buffers --------------- */
+extern int phos_cow_on;
+/* Whether a concurrent save is under way (one load: the hooks' fast path). */
+static inline bool phos_cow_active(void)
+{
+	return __atomic_load_n(&phos_cow_on, __ATOMIC_ACQUIRE) != 0;
+}
+/* Before a write of [base, base+size) / of unknown memory: wait until the
+ * buffers it may touch are saved (only while phos_cow_active()). */
+void phos_cow_range(uint64_t base, uint64_t size);
+void phos_cow_all(void);
+/* REATTACH with a save table (fd; bufs as handed back): 0, or -1 if the
+ * table is not one of n buffers (the caller must not run on).  End: with
+ * the gate closed, forget the table. */
+int phos_cow_begin(int fd, const struct phos_gpubuf *bufs, int n);
+void phos_cow_end(void);
+
 /* ---- gpuctl.c: DETACH/REATTACH with phosd -------------------------------- */
 /* Handle phosd's DETACH or REATTACH signal (libphos thread). */
 void phos_gpuctl(int sigval);

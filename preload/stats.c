@@ -53,7 +53,7 @@ __attribute__((destructor)) static void phos_stats_dump(void)
 		"vmm_allocs", "vmm_fallbacks", "vmm_owned", "vmm_exportable",
 		"detaches", "reattaches", "copies", "memsets", "wset_marks", "map_entries",
 		"gpa_lookups", "gpa_wrapped", "dlsym_wrapped", "slot_conflicts", "sigterms",
-		"graph_launches_known", "tma_marks",
+		"graph_launches_known", "tma_marks", "cow_waits",
 	};
 	_Static_assert(sizeof(names) / sizeof(names[0]) == sizeof(struct phos_stats) / sizeof(uint64_t),
 		       "one name per counter");

@@ -19,6 +19,7 @@
 
 #include "fakecuda.h"
 #include "fakeint.h"
+#include "../../common/savetab.h"
 
 #undef cuGetProcAddress
 #undef cuMemAlloc
@@ -503,7 +504,12 @@ FAKE(cuMemcpyHtoDAsync_v2, (CUdeviceptr d, const void *s, size_t n, CUstream st)
 
 FAKE(cuMemcpyDtoH_v2, (void *d, CUdeviceptr s, size_t n))
 {
+	/* FAKECUDA_DTOH_DELAY_MS: a slow copy (phos-gpu's concurrent save) */
+	const char *delay = getenv("FAKECUDA_DTOH_DELAY_MS");
+
 	hit("cuMemcpyDtoH_v2");
+	if (delay)
+		usleep((useconds_t)strtoul(delay, NULL, 10) * 1000);
 	memcpy(d, P(s), n);
 	return CUDA_SUCCESS;
 }
@@ -717,6 +723,43 @@ static CUresult param_info(const void *h, enum fakecuda_kind kind, size_t i, siz
 	return CUDA_SUCCESS;
 }
 
+/* ---- modules: only phos-gpu's hash kernel (daemon/phos-hash.cu) ---------- */
+/* The PTX is not read: cuModuleGetFunction(mod, "phos_hash") answers a host
+ * body computing the same sums (common/savetab.h) over host memory. */
+static void body_phos_hash(void **p)
+{
+	const uint32_t *w = *(const uint32_t **)p[0];
+	uint64_t n = *(uint64_t *)p[1], first = *(uint64_t *)p[2];
+	uint64_t *out = *(uint64_t **)p[3];
+
+	phos_hash_add(out, w, first, n);
+}
+
+static int the_module;
+FAKE(cuModuleLoadData, (CUmodule *mod, const void *image))
+{
+	hit("cuModuleLoadData");
+	if (!mod || !image)
+		return CUDA_ERROR_INVALID_VALUE;
+	*mod = (CUmodule)&the_module;
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuModuleGetFunction, (CUfunction *f, CUmodule mod, const char *name))
+{
+	static const size_t sizes[] = { 8, 8, 8, 8 };
+	static CUfunction hash;
+
+	if (!f || mod != (CUmodule)&the_module || !name)
+		return CUDA_ERROR_INVALID_VALUE;
+	if (strcmp(name, "phos_hash"))
+		return CUDA_ERROR_NOT_FOUND;
+	if (!hash)
+		hash = fakecuda_kernel(FAKECUDA_KERNEL, 4, sizes, body_phos_hash);
+	*f = hash;
+	return hash ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
 FAKE(cuKernelGetParamInfo, (CUkernel kernel, size_t i, size_t *off, size_t *size))
 {
 	hit("cuKernelGetParamInfo");
@@ -909,6 +952,8 @@ static const struct {
 	{ "cuDevicePrimaryCtxRetain", (void *)cuDevicePrimaryCtxRetain },
 	{ "cuGetErrorName", (void *)cuGetErrorName },
 	{ "cuMemGetInfo_v2", (void *)cuMemGetInfo_v2 },
+	{ "cuModuleLoadData", (void *)cuModuleLoadData },
+	{ "cuModuleGetFunction", (void *)cuModuleGetFunction },
 	{ "cuCtxDestroy_v2", (void *)cuCtxDestroy_v2 },
 	{ "cuCtxSynchronize", (void *)cuCtxSynchronize },
 	{ "cuMemAlloc", (void *)cuMemAlloc },

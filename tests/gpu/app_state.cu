@@ -1,10 +1,14 @@
 // app_state.cu - GPU test (a): several buffers, streams and kernels with an
 // exact, deterministic evolution.  Prints one line per iteration with a
 // checksum of every buffer (integer arithmetic: bit-exact), then DONE.
-//   app_state NBUF MB_PER_BUF ITERS SLEEP_MS
+//   app_state NBUF MB_PER_BUF ITERS SLEEP_MS [indirect]
+// With "indirect", the last buffer's step kernel finds it through a pointer
+// kept in device memory (same arithmetic, same output): a write libphos
+// cannot see, which the concurrent save's hash check must catch (run-all.sh i).
 #include <cstdio>
 #include <cstdlib>
 #include <cstdint>
+#include <string>
 #include <vector>
 #include <unistd.h>
 #include <cuda_runtime.h>
@@ -24,6 +28,13 @@ __global__ void init(uint32_t *b, size_t n, uint32_t seed)
 // stream writes would race)
 __global__ void step(uint32_t *b, const uint32_t *other, size_t n, uint32_t a, uint32_t c)
 {
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+		b[i] = b[i] * a + c + (other[(i * 7) % n] >> 3);
+}
+
+__global__ void step_ind(uint32_t *const *pb, const uint32_t *other, size_t n, uint32_t a, uint32_t c)
+{
+	uint32_t *b = pb[0];
 	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
 		b[i] = b[i] * a + c + (other[(i * 7) % n] >> 3);
 }
@@ -52,6 +63,8 @@ int main(int argc, char **argv)
 	size_t mb = argc > 2 ? strtoull(argv[2], 0, 10) : 64;
 	int iters = argc > 3 ? atoi(argv[3]) : 60;
 	int sleep_ms = argc > 4 ? atoi(argv[4]) : 100;
+	bool indirect = argc > 5 && std::string(argv[5]) == "indirect";
+	uint32_t **pb = NULL;
 	size_t n = mb * (1 << 20) / 4;
 	const int nstream = 3, grid = 264, block = 256;
 	std::vector<uint32_t *> buf(nbuf), key(nbuf);
@@ -67,14 +80,26 @@ int main(int argc, char **argv)
 		init<<<grid, block, 0, st[i % nstream]>>>(buf[i], n, 0x9e3779b9u * (i + 1));
 		init<<<grid, block, 0, st[i % nstream]>>>(key[i], n, 0x7f4a7c15u * (i + 3));
 	}
+	CK(cudaMalloc(&pb, sizeof(*pb)));
+	CK(cudaMemcpy(pb, &buf[nbuf - 1], sizeof(*pb), cudaMemcpyHostToDevice));
 	CK(cudaMalloc(&part, grid * sizeof(*part)));
 	CK(cudaMallocHost(&hpart, grid * sizeof(*hpart)));
 	CK(cudaDeviceSynchronize());
 	printf("READY pid %d nbuf %d mb %zu\n", (int)getpid(), nbuf, mb);
 	for (int it = 1; it <= iters; it++) {
-		for (int i = 0; i < nbuf; i++)
-			step<<<grid, block, 0, st[i % nstream]>>>(buf[i], key[i], n,
-								   1664525u + 2 * it, 1013904223u + i);
+		// indirect: the last buffer first, through pb (a concurrent save
+		// copies it last, so the write lands before it is saved)
+		for (int k = 0; k < nbuf; k++) {
+			int i = indirect ? (k + nbuf - 1) % nbuf : k;
+
+			if (indirect && i == nbuf - 1)
+				step_ind<<<grid, block, 0, st[i % nstream]>>>(pb, key[i], n,
+									      1664525u + 2 * it,
+									      1013904223u + i);
+			else
+				step<<<grid, block, 0, st[i % nstream]>>>(buf[i], key[i], n,
+									   1664525u + 2 * it, 1013904223u + i);
+		}
 		CK(cudaDeviceSynchronize());
 		unsigned long long total = 0;
 		for (int i = 0; i < nbuf; i++) {

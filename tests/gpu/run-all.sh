@@ -14,6 +14,9 @@
 #   plus: a lock that times out (checkpoint_timeout) leaves the app running
 #   (f)-(h) the same under libphos.so: the GPU fast path (large buffers
 #       detached, saved by phosd's phos-gpu, reattached / loaded back)
+#   (i) the concurrent save (PHOS_GPU_NO_SNAPSHOT=1): the app runs while
+#       its buffers are copied; a write through a pointer in device memory
+#       is caught by the hash check and the checkpoint taken again
 #   then tests/gpu/counts.sh unless COUNTS=0, and bench/bench.sh and
 #   bench/overhead.sh unless NO_BENCH=1 (BENCH_FAST=1: bench.sh under
 #   libphos).  ONLY="f g h" runs only those sections.
@@ -45,7 +48,7 @@ start_phosd || exit 1
 trap stop_phosd EXIT
 
 # want SECTION: run it (ONLY="a b f ..." runs those sections only; sections:
-# a b c de f g h lock; the counts and benches have their own switches)
+# a b c de f g h lock i; the counts and benches have their own switches)
 want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 
 # exact_stop NAME REF_TIMEOUT CMD...: uninterrupted run, then a run that is
@@ -227,6 +230,54 @@ fi
 kill -9 "$APP_PID" 2>/dev/null
 stop_phosd; sleep 0.5
 CKPT_TIMEOUT=300 start_phosd
+fi
+
+if want i; then
+log "=== (i) concurrent save (issue [6]): leave-running, no snapshot; the app runs while phos-gpu copies"
+stop_phosd; sleep 0.5
+PHOS_GPU_NO_SNAPSHOT=1 start_phosd
+# i_cow: the write sets libphos sees are complete: the copy is used as is
+# i_ind: the last buffer is written through a pointer in device memory:
+#        the hash check must catch it and phosd checkpoint again,
+#        stop-the-world; both images restore exactly
+for mode in cow ind; do
+	d=$W/i_$mode; mkdir -p "$d"
+	extra=(); [ $mode = ind ] && extra=(indirect)
+	"${UNDER_LIBPHOS[@]}" "$BIN/app_state" 4 256 50 100 "${extra[@]}" >"$d/ref.out" 2>&1
+	start_app "$d/a.out" "${UNDER_LIBPHOS[@]}" "$BIN/app_state" 4 256 50 100 "${extra[@]}"
+	mark=$(wc -l <"$LOG_DIR/phosd.log")
+	if ! { wait_for "$d/a.out" '^iter 10 ' 60 && ckpt "$APP_PID" --leave-running; }; then
+		fail "i_$mode: leave-running checkpoint"; tail -5 "$d/a.out"; kill -9 "$APP_PID" 2>/dev/null
+		continue
+	fi
+	new=$(tail -n +"$mark" "$LOG_DIR/phosd.log")
+	grep -E 'GPU buffer|validation|changed before' <<<"$new" | tail -4 | sed 's/^/  /'
+	if [ $mode = cow ] && grep -q 'while it ran .*every hash matched' <<<"$new" &&
+	   ! grep -q 'failed validation' <<<"$new"; then
+		pass "i_cow: the buffers were saved while the app ran, every hash matched ($CKPT_LINE)"
+	elif [ $mode = ind ] && grep -q 'changed before it was saved' <<<"$new" &&
+	     grep -q 'failed validation; checkpointing again' <<<"$new"; then
+		pass "i_ind: the hidden write was caught and the checkpoint taken again, stop-the-world ($CKPT_LINE)"
+	else
+		fail "i_$mode: the phosd log does not show the expected save"
+	fi
+	wait_for "$d/a.out" '^DONE' 120
+	if same_as_ref "i_${mode}_orig" "$d/a.out" "$d/ref.out"; then
+		pass "i_$mode: the original ran on exactly"
+	else
+		fail "i_$mode: the original after the checkpoint"; tail -5 "$d/a.out"
+	fi
+	wait "$APP_PID" 2>/dev/null
+	if restore "$IMG" "$d/b.out" && wait_for "$d/b.out" '^DONE' 120 &&
+	   suffix_of_ref "i_${mode}_copy" "$d/b.out" "$d/ref.out"; then
+		pass "i_$mode: its image restores exactly"
+	else
+		fail "i_$mode: restore of the image"; tail -20 "$d/b.out"
+	fi
+	rm -rf "$IMG"
+done
+stop_phosd; sleep 0.5
+start_phosd
 fi
 
 if [ "${NO_BENCH:-0}" != 1 ]; then

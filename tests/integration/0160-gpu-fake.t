@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 23
+plan 31
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -67,19 +67,56 @@ wait_for 30 iter_past $((n + 5))
 ok $? "the program goes on after the checkpoint (iter $(last_iter))"
 ok "$(no_corrupt && echo 0 || echo 1)" "with every word of its buffers intact" || diag_file "$f" 3
 
-# -- leave-running again: imported buffers, and no room for a snapshot ----------------
+# -- leave-running again: imported buffers, no room for a snapshot: concurrent ---------
+# (a slow copy, 300 ms a buffer, so that the program writes its buffers
+# before they are saved)
 phosd_stop n1
-FAKECUDA_FREE_MB=1 phosd_start n1
+FAKECUDA_FREE_MB=1 FAKECUDA_DTOH_DELAY_MS=300 phosd_start n1
 mark=$(($(wc -l <"$PD/n1.log") + 1))
 pc_out n1 checkpoint --leave-running --pid "$apid"
 ok $RC "a second leave-running checkpoint of the same process succeeds" ||
 	{ diag "$OUT"; diag_file "$PD/n1.log" 30; }
-like "$(log_since "$mark")" "directly while it waited \\(no room on the GPU for a snapshot\\)" \
-	"without room on the device phos-gpu copies directly, and phosd says why the program waited"
+like "$(log_since "$mark")" "saved in .* ms, while it ran .*hashed on the GPU" \
+	"without room for a snapshot phos-gpu hashes the buffers and saves them while the program runs"
+like "$(log_since "$mark")" "; [1-9][0-9]* copied first because the process was about to write them; every hash matched" \
+	"buffers the program was about to write were saved first, and every saved buffer matched its hash"
 n=$(last_iter)
 wait_for 30 iter_past $((n + 5))
 ok $? "the program goes on again (iter $(last_iter))"
 ok "$(no_corrupt && echo 0 || echo 1)" "its buffers intact" || diag_file "$f" 3
+
+# -- a write libphos cannot see: the check catches it, stop-the-world instead ------------
+f2=$PD/indirect.out
+setsid env LD_PRELOAD="$LIBPHOS" PHOS_CHECKPOINT=1 PHOS_SOCKET="$S" \
+	"$PROGS/fake_gpu_app" "$f2" "$NBUF" "$MIB" indirect </dev/null >"$PD/app2.err" 2>&1 &
+ipid=$!
+disown
+track "$ipid"
+wait_for 30 _has_lines "$f2" 5
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+pc_out n1 checkpoint --leave-running --pid "$ipid"
+ok $RC "a checkpoint of a program that writes a buffer through a pointer in device memory succeeds" ||
+	{ diag "$OUT"; diag_file "$PD/n1.log" 30; }
+like "$(log_since "$mark")" "buffer $((NBUF - 1)) .* changed before it was saved" \
+	"phos-gpu finds the buffer that changed before it was saved"
+like "$(log_since "$mark")" "failed validation; checkpointing again with the process stopped" \
+	"phosd drops that copy and checkpoints again, stop-the-world"
+like "$(log_since "$mark")" "saved in .* ms, directly while it waited \\(no room on the GPU for a snapshot\\)" \
+	"the second time the program waits for the copy"
+ok "$(grep -q CORRUPT "$f2" && echo 1 || echo 0)" "that program's buffers are intact" ||
+	diag_file "$f2" 3
+igen=$(ls -d "$(image_dir root "$ipid")"/0* | tail -1)
+kill -KILL "$ipid"
+wait_for 10 _gone "$ipid"
+n2=$(wc -l <"$f2")
+pc_out n1 restore --detach "$igen"
+ok $RC "its image restores" || diag "$OUT"
+irp=$(restored_pid "$OUT")
+track "$irp"
+wait_for 30 _has_lines "$f2" $((n2 + 5))
+ok "$( (wait_for 1 _has_lines "$f2" $((n2 + 5)) && ! grep -q CORRUPT "$f2") && echo 0 || echo 1)" \
+	"and runs on from it with every buffer as it was at the stop" || diag_file "$f2" 3
+kill -KILL "$irp" 2>/dev/null
 phosd_stop n1
 phosd_start n1
 

@@ -58,6 +58,20 @@ static bool same_exe(pid_t pid)
 	return na > 0 && nb > 0 && na == nb && memcmp(a, b, (size_t)na) == 0;
 }
 
+/* pid runs /bin/sleep (or /usr/bin/sleep): its exec is over. */
+static bool is_sleep(pid_t pid)
+{
+	char a[4096], path[64];
+	ssize_t na;
+
+	snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+	na = readlink(path, a, sizeof(a) - 1);
+	if (na <= 0)
+		return false;
+	a[na] = '\0';
+	return strlen(a) >= 6 && strcmp(a + strlen(a) - 6, "/sleep") == 0;
+}
+
 /* A process tree as a CUDA job: sh (+ one sleep child if two) with the
  * fake libcuda preloaded, so both map it.  Waits until all of it is there. */
 static pid_t spawn(bool cuda, int nprocs)
@@ -80,12 +94,17 @@ static pid_t spawn(bool cuda, int nprocs)
 		size_t n = 0, ok = 0;
 
 		/* exec'ed (the fork of this test maps the fake too) and mapping
-		 * the preloaded fake */
+		 * the preloaded fake; the sleep too (sh's fork is sh until its
+		 * exec, during which its maps are briefly without the fake) */
+		size_t sleeps = 0;
+
 		if (proc_tree(p, &t, &n) == 0)
-			for (size_t k = 0; k < n; k++)
+			for (size_t k = 0; k < n; k++) {
 				ok += !same_exe(t[k]) && (!cuda || proc_maps_has(t[k], "libcuda.so"));
+				sleeps += is_sleep(t[k]);
+			}
 		free(t);
-		if (n == (size_t)nprocs && ok == n)
+		if (n == (size_t)nprocs && ok == n && sleeps == 1)
 			return p;
 		usleep(10000);
 	}

@@ -1,0 +1,117 @@
+/*
+ * savetab.h - the save table of a concurrent GPU save (doc/concurrent-
+ * checkpoint.md): one small memfd shared by phosd, the phos-gpu helper
+ * copying the buffers into the image, and libphos in the process that
+ * runs on meanwhile.  All three map it MAP_SHARED; the words are futexes.
+ *
+ *   header: magic, n (buffers, in GPU_DETACH/GPU_REATTACH order), active
+ *   state[n]: PENDING -> COPYING -> SAVED, or FAILED (written by phos-gpu,
+ *             or by phosd when the helper died)
+ *   want[n]:  set by libphos when a CUDA call may write buffer i before it
+ *             is saved: phos-gpu copies the wanted buffers first
+ *
+ * libphos waits (futex) on state[i] until it is SAVED or FAILED, or until
+ * active drops to 0 (the save is over, whatever its outcome).  Writers of
+ * a state word store it with release order and wake every waiter.
+ */
+#ifndef PHOS_SAVETAB_H
+#define PHOS_SAVETAB_H
+
+#include <limits.h>
+#include <linux/futex.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PHOS_SAVETAB_MAGIC 0x50485354u	/* "PHST" */
+
+enum phos_save_state {
+	PHOS_SAVE_PENDING = 0,
+	PHOS_SAVE_COPYING = 1,
+	PHOS_SAVE_SAVED = 2,
+	PHOS_SAVE_FAILED = 3,
+};
+
+struct phos_savetab {
+	uint32_t magic;
+	uint32_t n;
+	uint32_t active;	/* 1 while the helper copies */
+	uint32_t pad;
+	uint32_t word[];	/* state[0..n-1], then want[0..n-1] */
+};
+
+static inline size_t phos_savetab_size(uint32_t n)
+{
+	return sizeof(struct phos_savetab) + 2 * (size_t)n * sizeof(uint32_t);
+}
+
+static inline uint32_t *phos_savetab_state(struct phos_savetab *t, uint32_t i)
+{
+	return &t->word[i];
+}
+
+static inline uint32_t *phos_savetab_want(struct phos_savetab *t, uint32_t i)
+{
+	return &t->word[t->n + i];
+}
+
+static inline void phos_futex_wake(uint32_t *w)
+{
+	syscall(SYS_futex, w, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+/* Sleep while *w == val, at most ms milliseconds (any wake-up returns). */
+static inline void phos_futex_wait(uint32_t *w, uint32_t val, unsigned ms)
+{
+	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+
+	syscall(SYS_futex, w, FUTEX_WAIT, val, &ts, NULL, 0);
+}
+
+/* Store a state word and wake its waiters. */
+static inline void phos_savetab_set(struct phos_savetab *t, uint32_t i, uint32_t st)
+{
+	uint32_t *w = phos_savetab_state(t, i);
+
+	__atomic_store_n(w, st, __ATOMIC_RELEASE);
+	phos_futex_wake(w);
+}
+
+/* The save is over: every buffer not SAVED is FAILED, active is 0, every
+ * waiter wakes. */
+static inline void phos_savetab_end(struct phos_savetab *t)
+{
+	for (uint32_t i = 0; i < t->n; i++)
+		if (__atomic_load_n(phos_savetab_state(t, i), __ATOMIC_ACQUIRE) != PHOS_SAVE_SAVED)
+			phos_savetab_set(t, i, PHOS_SAVE_FAILED);
+	__atomic_store_n(&t->active, 0, __ATOMIC_RELEASE);
+	phos_futex_wake(&t->active);
+	for (uint32_t i = 0; i < t->n; i++)
+		phos_futex_wake(phos_savetab_state(t, i));
+}
+
+/*
+ * The buffer hash phos-gpu computes on the device at the stop and on the
+ * host over what it wrote, to prove the two are the same bytes: over the
+ * 32-bit words w_i of a buffer, h0 = sum w_i * (2i + 1) and
+ * h1 = sum w_i^2 * (2i + 1), mod 2^64.  A change of a single word always
+ * changes h0 (an odd factor times a non-zero difference below 2^32).
+ * phos_hash_add() folds in words [first, first + n) of a buffer.
+ */
+static inline void phos_hash_add(uint64_t h[2], const uint32_t *w, uint64_t first, size_t n)
+{
+	uint64_t a = 0, b = 0;
+
+	for (size_t k = 0; k < n; k++) {
+		uint64_t m = 2 * (first + k) + 1, v = w[k];
+
+		a += v * m;
+		b += v * v * m;
+	}
+	h[0] += a;
+	h[1] += b;
+}
+
+#endif
