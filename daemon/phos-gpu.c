@@ -30,8 +30,11 @@
  *                          fills it, and sends the records (PHOS_A_GPUBUFS)
  *                          with the fds as one GPU_DETACH message on fd 3.
  *
- * Copies go through two pinned staging buffers of 64 MiB.  One progress
- * line per buffer on stderr; exit 0 on success, 1 with a message.
+ * Copies run on gpu-io.c's workers (PHOS_GPU_IO_THREADS, default 4, each
+ * with a pinned staging buffer of PHOS_GPU_IO_CHUNK_MB, default 8 MiB;
+ * PHOS_GPU_DIRECT_IO=1: O_DIRECT files where the file system takes it).
+ * The last line on stderr says what was done; exit 0 on success, 1 with
+ * a message (3: a concurrent save's buffer changed, see above).
  */
 #include "config.h"
 
@@ -49,12 +52,12 @@
 #include <unistd.h>
 #include <cuda.h>
 
+#include "gpu-io.h"
 #include "phos-hash-ptx.h"
 #include "proto.h"
 #include "savetab.h"
 #include "util.h"
 
-#define CHUNK (64u << 20)
 
 static struct {
 	CUresult (*init)(unsigned);
@@ -73,6 +76,7 @@ static struct {
 	CUresult (*export_fd)(void *, CUmemGenericAllocationHandle, CUmemAllocationHandleType,
 			      unsigned long long);
 	CUresult (*host_alloc)(void **, size_t);
+	CUresult (*host_free)(void *);
 	CUresult (*dtoh)(void *, CUdeviceptr, size_t);
 	CUresult (*htod)(void *, const void *, size_t);	/* cuMemcpyHtoD_v2, dst first */
 	CUresult (*err_name)(CUresult, const char **);
@@ -88,7 +92,6 @@ static struct {
 } cu;
 
 static CUcontext ctx_of[64];
-static void *stage;
 
 static const char *cu_err(CUresult r)
 {
@@ -129,7 +132,7 @@ static int load_driver(void)
 	      S(dtoh, "cuMemcpyDtoH_v2") && S(htod, "cuMemcpyHtoD_v2") &&
 	      S(err_name, "cuGetErrorName") && S(mem_info, "cuMemGetInfo_v2") &&
 	      S(alloc, "cuMemAlloc_v2") && S(dtod, "cuMemcpyDtoD_v2") &&
-	      S(ctx_sync, "cuCtxSynchronize")))
+	      S(ctx_sync, "cuCtxSynchronize") && S(host_free, "cuMemFreeHost")))
 		return fail("the NVIDIA driver lacks an entry point phos-gpu needs");
 	if (!(S(mod_load, "cuModuleLoadData") && S(mod_func, "cuModuleGetFunction") &&
 	      S(launch, "cuLaunchKernel")))
@@ -155,9 +158,37 @@ static int use_dev(unsigned dev)
 	}
 	if ((r = cu.set_current(ctx_of[dev])) != CUDA_SUCCESS)
 		return fail("GPU %u: %s", dev, cu_err(r));
-	if (!stage && (r = cu.host_alloc(&stage, CHUNK)) != CUDA_SUCCESS)
-		return fail("pinned staging buffer: %s", cu_err(r));
 	return 0;
+}
+
+/* The engine's view of the driver. */
+static const struct gio_ops *io_ops(void)
+{
+	static struct gio_ops o;
+
+	o.set_current = cu.set_current;
+	o.host_alloc = cu.host_alloc;
+	o.host_free = cu.host_free;
+	o.dtoh = cu.dtoh;
+	o.htod = cu.htod;
+	o.err = cu_err;
+	return &o;
+}
+
+/* Open a buffer's file; PHOS_GPU_DIRECT_IO=1: O_DIRECT where the file
+ * system takes it (the page cache is bypassed). */
+static int open_file(const char *name, int flags)
+{
+	const char *d = getenv("PHOS_GPU_DIRECT_IO");
+	int fd = -1;
+
+	if (d && strcmp(d, "1") == 0)
+		fd = open(name, flags | O_DIRECT | O_CLOEXEC, 0600);
+	if (fd < 0 && (flags & O_CREAT) && errno == EINVAL)
+		unlink(name);	/* O_CREAT|O_EXCL made it before refusing O_DIRECT */
+	if (fd < 0)
+		fd = open(name, flags | O_CLOEXEC, 0600);
+	return fd;
 }
 
 /* Map handle h (size bytes) read-write for dev at a fresh VA. */
@@ -180,6 +211,7 @@ static struct {
 	CUdeviceptr src, snap;
 	uint64_t h[2];		/* device hash at the stop (cow) */
 } b[PHOS_GPUBUF_MAX];
+static struct gio_buf io[PHOS_GPUBUF_MAX];	/* the copy engine's view of them */
 
 /* Hash buffer i on its device into b[i].h (the kernel of phos-hash.cu,
  * one module per device). */
@@ -230,6 +262,49 @@ static int next_buffer(struct phos_savetab *t)
 			first = (int)i;
 	}
 	return first;
+}
+
+/* The engine's callbacks for a concurrent save: copy the buffers the
+ * process waits for first, mark each COPYING then SAVED once its bytes
+ * match the hash taken at the stop. */
+struct save_ctx {
+	struct phos_savetab *tab;
+	int mismatch;		/* the buffer that did not match, -1: none */
+	uint64_t waited;	/* buffers started because the process wanted them */
+};
+
+static int save_pick(void *arg)
+{
+	return next_buffer(((struct save_ctx *)arg)->tab);
+}
+
+static bool save_wanted(void *arg, unsigned i)
+{
+	struct save_ctx *sc = arg;
+
+	return __atomic_load_n(phos_savetab_want(sc->tab, i), __ATOMIC_ACQUIRE) != 0;
+}
+
+static void save_start(void *arg, unsigned i)
+{
+	struct save_ctx *sc = arg;
+
+	if (save_wanted(arg, i))
+		sc->waited++;	/* under the engine's lock */
+	phos_savetab_set(sc->tab, i, PHOS_SAVE_COPYING);
+}
+
+static int save_done(void *arg, unsigned i)
+{
+	struct save_ctx *sc = arg;
+
+	/* what was written against what the device held at the stop */
+	if (io[i].h[0] != b[i].h[0] || io[i].h[1] != b[i].h[1]) {
+		sc->mismatch = (int)i;	/* one worker at most gets here first */
+		return 1;
+	}
+	phos_savetab_set(sc->tab, i, PHOS_SAVE_SAVED);
+	return 0;
 }
 
 /* Map the save table at fd for n buffers, or NULL with a message. */
@@ -328,54 +403,29 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 		return fail("cannot create %s: %s", name, strerror(errno));
 	/* the map lists the buffers in their order, whatever order they are
 	 * copied in (cow: the ones the owner waits for first) */
-	for (unsigned i = 0; i < n; i++)
+	for (unsigned i = 0; i < n; i++) {
 		fprintf(map, "%#" PRIx64 " %" PRIu64 " %u gpumem-%s-%u.bin\n", b[i].va, b[i].size,
 			b[i].dev, tag, i);
-	for (unsigned k = 0; k < n; k++) {
-		unsigned i = k;
-		CUdeviceptr from;
-		uint64_t h[2] = { 0, 0 };
-		CUresult r;
-		int out;
-
-		if (cow) {
-			int next = next_buffer(tab);
-
-			if (next < 0)
-				break;
-			i = (unsigned)next;
-			if (__atomic_load_n(phos_savetab_want(tab, i), __ATOMIC_ACQUIRE))
-				waited++;
-			phos_savetab_set(tab, i, PHOS_SAVE_COPYING);
-		}
-		from = snapshot ? b[i].snap : b[i].src;
-		if (use_dev(b[i].dev))
-			goto failed;
 		snprintf(name, sizeof(name), "gpumem-%s-%u.bin", tag, i);
-		out = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (out < 0) {
+		io[i] = (struct gio_buf){ .ctx = ctx_of[b[i].dev], .size = b[i].size,
+					  .dptr = snapshot ? b[i].snap : b[i].src,
+					  .fd = open_file(name, O_WRONLY | O_CREAT | O_EXCL) };
+		if (io[i].fd < 0) {
 			fail("cannot create %s: %s", name, strerror(errno));
 			goto failed;
 		}
-		for (uint64_t off = 0; off < b[i].size; off += CHUNK) {
-			size_t len = b[i].size - off < CHUNK ? (size_t)(b[i].size - off) : CHUNK;
+	}
+	struct save_ctx sc = { .tab = tab, .mismatch = -1 };
+	uint64_t tcopy = phos_now_ms();
+	char rate[96] = "";
+	struct gio g = { .dir = GIO_SAVE, .b = io, .n = n, .hash = cow, .ops = io_ops(),
+			 .pick = cow ? save_pick : NULL, .wanted = cow ? save_wanted : NULL,
+			 .start = cow ? save_start : NULL, .done = cow ? save_done : NULL,
+			 .arg = &sc };
+	if (gio_run(&g) < 0) {
+		if (sc.mismatch >= 0) {
+			unsigned i = (unsigned)sc.mismatch;
 
-			if ((r = cu.dtoh(stage, from + off, len)) != CUDA_SUCCESS) {
-				fail("copying buffer %u: %s", i, cu_err(r));
-				goto failed;
-			}
-			if (cow)
-				phos_hash_add(h, stage, off / 4, len / 4);
-			if (phos_write_full(out, stage, len) < 0) {
-				fail("writing %s: %s", name, strerror(errno));
-				goto failed;
-			}
-		}
-		if (fsync(out) < 0 || close(out) < 0) {
-			fail("writing %s: %s", name, strerror(errno));
-			goto failed;
-		}
-		if (cow && (h[0] != b[i].h[0] || h[1] != b[i].h[1])) {
 			phos_savetab_end(tab);
 			fprintf(stderr, "phos-gpu: buffer %u (%#" PRIx64 ", %" PRIu64 " bytes) changed "
 				"before it was saved: the process wrote it in a way libphos did not "
@@ -383,8 +433,19 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 				"used\n", i, b[i].va, b[i].size);
 			return 3;
 		}
-		if (cow)
-			phos_savetab_set(tab, i, PHOS_SAVE_SAVED);
+		fail("%s", g.err);
+		goto failed;
+	}
+	waited = sc.waited;
+	tcopy = phos_now_ms() - tcopy;
+	snprintf(rate, sizeof(rate), "; copy %.2f GB/s with %u threads, %zu MiB chunks",
+		 tcopy ? (double)total / 1e6 / (double)tcopy : 0.0, g.threads, g.chunk >> 20);
+	for (unsigned i = 0; i < n; i++) {
+		if (fsync(io[i].fd) < 0 || close(io[i].fd) < 0) {
+			fail("writing gpumem-%s-%u.bin: %s", tag, i, strerror(errno));
+			goto failed;
+		}
+		io[i].fd = -1;
 	}
 	if (tab)
 		phos_savetab_end(tab);
@@ -392,16 +453,16 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 		return fail("writing gpumem-%s.map: %s", tag, strerror(errno));
 	if (snapshot)
 		fprintf(stderr, "phos-gpu: saved %u buffer(s), %" PRIu64 " bytes in %" PRIu64
-			" ms (snapshot on the GPU in %" PRIu64 " ms)\n", n, total, phos_now_ms() - t0,
-			tsnap);
+			" ms (snapshot on the GPU in %" PRIu64 " ms%s)\n", n, total,
+			phos_now_ms() - t0, tsnap, rate);
 	else if (cow)
 		fprintf(stderr, "phos-gpu: saved %u buffer(s), %" PRIu64 " bytes in %" PRIu64
 			" ms while the process ran (hashed on the GPU in %" PRIu64 " ms; %" PRIu64
 			" copied first because the process was about to write them; every hash "
-			"matched)\n", n, total, phos_now_ms() - t0, tsnap, waited);
+			"matched%s)\n", n, total, phos_now_ms() - t0, tsnap, waited, rate);
 	else
-		fprintf(stderr, "phos-gpu: saved %u buffer(s), %" PRIu64 " bytes in %" PRIu64 " ms\n",
-			n, total, phos_now_ms() - t0);
+		fprintf(stderr, "phos-gpu: saved %u buffer(s), %" PRIu64 " bytes in %" PRIu64
+			" ms (%s)\n", n, total, phos_now_ms() - t0, rate + 2);
 	return 0;
 failed:
 	if (tab)
@@ -442,7 +503,7 @@ static int load(const char *tag)
 			return fail("%s: bad line: %s", name, line);
 		if (use_dev(lb[n].dev))
 			return 1;
-		in = open(file, O_RDONLY | O_CLOEXEC);
+		in = open_file(file, O_RDONLY);
 		if (in < 0 || fstat(in, &st) < 0 || (uint64_t)st.st_size != lb[n].size)
 			return fail("%s: missing or of the wrong size (%" PRIu64 " bytes expected)", file,
 				    lb[n].size);
@@ -452,15 +513,8 @@ static int load(const char *tag)
 				    cu_err(r));
 		if (map_new(h, lb[n].size, lb[n].dev, &dst))
 			return 1;
-		for (uint64_t off = 0; off < lb[n].size; off += CHUNK) {
-			size_t len = lb[n].size - off < CHUNK ? (size_t)(lb[n].size - off) : CHUNK;
-
-			if (phos_read_full(in, stage, len) != (ssize_t)len)
-				return fail("reading %s: %s", file, strerror(errno));
-			if ((r = cu.htod((void *)(uintptr_t)(dst + off), stage, len)) != CUDA_SUCCESS)
-				return fail("loading %s: %s", file, cu_err(r));
-		}
-		close(in);
+		io[n] = (struct gio_buf){ .ctx = ctx_of[lb[n].dev], .dptr = dst, .size = lb[n].size,
+					  .fd = in };
 		if ((r = cu.export_fd(&fds[n], h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0)) !=
 		    CUDA_SUCCESS)
 			return fail("exporting %s: %s", file, cu_err(r));
@@ -469,14 +523,24 @@ static int load(const char *tag)
 		n++;
 	}
 	fclose(map);
+	/* every buffer exists: fill them all, in parallel */
+	struct gio g = { .dir = GIO_LOAD, .b = io, .n = (unsigned)n, .ops = io_ops() };
+	uint64_t tcopy = phos_now_ms();
+
+	if (gio_run(&g) < 0)
+		return fail("gpumem-%s: %s", tag, g.err);
+	tcopy = phos_now_ms() - tcopy;
+	for (int i = 0; i < n; i++)
+		close(io[i].fd);
 	m = phos_msg_new(PHOS_MSG_GPU_DETACH, 1);
 	if (!m || phos_msg_put_u64(m, PHOS_A_ERRNO, 0) < 0 ||
 	    phos_msg_put_blob(m, PHOS_A_GPUBUFS, blob, (size_t)n * PHOS_GPUBUF_LEN) < 0 ||
 	    phos_msg_send(3, m, fds, n) < 0)
 		return fail("handing the buffers over: %s", strerror(errno));
 	phos_msg_free(m);
-	fprintf(stderr, "phos-gpu: loaded %d buffer(s), %" PRIu64 " bytes in %" PRIu64 " ms\n", n,
-		total, phos_now_ms() - t0);
+	fprintf(stderr, "phos-gpu: loaded %d buffer(s), %" PRIu64 " bytes in %" PRIu64 " ms (copy "
+		"%.2f GB/s with %u threads, %zu MiB chunks)\n", n, total, phos_now_ms() - t0,
+		tcopy ? (double)total / 1e6 / (double)tcopy : 0.0, g.threads, g.chunk >> 20);
 	return 0;
 }
 

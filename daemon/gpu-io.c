@@ -1,0 +1,273 @@
+/*
+ * gpu-io.c - phos-gpu's parallel copy engine (gpu-io.h).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gpu-io.h"
+#include "savetab.h"
+
+#define MAX_THREADS 64
+
+struct chunk {
+	unsigned i;
+	uint64_t off;
+	size_t len;
+};
+
+struct run {
+	struct gio *g;
+	pthread_mutex_t lock;
+	int cur;		/* buffer being handed out, -1: pick the next */
+	unsigned seq;		/* next buffer in order when no pick() */
+	bool failed;
+};
+
+static unsigned env_num(const char *name, unsigned def, unsigned lo, unsigned hi)
+{
+	const char *v = getenv(name);
+	char *end;
+	unsigned long n;
+
+	if (!v || !*v)
+		return def;
+	n = strtoul(v, &end, 10);
+	return *end || n < lo || n > hi ? def : (unsigned)n;
+}
+
+unsigned gio_threads(void)
+{
+	return env_num("PHOS_GPU_IO_THREADS", 4, 1, MAX_THREADS);
+}
+
+size_t gio_chunk(void)
+{
+	return (size_t)env_num("PHOS_GPU_IO_CHUNK_MB", 8, 1, 1024) << 20;
+}
+
+static void failf(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void failf(struct run *r, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&r->lock);
+	if (!r->failed) {
+		r->failed = true;
+		va_start(ap, fmt);
+		vsnprintf(r->g->err, sizeof(r->g->err), fmt, ap);
+		va_end(ap);
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* Buffer i has bytes left to hand out. */
+static bool open_buf(const struct gio *g, unsigned i)
+{
+	return g->b[i].next < g->b[i].size;
+}
+
+static void begin(struct run *r, unsigned i)
+{
+	struct gio *g = r->g;
+
+	if (!g->b[i].started) {
+		g->b[i].started = true;
+		if (g->start)
+			g->start(g->arg, i);
+	}
+}
+
+/* The next chunk to copy (lock held): a wanted buffer's first, then the
+ * current buffer's, then the next buffer's.  False when none is left. */
+static bool next_chunk(struct run *r, struct chunk *c)
+{
+	struct gio *g = r->g;
+	int i = -1;
+
+	if (r->failed)
+		return false;
+	if (g->wanted)
+		for (unsigned k = 0; k < g->n && i < 0; k++)
+			if (open_buf(g, k) && g->wanted(g->arg, k))
+				i = (int)k;
+	if (i < 0 && r->cur >= 0 && open_buf(g, (unsigned)r->cur))
+		i = r->cur;
+	while (i < 0) {
+		if (g->pick) {
+			i = g->pick(g->arg);
+			if (i >= 0 && ((unsigned)i >= g->n || !open_buf(g, (unsigned)i)))
+				i = -1;	/* not one that needs copying: none left */
+			if (i < 0)
+				break;
+		} else {
+			while (r->seq < g->n && !open_buf(g, r->seq))
+				r->seq++;
+			if (r->seq == g->n)
+				break;
+			i = (int)r->seq;
+		}
+		r->cur = i;
+	}
+	if (i < 0) {
+		/* pick() may have nothing new while started buffers remain */
+		for (unsigned k = 0; k < g->n && i < 0; k++)
+			if (open_buf(g, k))
+				i = (int)k;
+		if (i < 0)
+			return false;
+	}
+	begin(r, (unsigned)i);
+	c->i = (unsigned)i;
+	c->off = g->b[i].next;
+	c->len = g->b[i].size - c->off < g->chunk ? (size_t)(g->b[i].size - c->off) : g->chunk;
+	g->b[i].next += c->len;
+	return true;
+}
+
+static int save_chunk(struct run *r, const struct chunk *c, void *stage)
+{
+	struct gio *g = r->g;
+	struct gio_buf *b = &g->b[c->i];
+	CUresult cr;
+	size_t done = 0;
+
+	if ((cr = g->ops->dtoh(stage, b->dptr + c->off, c->len)) != CUDA_SUCCESS) {
+		failf(r, "copying buffer %u at offset %llu: %s", c->i, (unsigned long long)c->off,
+		      g->ops->err(cr));
+		return -1;
+	}
+	if (g->hash) {
+		uint64_t h[2] = { 0, 0 };
+
+		phos_hash_add(h, stage, c->off / 4, c->len / 4);
+		__atomic_fetch_add(&b->h[0], h[0], __ATOMIC_RELAXED);
+		__atomic_fetch_add(&b->h[1], h[1], __ATOMIC_RELAXED);
+	}
+	while (done < c->len) {
+		ssize_t w = pwrite(b->fd, (char *)stage + done, c->len - done,
+				   (off_t)(c->off + done));
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			failf(r, "writing buffer %u at offset %llu: %s", c->i,
+			      (unsigned long long)(c->off + done), w < 0 ? strerror(errno) : "no progress");
+			return -1;
+		}
+		done += (size_t)w;
+	}
+	return 0;
+}
+
+static int load_chunk(struct run *r, const struct chunk *c, void *stage)
+{
+	struct gio *g = r->g;
+	struct gio_buf *b = &g->b[c->i];
+	CUresult cr;
+	size_t done = 0;
+
+	while (done < c->len) {
+		ssize_t n = pread(b->fd, (char *)stage + done, c->len - done,
+				  (off_t)(c->off + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			failf(r, "reading buffer %u at offset %llu: %s", c->i,
+			      (unsigned long long)(c->off + done), n < 0 ? strerror(errno) :
+			      "the file is shorter than the buffer");
+			return -1;
+		}
+		done += (size_t)n;
+	}
+	if ((cr = g->ops->htod((void *)(uintptr_t)(b->dptr + c->off), stage, c->len)) !=
+	    CUDA_SUCCESS) {
+		failf(r, "loading buffer %u at offset %llu: %s", c->i, (unsigned long long)c->off,
+		      g->ops->err(cr));
+		return -1;
+	}
+	return 0;
+}
+
+static void *worker(void *arg)
+{
+	struct run *r = arg;
+	struct gio *g = r->g;
+	CUcontext ctx = NULL;
+	void *stage = NULL;
+	struct chunk c;
+	CUresult cr;
+
+	if ((cr = g->ops->host_alloc(&stage, g->chunk)) != CUDA_SUCCESS) {
+		failf(r, "pinned staging buffer of %zu MiB: %s", g->chunk >> 20, g->ops->err(cr));
+		return NULL;
+	}
+	for (;;) {
+		pthread_mutex_lock(&r->lock);
+		bool got = next_chunk(r, &c);
+		pthread_mutex_unlock(&r->lock);
+		if (!got)
+			break;
+		if (g->b[c.i].ctx != ctx) {
+			ctx = g->b[c.i].ctx;
+			if ((cr = g->ops->set_current(ctx)) != CUDA_SUCCESS) {
+				failf(r, "buffer %u: %s", c.i, g->ops->err(cr));
+				break;
+			}
+		}
+		if ((g->dir == GIO_SAVE ? save_chunk(r, &c, stage) : load_chunk(r, &c, stage)) < 0)
+			break;
+		/* the worker that copies a buffer's last bytes completes it */
+		if (__atomic_sub_fetch(&g->b[c.i].left, c.len, __ATOMIC_ACQ_REL) == 0 && g->done &&
+		    g->done(g->arg, c.i) != 0) {
+			failf(r, "buffer %u: %s", c.i, g->err[0] ? g->err : "failed");
+			break;
+		}
+	}
+	if (stage && g->ops->host_free)
+		g->ops->host_free(stage);
+	return NULL;
+}
+
+int gio_run(struct gio *g)
+{
+	pthread_t t[MAX_THREADS];
+	struct run r = { .g = g, .cur = -1 };
+	unsigned nt = 0;
+
+	g->err[0] = '\0';
+	if (!g->threads)
+		g->threads = gio_threads();
+	if (g->threads > MAX_THREADS)
+		g->threads = MAX_THREADS;
+	if (!g->chunk)
+		g->chunk = gio_chunk();
+	for (unsigned i = 0; i < g->n; i++) {
+		g->b[i].next = 0;
+		g->b[i].left = g->b[i].size;
+		g->b[i].started = false;
+		g->b[i].h[0] = g->b[i].h[1] = 0;
+	}
+	pthread_mutex_init(&r.lock, NULL);
+	for (; nt < g->threads; nt++)
+		if (pthread_create(&t[nt], NULL, worker, &r) != 0) {
+			if (nt == 0)
+				failf(&r, "cannot start a copy thread: %s", strerror(errno));
+			break;
+		}
+	for (unsigned i = 0; i < nt; i++)
+		pthread_join(t[i], NULL);
+	pthread_mutex_destroy(&r.lock);
+	/* every byte must have been moved */
+	for (unsigned i = 0; !r.failed && i < g->n; i++)
+		if (g->b[i].left)
+			failf(&r, "buffer %u was not copied completely", i);
+	return r.failed ? -1 : 0;
+}

@@ -1,0 +1,72 @@
+/*
+ * gpu-io.h - phos-gpu's parallel copy engine between GPU buffers and
+ * files (doc/storage-engine.md).
+ *
+ * gio_run() moves every buffer of a set in chunks with `threads` workers,
+ * each with its own pinned staging buffer: a save copies a chunk device to
+ * host and pwrite()s it at its offset, a load pread()s it and copies it
+ * host to device.  So the device copies of one worker overlap the file
+ * I/O of the others.  Buffers are started in the order pick() gives (a
+ * buffer the owner waits for first: wanted()), chunks of one buffer in
+ * address order; done() runs once a buffer is complete, on the worker that
+ * finished it.  The first failure stops every worker and is reported.
+ */
+#ifndef PHOS_GPU_IO_H
+#define PHOS_GPU_IO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <cuda.h>
+
+enum gio_dir { GIO_SAVE, GIO_LOAD };
+
+struct gio_buf {
+	CUcontext ctx;		/* made current before its copies */
+	CUdeviceptr dptr;
+	uint64_t size;
+	int fd;			/* the file: written (save) or read (load) at 0.. */
+	uint64_t h[2];		/* save with hash: common/savetab.h's sums of
+				 * what was written */
+	/* the engine's */
+	uint64_t next;		/* next offset to hand out */
+	uint64_t left;		/* bytes not copied yet */
+	bool started;
+};
+
+struct gio_ops {
+	CUresult (*set_current)(CUcontext);
+	CUresult (*host_alloc)(void **, size_t);
+	CUresult (*host_free)(void *);
+	CUresult (*dtoh)(void *, CUdeviceptr, size_t);
+	CUresult (*htod)(void *, const void *, size_t);	/* cuMemcpyHtoD_v2, dst first */
+	const char *(*err)(CUresult);
+};
+
+struct gio {
+	enum gio_dir dir;
+	struct gio_buf *b;
+	unsigned n;
+	unsigned threads;	/* 0: gio_threads() */
+	size_t chunk;		/* bytes, a multiple of 4096; 0: gio_chunk() */
+	bool hash;		/* save: sum what is written into b[i].h */
+	const struct gio_ops *ops;
+	/* optional: the next buffer to start (-1: none left; NULL: in order),
+	 * whether buffer i is wanted now (started before the others), and
+	 * buffer i is complete (called once, without the engine's lock) */
+	int (*pick)(void *arg);
+	bool (*wanted)(void *arg, unsigned i);
+	void (*start)(void *arg, unsigned i);
+	int (*done)(void *arg, unsigned i);	/* != 0: stop, failed */
+	void *arg;
+	char err[256];		/* why gio_run() failed */
+};
+
+/* Workers and chunk size: PHOS_GPU_IO_THREADS (default 4, at most 64) and
+ * PHOS_GPU_IO_CHUNK_MB (default 8, 1..1024). */
+unsigned gio_threads(void);
+size_t gio_chunk(void);
+
+/* 0, or -1 with g->err. */
+int gio_run(struct gio *g);
+
+#endif
