@@ -256,12 +256,15 @@ int gio_run(struct gio *g)
 		g->b[i].h[0] = g->b[i].h[1] = 0;
 	}
 	pthread_mutex_init(&r.lock, NULL);
-	for (; nt < g->threads; nt++)
-		if (pthread_create(&t[nt], NULL, worker, &r) != 0) {
+	for (; nt < g->threads; nt++) {
+		int e = pthread_create(&t[nt], NULL, worker, &r);
+
+		if (e) {	/* fewer workers are fine; none is not */
 			if (nt == 0)
-				failf(&r, "cannot start a copy thread: %s", strerror(errno));
+				failf(&r, "cannot start a copy thread: %s", strerror(e));
 			break;
 		}
+	}
 	for (unsigned i = 0; i < nt; i++)
 		pthread_join(t[i], NULL);
 	pthread_mutex_destroy(&r.lock);
