@@ -666,6 +666,10 @@ out:
 			gpu_save_abort(&saves[i]);
 		if (rc < 0 || (r->flags & PHOS_F_LEAVE_RUNNING))
 			give_back(&holds[i], target);
+		else if (holds[i].n)	/* the measure of a preemption's cost to the GPU */
+			log_info("checkpoint %s: the %d GPU buffer(s) of pid %d (%" PRIu64 " bytes) "
+				 "released %" PRIu64 " ms after the checkpoint began", target,
+				 holds[i].n, (int)holds[i].pid, holds[i].bytes, phos_now_ms() - t0);
 		gpu_hold_release(&holds[i]);
 	}
 	free(saves);

@@ -25,12 +25,14 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 31
+plan 32
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
 # checkpoint state in the processes themselves
 export LD_LIBRARY_PATH=$FAKE FAKECUDA_CKPT_REMOTE=1
+# 1 MiB chunks: each 4 MiB buffer is copied in 4 pieces by 4 workers
+export PHOS_GPU_IO_CHUNK_MB=1 PHOS_GPU_IO_THREADS=4
 export PHOS_GPU_HELPER=$top_builddir/daemon/phos-gpu
 phosd_start n1
 S=$PD/n1.sock
@@ -121,8 +123,11 @@ phosd_stop n1
 phosd_start n1
 
 # -- stop mode, then restore ----------------------------------------------------------
+mark=$(($(wc -l <"$PD/n1.log") + 1))
 pc_out n1 checkpoint --pid "$apid"
 ok $RC "a stop-mode checkpoint succeeds" || { diag "$OUT"; diag_file "$PD/n1.log" 30; }
+like "$(log_since "$mark")" "the $NBUF GPU buffer\\(s\\) of pid $apid \\([0-9]* bytes\\) released [0-9]* ms after the checkpoint began" \
+	"phosd says when it let go of the GPU memory"
 wait_for 10 _gone "$apid"
 ok $? "and the program is gone"
 stopped=$(last_iter)
