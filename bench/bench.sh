@@ -14,7 +14,12 @@
 # BENCH_DEADLINE: seconds of the calling script after which no new size
 # starts (default 330).  BENCH_FAST=1: the app runs under libphos.so, so its
 # buffers take the fast path (detached before the driver checkpoint, saved
-# by phosd's phos-gpu, loaded back at restore; doc/protocol.md).
+# by phosd's phos-gpu, loaded back at restore; doc/protocol.md); GPU free is
+# then when phosd let go of the buffers (its "released ... ms" line).
+# BENCH_COW=1 (with BENCH_FAST=1): phosd runs with PHOS_GPU_NO_SNAPSHOT=1,
+# so leave-running checkpoints save the buffers while the app runs
+# (doc/concurrent-checkpoint.md) instead of copying them on the GPU first.
+[ "${BENCH_COW:-0}" = 1 ] && export PHOS_GPU_NO_SNAPSHOT=1
 if [ -z "${PHOS_GPU_LIB_LOADED:-}" ]; then
 	set -u
 	. "$(cd "$(dirname "$0")" && pwd)/../tests/gpu/lib.sh"
@@ -25,6 +30,8 @@ if [ -z "${PHOS_GPU_LIB_LOADED:-}" ]; then
 	fi
 	start_phosd || exit 1
 	trap stop_phosd EXIT
+elif [ "${BENCH_COW:-0}" = 1 ]; then
+	stop_phosd; sleep 0.5; start_phosd || exit 1	# with PHOS_GPU_NO_SNAPSHOT
 fi
 
 bench_table="$(printf '%-6s %12s %12s %12s %12s %12s %8s\n' GiB stall_ms lr_total_ms gpu_free_ms restore_ms image_GB verify)"
@@ -48,6 +55,10 @@ bench_one() {
 	ckpt "$APP_PID" || { log "bench $gb: stop checkpoint failed"; kill -9 "$APP_PID"; return 1; }
 	free=$(grep 'CUDA state of .* checkpointed' "$LOG_DIR/phosd.log" | tail -1 |
 	       sed -n 's/.*lock \([0-9]*\) ms, checkpoint \([0-9]*\) ms.*/\1 \2/p' | awk '{print $1 + $2}')
+	if [ "${BENCH_FAST:-0}" = 1 ]; then	# the buffers outlive the driver checkpoint
+		free=$(grep -o 'released [0-9]* ms after the checkpoint began' "$LOG_DIR/phosd.log" |
+		       tail -1 | awk '{print $2}')
+	fi
 	wait "$APP_PID" 2>/dev/null
 	t0=$(date +%s%N)
 	if restore "$IMG" "$d/b.out"; then
@@ -76,7 +87,9 @@ for gb in ${BENCH_SIZES:-1 8 32}; do
 	bench_one "$gb"
 done
 echo
-if [ "${BENCH_FAST:-0}" = 1 ]; then
+if [ "${BENCH_FAST:-0}" = 1 ] && [ "${BENCH_COW:-0}" = 1 ]; then
+	echo "==== bench (fast path, no snapshot: buffers saved by phos-gpu while the app runs, images in $W)"
+elif [ "${BENCH_FAST:-0}" = 1 ]; then
 	echo "==== bench (fast path: buffers detached and saved by phos-gpu, the rest by the driver API + CRIU, images in $W)"
 else
 	echo "==== bench (stop-the-world: driver checkpoint API + CRIU, images in $W)"
