@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 32
+plan 36
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -156,6 +156,26 @@ bin=$(ls "$gen"/gpumem-"$apid"-*.bin | head -1)
 printf '\x55' | dd of="$bin" bs=1 seek=4096 conv=notrunc status=none
 pc_out n1 restore --detach "$gen"
 like "$RC $OUT" "^1 .*gpumem-$apid-[0-9]*\\.bin" "a flipped byte in a saved buffer refuses the restore, naming the file"
+
+# -- phos-gpu refuses what it cannot use, and says what --------------------------------
+GPUH=$PHOS_GPU_HELPER
+bad=$PD/bad; mkdir -p "$bad"
+head -c $((2 << 20)) /dev/zero >"$bad/buf"
+head -c 7 /dev/zero >"$bad/tab"
+out=$(cd "$bad" && echo "0x7f0000000000 2097152 0" |
+	"$GPUH" save 9 --table 4 3<>"$bad/buf" 4<>"$bad/tab" 2>&1); rc=$?
+like "$rc $out" "^1 .*phos-gpu: the save table \\(fd 4\\) is not one of 1 buffers" \
+	"phos-gpu save with a table of the wrong size refuses it (exit 1): $(tail -1 <<<"$out")"
+out=$("$GPUH" save 9 --table 2 2>&1); rc=$?
+like "$rc $out" "^2 usage:" "phos-gpu save --table on a standard fd is a usage error"
+printf '0x7f0000000000 2097152\n' >"$bad/gpumem-9.map"
+out=$(cd "$bad" && "$GPUH" load 9 3>/dev/null 2>&1); rc=$?
+like "$rc $out" "^1 phos-gpu: gpumem-9.map: bad line: 0x7f0000000000 2097152" \
+	"phos-gpu load names a malformed map line"
+printf '0x7f0000000000 4194304 0 buf\n' >"$bad/gpumem-9.map"
+out=$(cd "$bad" && "$GPUH" load 9 3>/dev/null 2>&1); rc=$?
+like "$rc $out" "^1 phos-gpu: buf: missing or of the wrong size \\(4194304 bytes expected\\)" \
+	"phos-gpu load refuses a buffer file of the wrong size"
 
 phosd_finish
 done_testing
