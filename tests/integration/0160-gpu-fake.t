@@ -44,11 +44,17 @@ iter_past() { [ "$(last_iter)" -ge "$1" ] 2>/dev/null; }
 no_corrupt() { ! grep -q CORRUPT "$f"; }
 log_since() { tail -n +"$1" "$PD/n1.log"; }
 
-setsid env LD_PRELOAD="$LIBPHOS" PHOS_CHECKPOINT=1 PHOS_SOCKET="$S" \
-	"$PROGS/fake_gpu_app" "$f" "$NBUF" "$MIB" </dev/null >"$PD/app.err" 2>&1 &
-apid=$!
-disown
-track "$apid"
+# start_app OUT [indirect]: fake_gpu_app under libphos, as a job's task; $APP
+start_app() {
+	setsid env LD_PRELOAD="$LIBPHOS" PHOS_CHECKPOINT=1 PHOS_SOCKET="$S" \
+		"$PROGS/fake_gpu_app" "$1" "$NBUF" "$MIB" "${@:2}" </dev/null >>"$PD/app.err" 2>&1 &
+	APP=$!
+	disown
+	track "$APP"
+}
+
+start_app "$f"
+apid=$APP
 wait_for 30 iter_past 5
 ok $? "the program runs under libphos on the fake driver (iter $(last_iter))" ||
 	diag_file "$PD/app.err"
@@ -89,11 +95,8 @@ ok "$(no_corrupt && echo 0 || echo 1)" "its buffers intact" || diag_file "$f" 3
 
 # -- a write libphos cannot see: the check catches it, stop-the-world instead ------------
 f2=$PD/indirect.out
-setsid env LD_PRELOAD="$LIBPHOS" PHOS_CHECKPOINT=1 PHOS_SOCKET="$S" \
-	"$PROGS/fake_gpu_app" "$f2" "$NBUF" "$MIB" indirect </dev/null >"$PD/app2.err" 2>&1 &
-ipid=$!
-disown
-track "$ipid"
+start_app "$f2" indirect
+ipid=$APP
 wait_for 30 _has_lines "$f2" 5
 mark=$(($(wc -l <"$PD/n1.log") + 1))
 pc_out n1 checkpoint --leave-running --pid "$ipid"
