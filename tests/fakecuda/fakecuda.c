@@ -506,11 +506,12 @@ FAKE(cuMemcpyHtoDAsync_v2, (CUdeviceptr d, const void *s, size_t n, CUstream st)
 
 FAKE(cuMemcpyDtoH_v2, (void *d, CUdeviceptr s, size_t n))
 {
-	/* FAKECUDA_DTOH_DELAY_MS: a slow copy (phos-gpu's concurrent save) */
+	/* FAKECUDA_DTOH_DELAY_MS: a slow copy of 64 KiB or more (phos-gpu's
+	 * concurrent save; not its 16-byte hash results) */
 	const char *delay = getenv("FAKECUDA_DTOH_DELAY_MS");
 
 	hit("cuMemcpyDtoH_v2");
-	if (delay)
+	if (delay && n >= 65536)
 		usleep((useconds_t)strtoul(delay, NULL, 10) * 1000);
 	memcpy(d, P(s), n);
 	return CUDA_SUCCESS;

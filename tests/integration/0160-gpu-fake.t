@@ -76,10 +76,11 @@ ok $? "the program goes on after the checkpoint (iter $(last_iter))"
 ok "$(no_corrupt && echo 0 || echo 1)" "with every word of its buffers intact" || diag_file "$f" 3
 
 # -- leave-running again: imported buffers, no room for a snapshot: concurrent ---------
-# (a slow copy, 300 ms a buffer, so that the program writes its buffers
-# before they are saved)
+# (a slow copy, 1 s a chunk: 4 workers copy a buffer a second, so that the
+# program, which writes its last buffer first, asks for it well before
+# phos-gpu would get to it)
 phosd_stop n1
-FAKECUDA_FREE_MB=1 FAKECUDA_DTOH_DELAY_MS=300 phosd_start n1
+FAKECUDA_FREE_MB=1 FAKECUDA_DTOH_DELAY_MS=1000 phosd_start n1
 mark=$(($(wc -l <"$PD/n1.log") + 1))
 pc_out n1 checkpoint --leave-running --pid "$apid"
 ok $RC "a second leave-running checkpoint of the same process succeeds" ||
