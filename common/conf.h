@@ -30,6 +30,8 @@ struct phos_config {
 	int log_level;			/* LOG_* */
 	int keep_generations;		/* newest N generations kept */
 	bool keep_images_after_job;	/* keep images when a job ends for good */
+	bool gpu_concurrent_restore;	/* restored processes run while their GPU
+					 * buffers load (doc/concurrent-restore.md) */
 	int predump_rounds;		/* default pre-dump rounds */
 	int checkpoint_timeout;		/* seconds for one checkpoint */
 	char listen[64];		/* "host:port" for munge-authenticated TCP, "" = off */

@@ -1,8 +1,9 @@
 /*
- * savetab.h - the save table of a concurrent GPU save (doc/concurrent-
- * checkpoint.md): one small memfd shared by phosd, the phos-gpu helper
- * copying the buffers into the image, and libphos in the process that
- * runs on meanwhile.  All three map it MAP_SHARED; the words are futexes.
+ * savetab.h - the table of a concurrent GPU save or load (doc/concurrent-
+ * checkpoint.md, doc/concurrent-restore.md): one small memfd shared by
+ * phosd, the phos-gpu helper copying the buffers into the image (or back),
+ * and libphos in the process that runs meanwhile.  All three map it
+ * MAP_SHARED; the words are futexes.
  *
  *   header: magic, n (buffers, in GPU_DETACH/GPU_REATTACH order), active
  *   state[n]: PENDING -> COPYING -> SAVED, or FAILED (written by phos-gpu,
@@ -17,10 +18,13 @@
 #ifndef PHOS_SAVETAB_H
 #define PHOS_SAVETAB_H
 
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,11 +38,17 @@ enum phos_save_state {
 	PHOS_SAVE_FAILED = 3,
 };
 
+enum phos_savetab_kind {
+	PHOS_SAVETAB_SAVE = 0,	/* a concurrent save: writes wait */
+	PHOS_SAVETAB_LOAD = 1,	/* a concurrent load (restore): reads and writes
+				 * wait; SAVED means loaded, FAILED is fatal */
+};
+
 struct phos_savetab {
 	uint32_t magic;
 	uint32_t n;
 	uint32_t active;	/* 1 while the helper copies */
-	uint32_t pad;
+	uint32_t kind;		/* enum phos_savetab_kind */
 	uint32_t word[];	/* state[0..n-1], then want[0..n-1] */
 };
 
@@ -68,6 +78,33 @@ static inline void phos_futex_wait(uint32_t *w, uint32_t val, unsigned ms)
 	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
 
 	syscall(SYS_futex, w, FUTEX_WAIT, val, &ts, NULL, 0);
+}
+
+/* A new table of n buffers, all PENDING, active: a sealed-size memfd in
+ * *fd, mapped; NULL + errno. */
+static inline struct phos_savetab *phos_savetab_create(uint32_t n, uint32_t kind, int *fd)
+{
+	size_t sz = phos_savetab_size(n);
+	struct phos_savetab *t;
+	int e;
+
+	*fd = memfd_create("phos-savetab", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (*fd < 0)
+		return NULL;
+	if (ftruncate(*fd, (off_t)sz) < 0 ||
+	    fcntl(*fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0 ||
+	    (t = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0)) == MAP_FAILED) {
+		e = errno;
+		close(*fd);
+		*fd = -1;
+		errno = e;
+		return NULL;
+	}
+	t->magic = PHOS_SAVETAB_MAGIC;
+	t->n = n;
+	t->kind = kind;
+	t->active = 1;
+	return t;
 }
 
 /* Store a state word and wake its waiters. */

@@ -131,6 +131,16 @@ static bool next_chunk(struct run *r, struct chunk *c)
 	return true;
 }
 
+/* Add a chunk's words to its buffer's hash (sums: any order, any thread). */
+static void fold_hash(struct gio_buf *b, const void *stage, const struct chunk *c)
+{
+	uint64_t h[2] = { 0, 0 };
+
+	phos_hash_add(h, stage, c->off / 4, c->len / 4);
+	__atomic_fetch_add(&b->h[0], h[0], __ATOMIC_RELAXED);
+	__atomic_fetch_add(&b->h[1], h[1], __ATOMIC_RELAXED);
+}
+
 static int save_chunk(struct run *r, const struct chunk *c, void *stage)
 {
 	struct gio *g = r->g;
@@ -143,13 +153,8 @@ static int save_chunk(struct run *r, const struct chunk *c, void *stage)
 		      g->ops->err(cr));
 		return -1;
 	}
-	if (g->hash) {
-		uint64_t h[2] = { 0, 0 };
-
-		phos_hash_add(h, stage, c->off / 4, c->len / 4);
-		__atomic_fetch_add(&b->h[0], h[0], __ATOMIC_RELAXED);
-		__atomic_fetch_add(&b->h[1], h[1], __ATOMIC_RELAXED);
-	}
+	if (g->hash)
+		fold_hash(b, stage, c);
 	while (done < c->len) {
 		ssize_t w = pwrite(b->fd, (char *)stage + done, c->len - done,
 				   (off_t)(c->off + done));
@@ -187,6 +192,8 @@ static int load_chunk(struct run *r, const struct chunk *c, void *stage)
 		}
 		done += (size_t)n;
 	}
+	if (g->hash)
+		fold_hash(b, stage, c);
 	if ((cr = g->ops->htod((void *)(uintptr_t)(b->dptr + c->off), stage, c->len)) !=
 	    CUDA_SUCCESS) {
 		failf(r, "loading buffer %u at offset %llu: %s", c->i, (unsigned long long)c->off,

@@ -48,7 +48,8 @@ struct gio {
 	unsigned n;
 	unsigned threads;	/* 0: gio_threads() */
 	size_t chunk;		/* bytes, a multiple of 4096; 0: gio_chunk() */
-	bool hash;		/* save: sum what is written into b[i].h */
+	bool hash;		/* sum what is written (save) or read (load)
+				 * into b[i].h */
 	const struct gio_ops *ops;
 	/* optional: the next buffer to start (-1: none left; NULL: in order),
 	 * whether buffer i is wanted now (started before the others), and

@@ -194,17 +194,29 @@ int gpu_reattach(struct gpu_hold *h, pid_t pid, unsigned timeout_ms, struct phos
 }
 
 /* The GPUBUFS records of m, checked against its fds; -1 with msg. */
-static int parse_bufs(struct phos_msg *m, struct gpu_hold *h, char *msg, size_t len)
+/* The buffers of a GPU_DETACH into h; with_table: an offer may add a
+ * concurrent load's table as one more fd (PHOS_A_SAVETAB: its index). */
+static int parse_bufs(struct phos_msg *m, struct gpu_hold *h, bool with_table, char *msg,
+		      size_t len)
 {
 	const void *blob;
 	size_t n;
+	uint64_t tab = UINT64_MAX;
+	int nb = m->nfds;
 
+	if (with_table && phos_msg_get_u64(m, PHOS_A_SAVETAB, &tab) == 0)
+		nb--;
 	if (phos_msg_get_blob(m, PHOS_A_GPUBUFS, &blob, &n) < 0 || n % PHOS_GPUBUF_LEN ||
-	    n / PHOS_GPUBUF_LEN != (size_t)m->nfds) {
+	    n / PHOS_GPUBUF_LEN != (size_t)nb || nb < 0 ||
+	    (tab != UINT64_MAX && tab != (uint64_t)nb)) {
 		snprintf(msg, len, "malformed GPU_DETACH (%zu record bytes for %d fds)", n, m->nfds);
 		return -1;
 	}
-	h->n = m->nfds;
+	if (tab != UINT64_MAX) {
+		h->tab_fd = m->fds[nb];	/* handed on with the buffers */
+		m->fds[nb] = -1;
+	}
+	h->n = nb;
 	h->bytes = 0;
 	for (int i = 0; i < h->n; i++) {
 		phos_gpubuf_get((const uint8_t *)blob + (size_t)i * PHOS_GPUBUF_LEN, &h->bufs[i]);
@@ -228,7 +240,7 @@ static void offer(struct client *c, struct phos_msg *req, pid_t pid)
 		return;
 	}
 	gpu_hold_init(h);
-	if (parse_bufs(req, h, msg, sizeof(msg)) < 0) {
+	if (parse_bufs(req, h, true, msg, sizeof(msg)) < 0) {
 		client_reply(c, req->seq, EBADMSG, "%s", msg);
 	} else if (gpu_reattach(h, pid, 60000, &e) < 0) {
 		log_err("GPU buffers for restored pid %d: %s", (int)pid, e.msg);
@@ -274,7 +286,7 @@ void handle_gpu_detach(struct client *c, struct phos_msg *req)
 		snprintf(s->msg, sizeof(s->msg), "%s", why ? why : strerror((int)err));
 		s->imported = (fl & PHOS_F_GPU_IMPORTED) != 0;
 		s->st = REFUSED;
-	} else if (parse_bufs(req, s->h, s->msg, sizeof(s->msg)) < 0) {
+	} else if (parse_bufs(req, s->h, false, s->msg, sizeof(s->msg)) < 0) {
 		s->st = REFUSED;
 	} else {
 		/* answered under the lock: the waiter must not run the driver
@@ -348,25 +360,11 @@ void gpu_save_init(struct gpu_save *sv)
 	sv->tab_fd = -1;
 }
 
-/* The save table of a concurrent save of n buffers: a sealed-size memfd,
- * mapped; -1 + e. */
+/* The save table of a concurrent save of n buffers; -1 + e. */
 static int table_create(struct gpu_save *sv, uint32_t n, struct phos_err *e)
 {
-	size_t sz = phos_savetab_size(n);
-
-	sv->tab_fd = memfd_create("phos-savetab", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (sv->tab_fd < 0 || ftruncate(sv->tab_fd, (off_t)sz) < 0 ||
-	    fcntl(sv->tab_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
-		return phos_errf(e, "save table: %s", strerror(errno));
-	sv->tab = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED, sv->tab_fd, 0);
-	if (sv->tab == MAP_FAILED) {
-		sv->tab = NULL;
-		return phos_errf(e, "save table: %s", strerror(errno));
-	}
-	sv->tab->magic = PHOS_SAVETAB_MAGIC;
-	sv->tab->n = n;
-	sv->tab->active = 1;
-	return 0;
+	sv->tab = phos_savetab_create(n, PHOS_SAVETAB_SAVE, &sv->tab_fd);
+	return sv->tab ? 0 : phos_errf(e, "save table: %s", strerror(errno));
 }
 
 /* Whatever became of the helper, the save is over for the process: no

@@ -25,10 +25,15 @@
  *                          the save fails with exit status 3: a write the
  *                          owner did not announce);
  *                          or "direct" (the owner waits for the copy).
- *   phos-gpu load TAG      reads gpumem-TAG.map from the current directory,
+ *   phos-gpu load TAG [--concurrent]
+ *                          reads gpumem-TAG.map from the current directory,
  *                          creates each buffer (exportable) on its device,
  *                          fills it, and sends the records (PHOS_A_GPUBUFS)
  *                          with the fds as one GPU_DETACH message on fd 3.
+ *                          --concurrent: sends them, with a load table
+ *                          (PHOS_A_SAVETAB), before filling them
+ *                          (doc/concurrent-restore.md).  Each buffer whose
+ *                          map line has its hash must match it.
  *
  * Copies run on gpu-io.c's workers (PHOS_GPU_IO_THREADS, default 4, each
  * with a pinned staging buffer of PHOS_GPU_IO_CHUNK_MB, default 8 MiB;
@@ -401,11 +406,7 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 	map = fopen(name, "wex");
 	if (!map)
 		return fail("cannot create %s: %s", name, strerror(errno));
-	/* the map lists the buffers in their order, whatever order they are
-	 * copied in (cow: the ones the owner waits for first) */
 	for (unsigned i = 0; i < n; i++) {
-		fprintf(map, "%#" PRIx64 " %" PRIu64 " %u gpumem-%s-%u.bin\n", b[i].va, b[i].size,
-			b[i].dev, tag, i);
 		snprintf(name, sizeof(name), "gpumem-%s-%u.bin", tag, i);
 		io[i] = (struct gio_buf){ .ctx = ctx_of[b[i].dev], .size = b[i].size,
 					  .dptr = snapshot ? b[i].snap : b[i].src,
@@ -418,7 +419,7 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 	struct save_ctx sc = { .tab = tab, .mismatch = -1 };
 	uint64_t tcopy = phos_now_ms();
 	char rate[96] = "";
-	struct gio g = { .dir = GIO_SAVE, .b = io, .n = n, .hash = cow, .ops = io_ops(),
+	struct gio g = { .dir = GIO_SAVE, .b = io, .n = n, .hash = true, .ops = io_ops(),
 			 .pick = cow ? save_pick : NULL, .wanted = cow ? save_wanted : NULL,
 			 .start = cow ? save_start : NULL, .done = cow ? save_done : NULL,
 			 .arg = &sc };
@@ -447,6 +448,12 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 		}
 		io[i].fd = -1;
 	}
+	/* the map lists the buffers in their order, whatever order they were
+	 * copied in, each with the hash of its bytes (a concurrent restore
+	 * checks each buffer against it before the process may use it) */
+	for (unsigned i = 0; i < n; i++)
+		fprintf(map, "%#" PRIx64 " %" PRIu64 " %u gpumem-%s-%u.bin %016" PRIx64 " %016" PRIx64
+			"\n", b[i].va, b[i].size, b[i].dev, tag, i, io[i].h[0], io[i].h[1]);
 	if (tab)
 		phos_savetab_end(tab);
 	if (fflush(map) != 0 || fsync(fileno(map)) < 0 || fclose(map) != 0)
@@ -470,15 +477,90 @@ failed:
 	return 1;
 }
 
-static int load(const char *tag)
+/* The hashes the map records (images of this version on), by buffer. */
+static struct {
+	uint64_t h[2];
+	bool known;
+} want_hash[PHOS_GPUBUF_MAX];
+
+/* A concurrent load's callbacks: like a save's, and a buffer is LOADED
+ * only once its bytes match the map's hash. */
+struct load_ctx {
+	struct phos_savetab *tab;
+	int bad;		/* the buffer that did not match, -1: none */
+	uint64_t waited;
+};
+
+static int load_pick(void *arg)
+{
+	return next_buffer(((struct load_ctx *)arg)->tab);
+}
+
+static bool load_wanted(void *arg, unsigned i)
+{
+	struct load_ctx *lc = arg;
+
+	return __atomic_load_n(phos_savetab_want(lc->tab, i), __ATOMIC_ACQUIRE) != 0;
+}
+
+static void load_start(void *arg, unsigned i)
+{
+	struct load_ctx *lc = arg;
+
+	if (load_wanted(arg, i))
+		lc->waited++;	/* under the engine's lock */
+	phos_savetab_set(lc->tab, i, PHOS_SAVE_COPYING);
+}
+
+static int load_done(void *arg, unsigned i)
+{
+	struct load_ctx *lc = arg;
+
+	if (want_hash[i].known &&
+	    (io[i].h[0] != want_hash[i].h[0] || io[i].h[1] != want_hash[i].h[1])) {
+		lc->bad = (int)i;
+		return 1;
+	}
+	if (lc->tab)
+		phos_savetab_set(lc->tab, i, PHOS_SAVE_SAVED);
+	return 0;
+}
+
+/* Send the buffers (and the load table, if any) to phos-restore on fd 3. */
+static int hand_over(const uint8_t *blob, const int *fds, int n, int tab_fd)
+{
+	static int all[PHOS_GPUBUF_MAX + 1];
+	struct phos_msg *m = phos_msg_new(PHOS_MSG_GPU_DETACH, 1);
+	int rc = -1;
+
+	memcpy(all, fds, (size_t)n * sizeof(*fds));
+	if (tab_fd >= 0)
+		all[n] = tab_fd;
+	if (m && phos_msg_put_u64(m, PHOS_A_ERRNO, 0) == 0 &&
+	    phos_msg_put_blob(m, PHOS_A_GPUBUFS, blob, (size_t)n * PHOS_GPUBUF_LEN) == 0 &&
+	    (tab_fd < 0 || phos_msg_put_u64(m, PHOS_A_SAVETAB, (uint64_t)n) == 0) &&
+	    phos_msg_send(3, m, all, n + (tab_fd >= 0)) == 0)
+		rc = 0;
+	phos_msg_free(m);
+	return rc < 0 ? fail("handing the buffers over: %s", strerror(errno)) : 0;
+}
+
+/*
+ * Load TAG's buffers.  Concurrent: create them all, hand them over with a
+ * load table at once, then fill them (the ones the process waits for
+ * first), each checked against the map's hash before it counts as loaded;
+ * any failure marks the table over with the buffers not loaded FAILED
+ * (the process stops at its next use of one) and exits 1.
+ */
+static int load(const char *tag, bool concurrent)
 {
 	static struct phos_gpubuf lb[PHOS_GPUBUF_MAX];
 	static int fds[PHOS_GPUBUF_MAX];
 	static uint8_t blob[PHOS_GPUBUF_MAX * PHOS_GPUBUF_LEN];
 	char line[512], name[300], file[300];
-	struct phos_msg *m;
-	uint64_t total = 0, t0 = phos_now_ms();
-	int n = 0;
+	struct load_ctx lc = { .bad = -1 };
+	uint64_t total = 0, t0 = phos_now_ms(), tcopy;
+	int n = 0, tab_fd = -1;
 	FILE *map;
 
 	snprintf(name, sizeof(name), "gpumem-%s.map", tag);
@@ -494,13 +576,16 @@ static int load(const char *tag)
 		CUdeviceptr dst;
 		struct stat st;
 		CUresult r;
-		int in;
+		int in, k;
 
 		if (n == PHOS_GPUBUF_MAX)
 			return fail("%s: more than %d buffers", name, PHOS_GPUBUF_MAX);
-		if (sscanf(line, "%" SCNx64 " %" SCNu64 " %u %299s", &lb[n].va, &lb[n].size, &lb[n].dev,
-			   file) != 4 || strchr(file, '/'))
+		/* va size dev file [h0 h1]: the hashes since 2026-11 */
+		k = sscanf(line, "%" SCNx64 " %" SCNu64 " %u %299s %" SCNx64 " %" SCNx64, &lb[n].va,
+			   &lb[n].size, &lb[n].dev, file, &want_hash[n].h[0], &want_hash[n].h[1]);
+		if ((k != 4 && k != 6) || strchr(file, '/') || lb[n].size == 0)
 			return fail("%s: bad line: %s", name, line);
+		want_hash[n].known = k == 6;
 		if (use_dev(lb[n].dev))
 			return 1;
 		in = open_file(file, O_RDONLY);
@@ -523,23 +608,40 @@ static int load(const char *tag)
 		n++;
 	}
 	fclose(map);
-	/* every buffer exists: fill them all, in parallel */
-	struct gio g = { .dir = GIO_LOAD, .b = io, .n = (unsigned)n, .ops = io_ops() };
-	uint64_t tcopy = phos_now_ms();
+	/* concurrent: the process may run from here on, waiting on the table
+	 * for what it touches */
+	if (concurrent && n) {
+		lc.tab = phos_savetab_create((uint32_t)n, PHOS_SAVETAB_LOAD, &tab_fd);
+		if (!lc.tab)
+			return fail("load table: %s", strerror(errno));
+		if (hand_over(blob, fds, n, tab_fd))
+			return 1;
+	}
+	struct gio g = { .dir = GIO_LOAD, .b = io, .n = (unsigned)n, .hash = true, .ops = io_ops(),
+			 .pick = lc.tab ? load_pick : NULL, .wanted = lc.tab ? load_wanted : NULL,
+			 .start = lc.tab ? load_start : NULL, .done = load_done, .arg = &lc };
 
-	if (gio_run(&g) < 0)
+	tcopy = phos_now_ms();
+	if (gio_run(&g) < 0) {
+		if (lc.tab)
+			phos_savetab_end(lc.tab);	/* what is not loaded is FAILED */
+		if (lc.bad >= 0)
+			return fail("gpumem-%s-%d.bin does not hold what was saved (its bytes do not "
+				    "match the hash in gpumem-%s.map): the image is damaged", tag,
+				    lc.bad, tag);
 		return fail("gpumem-%s: %s", tag, g.err);
+	}
 	tcopy = phos_now_ms() - tcopy;
 	for (int i = 0; i < n; i++)
 		close(io[i].fd);
-	m = phos_msg_new(PHOS_MSG_GPU_DETACH, 1);
-	if (!m || phos_msg_put_u64(m, PHOS_A_ERRNO, 0) < 0 ||
-	    phos_msg_put_blob(m, PHOS_A_GPUBUFS, blob, (size_t)n * PHOS_GPUBUF_LEN) < 0 ||
-	    phos_msg_send(3, m, fds, n) < 0)
-		return fail("handing the buffers over: %s", strerror(errno));
-	phos_msg_free(m);
-	fprintf(stderr, "phos-gpu: loaded %d buffer(s), %" PRIu64 " bytes in %" PRIu64 " ms (copy "
-		"%.2f GB/s with %u threads, %zu MiB chunks)\n", n, total, phos_now_ms() - t0,
+	if (lc.tab)
+		phos_savetab_end(lc.tab);
+	else if (hand_over(blob, fds, n, -1))
+		return 1;
+	fprintf(stderr, "phos-gpu: loaded %d buffer(s), %" PRIu64 " bytes in %" PRIu64 " ms%s (%"
+		PRIu64 " loaded first because the process was about to use them; copy %.2f GB/s "
+		"with %u threads, %zu MiB chunks)\n", n, total, phos_now_ms() - t0,
+		lc.tab ? " while the process ran" : "", lc.waited,
 		tcopy ? (double)total / 1e6 / (double)tcopy : 0.0, g.threads, g.chunk >> 20);
 	return 0;
 }
@@ -550,7 +652,7 @@ int main(int argc, char **argv)
 	int tab_fd = -1;
 
 	if (ok && strcmp(argv[1], "load") == 0)
-		ok = argc == 3;
+		ok = argc == 3 || (argc == 4 && strcmp(argv[3], "--concurrent") == 0);
 	else if (ok && strcmp(argv[1], "save") == 0) {
 		for (int i = 3; ok && i < argc; i++) {
 			char *end;
@@ -567,12 +669,13 @@ int main(int argc, char **argv)
 		ok = false;
 	if (!ok) {
 		fprintf(stderr, "usage: phos-gpu save TAG [--snapshot] [--table FD] | load TAG "
-			"(run by phosd)\n");
+			"[--concurrent] (run by phosd)\n");
 		return 2;
 	}
 	if (load_driver()) {
 		printf("direct\n");	/* save: phosd reads this line first */
 		return 1;
 	}
-	return strcmp(argv[1], "save") == 0 ? save(argv[2], snap, tab_fd) : load(argv[2]);
+	return strcmp(argv[1], "save") == 0 ? save(argv[2], snap, tab_fd) :
+					       load(argv[2], argc == 4);
 }

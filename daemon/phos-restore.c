@@ -41,6 +41,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,7 @@ struct opts {
 	gid_t gid;
 	bool have_uid;
 	bool new_netns;		/* the original still runs here: own network namespace */
+	bool gpu_concurrent;	/* phos.yaml gpu_concurrent_restore */
 };
 
 static volatile pid_t forward_to = -1;
@@ -417,32 +419,71 @@ static void report_done(const struct opts *o, pid_t pid, pid_t nspid)
  * offer them to phosd, which hands them to the process (its libphos waits
  * for REATTACH with every CUDA call held).  doc/protocol.md.
  */
+/* phos-gpu's last line on stderr (what it did, or why it failed), for
+ * the report to phosd; the lines also go to our stderr. */
+static char gpu_said[512];
+
+static void read_helper_stderr(int fd)
+{
+	char buf[4096];
+	ssize_t n, w;
+	size_t have = 0;
+	static char line[512];
+
+	while ((n = read(fd, buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR)) {
+		if (n <= 0)
+			continue;
+		w = write(2, buf, (size_t)n);	/* our stderr may be /dev/null (detached) */
+		(void)w;
+		for (ssize_t i = 0; i < n; i++) {
+			if (buf[i] == '\n') {
+				line[have] = '\0';
+				if (have)
+					snprintf(gpu_said, sizeof(gpu_said), "%s", line);
+				have = 0;
+			} else if (have + 1 < sizeof(line)) {
+				line[have++] = buf[i];
+			}
+		}
+	}
+}
+
 static int load_one(const struct opts *o, int dirfd, const char *tag, pid_t pid,
 		    struct phos_err *e)
 {
 	struct phos_msg *m = NULL, *r = NULL;
 	uint64_t err = EIO;
-	int sk[2], st, fd = -1, rc = -1;
+	int sk[2], ep[2] = { -1, -1 }, st, fd = -1, rc = -1;
 	pid_t c;
 
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sk) < 0)
+	gpu_said[0] = '\0';
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sk) < 0 || pipe2(ep, O_CLOEXEC) < 0)
 		return phos_errf(e, "socketpair: %s", strerror(errno));
 	c = fork();
 	if (c == 0) {
-		if (fchdir(dirfd) < 0 || dup2(sk[1], 3) < 0)
+		if (fchdir(dirfd) < 0 || dup2(sk[1], 3) < 0 || dup2(ep[1], 2) < 0)
 			_exit(127);
-		execl(gpu_helper(), "phos-gpu", "load", tag, (char *)NULL);
+		execl(gpu_helper(), "phos-gpu", "load", tag,
+		      o->gpu_concurrent ? "--concurrent" : (char *)NULL, (char *)NULL);
 		fprintf(stderr, "phos-gpu: cannot run %s: %s\n", gpu_helper(), strerror(errno));
 		_exit(127);
 	}
 	close(sk[1]);
+	close(ep[1]);
+	/* phos-gpu hands the buffers over as soon as they exist (with the
+	 * load table), then fills them while the process runs: hand them on,
+	 * then wait for the load to end */
 	if (c > 0)
 		m = phos_msg_recv(sk[0], -1);
 	close(sk[0]);
-	while (c > 0 && waitpid(c, &st, 0) < 0 && errno == EINTR)
-		;
-	if (c < 0 || !m || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-		phos_errf(e, "loading the GPU buffers of pid %s failed (see phos-gpu above)", tag);
+	if (c < 0 || !m) {
+		read_helper_stderr(ep[0]);
+		if (c > 0)
+			while (waitpid(c, &st, 0) < 0 && errno == EINTR)
+				;
+		c = -1;
+		phos_errf(e, "loading the GPU buffers of pid %s failed: %s", tag,
+			  gpu_said[0] ? gpu_said : "phos-gpu died");
 		goto out;
 	}
 	if (!o->socket) {
@@ -461,8 +502,25 @@ static int load_one(const struct opts *o, int dirfd, const char *tag, pid_t pid,
 		goto out;
 	}
 	log_info("pid %d has its GPU buffers back", (int)pid);
+	read_helper_stderr(ep[0]);
+	while (waitpid(c, &st, 0) < 0 && errno == EINTR)
+		;
+	c = -1;
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		phos_errf(e, "loading the GPU buffers of pid %d failed (%s): the restored process "
+			  "is stopped; the image is unchanged", (int)pid,
+			  gpu_said[0] ? gpu_said : "phos-gpu died");
+		goto out;
+	}
 	rc = 0;
 out:
+	if (ep[0] >= 0)
+		close(ep[0]);
+	if (c > 0) {	/* the hand-over failed: the loader is of no use */
+		kill(c, SIGKILL);
+		while (waitpid(c, &st, 0) < 0 && errno == EINTR)
+			;
+	}
 	phos_msg_free(m);
 	phos_msg_free(r);
 	if (fd >= 0)
@@ -515,6 +573,25 @@ static int load_gpu_memory(const struct opts *o, int dirfd, pid_t root, struct p
 	return rc;
 }
 
+/* A failed restore: say why on stderr (the task's, or the requester's
+ * terminal) and, for phosd, on the report fd ("error MSG"): a detached
+ * restore has no terminal. */
+static int restore_fail(const struct opts *o, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static int restore_fail(const struct opts *o, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "phos: %s\n", msg);
+	if (o->report_fd >= 0)
+		dprintf(o->report_fd, "error %s\n", msg);
+	return 1;
+}
+
 static int restore_mode(const struct opts *o)
 {
 	struct phos_manifest m;
@@ -544,29 +621,25 @@ static int restore_mode(const struct opts *o)
 	}
 	dirfd = open(o->image, O_DIRECTORY | O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (dirfd < 0) {
-		fprintf(stderr, "phos: restore: cannot open %s: %s\n", o->image, strerror(errno));
-		return 1;
+		return restore_fail(o, "restore: cannot open %s: %s", o->image, strerror(errno));
 	}
 	if (load_manifest(dirfd, &m, &e) < 0) {
-		fprintf(stderr, "phos: restore: %s: %s\n", o->image, e.msg);
-		return 1;
+		return restore_fail(o, "restore: %s: %s", o->image, e.msg);
 	}
 	/* GPU: refuse before CRIU what the driver could not restore here. */
 	if (cuda_restore_check(&m, &e) < 0) {
-		fprintf(stderr, "phos: restore of %s refused: %s\n", o->image, e.msg);
-		return 1;
+		return restore_fail(o, "restore of %s refused: %s", o->image, e.msg);
 	}
 	/* our own pid namespace, for the children that must not be in the
 	 * restored one (phos-gpu: the driver needs a /proc that matches) */
 	hostns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
 	if (pipe2(pp, O_CLOEXEC) < 0 || unshare(CLONE_NEWPID) < 0) {
-		fprintf(stderr, "phos: restore: cannot create a pid namespace: %s\n", strerror(errno));
-		return 1;
+		return restore_fail(o, "restore: cannot create a pid namespace: %s",
+				    strerror(errno));
 	}
 	init = fork();
 	if (init < 0) {
-		fprintf(stderr, "phos: restore: fork: %s\n", strerror(errno));
-		return 1;
+		return restore_fail(o, "restore: fork: %s", strerror(errno));
 	}
 	if (init == 0) {
 		close(pp[0]);
@@ -576,8 +649,8 @@ static int restore_mode(const struct opts *o)
 	}
 	close(pp[1]);
 	if (phos_read_full(pp[0], &ir, sizeof(ir)) != (ssize_t)sizeof(ir) || !ir.ok) {
-		fprintf(stderr, "phos: restore of %s failed: %s\n", o->image,
-			ir.msg[0] ? ir.msg : "the namespace init died");
+		restore_fail(o, "restore of %s failed: %s", o->image,
+			     ir.msg[0] ? ir.msg : "the namespace init died");
 		waitpid(init, &st, 0);
 		return 1;
 	}
@@ -586,7 +659,7 @@ static int restore_mode(const struct opts *o)
 	 * driver still has it checkpointed and locked).  We are in the node's
 	 * pid namespace and know root's global pid: driver restore + unlock. */
 	if (cuda_restore_tree(root, &m, NULL, &e) < 0) {
-		fprintf(stderr, "phos: restore of %s failed: %s\n", o->image, e.msg);
+		restore_fail(o, "restore of %s failed: %s", o->image, e.msg);
 		if (root > 0)
 			kill(root, SIGKILL);
 		waitpid(init, &st, 0);
@@ -596,7 +669,7 @@ static int restore_mode(const struct opts *o)
 		log_warn("cannot return to our pid namespace: %m (GPU buffers may fail to load)");
 	phos_closep(&hostns);
 	if (load_gpu_memory(o, dirfd, root, &e) < 0) {
-		fprintf(stderr, "phos: restore of %s failed: %s\n", o->image, e.msg);
+		restore_fail(o, "restore of %s failed: %s", o->image, e.msg);
 		kill(root, SIGKILL);
 		waitpid(init, &st, 0);
 		return 1;
@@ -605,7 +678,9 @@ static int restore_mode(const struct opts *o)
 	forward_signals();
 	log_info("restored %s as pid %d (pid %d in its namespace)", o->image, (int)root, (int)ir.nspid);
 	if (o->report_fd >= 0) {
-		dprintf(o->report_fd, "%d %d\n", (int)root, (int)ir.nspid);
+		/* pid, pid in its namespace, and what phos-gpu did, if anything */
+		dprintf(o->report_fd, "%d %d%s%s\n", (int)root, (int)ir.nspid,
+			gpu_said[0] ? " " : "", gpu_said);
 		close(o->report_fd);
 	}
 	report_done(o, root, ir.nspid);
@@ -689,14 +764,17 @@ int main(int argc, char **argv)
 	}
 	if (o.wait_fd >= 0)
 		return wait_mode(o.wait_fd);
-	/* The criu binary of this node: --criu, else phos.yaml's criu_path. */
-	if (!o.criu) {
+	/* phos.yaml (phosd passes its own): the criu binary of this node
+	 * unless --criu names one, and how GPU buffers are loaded */
+	{
 		struct phos_err e;
 
 		phos_config_defaults(&cfg);
 		if (phos_config_load(&cfg, config, &e) < 0 && errno != ENOENT)
 			log_warn("%s", e.msg);
-		o.criu = cfg.criu_path;
+		if (!o.criu)
+			o.criu = cfg.criu_path;
+		o.gpu_concurrent = cfg.gpu_concurrent_restore;
 	}
 	if (!o.image) {
 		fprintf(stderr, "phos-restore: --image DIR or --wait-fd N is required\n");

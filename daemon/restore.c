@@ -45,7 +45,8 @@ static void child(const char *path, uid_t uid, gid_t gid, const int stdio[3], bo
 	snprintf(sgid, sizeof(sgid), "%u", (unsigned)gid);
 	execl(phosd->restore_helper, "phos-restore", "--image", path, "--report-fd", repfd,
 	      "--uid", suid, "--gid", sgid, "--criu", phosd->cfg.criu_path,
-	      "--socket", phosd->cfg.socket, netns ? "--new-netns" : (char *)NULL, (char *)NULL);
+	      "--config", phosd->config_path, "--socket", phosd->cfg.socket,
+	      netns ? "--new-netns" : (char *)NULL, (char *)NULL);
 	dprintf(2, "phos: cannot run %s: %s\n", phosd->restore_helper, strerror(errno));
 	_exit(127);
 }
@@ -80,7 +81,7 @@ int restore_spawn(const char *path, uid_t uid, gid_t gid, const int stdio[3], bo
 		  pid_t *pid, struct phos_err *e)
 {
 	int pp[2], st;
-	char buf[64];
+	char buf[1100];
 	ssize_t n;
 	pid_t c;
 	int rpid = 0, nspid = 0;
@@ -104,9 +105,18 @@ int restore_spawn(const char *path, uid_t uid, gid_t gid, const int stdio[3], bo
 		return phos_errnof(e, EIO, "restore of %s failed (phos-restore printed why on your "
 				   "terminal; CRIU's log is in /tmp/phos-restore.*)", path);
 	buf[n] = '\0';
+	if (strncmp(buf, "error ", 6) == 0) {	/* phos-restore says why it failed */
+		buf[strcspn(buf, "\n")] = '\0';
+		return phos_errnof(e, EIO, "%s", buf + 6);
+	}
 	if (sscanf(buf, "%d %d", &rpid, &nspid) < 1 || rpid <= 0)
 		return phos_errnof(e, EIO, "restore of %s: phos-restore reported '%s'", path, buf);
 	*pid = rpid;
-	log_notice("restored %s as pid %d", path, rpid);
+	/* after the pids, what phos-gpu did with the GPU buffers */
+	char *gpu = strstr(buf, "phos-gpu:");
+
+	if (gpu)
+		gpu[strcspn(gpu, "\n")] = '\0';
+	log_notice("restored %s as pid %d%s%s", path, rpid, gpu ? "; " : "", gpu ? gpu : "");
 	return 0;
 }

@@ -548,6 +548,8 @@ typedef CUresult (*dtoh_fn)(void *, CUdeviceptr, size_t);
 static CUresult impl_dtoh(dtoh_fn real, int pt, void *d, CUdeviceptr s, size_t n)
 {
 	PHOS_PROLOGUE();
+	if (phos_cow_active())
+		phos_cow_read(s, n);	/* a concurrent load: the data must be there */
 	return real(d, s, n);
 }
 PHOS_DEFINE_HOOK(cuMemcpyDtoH_v2, impl_dtoh, 0, (void *d, CUdeviceptr s, size_t n), (d, s, n));
@@ -559,6 +561,8 @@ static CUresult impl_dtohasync(dtohasync_fn real, int pt, void *d, CUdeviceptr s
 			       CUstream st)
 {
 	PHOS_PROLOGUE();
+	if (phos_cow_active())
+		phos_cow_read(s, n);
 	return real(d, s, n, st);
 }
 PHOS_DEFINE_HOOK(cuMemcpyDtoHAsync_v2, impl_dtohasync, 0,

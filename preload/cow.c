@@ -14,6 +14,11 @@
  * is not a wrong image: the helper compares every buffer's hash at the
  * stop with the hash of the bytes it wrote, and phosd checkpoints again,
  * stop-the-world, on any difference.
+ *
+ * The same table serves a concurrent load after a restore (its kind is
+ * PHOS_SAVETAB_LOAD, doc/concurrent-restore.md): then reads wait too
+ * (phos_cow_read*), and a buffer that could not be loaded stops the
+ * process with a message.
  */
 #include "config.h"
 
@@ -38,11 +43,18 @@ static struct {
 	uint64_t va, end;
 } range[PHOS_GPUBUF_MAX];
 
-/* The table says the save is over: nothing to wait for from now on. */
+/* The table says the copy is over: nothing to wait for from now on,
+ * unless a load failed: then the guard stays on, and a call touching a
+ * buffer that was not loaded stops the process (wait_one). */
 static bool over(void)
 {
 	if (__atomic_load_n(&tab->active, __ATOMIC_ACQUIRE))
 		return false;
+	if (tab->kind == PHOS_SAVETAB_LOAD)
+		for (uint32_t i = 0; i < tab->n; i++)
+			if (__atomic_load_n(phos_savetab_state(tab, i), __ATOMIC_ACQUIRE) !=
+			    PHOS_SAVE_SAVED)
+				return true;
 	__atomic_store_n(&phos_cow_on, 0, __ATOMIC_RELAXED);
 	return true;
 }
@@ -53,7 +65,11 @@ static void wait_one(uint32_t i)
 	uint64_t t0 = 0;
 	uint32_t s;
 
-	while ((s = __atomic_load_n(st, __ATOMIC_ACQUIRE)) < PHOS_SAVE_SAVED && !over()) {
+	while ((s = __atomic_load_n(st, __ATOMIC_ACQUIRE)) < PHOS_SAVE_SAVED) {
+		if (over()) {
+			s = __atomic_load_n(st, __ATOMIC_ACQUIRE);
+			break;
+		}
 		if (!t0) {
 			t0 = phos_now_ms();
 			__atomic_store_n(phos_savetab_want(tab, i), 1, __ATOMIC_RELEASE);
@@ -65,13 +81,22 @@ static void wait_one(uint32_t i)
 		}
 		phos_futex_wait(st, s, 100);
 	}
+	/* a buffer that could not be loaded: the process must not run on
+	 * memory that does not hold its data */
+	if (s == PHOS_SAVE_FAILED && tab->kind == PHOS_SAVETAB_LOAD) {
+		fprintf(stderr, "libphos: GPU buffer %u (%#llx) could not be loaded from the image "
+			"(phos-restore says why); stopping the restored process\n", i,
+			(unsigned long long)range[i].va);
+		abort();
+	}
 }
 
 void phos_cow_range(uint64_t base, uint64_t size)
 {
 	uint64_t end = base + (size ? size : 1);
 
-	if (over())
+	/* a load that is over may have failed: its buffers are checked */
+	if (over() && tab->kind != PHOS_SAVETAB_LOAD)
 		return;
 	for (uint32_t i = 0; i < tab->n; i++)
 		if (base < range[i].end && range[i].va < end)
@@ -80,10 +105,23 @@ void phos_cow_range(uint64_t base, uint64_t size)
 
 void phos_cow_all(void)
 {
-	if (over())
+	if (over() && tab->kind != PHOS_SAVETAB_LOAD)
 		return;
 	for (uint32_t i = 0; i < tab->n; i++)
 		wait_one(i);
+}
+
+/* Reads matter during a load only: before it, the buffer holds nothing. */
+void phos_cow_read(uint64_t base, uint64_t size)
+{
+	if (tab->kind == PHOS_SAVETAB_LOAD)
+		phos_cow_range(base, size);
+}
+
+void phos_cow_read_all(void)
+{
+	if (tab->kind == PHOS_SAVETAB_LOAD)
+		phos_cow_all();
 }
 
 int phos_cow_begin(int fd, const struct phos_gpubuf *bufs, int n)

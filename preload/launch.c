@@ -112,13 +112,32 @@ static void copy_to_3d(CUmemorytype type, uint64_t dev, const void *host, size_t
 	}								\
 	PHOS_DEFINE_HOOK(name, impl_##name, pt, params, args)
 
-/* DEF_WRITE3D(name, pt, params, args, desc): 2D/3D copies by descriptor. */
+/* DEF_COPY: DEF_WRITE for copies that also read device memory (device to
+ * device, peer): during a concurrent load they wait for all of it. */
+#define DEF_COPY(name, pt, params, args, counter, dst, n)		\
+	typedef CUresult (*w_fn_##name) params;				\
+	static CUresult impl_##name(w_fn_##name real, int ptv, PHOS_UNPAREN params) \
+	{								\
+		(void)ptv;						\
+		PHOS_PROLOGUE();					\
+		PHOS_COUNT(counter, 1);					\
+		if (phos_cow_active())					\
+			phos_cow_read_all();				\
+		phos_write_range((dst), (n));				\
+		return real(PHOS_UNPAREN args);				\
+	}								\
+	PHOS_DEFINE_HOOK(name, impl_##name, pt, params, args)
+
+/* DEF_WRITE3D(name, pt, params, args, desc): 2D/3D copies by descriptor
+ * (their source may be device memory: during a load they wait for all). */
 #define DEF_WRITE3D(name, pt, params, args, expr)			\
 	typedef CUresult (*w_fn_##name) params;				\
 	static CUresult impl_##name(w_fn_##name real, int ptv, PHOS_UNPAREN params) \
 	{								\
 		(void)ptv;						\
 		PHOS_PROLOGUE();					\
+		if (phos_cow_active())					\
+			phos_cow_read_all();				\
 		expr;							\
 		return real(PHOS_UNPAREN args);				\
 	}								\
@@ -141,29 +160,29 @@ DEF_WRITE(cuMemcpyHtoDAsync_v2, 0, HTODA_P, HTODA_A, copies, dst, n);
 DEF_WRITE(cuMemcpyHtoDAsync_v2_ptsz, 1, HTODA_P, HTODA_A, copies, dst, n);
 #define DTOD_P (CUdeviceptr dst, CUdeviceptr src, size_t n)
 #define DTOD_A (dst, src, n)
-DEF_WRITE(cuMemcpyDtoD_v2, 0, DTOD_P, DTOD_A, copies, dst, n);
-DEF_WRITE(cuMemcpyDtoD_v2_ptds, 1, DTOD_P, DTOD_A, copies, dst, n);
-DEF_WRITE(cuMemcpy, 0, DTOD_P, DTOD_A, copies, dst, n);
-DEF_WRITE(cuMemcpy_ptds, 1, DTOD_P, DTOD_A, copies, dst, n);
+DEF_COPY(cuMemcpyDtoD_v2, 0, DTOD_P, DTOD_A, copies, dst, n);
+DEF_COPY(cuMemcpyDtoD_v2_ptds, 1, DTOD_P, DTOD_A, copies, dst, n);
+DEF_COPY(cuMemcpy, 0, DTOD_P, DTOD_A, copies, dst, n);
+DEF_COPY(cuMemcpy_ptds, 1, DTOD_P, DTOD_A, copies, dst, n);
 #define DTODA_P (CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s)
 #define DTODA_A (dst, src, n, s)
-DEF_WRITE(cuMemcpyDtoDAsync_v2, 0, DTODA_P, DTODA_A, copies, dst, n);
-DEF_WRITE(cuMemcpyDtoDAsync_v2_ptsz, 1, DTODA_P, DTODA_A, copies, dst, n);
-DEF_WRITE(cuMemcpyAsync, 0, DTODA_P, DTODA_A, copies, dst, n);
-DEF_WRITE(cuMemcpyAsync_ptsz, 1, DTODA_P, DTODA_A, copies, dst, n);
+DEF_COPY(cuMemcpyDtoDAsync_v2, 0, DTODA_P, DTODA_A, copies, dst, n);
+DEF_COPY(cuMemcpyDtoDAsync_v2_ptsz, 1, DTODA_P, DTODA_A, copies, dst, n);
+DEF_COPY(cuMemcpyAsync, 0, DTODA_P, DTODA_A, copies, dst, n);
+DEF_COPY(cuMemcpyAsync_ptsz, 1, DTODA_P, DTODA_A, copies, dst, n);
 #define ATOD_P (CUdeviceptr dst, CUarray src, size_t off, size_t n)
 #define ATOD_A (dst, src, off, n)
 DEF_WRITE(cuMemcpyAtoD_v2, 0, ATOD_P, ATOD_A, copies, dst, n);
 DEF_WRITE(cuMemcpyAtoD_v2_ptds, 1, ATOD_P, ATOD_A, copies, dst, n);
 #define PEER_P (CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n)
 #define PEER_A (dst, dctx, src, sctx, n)
-DEF_WRITE(cuMemcpyPeer, 0, PEER_P, PEER_A, copies, dst, n);
-DEF_WRITE(cuMemcpyPeer_ptds, 1, PEER_P, PEER_A, copies, dst, n);
+DEF_COPY(cuMemcpyPeer, 0, PEER_P, PEER_A, copies, dst, n);
+DEF_COPY(cuMemcpyPeer_ptds, 1, PEER_P, PEER_A, copies, dst, n);
 #define PEERA_P (CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n, \
 		 CUstream s)
 #define PEERA_A (dst, dctx, src, sctx, n, s)
-DEF_WRITE(cuMemcpyPeerAsync, 0, PEERA_P, PEERA_A, copies, dst, n);
-DEF_WRITE(cuMemcpyPeerAsync_ptsz, 1, PEERA_P, PEERA_A, copies, dst, n);
+DEF_COPY(cuMemcpyPeerAsync, 0, PEERA_P, PEERA_A, copies, dst, n);
+DEF_COPY(cuMemcpyPeerAsync_ptsz, 1, PEERA_P, PEERA_A, copies, dst, n);
 
 /* 2D and 3D copies */
 DEF_WRITE3D(cuMemcpy2D_v2, 0, (const CUDA_MEMCPY2D *p), (p), C2D(p));

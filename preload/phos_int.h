@@ -188,6 +188,10 @@ static inline bool phos_cow_active(void)
  * buffers it may touch are saved (only while phos_cow_active()). */
 void phos_cow_range(uint64_t base, uint64_t size);
 void phos_cow_all(void);
+/* Before a read of [base, base+size) / of unknown device memory: waits
+ * during a concurrent load only. */
+void phos_cow_read(uint64_t base, uint64_t size);
+void phos_cow_read_all(void);
 /* REATTACH with a save table (fd; bufs as handed back): 0, or -1 if the
  * table is not one of n buffers (the caller must not run on).  End: with
  * the gate closed, forget the table. */

@@ -482,11 +482,37 @@ FAKE(cuMemUnmap, (CUdeviceptr p, size_t size))
 
 #define P(x) ((void *)(uintptr_t)(x))
 
+/* Copies of 64 KiB or more (phos-gpu's chunks) can be slowed down and
+ * made to fail, from the environment (phos-gpu inherits phosd's):
+ * FAKECUDA_<DIR>_DELAY_MS, FAKECUDA_<DIR>_FAIL_AFTER=N (the copies after
+ * the Nth fail with CUDA_ERROR_ILLEGAL_ADDRESS), DIR = DTOH or HTOD. */
+static CUresult chunk_fault(const char *dir, size_t n)
+{
+	static unsigned long seen[2];
+	char name[64];
+	const char *v;
+	int k = dir[0] == 'H';
+
+	if (n < 65536)
+		return CUDA_SUCCESS;
+	snprintf(name, sizeof(name), "FAKECUDA_%s_DELAY_MS", dir);
+	if ((v = getenv(name)))
+		usleep((useconds_t)strtoul(v, NULL, 10) * 1000);
+	snprintf(name, sizeof(name), "FAKECUDA_%s_FAIL_AFTER", dir);
+	if ((v = getenv(name)) && __atomic_add_fetch(&seen[k], 1, __ATOMIC_RELAXED) >
+				      strtoul(v, NULL, 10))
+		return CUDA_ERROR_ILLEGAL_ADDRESS;
+	return CUDA_SUCCESS;
+}
+
 FAKE(cuMemcpyHtoD_v2, (CUdeviceptr d, const void *s, size_t n))
 {
+	CUresult r = chunk_fault("HTOD", n);
+
 	hit("cuMemcpyHtoD_v2");
-	memcpy(P(d), s, n);
-	return CUDA_SUCCESS;
+	if (r == CUDA_SUCCESS)
+		memcpy(P(d), s, n);
+	return r;
 }
 
 FAKE(cuMemcpyHtoD_v2_ptds, (CUdeviceptr d, const void *s, size_t n))
@@ -506,13 +532,11 @@ FAKE(cuMemcpyHtoDAsync_v2, (CUdeviceptr d, const void *s, size_t n, CUstream st)
 
 FAKE(cuMemcpyDtoH_v2, (void *d, CUdeviceptr s, size_t n))
 {
-	/* FAKECUDA_DTOH_DELAY_MS: a slow copy of 64 KiB or more (phos-gpu's
-	 * concurrent save; not its 16-byte hash results) */
-	const char *delay = getenv("FAKECUDA_DTOH_DELAY_MS");
+	CUresult r = chunk_fault("DTOH", n);	/* not phos-gpu's 16-byte hash results */
 
 	hit("cuMemcpyDtoH_v2");
-	if (delay && n >= 65536)
-		usleep((useconds_t)strtoul(delay, NULL, 10) * 1000);
+	if (r != CUDA_SUCCESS)
+		return r;
 	memcpy(d, P(s), n);
 	return CUDA_SUCCESS;
 }

@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 36
+plan 40
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -123,8 +123,10 @@ wait_for 30 _has_lines "$f2" $((n2 + 5))
 ok "$( (wait_for 1 _has_lines "$f2" $((n2 + 5)) && ! grep -q CORRUPT "$f2") && echo 0 || echo 1)" \
 	"and runs on from it with every buffer as it was at the stop" || diag_file "$f2" 3
 kill -KILL "$irp" 2>/dev/null
+# the rest restores with a slow load (1 s a chunk): the program runs before
+# its buffers are loaded and waits only for the ones it touches
 phosd_stop n1
-phosd_start n1
+FAKECUDA_HTOD_DELAY_MS=1000 phosd_start n1 "gpu_concurrent_restore: true"
 
 # -- stop mode, then restore ----------------------------------------------------------
 mark=$(($(wc -l <"$PD/n1.log") + 1))
@@ -144,6 +146,8 @@ rp=$(restored_pid "$OUT")
 track "$rp"
 like "$(log_since "$mark")" "restored pid $rp took its $NBUF GPU buffer" \
 	"phos-gpu loaded the buffers and the restored process took them"
+like "$(log_since "$mark")" "loaded $NBUF buffer\\(s\\), .* while the process ran \\([1-9][0-9]* loaded first because the process was about to use them" \
+	"it took them before they were loaded, and what it touched was loaded first"
 wait_for 30 iter_past $((stopped + 5))
 ok $? "the restored program goes on (iter $stopped -> $(last_iter))"
 ok "$(no_corrupt && echo 0 || echo 1)" "and finds every word of every buffer as it was at the stop" ||
@@ -154,6 +158,22 @@ ok "$(consecutive "$f" iter >/dev/null && echo 0 || echo 1)" \
 like "$(grep -c . "$PD/images/root/pid-$apid/0/0/000003/gpumem-$apid.map")" "^$NBUF$" \
 	"the restored image is left as it was"
 kill -KILL "$rp" 2>/dev/null
+
+# -- a load that fails half-way stops the restored program, never runs it on
+# missing data, and leaves the image as it was
+phosd_stop n1
+FAKECUDA_HTOD_FAIL_AFTER=2 phosd_start n1 "gpu_concurrent_restore: true"
+n=$(wc -l <"$f")
+pc_out n1 restore --detach "$gen"
+like "$RC $(tail -1 <<<"$OUT")" "^1 .*loading the GPU buffers of pid [0-9]* failed \\(phos-gpu: gpumem-$apid: loading buffer [0-9]* at offset [0-9]*: .*\\): the restored process is stopped; the image is unchanged" \
+	"a restore whose GPU load fails half-way fails and says why, though detached"
+sleep 1
+ok "$( [ "$(wc -l <"$f")" = "$n" ] && echo 0 || echo 1)" "the restored program wrote nothing" ||
+	diag_file "$f" 3
+pc_out n1 list
+like "$OUT" "pid-$apid +0 +0 +3 +yes" "the image is still listed as valid"
+phosd_stop n1
+phosd_start n1
 
 # a tampered gpumem file is refused before anything runs
 bin=$(ls "$gen"/gpumem-"$apid"-*.bin | head -1)

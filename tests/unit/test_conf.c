@@ -29,6 +29,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c.keep_generations, 2);
 	assert_int_equal(c.log_level, LOG_INFO);
 	assert_false(c.keep_images_after_job);
+	assert_false(c.gpu_concurrent_restore);
 	assert_string_equal(c.listen, "");
 	assert_string_equal(c.slurm_user, "slurm");
 	assert_string_equal(c.log_target, "syslog");
@@ -49,6 +50,7 @@ static void test_all_keys(void **state)
 		"log_level: debug\n"
 		"keep_generations: 5\n"
 		"keep_images_after_job: yes\n"
+		"gpu_concurrent_restore: true\n"
 		"predump_rounds: 2\n"
 		"checkpoint_timeout: 30\n"
 		"listen: \"0.0.0.0:7070\"\n"
@@ -62,6 +64,7 @@ static void test_all_keys(void **state)
 	assert_int_equal(c.log_level, LOG_DEBUG);
 	assert_int_equal(c.keep_generations, 5);
 	assert_true(c.keep_images_after_job);
+	assert_true(c.gpu_concurrent_restore);
 	assert_int_equal(c.predump_rounds, 2);
 	assert_int_equal(c.checkpoint_timeout, 30);
 	assert_string_equal(c.listen, "0.0.0.0:7070");
