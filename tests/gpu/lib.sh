@@ -52,6 +52,7 @@ log_level: debug
 log_target: stderr
 keep_generations: 1
 checkpoint_timeout: ${CKPT_TIMEOUT:-300}
+gpu_concurrent_restore: ${CONCURRENT_RESTORE:-false}
 YAML
 	PHOS_RESTORE_HELPER=$PHOS_BIN/phos-restore PHOS_GPU_HELPER=$PHOS_BIN/phos-gpu PHOS_DEBUG=1 \
 		LD_LIBRARY_PATH=$PHOS_LIB setsid "$PHOS_BIN/phosd" -f -c "$W/phos.yaml" \

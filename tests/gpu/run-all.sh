@@ -17,6 +17,8 @@
 #   (i) the concurrent save (PHOS_GPU_NO_SNAPSHOT=1): the app runs while
 #       its buffers are copied; a write through a pointer in device memory
 #       is caught by the hash check and the checkpoint taken again
+#   (j) concurrent restore (gpu_concurrent_restore: true): CUDA C and
+#       PyTorch restored exactly while their buffers load
 #   then tests/gpu/counts.sh unless COUNTS=0, and bench/bench.sh and
 #   bench/overhead.sh unless NO_BENCH=1 (BENCH_FAST=1: bench.sh under
 #   libphos).  ONLY="f g h" runs only those sections.
@@ -48,7 +50,7 @@ start_phosd || exit 1
 trap stop_phosd EXIT
 
 # want SECTION: run it (ONLY="a b f ..." runs those sections only; sections:
-# a b c de f g h lock i; the counts and benches have their own switches)
+# a b c de f g h lock i j; the counts and benches have their own switches)
 want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 
 # exact_stop NAME REF_TIMEOUT CMD...: uninterrupted run, then a run that is
@@ -276,6 +278,25 @@ for mode in cow ind; do
 	fi
 	rm -rf "$IMG"
 done
+stop_phosd; sleep 0.5
+start_phosd
+fi
+
+if want j; then
+log "=== (j) concurrent restore (issue [7]): the restored app runs while its buffers load"
+stop_phosd; sleep 0.5
+CONCURRENT_RESTORE=true start_phosd
+mark=$(wc -l <"$LOG_DIR/phosd.log")
+exact_stop j_cuda 60 "${UNDER_LIBPHOS[@]}" "$BIN/app_state" 6 256 40 100
+if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+	exact_stop j_torch 180 "${UNDER_LIBPHOS[@]}" python3 "$here/train.py" 40 0.1
+fi
+tail -n +"$mark" "$LOG_DIR/phosd.log" | grep -o 'phos-gpu: loaded.*' | sed 's/^/  /'
+if tail -n +"$mark" "$LOG_DIR/phosd.log" | grep -q 'phos-gpu: loaded .* while the process ran'; then
+	pass "j: the restores loaded the buffers while the processes ran"
+else
+	fail "j: no concurrent load in the phosd log"
+fi
 stop_phosd; sleep 0.5
 start_phosd
 fi
