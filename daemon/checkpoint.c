@@ -651,7 +651,7 @@ out:
 		log_notice("checkpoint %s: generation %" PRIu64 " (%" PRIu64 " bytes) in %" PRIu64
 			   " ms, frozen %" PRIu64 " ms", target, res->generation, res->bytes,
 			   res->total_ms, res->stall_ms);
-	else {
+	else if (!*mismatch) {	/* a GPU copy that changed is no CRIU matter */
 		explain_enospc(&w, cfg.checkpoint_dir, r->pid, e);
 		keep_log(&w, cfg.state_dir, &r->id, e);
 	}
