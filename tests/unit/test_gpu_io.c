@@ -1,0 +1,275 @@
+/*
+ * test_gpu_io.c - phos-gpu's copy engine (daemon/gpu-io.c) with host memory
+ * standing in for the device: every byte lands where it belongs whatever
+ * the chunk size and worker count, the hashes equal the whole buffers',
+ * done() runs once per buffer, a wanted buffer starts first, and the first
+ * failure stops the copy with the buffer and offset named.
+ */
+#include "config.h"
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "gpu-io.h"
+#include "savetab.h"
+
+#define NB 5
+static const uint64_t sizes[NB] = { 1 << 20, 3 << 20, (3 << 20) + 4096, 4096, 8 << 20 };
+static uint8_t *dev[NB];
+static int fail_buf = -1;		/* dtoh/htod of this buffer fail */
+static unsigned done_count[NB];
+static int started[4 * NB], nstarted;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+
+static CUresult set_current(CUcontext c)
+{
+	(void)c;
+	return CUDA_SUCCESS;
+}
+
+static CUresult host_alloc(void **p, size_t n)
+{
+	*p = aligned_alloc(4096, (n + 4095) & ~(size_t)4095);
+	return *p ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+static CUresult host_free(void *p)
+{
+	free(p);
+	return CUDA_SUCCESS;
+}
+
+/* which buffer a device address is in */
+static int buf_of(CUdeviceptr p)
+{
+	for (int i = 0; i < NB; i++)
+		if (p >= (CUdeviceptr)(uintptr_t)dev[i] && p < (CUdeviceptr)(uintptr_t)dev[i] + sizes[i])
+			return i;
+	return -1;
+}
+
+static CUresult dtoh(void *d, CUdeviceptr s, size_t n)
+{
+	if (buf_of(s) == fail_buf)
+		return CUDA_ERROR_ILLEGAL_ADDRESS;
+	memcpy(d, (void *)(uintptr_t)s, n);
+	return CUDA_SUCCESS;
+}
+
+static CUresult htod(void *d, const void *s, size_t n)
+{
+	if (buf_of((CUdeviceptr)(uintptr_t)d) == fail_buf)
+		return CUDA_ERROR_ILLEGAL_ADDRESS;
+	memcpy(d, s, n);
+	return CUDA_SUCCESS;
+}
+
+static const char *err(CUresult r)
+{
+	return r == CUDA_ERROR_ILLEGAL_ADDRESS ? "CUDA_ERROR_ILLEGAL_ADDRESS" : "error";
+}
+
+static const struct gio_ops ops = { set_current, host_alloc, host_free, dtoh, htod, err };
+
+static int done_cb(void *arg, unsigned i)
+{
+	(void)arg;
+	__atomic_fetch_add(&done_count[i], 1, __ATOMIC_RELAXED);
+	return 0;
+}
+
+static void start_cb(void *arg, unsigned i)
+{
+	(void)arg;
+	pthread_mutex_lock(&lock);
+	assert_true(nstarted < 4 * NB);
+	started[nstarted++] = (int)i;
+	pthread_mutex_unlock(&lock);
+}
+
+static bool want3(void *arg, unsigned i)
+{
+	(void)arg;
+	return i == 3;
+}
+
+static void fill(uint8_t *p, uint64_t n, unsigned seed)
+{
+	uint32_t x = 2463534242u + seed;
+
+	for (uint64_t k = 0; k < n; k++) {
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		p[k] = (uint8_t)x;
+	}
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	for (int i = 0; i < NB; i++) {
+		dev[i] = aligned_alloc(4096, sizes[i]);
+		assert_non_null(dev[i]);
+		fill(dev[i], sizes[i], (unsigned)i);
+	}
+	fail_buf = -1;
+	memset(done_count, 0, sizeof(done_count));
+	nstarted = 0;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	for (int i = 0; i < NB; i++)
+		free(dev[i]);
+	return 0;
+}
+
+static void init(struct gio *g, struct gio_buf *b, enum gio_dir dir, unsigned threads, size_t chunk)
+{
+	memset(g, 0, sizeof(*g));
+	for (int i = 0; i < NB; i++) {
+		b[i] = (struct gio_buf){ .dptr = (CUdeviceptr)(uintptr_t)dev[i], .size = sizes[i],
+					 .fd = memfd_create("test_gpu_io", MFD_CLOEXEC) };
+		assert_true(b[i].fd >= 0);
+	}
+	g->dir = dir;
+	g->b = b;
+	g->n = NB;
+	g->threads = threads;
+	g->chunk = chunk;
+	g->hash = true;
+	g->ops = &ops;
+	g->done = done_cb;
+	g->start = start_cb;
+}
+
+static void check_hashes(const struct gio_buf *b)
+{
+	for (int i = 0; i < NB; i++) {
+		uint64_t h[2] = { 0, 0 };
+
+		phos_hash_add(h, (const uint32_t *)dev[i], 0, sizes[i] / 4);
+		assert_int_equal(b[i].h[0], h[0]);
+		assert_int_equal(b[i].h[1], h[1]);
+	}
+}
+
+/* save, then load into wiped buffers: the bytes come back, for several
+ * worker counts and chunk sizes (buffers not a multiple of the chunk) */
+static void test_roundtrip(void **state)
+{
+	static const unsigned threads[] = { 1, 3, 8 };
+	static const size_t chunks[] = { 1 << 20, 4096 * 3, 8 << 20 };
+	struct gio_buf b[NB];
+	struct gio g;
+
+	for (int t = 0; t < 3; t++) {
+		uint8_t *copy[NB];
+
+		setup(state);
+		init(&g, b, GIO_SAVE, threads[t], chunks[t]);
+		assert_int_equal(gio_run(&g), 0);
+		check_hashes(b);
+		for (int i = 0; i < NB; i++) {
+			uint8_t *m = mmap(NULL, sizes[i], PROT_READ, MAP_SHARED, b[i].fd, 0);
+
+			assert_int_equal(lseek(b[i].fd, 0, SEEK_END), (off_t)sizes[i]);
+			assert_memory_equal(m, dev[i], sizes[i]);
+			munmap(m, sizes[i]);
+			assert_int_equal(done_count[i], 1);
+			copy[i] = malloc(sizes[i]);
+			memcpy(copy[i], dev[i], sizes[i]);
+			memset(dev[i], 0, sizes[i]);
+		}
+		/* load the files back */
+		memset(done_count, 0, sizeof(done_count));
+		nstarted = 0;
+		g.dir = GIO_LOAD;
+		assert_int_equal(gio_run(&g), 0);
+		for (int i = 0; i < NB; i++) {
+			assert_memory_equal(dev[i], copy[i], sizes[i]);
+			assert_int_equal(done_count[i], 1);
+			free(copy[i]);
+			close(b[i].fd);
+		}
+		check_hashes(b);
+		teardown(state);
+	}
+}
+
+/* one worker: the wanted buffer starts before the ones in front of it */
+static void test_wanted_first(void **state)
+{
+	struct gio_buf b[NB];
+	struct gio g;
+
+	init(&g, b, GIO_SAVE, 1, 1 << 20);
+	g.wanted = want3;
+	assert_int_equal(gio_run(&g), 0);
+	assert_int_equal(nstarted, NB);
+	assert_int_equal(started[0], 3);
+	assert_int_equal(started[1], 0);
+	for (int i = 0; i < NB; i++)
+		close(b[i].fd);
+	(void)state;
+}
+
+/* a device copy that fails stops the run, names the buffer, and that
+ * buffer is never reported complete */
+static void test_failure(void **state)
+{
+	struct gio_buf b[NB];
+	struct gio g;
+
+	fail_buf = 2;
+	init(&g, b, GIO_SAVE, 4, 1 << 20);
+	assert_int_equal(gio_run(&g), -1);
+	assert_non_null(strstr(g.err, "buffer 2"));
+	assert_non_null(strstr(g.err, "CUDA_ERROR_ILLEGAL_ADDRESS"));
+	assert_int_equal(done_count[2], 0);
+	fail_buf = -1;
+	for (int i = 0; i < NB; i++)
+		close(b[i].fd);
+	(void)state;
+}
+
+/* a file shorter than its buffer fails the load */
+static void test_short_file(void **state)
+{
+	struct gio_buf b[NB];
+	struct gio g;
+
+	init(&g, b, GIO_SAVE, 2, 1 << 20);
+	assert_int_equal(gio_run(&g), 0);
+	assert_int_equal(ftruncate(b[1].fd, 4096), 0);
+	g.dir = GIO_LOAD;
+	assert_int_equal(gio_run(&g), -1);
+	assert_non_null(strstr(g.err, "buffer 1"));
+	assert_non_null(strstr(g.err, "shorter than the buffer"));
+	for (int i = 0; i < NB; i++)
+		close(b[i].fd);
+	(void)state;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_roundtrip),
+		cmocka_unit_test_setup_teardown(test_wanted_first, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failure, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_short_file, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
