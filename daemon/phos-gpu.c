@@ -269,47 +269,52 @@ static int next_buffer(struct phos_savetab *t)
 	return first;
 }
 
-/* The engine's callbacks for a concurrent save: copy the buffers the
- * process waits for first, mark each COPYING then SAVED once its bytes
- * match the hash taken at the stop. */
-struct save_ctx {
+/* The engine's callbacks for a concurrent save or load (the table's
+ * kind): copy the buffers the process waits for first, mark each COPYING,
+ * then SAVED (loaded) once its bytes match the hash they must have. */
+struct copy_ctx {
 	struct phos_savetab *tab;
-	int mismatch;		/* the buffer that did not match, -1: none */
+	int bad;		/* the buffer that did not match, -1: none */
 	uint64_t waited;	/* buffers started because the process wanted them */
 };
 
-static int save_pick(void *arg)
+static int copy_pick(void *arg)
 {
-	return next_buffer(((struct save_ctx *)arg)->tab);
+	return next_buffer(((struct copy_ctx *)arg)->tab);
 }
 
-static bool save_wanted(void *arg, unsigned i)
+static bool copy_wanted(void *arg, unsigned i)
 {
-	struct save_ctx *sc = arg;
+	struct copy_ctx *cc = arg;
 
-	return __atomic_load_n(phos_savetab_want(sc->tab, i), __ATOMIC_ACQUIRE) != 0;
+	return __atomic_load_n(phos_savetab_want(cc->tab, i), __ATOMIC_ACQUIRE) != 0;
 }
 
-static void save_start(void *arg, unsigned i)
+static void copy_start(void *arg, unsigned i)
 {
-	struct save_ctx *sc = arg;
+	struct copy_ctx *cc = arg;
 
-	if (save_wanted(arg, i))
-		sc->waited++;	/* under the engine's lock */
-	phos_savetab_set(sc->tab, i, PHOS_SAVE_COPYING);
+	if (copy_wanted(arg, i))
+		cc->waited++;	/* under the engine's lock */
+	phos_savetab_set(cc->tab, i, PHOS_SAVE_COPYING);
+}
+
+/* Buffer i is copied: its hash h (what was written or read) must be want. */
+static int copy_check(struct copy_ctx *cc, unsigned i, const uint64_t want[2])
+{
+	if (io[i].h[0] != want[0] || io[i].h[1] != want[1]) {
+		cc->bad = (int)i;	/* one worker at most gets here first */
+		return 1;
+	}
+	if (cc->tab)
+		phos_savetab_set(cc->tab, i, PHOS_SAVE_SAVED);
+	return 0;
 }
 
 static int save_done(void *arg, unsigned i)
 {
-	struct save_ctx *sc = arg;
-
 	/* what was written against what the device held at the stop */
-	if (io[i].h[0] != b[i].h[0] || io[i].h[1] != b[i].h[1]) {
-		sc->mismatch = (int)i;	/* one worker at most gets here first */
-		return 1;
-	}
-	phos_savetab_set(sc->tab, i, PHOS_SAVE_SAVED);
-	return 0;
+	return copy_check(arg, i, b[i].h);
 }
 
 /* Map the save table at fd for n buffers, or NULL with a message. */
@@ -416,16 +421,16 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 			goto failed;
 		}
 	}
-	struct save_ctx sc = { .tab = tab, .mismatch = -1 };
+	struct copy_ctx sc = { .tab = tab, .bad = -1 };
 	uint64_t tcopy = phos_now_ms();
 	char rate[96] = "";
 	struct gio g = { .dir = GIO_SAVE, .b = io, .n = n, .hash = true, .ops = io_ops(),
-			 .pick = cow ? save_pick : NULL, .wanted = cow ? save_wanted : NULL,
-			 .start = cow ? save_start : NULL, .done = cow ? save_done : NULL,
+			 .pick = cow ? copy_pick : NULL, .wanted = cow ? copy_wanted : NULL,
+			 .start = cow ? copy_start : NULL, .done = cow ? save_done : NULL,
 			 .arg = &sc };
 	if (gio_run(&g) < 0) {
-		if (sc.mismatch >= 0) {
-			unsigned i = (unsigned)sc.mismatch;
+		if (sc.bad >= 0) {
+			unsigned i = (unsigned)sc.bad;
 
 			phos_savetab_end(tab);
 			fprintf(stderr, "phos-gpu: buffer %u (%#" PRIx64 ", %" PRIu64 " bytes) changed "
@@ -483,47 +488,17 @@ static struct {
 	bool known;
 } want_hash[PHOS_GPUBUF_MAX];
 
-/* A concurrent load's callbacks: like a save's, and a buffer is LOADED
- * only once its bytes match the map's hash. */
-struct load_ctx {
-	struct phos_savetab *tab;
-	int bad;		/* the buffer that did not match, -1: none */
-	uint64_t waited;
-};
-
-static int load_pick(void *arg)
-{
-	return next_buffer(((struct load_ctx *)arg)->tab);
-}
-
-static bool load_wanted(void *arg, unsigned i)
-{
-	struct load_ctx *lc = arg;
-
-	return __atomic_load_n(phos_savetab_want(lc->tab, i), __ATOMIC_ACQUIRE) != 0;
-}
-
-static void load_start(void *arg, unsigned i)
-{
-	struct load_ctx *lc = arg;
-
-	if (load_wanted(arg, i))
-		lc->waited++;	/* under the engine's lock */
-	phos_savetab_set(lc->tab, i, PHOS_SAVE_COPYING);
-}
-
+/* A load checks each buffer against the map's hash, when it has one. */
 static int load_done(void *arg, unsigned i)
 {
-	struct load_ctx *lc = arg;
+	struct copy_ctx *cc = arg;
 
-	if (want_hash[i].known &&
-	    (io[i].h[0] != want_hash[i].h[0] || io[i].h[1] != want_hash[i].h[1])) {
-		lc->bad = (int)i;
-		return 1;
+	if (!want_hash[i].known) {
+		if (cc->tab)
+			phos_savetab_set(cc->tab, i, PHOS_SAVE_SAVED);
+		return 0;
 	}
-	if (lc->tab)
-		phos_savetab_set(lc->tab, i, PHOS_SAVE_SAVED);
-	return 0;
+	return copy_check(cc, i, want_hash[i].h);
 }
 
 /* Send the buffers (and the load table, if any) to phos-restore on fd 3. */
@@ -558,7 +533,7 @@ static int load(const char *tag, bool concurrent)
 	static int fds[PHOS_GPUBUF_MAX];
 	static uint8_t blob[PHOS_GPUBUF_MAX * PHOS_GPUBUF_LEN];
 	char line[512], name[300], file[300];
-	struct load_ctx lc = { .bad = -1 };
+	struct copy_ctx lc = { .bad = -1 };
 	uint64_t total = 0, t0 = phos_now_ms(), tcopy;
 	int n = 0, tab_fd = -1;
 	FILE *map;
@@ -618,8 +593,8 @@ static int load(const char *tag, bool concurrent)
 			return 1;
 	}
 	struct gio g = { .dir = GIO_LOAD, .b = io, .n = (unsigned)n, .hash = true, .ops = io_ops(),
-			 .pick = lc.tab ? load_pick : NULL, .wanted = lc.tab ? load_wanted : NULL,
-			 .start = lc.tab ? load_start : NULL, .done = load_done, .arg = &lc };
+			 .pick = lc.tab ? copy_pick : NULL, .wanted = lc.tab ? copy_wanted : NULL,
+			 .start = lc.tab ? copy_start : NULL, .done = load_done, .arg = &lc };
 
 	tcopy = phos_now_ms();
 	if (gio_run(&g) < 0) {

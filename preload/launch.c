@@ -97,36 +97,30 @@ static void copy_to_3d(CUmemorytype type, uint64_t dev, const void *host, size_t
 }
 
 /*
- * DEF_WRITE(name, pt, params, args, counter, dst, n): a hook whose write
- * set is the range [dst, dst+n) computed from its arguments.
+ * DEF_RANGE(name, pt, params, args, counter, before, dst, n): a hook whose
+ * write set is the range [dst, dst+n) computed from its arguments; before
+ * runs first.  DEF_WRITE: nothing before.  DEF_COPY: copies that also read
+ * device memory (device to device, peer): during a concurrent load they
+ * wait for all of it.
  */
-#define DEF_WRITE(name, pt, params, args, counter, dst, n)		\
+#define DEF_RANGE(name, pt, params, args, counter, before, dst, n)	\
 	typedef CUresult (*w_fn_##name) params;				\
 	static CUresult impl_##name(w_fn_##name real, int ptv, PHOS_UNPAREN params) \
 	{								\
 		(void)ptv;						\
 		PHOS_PROLOGUE();					\
 		PHOS_COUNT(counter, 1);					\
+		before;							\
 		phos_write_range((dst), (n));				\
 		return real(PHOS_UNPAREN args);				\
 	}								\
 	PHOS_DEFINE_HOOK(name, impl_##name, pt, params, args)
 
-/* DEF_COPY: DEF_WRITE for copies that also read device memory (device to
- * device, peer): during a concurrent load they wait for all of it. */
-#define DEF_COPY(name, pt, params, args, counter, dst, n)		\
-	typedef CUresult (*w_fn_##name) params;				\
-	static CUresult impl_##name(w_fn_##name real, int ptv, PHOS_UNPAREN params) \
-	{								\
-		(void)ptv;						\
-		PHOS_PROLOGUE();					\
-		PHOS_COUNT(counter, 1);					\
-		if (phos_cow_active())					\
-			phos_cow_read_all();				\
-		phos_write_range((dst), (n));				\
-		return real(PHOS_UNPAREN args);				\
-	}								\
-	PHOS_DEFINE_HOOK(name, impl_##name, pt, params, args)
+#define COPY_READS() do { if (phos_cow_active()) phos_cow_read_all(); } while (0)
+#define DEF_WRITE(name, pt, params, args, counter, dst, n) \
+	DEF_RANGE(name, pt, params, args, counter, (void)0, dst, n)
+#define DEF_COPY(name, pt, params, args, counter, dst, n) \
+	DEF_RANGE(name, pt, params, args, counter, COPY_READS(), dst, n)
 
 /* DEF_WRITE3D(name, pt, params, args, desc): 2D/3D copies by descriptor
  * (their source may be device memory: during a load they wait for all). */
@@ -136,8 +130,7 @@ static void copy_to_3d(CUmemorytype type, uint64_t dev, const void *host, size_t
 	{								\
 		(void)ptv;						\
 		PHOS_PROLOGUE();					\
-		if (phos_cow_active())					\
-			phos_cow_read_all();				\
+		COPY_READS();						\
 		expr;							\
 		return real(PHOS_UNPAREN args);				\
 	}								\
