@@ -111,6 +111,16 @@ void phos_cow_all(void)
 		wait_one(i);
 }
 
+bool phos_cow_loading(void)
+{
+	if (!phos_cow_active() || tab->kind != PHOS_SAVETAB_LOAD)
+		return false;
+	for (uint32_t i = 0; i < tab->n; i++)	/* the helper may not have ended it yet */
+		if (__atomic_load_n(phos_savetab_state(tab, i), __ATOMIC_ACQUIRE) != PHOS_SAVE_SAVED)
+			return true;
+	return false;
+}
+
 /* Reads matter during a load only: before it, the buffer holds nothing. */
 void phos_cow_read(uint64_t base, uint64_t size)
 {

@@ -120,6 +120,14 @@ static void detach(void)
 		report(EALREADY, "the GPU buffers are already detached");
 		return;
 	}
+	/* a concurrent load still filling the buffers (a checkpoint right
+	 * after a restore): what would be handed over must be complete */
+	if (phos_cow_active())
+		phos_cow_all();
+	if (phos_cow_loading()) {
+		report(EBUSY, "the GPU buffers are still being loaded after the restore");
+		return;
+	}
 	if (phos_gate_close(GATE_TIMEOUT_MS) < 0) {
 		report(ETIMEDOUT, "CUDA calls did not drain within 10 s");
 		return;

@@ -192,6 +192,8 @@ void phos_cow_all(void);
  * during a concurrent load only. */
 void phos_cow_read(uint64_t base, uint64_t size);
 void phos_cow_read_all(void);
+/* A concurrent load is still filling the buffers (a detach must wait). */
+bool phos_cow_loading(void);
 /* REATTACH with a save table (fd; bufs as handed back): 0, or -1 if the
  * table is not one of n buffers (the caller must not run on).  End: with
  * the gate closed, forget the table. */

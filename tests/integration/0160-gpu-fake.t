@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 40
+plan 42
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -158,6 +158,34 @@ ok "$(consecutive "$f" iter >/dev/null && echo 0 || echo 1)" \
 like "$(grep -c . "$PD/images/root/pid-$apid/0/0/000003/gpumem-$apid.map")" "^$NBUF$" \
 	"the restored image is left as it was"
 kill -KILL "$rp" 2>/dev/null
+
+# -- a checkpoint while the restored program's buffers are still loading:
+# libphos hands them over only once they are complete
+before=$(pgrep -d' ' -f fake_gpu_app)
+( pc n1 restore --detach "$gen" >"$PD/restore2.out" 2>&1 ) &
+rbg=$!
+newpid() { for p in $(pgrep -f fake_gpu_app); do [[ " $before " == *" $p "* ]] || { echo "$p"; return 0; }; done; return 1; }
+wait_for 30 newpid
+rp2=$(newpid)
+track "$rp2"
+wait_for 10 grep -q "took its $NBUF GPU buffer" "$PD/n1.log"
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+pc_out n1 checkpoint --leave-running --pid "$rp2"
+ok $RC "a checkpoint asked for while the restored program's buffers load succeeds" ||
+	{ diag "$OUT"; diag_file "$PD/n1.log" 20; }
+wait "$rbg"
+g4=$(ls -d "$(image_dir root "$rp2")"/0* 2>/dev/null | tail -1)
+kill -KILL "$rp2" 2>/dev/null
+wait_for 10 _gone "$rp2"
+n=$(wc -l <"$f")
+pc_out n1 restore --detach "$g4"
+rp3=$(restored_pid "$OUT")
+track "$rp3"
+wait_for 30 _has_lines "$f" $((n + 5))
+ok "$( (_has_lines "$f" $((n + 5)) && no_corrupt) && echo 0 || echo 1)" \
+	"its image holds every buffer complete: restored, the program finds every word right" ||
+	{ diag "$OUT"; diag_file "$f" 3; }
+kill -KILL "$rp3" 2>/dev/null
 
 # -- a load that fails half-way stops the restored program, never runs it on
 # missing data, and leaves the image as it was
