@@ -162,14 +162,15 @@ kill -KILL "$rp" 2>/dev/null
 # -- a checkpoint while the restored program's buffers are still loading:
 # libphos hands them over only once they are complete
 before=$(pgrep -d' ' -f fake_gpu_app)
+mark=$(($(wc -l <"$PD/n1.log") + 1))
 ( pc n1 restore --detach "$gen" >"$PD/restore2.out" 2>&1 ) &
 rbg=$!
 newpid() { for p in $(pgrep -f fake_gpu_app); do [[ " $before " == *" $p "* ]] || { echo "$p"; return 0; }; done; return 1; }
 wait_for 30 newpid
 rp2=$(newpid)
 track "$rp2"
-wait_for 10 grep -q "took its $NBUF GPU buffer" "$PD/n1.log"
-mark=$(($(wc -l <"$PD/n1.log") + 1))
+took() { log_since "$mark" | grep -q "restored pid $rp2 took its $NBUF GPU buffer"; }
+wait_for 10 took
 pc_out n1 checkpoint --leave-running --pid "$rp2"
 ok $RC "a checkpoint asked for while the restored program's buffers load succeeds" ||
 	{ diag "$OUT"; diag_file "$PD/n1.log" 20; }
