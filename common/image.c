@@ -25,6 +25,7 @@
 #include "image.h"
 #include "log.h"
 #include "manifest.h"
+#include "util.h"
 
 #define PARTIAL_PREFIX	".partial-"
 #define REMOVING_PREFIX	".removing-"
@@ -81,23 +82,6 @@ static int parse_canon_u64(const char *s, uint64_t max, uint64_t *v)
 	if (r > max)
 		return -1;
 	*v = r;
-	return 0;
-}
-
-static int write_all(int fd, const void *buf, size_t n)
-{
-	const char *p = buf;
-
-	while (n) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
 	return 0;
 }
 
@@ -900,7 +884,7 @@ static int write_new_file(int dfd, const char *name, const char *path, const voi
 
 	if (fd < 0)
 		return phos_errnof(e, errno, "cannot create %s/%s: %s", path, name, strerror(errno));
-	if (write_all(fd, buf, len) < 0 || fsync(fd) < 0) {
+	if (phos_write_full(fd, buf, len) < 0 || fsync(fd) < 0) {
 		phos_errnof(e, errno, "writing %s/%s: %s", path, name, strerror(errno));
 		close(fd);
 		return -1;

@@ -43,6 +43,15 @@ static struct {
 	uint64_t va, end;
 } range[PHOS_GPUBUF_MAX];
 
+/* Every buffer of the table is SAVED (for a load: loaded). */
+static bool all_saved(void)
+{
+	for (uint32_t i = 0; i < tab->n; i++)
+		if (__atomic_load_n(phos_savetab_state(tab, i), __ATOMIC_ACQUIRE) != PHOS_SAVE_SAVED)
+			return false;
+	return true;
+}
+
 /* The table says the copy is over: nothing to wait for from now on,
  * unless a load failed: then the guard stays on, and a call touching a
  * buffer that was not loaded stops the process (wait_one). */
@@ -50,11 +59,8 @@ static bool over(void)
 {
 	if (__atomic_load_n(&tab->active, __ATOMIC_ACQUIRE))
 		return false;
-	if (tab->kind == PHOS_SAVETAB_LOAD)
-		for (uint32_t i = 0; i < tab->n; i++)
-			if (__atomic_load_n(phos_savetab_state(tab, i), __ATOMIC_ACQUIRE) !=
-			    PHOS_SAVE_SAVED)
-				return true;
+	if (tab->kind == PHOS_SAVETAB_LOAD && !all_saved())
+		return true;
 	__atomic_store_n(&phos_cow_on, 0, __ATOMIC_RELAXED);
 	return true;
 }
@@ -113,12 +119,8 @@ void phos_cow_all(void)
 
 bool phos_cow_loading(void)
 {
-	if (!phos_cow_active() || tab->kind != PHOS_SAVETAB_LOAD)
-		return false;
-	for (uint32_t i = 0; i < tab->n; i++)	/* the helper may not have ended it yet */
-		if (__atomic_load_n(phos_savetab_state(tab, i), __ATOMIC_ACQUIRE) != PHOS_SAVE_SAVED)
-			return true;
-	return false;
+	/* by the states: the helper may not have ended the table yet */
+	return phos_cow_active() && tab->kind == PHOS_SAVETAB_LOAD && !all_saved();
 }
 
 /* Reads matter during a load only: before it, the buffer holds nothing. */

@@ -29,8 +29,8 @@
  *     (0 to 4 MiB), at the top when k % 3 == 0, in "sub/" when 1 and in
  *     "sub/deep/" when 2;
  *   - its bytes are the little-endian 64-bit words
- *     word(G, k, j) = mix64((G << 40) ^ (k << 32) ^ j), j = 0, 1, ...,
- *     cut at SIZE, with mix64 the splitmix64 finaliser below.
+ *     word(G, k, j) = mix64((G << 40) ^ (k << 32) ^ j), j = 0, 1, ...
+ *     cut at SIZE, with mix64 the splitmix64 finaliser (image_content.h).
  *
  * Exit status: 0 after COUNT generations, 1 when the store refused
  * something (message on stderr), 2 on bad usage.
@@ -51,6 +51,9 @@
 #include "image.h"
 #include "log.h"
 #include "manifest.h"
+#include "util.h"
+
+#include "image_content.h"
 
 #define KEEP		3		/* generations retention keeps */
 #define CHUNK		(1u << 20)	/* bytes per write(2) of a file */
@@ -155,33 +158,11 @@ static void say(char phase)
 
 /* ---- what a generation holds --------------------------------------------- */
 
-static uint64_t mix64(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
-/* Bytes off..off+len-1 of file k of generation gen (off a multiple of 8). */
-static void fill(unsigned char *buf, size_t len, uint64_t gen, unsigned k, uint64_t off)
-{
-	uint64_t j = off / 8;
-	size_t i = 0, b;
-
-	for (; i < len; j++) {
-		uint64_t w = mix64((gen << 40) ^ ((uint64_t)k << 32) ^ j);
-
-		for (b = 0; b < 8 && i < len; b++, i++)
-			buf[i] = (unsigned char)(w >> (8 * b));
-	}
-}
-
 /* A size: a quarter empty, most small, some up to 256 KiB, one in 16
  * 1..4 MiB. */
 static uint64_t pick_size(uint64_t *rng)
 {
-	uint64_t r = mix64((*rng)++), v = r >> 8;
+	uint64_t r = image_mix64((*rng)++), v = r >> 8;
 
 	switch (r % 16) {
 	case 0: case 1: case 2: case 3:
@@ -193,21 +174,6 @@ static uint64_t pick_size(uint64_t *rng)
 	default:
 		return (1u << 20) + v % (3u << 20);
 	}
-}
-
-static int write_all(int fd, const unsigned char *p, size_t n)
-{
-	while (n) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
 }
 
 /* Create file k of generation gen (size bytes) in the staging directory. */
@@ -226,8 +192,8 @@ static int write_file(int dir_fd, uint64_t gen, unsigned k, uint64_t size, unsig
 	for (off = 0; off < size; off += CHUNK) {
 		size_t len = size - off < CHUNK ? (size_t)(size - off) : CHUNK;
 
-		fill(buf, len, gen, k, off);
-		if (write_all(fd, buf, len) < 0) {
+		image_content(buf, len, gen, k, off);
+		if (phos_write_full(fd, buf, len) < 0) {
 			phos_errnof(e, errno, "write %s: %s", name, strerror(errno));
 			close(fd);
 			return -1;
@@ -253,8 +219,8 @@ static int one_generation(struct phos_store *s, const struct phos_image_id *id, 
 	if (phos_image_begin(s, id, getuid(), getgid(), &w, e) < 0)
 		goto out;
 	say('W');
-	rng = mix64(mix64(seed) ^ w.generation);	/* a counter: mix64(rng++) draws */
-	n = 3 + (unsigned)(mix64(rng++) % 4);
+	rng = image_mix64(image_mix64(seed) ^ w.generation);	/* draws: mix64(rng++) */
+	n = 3 + (unsigned)(image_mix64(rng++) % 4);
 	if (mkdirat(w.dir_fd, "sub", 0755) < 0 || mkdirat(w.dir_fd, "sub/deep", 0755) < 0) {
 		phos_errnof(e, errno, "mkdir in %s: %s", w.path, strerror(errno));
 		goto out;

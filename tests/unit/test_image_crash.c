@@ -67,6 +67,8 @@
 #include "log.h"
 #include "manifest.h"
 
+#include "../progs/image_content.h"
+
 #define KEEP		3		/* image_writer's retention */
 #define SWEEP_MAX	5000		/* a run of 1 or 2 generations makes far fewer calls */
 #define READY_MS	30000		/* for the writer to open the store */
@@ -87,7 +89,7 @@ struct crash {
 	struct phos_store s;
 	struct phos_image_id id;
 	uint64_t seed;			/* image_writer's SEED */
-	uint64_t rng;			/* delays: a counter for mix64() */
+	uint64_t rng;			/* delays: a counter for image_mix64() */
 	uint64_t *gens;			/* published at the last check, ascending */
 	uint64_t *prints;		/* their manifests' fingerprints */
 	size_t n_gens;
@@ -109,29 +111,6 @@ struct crash {
 	} while (0)
 
 /* ---- the writer's contract (see progs/image_writer.c) ------------------- */
-
-static uint64_t mix64(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
-/* Bytes off..off+len-1 of file k of generation gen (off a multiple of 8), as
- * the writer makes them. */
-static void expected(unsigned char *buf, size_t len, uint64_t gen, unsigned k, uint64_t off)
-{
-	uint64_t j = off / 8;
-	size_t i = 0, b;
-
-	for (; i < len; j++) {
-		uint64_t w = mix64((gen << 40) ^ ((uint64_t)k << 32) ^ j);
-
-		for (b = 0; b < 8 && i < len; b++, i++)
-			buf[i] = (unsigned char)(w >> (8 * b));
-	}
-}
 
 /* Parse "fK-SIZE.img" strictly (the writer's spelling only). */
 static int parse_file_name(const char *base, unsigned *k, uint64_t *size)
@@ -191,7 +170,7 @@ static void check_contents(struct crash *c, uint64_t gen, const struct phos_mani
 		for (off = 0; off < size; off += CHUNK) {
 			size_t len = size - off < CHUNK ? (size_t)(size - off) : CHUNK;
 
-			expected(c->want, len, gen, k, off);
+			image_content(c->want, len, gen, k, off);
 			if (pread(fd, c->got, len, (off_t)off) != (ssize_t)len ||
 			    memcmp(c->want, c->got, len))
 				store_fail(c, "%s: bytes %" PRIu64 "..%" PRIu64 " are not what the "
@@ -206,7 +185,7 @@ static void check_contents(struct crash *c, uint64_t gen, const struct phos_mani
 /* A digest of what a manifest says of the files (names, sizes, SHA-256). */
 static uint64_t fingerprint(const struct phos_manifest *m)
 {
-	uint64_t h = mix64(m->n_files);
+	uint64_t h = image_mix64(m->n_files);
 	size_t i, b;
 
 	for (i = 0; i < m->n_files; i++) {
@@ -214,10 +193,10 @@ static uint64_t fingerprint(const struct phos_manifest *m)
 		const char *p;
 
 		for (p = f->name; *p; p++)
-			h = mix64(h ^ (unsigned char)*p);
-		h = mix64(h ^ f->size);
+			h = image_mix64(h ^ (unsigned char)*p);
+		h = image_mix64(h ^ f->size);
 		for (b = 0; b < PHOS_SHA256_LEN; b++)
-			h = mix64(h ^ f->sha256[b]);
+			h = image_mix64(h ^ f->sha256[b]);
 	}
 	return h;
 }
@@ -685,7 +664,7 @@ static void test_kill_random(void **state)
 	pid_t pid;
 
 	for (i = 0; i < kills; i++) {
-		uint64_t r = mix64(c->rng++);
+		uint64_t r = image_mix64(c->rng++);
 		long delay = r % 8 == 0 ? 0 : (long)((r >> 8) % DELAY_MAX_US);
 		char what[128];
 
@@ -802,7 +781,7 @@ static int setup(void **state)
 	c->s.root_fd = -1;
 	*state = c;
 	c->seed = env ? strtoull(env, NULL, 0) : 8;
-	c->rng = mix64(c->seed);
+	c->rng = image_mix64(c->seed);
 	print_message("# seed %" PRIu64 " (PHOS_CRASH_SEED)\n", c->seed);
 	c->want = malloc(CHUNK);
 	c->got = malloc(CHUNK);
