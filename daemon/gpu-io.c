@@ -212,6 +212,12 @@ static void *worker(void *arg)
 	struct chunk c;
 	CUresult cr;
 
+	/* a new thread has no current context, and pinned memory needs one:
+	 * the first buffer's (its copies switch to each buffer's own) */
+	if (g->n && (cr = g->ops->set_current(ctx = g->b[0].ctx)) != CUDA_SUCCESS) {
+		failf(r, "buffer 0: %s", g->ops->err(cr));
+		return NULL;
+	}
 	if ((cr = g->ops->host_alloc(&stage, g->chunk)) != CUDA_SUCCESS) {
 		failf(r, "pinned staging buffer of %zu MiB: %s", g->chunk >> 20, g->ops->err(cr));
 		return NULL;

@@ -80,7 +80,7 @@ static struct {
 	CUresult (*import_fd)(CUmemGenericAllocationHandle *, void *, CUmemAllocationHandleType);
 	CUresult (*export_fd)(void *, CUmemGenericAllocationHandle, CUmemAllocationHandleType,
 			      unsigned long long);
-	CUresult (*host_alloc)(void **, size_t);
+	CUresult (*host_alloc)(void **, size_t, unsigned);
 	CUresult (*host_free)(void *);
 	CUresult (*dtoh)(void *, CUdeviceptr, size_t);
 	CUresult (*htod)(void *, const void *, size_t);	/* cuMemcpyHtoD_v2, dst first */
@@ -133,7 +133,7 @@ static int load_driver(void)
 	      S(granularity, "cuMemGetAllocationGranularity") && S(reserve, "cuMemAddressReserve") &&
 	      S(create, "cuMemCreate") && S(map, "cuMemMap") && S(set_access, "cuMemSetAccess") &&
 	      S(import_fd, "cuMemImportFromShareableHandle") &&
-	      S(export_fd, "cuMemExportToShareableHandle") && S(host_alloc, "cuMemAllocHost_v2") &&
+	      S(export_fd, "cuMemExportToShareableHandle") && S(host_alloc, "cuMemHostAlloc") &&
 	      S(dtoh, "cuMemcpyDtoH_v2") && S(htod, "cuMemcpyHtoD_v2") &&
 	      S(err_name, "cuGetErrorName") && S(mem_info, "cuMemGetInfo_v2") &&
 	      S(alloc, "cuMemAlloc_v2") && S(dtod, "cuMemcpyDtoD_v2") &&
@@ -166,13 +166,20 @@ static int use_dev(unsigned dev)
 	return 0;
 }
 
+/* Pinned staging usable with every device's context (buffers of several
+ * GPUs share the workers). */
+static CUresult host_alloc_portable(void **p, size_t size)
+{
+	return cu.host_alloc(p, size, CU_MEMHOSTALLOC_PORTABLE);
+}
+
 /* The engine's view of the driver. */
 static const struct gio_ops *io_ops(void)
 {
 	static struct gio_ops o;
 
 	o.set_current = cu.set_current;
-	o.host_alloc = cu.host_alloc;
+	o.host_alloc = host_alloc_portable;
 	o.host_free = cu.host_free;
 	o.dtoh = cu.dtoh;
 	o.htod = cu.htod;

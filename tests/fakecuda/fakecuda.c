@@ -301,16 +301,23 @@ FAKE(cuMemFreeAsync_ptsz, (CUdeviceptr p, CUstream s))
 	return CUDA_SUCCESS;
 }
 
+/* Pinned memory and synchronous copies need a context current on the
+ * calling thread, as in the driver: a thread that forgot cuCtxSetCurrent
+ * gets CUDA_ERROR_INVALID_CONTEXT here too. */
 FAKE(cuMemHostAlloc, (void **pp, size_t size, unsigned int fl))
 {
 	(void)fl;
 	hit("cuMemHostAlloc");
+	if (!cur_ctx)
+		return CUDA_ERROR_INVALID_CONTEXT;
 	return host_alloc(pp, size);
 }
 
 FAKE(cuMemAllocHost_v2, (void **pp, size_t size))
 {
 	hit("cuMemAllocHost_v2");
+	if (!cur_ctx)
+		return CUDA_ERROR_INVALID_CONTEXT;
 	return host_alloc(pp, size);
 }
 
@@ -507,7 +514,7 @@ static CUresult chunk_fault(const char *dir, size_t n)
 
 FAKE(cuMemcpyHtoD_v2, (CUdeviceptr d, const void *s, size_t n))
 {
-	CUresult r = chunk_fault("HTOD", n);
+	CUresult r = cur_ctx ? chunk_fault("HTOD", n) : CUDA_ERROR_INVALID_CONTEXT;
 
 	hit("cuMemcpyHtoD_v2");
 	if (r == CUDA_SUCCESS)
@@ -532,7 +539,8 @@ FAKE(cuMemcpyHtoDAsync_v2, (CUdeviceptr d, const void *s, size_t n, CUstream st)
 
 FAKE(cuMemcpyDtoH_v2, (void *d, CUdeviceptr s, size_t n))
 {
-	CUresult r = chunk_fault("DTOH", n);	/* not phos-gpu's 16-byte hash results */
+	/* not phos-gpu's 16-byte hash results */
+	CUresult r = cur_ctx ? chunk_fault("DTOH", n) : CUDA_ERROR_INVALID_CONTEXT;
 
 	hit("cuMemcpyDtoH_v2");
 	if (r != CUDA_SUCCESS)

@@ -36,7 +36,7 @@ log "GPU tests: phosd from $PHOS_BIN, CRIU $CRIU, scratch $W, logs $LOG_DIR"
 nvidia-smi --query-gpu=name,uuid,driver_version,memory.total,persistence_mode --format=csv
 cat /proc/driver/nvidia/version 2>/dev/null | head -1
 ls /proc/driver/nvidia/gpus/ 2>/dev/null && cat /proc/driver/nvidia/gpus/*/information 2>/dev/null | head -8
-"$CRIU" --version 2>&1 | head -1
+phos "$CRIU" --version 2>&1 | head -1
 
 build() {	# build NAME SRC [libs]: prebuilt in $PHOS_BIN/../gpubin if there
 	local pre=$PHOS_BIN/../gpubin/$1

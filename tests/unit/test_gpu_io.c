@@ -29,14 +29,20 @@ static unsigned done_count[NB];
 static int started[4 * NB], nstarted;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* as in the driver, a thread has no context until it makes one current,
+ * and pinned memory and copies need one */
+static int the_ctx;
+static __thread CUcontext current;
 static CUresult set_current(CUcontext c)
 {
-	(void)c;
+	current = c;
 	return CUDA_SUCCESS;
 }
 
 static CUresult host_alloc(void **p, size_t n)
 {
+	if (!current)
+		return CUDA_ERROR_INVALID_CONTEXT;
 	*p = aligned_alloc(4096, (n + 4095) & ~(size_t)4095);
 	return *p ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
 }
@@ -58,6 +64,8 @@ static int buf_of(CUdeviceptr p)
 
 static CUresult dtoh(void *d, CUdeviceptr s, size_t n)
 {
+	if (!current)
+		return CUDA_ERROR_INVALID_CONTEXT;
 	if (buf_of(s) == fail_buf)
 		return CUDA_ERROR_ILLEGAL_ADDRESS;
 	memcpy(d, (void *)(uintptr_t)s, n);
@@ -66,6 +74,8 @@ static CUresult dtoh(void *d, CUdeviceptr s, size_t n)
 
 static CUresult htod(void *d, const void *s, size_t n)
 {
+	if (!current)
+		return CUDA_ERROR_INVALID_CONTEXT;
 	if (buf_of((CUdeviceptr)(uintptr_t)d) == fail_buf)
 		return CUDA_ERROR_ILLEGAL_ADDRESS;
 	memcpy(d, s, n);
@@ -139,7 +149,8 @@ static void init(struct gio *g, struct gio_buf *b, enum gio_dir dir, unsigned th
 {
 	memset(g, 0, sizeof(*g));
 	for (int i = 0; i < NB; i++) {
-		b[i] = (struct gio_buf){ .dptr = (CUdeviceptr)(uintptr_t)dev[i], .size = sizes[i],
+		b[i] = (struct gio_buf){ .ctx = (CUcontext)&the_ctx,
+					 .dptr = (CUdeviceptr)(uintptr_t)dev[i], .size = sizes[i],
 					 .fd = memfd_create("test_gpu_io", MFD_CLOEXEC) };
 		assert_true(b[i].fd >= 0);
 	}
