@@ -1,5 +1,6 @@
 // app_bench.cu - bench: holds GB gibibytes of GPU memory (1 GiB buffers of a
-// known pattern) and runs a small kernel loop; at the end checks every byte.
+// known pattern) and runs a small kernel loop, printing "tick N MS" after
+// each step (MS: the wall clock in ms); at the end checks every byte.
 //   app_bench GB ITERS SLEEP_MS [SPIN_MS]
 // SPIN_MS > 0: each iteration runs a kernel that spins that long (to make a
 // checkpoint's lock wait on running GPU work).
@@ -7,6 +8,7 @@
 #include <cstdlib>
 #include <cstdint>
 #include <vector>
+#include <time.h>
 #include <unistd.h>
 #include <cuda_runtime.h>
 
@@ -59,7 +61,9 @@ int main(int argc, char **argv)
 	for (int it = 1; it <= iters; it++) {
 		tick<<<1, 1>>>(cnt, (long long)spin_ms * khz);
 		CK(cudaMemcpy(&h, cnt, 8, cudaMemcpyDeviceToHost));
-		printf("tick %d\n", it);
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);	// when this step finished (bench.sh)
+		printf("tick %d %lld\n", it, ts.tv_sec * 1000LL + ts.tv_nsec / 1000000);
 		if (access("/tmp/phos-bench-stop", F_OK) == 0)
 			break;
 		usleep(sleep_ms * 1000);

@@ -34,9 +34,9 @@ elif [ "${BENCH_COW:-0}" = 1 ]; then
 	stop_phosd; sleep 0.5; start_phosd || exit 1	# with PHOS_GPU_NO_SNAPSHOT
 fi
 
-bench_table="$(printf '%-6s %12s %12s %12s %12s %12s %8s\n' GiB stall_ms lr_total_ms gpu_free_ms restore_ms image_GB verify)"
+bench_table="$(printf '%-6s %9s %11s %11s %10s %10s %10s %9s %8s %6s\n' GiB stall_ms lr_total_ms gpu_free_ms restore_ms 1st_step_ms load_GB/s image_GB save_GB/s verify)"
 bench_one() {
-	local gb=$1 d=$W/bench-$1 stall lrtot free rst bytes verify="-" t0 t1
+	local gb=$1 d=$W/bench-$1 stall lrtot free rst bytes verify="-" t0 t1 first="-" load="-" save="-"
 	mkdir -p "$d"; rm -f /tmp/phos-bench-stop
 	local pre=()
 	[ "${BENCH_FAST:-0}" = 1 ] && pre=("${UNDER_LIBPHOS[@]}")
@@ -60,10 +60,19 @@ bench_one() {
 		       tail -1 | awk '{print $2}')
 	fi
 	wait "$APP_PID" 2>/dev/null
+	[ "${BENCH_FAST:-0}" = 1 ] && save=$(grep -o 'phos-gpu: saved [0-9]* buffer(s), [0-9]* bytes in [0-9]* ms' "$LOG_DIR/phosd.log" |
+	       tail -1 | awk '{printf "%.2f", $5 / $8 / 1e6}')
 	t0=$(date +%s%N)
 	if restore "$IMG" "$d/b.out"; then
 		t1=$(date +%s%N)
 		rst=$(( (t1 - t0) / 1000000 ))
+		# the restored app's first step: its first "tick N MS" line
+		if wait_for "$d/b.out" '^tick [0-9]+ [0-9]+' 60; then
+			first=$(awk '/^tick [0-9]+ [0-9]+/ {print $3; exit}' "$d/b.out")
+			first=$(( first - t0 / 1000000 ))
+		fi
+		[ "${BENCH_FAST:-0}" = 1 ] && load=$(grep -o 'phos-gpu: loaded [0-9]* buffer(s), [0-9]* bytes in [0-9]* ms' "$LOG_DIR/phosd.log" |
+		       tail -1 | awk '{printf "%.2f", $5 / $8 / 1e6}')
 		touch /tmp/phos-bench-stop
 		if wait_for "$d/b.out" '^VERIFY' 120; then
 			grep -q 'VERIFY ok' "$d/b.out" && verify=ok || verify=BAD
@@ -75,8 +84,8 @@ bench_one() {
 		rst=failed; tail -10 "$d/b.out"
 	fi
 	rm -rf "$IMG"
-	bench_table+="$(printf '\n%-6s %12s %12s %12s %12s %12.2f %8s' "$gb" "${stall:-?}" "${lrtot:-?}" "${free:-?}" "$rst" "$(awk -v b="$bytes" 'BEGIN {print b / 1e9}')" "$verify")"
-	log "bench $gb GiB: stall ${stall:-?} ms, GPU free after ${free:-?} ms, restore $rst ms, image $bytes bytes, verify $verify"
+	bench_table+="$(printf '\n%-6s %9s %11s %11s %10s %10s %10s %9.2f %8s %6s' "$gb" "${stall:-?}" "${lrtot:-?}" "${free:-?}" "$rst" "$first" "${load:--}" "$(awk -v b="$bytes" 'BEGIN {print b / 1e9}')" "${save:--}" "$verify")"
+	log "bench $gb GiB: stall ${stall:-?} ms, GPU free after ${free:-?} ms, restore $rst ms, first step after $first ms, image $bytes bytes, verify $verify"
 }
 for gb in ${BENCH_SIZES:-1 8 32}; do
 	if [ $SECONDS -gt "${BENCH_DEADLINE:-330}" ]; then

@@ -2,9 +2,11 @@
 // exact, deterministic evolution.  Prints one line per iteration with a
 // checksum of every buffer (integer arithmetic: bit-exact), then DONE.
 //   app_state NBUF MB_PER_BUF ITERS SLEEP_MS [indirect]
-// With "indirect", the last buffer's step kernel finds it through a pointer
-// kept in device memory (same arithmetic, same output): a write libphos
-// cannot see, which the concurrent save's hash check must catch (run-all.sh i).
+// With "indirect", every step kernel finds its buffer through a pointer
+// array kept in device memory (same arithmetic, same output): writes libphos
+// cannot see, which the concurrent save's hash check must catch (run-all.sh
+// i).  All of them, so that some buffer is written before phos-gpu saves it
+// whatever order it saves them in.
 #include <cstdio>
 #include <cstdlib>
 #include <cstdint>
@@ -64,7 +66,7 @@ int main(int argc, char **argv)
 	int iters = argc > 3 ? atoi(argv[3]) : 60;
 	int sleep_ms = argc > 4 ? atoi(argv[4]) : 100;
 	bool indirect = argc > 5 && std::string(argv[5]) == "indirect";
-	uint32_t **pb = NULL;
+	uint32_t **pb = NULL;	// indirect: where each buffer is
 	size_t n = mb * (1 << 20) / 4;
 	const int nstream = 3, grid = 264, block = 256;
 	std::vector<uint32_t *> buf(nbuf), key(nbuf);
@@ -80,20 +82,16 @@ int main(int argc, char **argv)
 		init<<<grid, block, 0, st[i % nstream]>>>(buf[i], n, 0x9e3779b9u * (i + 1));
 		init<<<grid, block, 0, st[i % nstream]>>>(key[i], n, 0x7f4a7c15u * (i + 3));
 	}
-	CK(cudaMalloc(&pb, sizeof(*pb)));
-	CK(cudaMemcpy(pb, &buf[nbuf - 1], sizeof(*pb), cudaMemcpyHostToDevice));
+	CK(cudaMalloc(&pb, nbuf * sizeof(*pb)));
+	CK(cudaMemcpy(pb, buf.data(), nbuf * sizeof(*pb), cudaMemcpyHostToDevice));
 	CK(cudaMalloc(&part, grid * sizeof(*part)));
 	CK(cudaMallocHost(&hpart, grid * sizeof(*hpart)));
 	CK(cudaDeviceSynchronize());
 	printf("READY pid %d nbuf %d mb %zu\n", (int)getpid(), nbuf, mb);
 	for (int it = 1; it <= iters; it++) {
-		// indirect: the last buffer first, through pb (a concurrent save
-		// copies it last, so the write lands before it is saved)
-		for (int k = 0; k < nbuf; k++) {
-			int i = indirect ? (k + nbuf - 1) % nbuf : k;
-
-			if (indirect && i == nbuf - 1)
-				step_ind<<<grid, block, 0, st[i % nstream]>>>(pb, key[i], n,
+		for (int i = 0; i < nbuf; i++) {
+			if (indirect)
+				step_ind<<<grid, block, 0, st[i % nstream]>>>(pb + i, key[i], n,
 									      1664525u + 2 * it,
 									      1013904223u + i);
 			else

@@ -239,8 +239,8 @@ log "=== (i) concurrent save (issue [6]): leave-running, no snapshot; the app ru
 stop_phosd; sleep 0.5
 PHOS_GPU_NO_SNAPSHOT=1 start_phosd
 # i_cow: the write sets libphos sees are complete: the copy is used as is
-# i_ind: the last buffer is written through a pointer in device memory:
-#        the hash check must catch it and phosd checkpoint again,
+
+
 #        stop-the-world; both images restore exactly
 for mode in cow ind; do
 	d=$W/i_$mode; mkdir -p "$d"
