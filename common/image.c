@@ -18,10 +18,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "chunks.h"
 #include "image.h"
 #include "log.h"
 #include "manifest.h"
@@ -731,6 +733,8 @@ void phos_image_writer_init(struct phos_image_writer *w)
 	memset(w, 0, sizeof(*w));
 	w->task_fd = -1;
 	w->dir_fd = -1;
+	w->chunks_fd = -1;
+	w->lock_fd = -1;
 	phos_manifest_init(&w->manifest);
 }
 
@@ -953,6 +957,8 @@ int phos_image_publish(struct phos_image_writer *w, struct phos_err *e)
 	}
 	closep(&w->dir_fd);
 	closep(&w->task_fd);
+	closep(&w->chunks_fd);
+	closep(&w->lock_fd);	/* its chunks are named by a generation now */
 	rc = 0;
 	goto out;
 rename_err:
@@ -1078,8 +1084,201 @@ void phos_image_abort(struct phos_image_writer *w)
 	}
 	w->name[0] = '\0';
 	closep(&w->task_fd);
+	closep(&w->chunks_fd);
+	closep(&w->lock_fd);	/* and with it the lock */
 	phos_manifest_free(&w->manifest);
 	errno = saved;
+}
+
+/* ---- the chunk store ---------------------------------------------------- */
+
+/* Open <task>/chunks (creating it if create) and its lock file; lock it
+ * with op (LOCK_SH, LOCK_EX, | LOCK_NB). */
+static int chunks_open(const struct phos_store *s, int task_fd, const char *taskpath, bool create,
+		       int op, int *lock_fd, struct phos_err *e)
+{
+	char path[PATH_MAX];
+	int dfd;
+
+	if (bprintf(path, sizeof(path), "%s/" PHOS_CHUNKS_DIR, taskpath) < 0)
+		return phos_errnof(e, ENAMETOOLONG, "path too long");
+	dfd = open_dir_at(s, task_fd, PHOS_CHUNKS_DIR, create, path, e);
+	if (dfd < 0)
+		return -1;
+	*lock_fd = openat(dfd, PHOS_CHUNKS_LOCK, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+			  FILE_MODE);
+	if (*lock_fd < 0) {
+		phos_errnof(e, errno, "%s/%s: %s", path, PHOS_CHUNKS_LOCK, strerror(errno));
+		closep(&dfd);
+		return -1;
+	}
+	while (flock(*lock_fd, op) < 0) {
+		if (errno == EINTR)
+			continue;
+		phos_errnof(e, errno, "locking %s: %s", path, strerror(errno));
+		closep(lock_fd);
+		closep(&dfd);
+		return -1;
+	}
+	return dfd;
+}
+
+int phos_image_chunks_open(struct phos_image_writer *w, struct phos_err *e)
+{
+	char taskpath[PATH_MAX];
+	char *slash;
+
+	if (w->chunks_fd >= 0)
+		return w->chunks_fd;
+	if (w->task_fd < 0)
+		return phos_errnof(e, EINVAL, "no checkpoint is being written");
+	snprintf(taskpath, sizeof(taskpath), "%s", w->path);
+	if ((slash = strrchr(taskpath, '/')))
+		*slash = '\0';
+	w->chunks_fd = chunks_open(w->store, w->task_fd, taskpath, true, LOCK_SH, &w->lock_fd, e);
+	return w->chunks_fd;
+}
+
+/* Every chunk a generation's index files name exists (no content check:
+ * the loader checks each chunk's bytes as it reads them). */
+static int check_chunks(const struct phos_store *s, int task_fd, const char *taskpath, int gfd,
+			const char *top, const struct phos_manifest *m, struct phos_err *e)
+{
+	char path[PATH_MAX], err[256];
+	int cfd = -1, rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < m->n_files; i++) {
+		const char *name = m->files[i].name;
+		size_t len = strlen(name);
+		struct phos_idx x;
+
+		if (len <= strlen(PHOS_IDX_SUFFIX) || strchr(name, '/') ||
+		    strcmp(name + len - strlen(PHOS_IDX_SUFFIX), PHOS_IDX_SUFFIX))
+			continue;
+		if (cfd < 0) {
+			struct phos_err ce = { "" };
+
+			snprintf(path, sizeof(path), "%s/%s", taskpath, PHOS_CHUNKS_DIR);
+			cfd = open_dir_at(s, task_fd, PHOS_CHUNKS_DIR, false, path, &ce);
+			if (cfd < 0)
+				return phos_errnof(e, errno == ENOENT ? ENODATA : errno, "%s names chunks "
+						   "of GPU memory, but: %s", top, ce.msg);
+		}
+		if (phos_idx_read(&x, gfd, name, err, sizeof(err)) < 0) {
+			rc = phos_errnof(e, EBADMSG, "%s/%s", top, err);
+			break;
+		}
+		for (uint64_t k = 0; rc == 0 && k < x.n; k++)
+			if (phos_chunk_check(cfd, x.sha[k], phos_idx_len(&x, k), err, sizeof(err)) < 0)
+				rc = phos_errnof(e, errno == ENOENT ? ENODATA : errno, "%s/%s, chunk %"
+						 PRIu64 ": %s", top, name, k, err);
+		phos_idx_free(&x);
+	}
+	closep(&cfd);
+	return rc;
+}
+
+/* Add the chunks named by the index files of the generation directory
+ * gname to *keep; -1 if one cannot be read (then nothing may be swept). */
+static int mark_gen(int task_fd, const char *gname, unsigned char (**keep)[32], size_t *n,
+		    size_t *cap, char *err, size_t errsz)
+{
+	struct dirent *de;
+	int gfd, rc = 0;
+	DIR *d;
+
+	gfd = openat(task_fd, gname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (gfd < 0)
+		return errno == ENOENT ? 0 : -1;
+	if (!(d = fdopendir(gfd))) {
+		close(gfd);
+		return -1;
+	}
+	while (rc == 0 && (de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+		struct phos_idx x;
+
+		if (len <= strlen(PHOS_IDX_SUFFIX) ||
+		    strcmp(de->d_name + len - strlen(PHOS_IDX_SUFFIX), PHOS_IDX_SUFFIX))
+			continue;
+		if (phos_idx_read(&x, dirfd(d), de->d_name, err, errsz) < 0) {
+			rc = -1;
+			break;
+		}
+		if (*n + x.n > *cap) {
+			size_t nc = (*n + x.n) * 2;
+			void *p = realloc(*keep, nc * sizeof(**keep));
+
+			if (!p) {
+				phos_idx_free(&x);
+				rc = -1;
+				break;
+			}
+			*keep = p;
+			*cap = nc;
+		}
+		memcpy(*keep + *n, x.sha, x.n * sizeof(*x.sha));
+		*n += x.n;
+		phos_idx_free(&x);
+	}
+	closedir(d);
+	return rc;
+}
+
+static int cmp_sha(const void *a, const void *b)
+{
+	return memcmp(a, b, 32);
+}
+
+/* Remove the chunks no generation of the task names (and dead writers'
+ * temporaries), if no writer holds the store: a writer holds its lock
+ * shared from phos_image_chunks_open() to its publish, so chunks it found
+ * already stored (and did not write again) stay. */
+static void sweep_chunks(const struct phos_store *s, int task_fd, const char *taskpath)
+{
+	unsigned char (*keep)[32] = NULL;
+	size_t n = 0, cap = 0;
+	uint64_t *gens = NULL, bytes = 0;
+	size_t ngen = 0;
+	struct phos_err e = { "" };
+	char err[256] = "";
+	int cfd, lock = -1, removed;
+	struct stat st;
+
+	if (fstatat(task_fd, PHOS_CHUNKS_DIR, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return;	/* no GPU memory in this task's images */
+	cfd = chunks_open(s, task_fd, taskpath, false, LOCK_EX | LOCK_NB, &lock, &e);
+	if (cfd < 0) {
+		if (errno != EWOULDBLOCK)
+			log_warn("%s: chunk store not swept: %s", taskpath, e.msg);
+		return;	/* a checkpoint is being written: the next retention sweeps */
+	}
+	if (scan_gens(task_fd, taskpath, &gens, &ngen, NULL, &e) < 0)
+		goto out;
+	for (size_t i = 0; i < ngen; i++) {
+		char g[24];
+
+		if (phos_image_gen_format(gens[i], g, sizeof(g)) < 0 ||
+		    mark_gen(task_fd, g, &keep, &n, &cap, err, sizeof(err)) < 0) {
+			log_warn("%s: chunk store not swept: generation %" PRIu64 ": %s", taskpath,
+				 gens[i], err[0] ? err : strerror(errno));
+			goto out;
+		}
+	}
+	if (n)
+		qsort(keep, n, sizeof(*keep), cmp_sha);
+	removed = phos_chunks_sweep(cfd, (const unsigned char (*)[32])keep, n, &bytes, err,
+				    sizeof(err));
+	if (removed < 0)
+		log_warn("%s: chunk store not swept: %s", taskpath, err);
+	else if (removed)
+		log_info("retention: removed %d chunk(s) (%" PRIu64 " bytes) no generation of %s "
+			 "names", removed, bytes, taskpath);
+out:
+	free(keep);
+	free(gens);
+	closep(&lock);
+	closep(&cfd);
 }
 
 /* ---- verify ------------------------------------------------------------- */
@@ -1229,6 +1428,8 @@ static int verify_at(struct phos_store *s, int task_fd, const char *taskpath,
 			goto out;
 		}
 	}
+	if (!(flags & PHOS_VERIFY_QUICK) && check_chunks(s, task_fd, taskpath, gfd, top, &m, e) < 0)
+		goto out;
 	rc = 0;
 	if (out) {
 		phos_manifest_free(out);
@@ -1709,6 +1910,7 @@ int phos_image_retain(struct phos_store *s, const struct phos_image_id *id, unsi
 	}
 	if (clean_dir(s, tfd, taskpath, PHOS_PARTIAL_MAX_AGE, true, e) < 0)
 		goto out;
+	sweep_chunks(s, tfd, taskpath);
 	rc = removed;
 out:
 	free(gens);

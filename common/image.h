@@ -153,6 +153,8 @@ struct phos_image_writer {
 	struct phos_manifest manifest;	/* phosd sets root_pid, root_nspid, extra;
 					 * uid/gid/user/host/created/id/gen are
 					 * set by begin, files by publish */
+	int chunks_fd;			/* <task>/chunks, once asked for */
+	int lock_fd;			/* its lock, held shared until the end */
 };
 
 /*
@@ -201,6 +203,16 @@ int phos_image_publish(struct phos_image_writer *w, struct phos_err *e);
  * directory), EMEDIUMTYPE, ELOOP (chain too deep), rename/unlink errnos.
  */
 int phos_image_inline_parents(struct phos_image_writer *w, struct phos_err *e);
+
+/*
+ * The task's chunk store (common/chunks.h), created if needed: the
+ * directory `<task>/chunks` (0700), whose lock the writer then holds
+ * shared until publish or abort, so that no retention sweep removes a
+ * chunk this generation is about to name.  Returns the directory fd
+ * (owned by w), or -1.  Helpers reach it as "../chunks" from the staging
+ * directory.
+ */
+int phos_image_chunks_open(struct phos_image_writer *w, struct phos_err *e);
 
 /* End a writer: remove the staging directory if it was not published,
  * close the fds, free the manifest.  Call it after publish too (then it

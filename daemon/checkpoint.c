@@ -397,6 +397,7 @@ static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bo
 	struct gpu_hold *holds = NULL;	/* their detached GPU buffers (gpu.h) */
 	struct gpu_save *saves = NULL;	/* ... being saved */
 	size_t nholds = 0;
+	uint64_t gpu_bytes = 0;	/* of the GPU buffers saved */
 	char target[128], num[32];
 	bool other_ns = false, kill_after = false;
 	int pidns = -1, mntns = -1, rc = -1;
@@ -610,6 +611,9 @@ static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bo
 	}
 	for (size_t i = 0; i < nholds; i++)
 		gpu_save_init(&saves[i]);	/* the out path aborts every one */
+	/* the buffers go into the task's chunk store (doc/storage-engine.md) */
+	if (nholds && phos_image_chunks_open(&w, e) < 0)
+		goto out;
 	for (size_t i = 0; i < nholds; i++) {
 		progress(&c, predump + 1, predump + 1, "saving %d GPU buffer(s) of pid %d",
 			 holds[i].n, (int)holds[i].pid);
@@ -625,18 +629,31 @@ static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bo
 		give_back(&holds[i], target);
 	uint64_t tdone = phos_now_ms();
 	res->stall_ms = (c.frozen_ms ? tdone - c.frozen_ms : tdone - td);
-	for (size_t i = 0; i < nholds; i++)
+	for (size_t i = 0; i < nholds; i++) {
 		if (saves[i].pid > 0 && gpu_save_finish(&saves[i], e) < 0) {
 			*mismatch = saves[i].mismatch;
 			goto out;
 		}
+		gpu_bytes += holds[i].bytes;
+		/* stop/preempt: the process is gone and its buffers are on
+		 * storage (synced): the GPU memory is free from here on, not
+		 * only after the publish */
+		if (!lr && holds[i].n) {
+			log_info("checkpoint %s: the %d GPU buffer(s) of pid %d (%" PRIu64 " bytes) "
+				 "released %" PRIu64 " ms after the checkpoint began", target,
+				 holds[i].n, (int)holds[i].pid, holds[i].bytes, phos_now_ms() - t0);
+			gpu_hold_release(&holds[i]);
+		}
+	}
 	progress(&c, predump + 1, predump + 1, "publishing (hashing and syncing the image)");
 	/* CRIU chains pre-dumps with "parent" symlinks; the store takes no
 	 * symlinks, so the chain becomes nested directories first. */
 	if (phos_image_inline_parents(&w, e) < 0 || phos_image_publish(&w, e) < 0)
 		goto out;
 	res->generation = w.generation;
-	res->bytes = manifest_bytes(&w.manifest);	/* includes the gpumem files */
+	/* the files plus the GPU memory (in chunks, some shared with other
+	 * generations) */
+	res->bytes = manifest_bytes(&w.manifest) + gpu_bytes;
 	if (phos_image_gen_path(&phosd->store, &r->id, w.generation, res->path,
 				sizeof(res->path), e) < 0)
 		goto out;

@@ -24,7 +24,8 @@ struct gio_buf {
 	CUcontext ctx;		/* made current before its copies */
 	CUdeviceptr dptr;
 	uint64_t size;
-	int fd;			/* the file: written (save) or read (load) at 0.. */
+	int fd;			/* the file: written (save) or read (load) at 0..;
+				 * < 0: through put() / get() */
 	uint64_t h[2];		/* save with hash: common/savetab.h's sums of
 				 * what was written */
 	/* the engine's */
@@ -58,6 +59,13 @@ struct gio {
 	bool (*wanted)(void *arg, unsigned i);
 	void (*start)(void *arg, unsigned i);
 	int (*done)(void *arg, unsigned i);	/* != 0: stop, failed */
+	/* optional, for buffers with fd < 0: store (save) or fetch (load) the
+	 * chunk at off of buffer i instead of writing or reading the file;
+	 * -1 with a message in err (errsz bytes) */
+	int (*put)(void *arg, unsigned i, uint64_t off, const void *data, size_t len, char *err,
+		   size_t errsz);
+	int (*get)(void *arg, unsigned i, uint64_t off, void *data, size_t len, char *err,
+		   size_t errsz);
 	void *arg;
 	char err[256];		/* why gio_run() failed */
 };

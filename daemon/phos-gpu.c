@@ -57,6 +57,7 @@
 #include <unistd.h>
 #include <cuda.h>
 
+#include "chunks.h"
 #include "gpu-io.h"
 #include "phos-hash-ptx.h"
 #include "proto.h"
@@ -342,6 +343,48 @@ static struct phos_savetab *table_open(int fd, unsigned n)
 	return t;
 }
 
+/* The task's chunk store (common/chunks.h), "../chunks" from the image
+ * directory phos-gpu runs in; each buffer's chunk digests, in order. */
+static int chunks_fd = -1;
+static struct phos_idx idx[PHOS_GPUBUF_MAX];
+static struct phos_chunk_stats cstat;
+
+static bool direct_io(void)
+{
+	const char *d = getenv("PHOS_GPU_DIRECT_IO");
+
+	return d && strcmp(d, "1") == 0;
+}
+
+static int open_chunks(void)
+{
+	chunks_fd = open("../" PHOS_CHUNKS_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	return chunks_fd;
+}
+
+static int chunk_put(void *arg, unsigned i, uint64_t off, const void *data, size_t len,
+		     char *err, size_t errsz)
+{
+	bool written;
+
+	(void)arg;
+	if (phos_chunk_put(chunks_fd, data, len, direct_io(), idx[i].sha[off / idx[i].chunk],
+			   &written, err, errsz) < 0)
+		return -1;
+	__atomic_fetch_add(written ? &cstat.written : &cstat.reused, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(written ? &cstat.written_bytes : &cstat.reused_bytes, len,
+			   __ATOMIC_RELAXED);
+	return 0;
+}
+
+static int chunk_get(void *arg, unsigned i, uint64_t off, void *data, size_t len, char *err,
+		     size_t errsz)
+{
+	(void)arg;
+	return phos_chunk_get(chunks_fd, idx[i].sha[off / idx[i].chunk], data, len, direct_io(),
+			      err, errsz);
+}
+
 static int save(const char *tag, bool want_snapshot, int tab_fd)
 {
 	char line[256], name[300];
@@ -418,11 +461,25 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 	map = fopen(name, "wex");
 	if (!map)
 		return fail("cannot create %s: %s", name, strerror(errno));
+	/* into the task's chunk store if phosd made one (chunks another
+	 * generation stored already are not written again), else one file
+	 * per buffer */
+	size_t chunk = gio_chunk();
+	bool chunked = open_chunks() >= 0;
 	for (unsigned i = 0; i < n; i++) {
-		snprintf(name, sizeof(name), "gpumem-%s-%u.bin", tag, i);
 		io[i] = (struct gio_buf){ .ctx = ctx_of[b[i].dev], .size = b[i].size,
-					  .dptr = snapshot ? b[i].snap : b[i].src,
-					  .fd = open_file(name, O_WRONLY | O_CREAT | O_EXCL) };
+					  .dptr = snapshot ? b[i].snap : b[i].src, .fd = -1 };
+		if (chunked) {
+			idx[i] = (struct phos_idx){ .size = b[i].size, .chunk = chunk,
+						    .n = phos_idx_count(b[i].size, chunk) };
+			if (!(idx[i].sha = calloc(idx[i].n, sizeof(*idx[i].sha)))) {
+				fail("out of memory");
+				goto failed;
+			}
+			continue;
+		}
+		snprintf(name, sizeof(name), "gpumem-%s-%u.bin", tag, i);
+		io[i].fd = open_file(name, O_WRONLY | O_CREAT | O_EXCL);
 		if (io[i].fd < 0) {
 			fail("cannot create %s: %s", name, strerror(errno));
 			goto failed;
@@ -430,11 +487,11 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 	}
 	struct copy_ctx sc = { .tab = tab, .bad = -1 };
 	uint64_t tcopy = phos_now_ms();
-	char rate[96] = "";
+	char rate[160] = "";
 	struct gio g = { .dir = GIO_SAVE, .b = io, .n = n, .hash = true, .ops = io_ops(),
-			 .pick = cow ? copy_pick : NULL, .wanted = cow ? copy_wanted : NULL,
-			 .start = cow ? copy_start : NULL, .done = cow ? save_done : NULL,
-			 .arg = &sc };
+			 .chunk = chunk, .pick = cow ? copy_pick : NULL,
+			 .wanted = cow ? copy_wanted : NULL, .start = cow ? copy_start : NULL,
+			 .done = cow ? save_done : NULL, .put = chunk_put, .arg = &sc };
 	if (gio_run(&g) < 0) {
 		if (sc.bad >= 0) {
 			unsigned i = (unsigned)sc.bad;
@@ -453,7 +510,28 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 	tcopy = phos_now_ms() - tcopy;
 	snprintf(rate, sizeof(rate), "; copy %.2f GB/s with %u threads, %zu MiB chunks",
 		 tcopy ? (double)total / 1e6 / (double)tcopy : 0.0, g.threads, g.chunk >> 20);
+	if (chunked) {
+		size_t k = strlen(rate);
+
+		snprintf(rate + k, sizeof(rate) - k, "; %" PRIu64 " chunk(s) written (%" PRIu64
+			 " MB), %" PRIu64 " already stored (%" PRIu64 " MB)", cstat.written,
+			 cstat.written_bytes / 1000000, cstat.reused, cstat.reused_bytes / 1000000);
+		if (fsync(chunks_fd) < 0) {	/* the renames of the new chunks */
+			fail("syncing the chunk store: %s", strerror(errno));
+			goto failed;
+		}
+	}
 	for (unsigned i = 0; i < n; i++) {
+		char err[256];
+
+		if (chunked) {
+			snprintf(name, sizeof(name), "gpumem-%s-%u.idx", tag, i);
+			if (phos_idx_write(&idx[i], AT_FDCWD, name, err, sizeof(err)) < 0) {
+				fail("%s", err);
+				goto failed;
+			}
+			continue;
+		}
 		if (fsync(io[i].fd) < 0 || close(io[i].fd) < 0) {
 			fail("writing gpumem-%s-%u.bin: %s", tag, i, strerror(errno));
 			goto failed;
@@ -464,8 +542,9 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 	 * copied in, each with the hash of its bytes (a concurrent restore
 	 * checks each buffer against it before the process may use it) */
 	for (unsigned i = 0; i < n; i++)
-		fprintf(map, "%#" PRIx64 " %" PRIu64 " %u gpumem-%s-%u.bin %016" PRIx64 " %016" PRIx64
-			"\n", b[i].va, b[i].size, b[i].dev, tag, i, io[i].h[0], io[i].h[1]);
+		fprintf(map, "%#" PRIx64 " %" PRIu64 " %u gpumem-%s-%u.%s %016" PRIx64 " %016"
+			PRIx64 "\n", b[i].va, b[i].size, b[i].dev, tag, i, chunked ? "idx" : "bin",
+			io[i].h[0], io[i].h[1]);
 	if (tab)
 		phos_savetab_end(tab);
 	if (fflush(map) != 0 || fsync(fileno(map)) < 0 || fclose(map) != 0)
@@ -543,6 +622,7 @@ static int load(const char *tag, bool concurrent)
 	struct copy_ctx lc = { .bad = -1 };
 	uint64_t total = 0, t0 = phos_now_ms(), tcopy;
 	int n = 0, tab_fd = -1;
+	size_t chunk = 0;	/* of the chunked buffers (all alike) */
 	FILE *map;
 
 	snprintf(name, sizeof(name), "gpumem-%s.map", tag);
@@ -570,10 +650,30 @@ static int load(const char *tag, bool concurrent)
 		want_hash[n].known = k == 6;
 		if (use_dev(lb[n].dev))
 			return 1;
-		in = open_file(file, O_RDONLY);
-		if (in < 0 || fstat(in, &st) < 0 || (uint64_t)st.st_size != lb[n].size)
-			return fail("%s: missing or of the wrong size (%" PRIu64 " bytes expected)", file,
-				    lb[n].size);
+		size_t fl = strlen(file);
+		if (fl > 4 && !strcmp(file + fl - 4, PHOS_IDX_SUFFIX)) {
+			char err[256];
+
+			/* in chunks: each checked against its name as it is read */
+			if (chunks_fd < 0 && open_chunks() < 0)
+				return fail("%s names chunks, but ../%s cannot be opened: %s", file,
+					    PHOS_CHUNKS_DIR, strerror(errno));
+			if (phos_idx_read(&idx[n], AT_FDCWD, file, err, sizeof(err)) < 0)
+				return fail("%s", err);
+			if (idx[n].size != lb[n].size)
+				return fail("%s describes %" PRIu64 " bytes, the buffer has %" PRIu64,
+					    file, idx[n].size, lb[n].size);
+			if (chunk && idx[n].chunk != chunk)
+				return fail("%s: chunks of %" PRIu64 " bytes, others of %zu", file,
+					    idx[n].chunk, chunk);
+			chunk = idx[n].chunk;
+			in = -1;
+		} else {
+			in = open_file(file, O_RDONLY);
+			if (in < 0 || fstat(in, &st) < 0 || (uint64_t)st.st_size != lb[n].size)
+				return fail("%s: missing or of the wrong size (%" PRIu64 " bytes "
+					    "expected)", file, lb[n].size);
+		}
 		prop.location.id = (int)lb[n].dev;
 		if ((r = cu.create(&h, lb[n].size, &prop, 0)) != CUDA_SUCCESS)
 			return fail("allocating %" PRIu64 " bytes on GPU %u: %s", lb[n].size, lb[n].dev,
@@ -600,22 +700,25 @@ static int load(const char *tag, bool concurrent)
 			return 1;
 	}
 	struct gio g = { .dir = GIO_LOAD, .b = io, .n = (unsigned)n, .hash = true, .ops = io_ops(),
-			 .pick = lc.tab ? copy_pick : NULL, .wanted = lc.tab ? copy_wanted : NULL,
-			 .start = lc.tab ? copy_start : NULL, .done = load_done, .arg = &lc };
+			 .chunk = chunk, .pick = lc.tab ? copy_pick : NULL,
+			 .wanted = lc.tab ? copy_wanted : NULL, .start = lc.tab ? copy_start : NULL,
+			 .done = load_done, .get = chunk_get, .arg = &lc };
 
 	tcopy = phos_now_ms();
 	if (gio_run(&g) < 0) {
 		if (lc.tab)
 			phos_savetab_end(lc.tab);	/* what is not loaded is FAILED */
 		if (lc.bad >= 0)
-			return fail("gpumem-%s-%d.bin does not hold what was saved (its bytes do not "
-				    "match the hash in gpumem-%s.map): the image is damaged", tag,
+			return fail("buffer %d of gpumem-%s.map does not hold what was saved (its "
+				    "bytes do not match the hash in the map): the image is damaged",
 				    lc.bad, tag);
-		return fail("gpumem-%s: %s", tag, g.err);
+		return fail("gpumem-%s: %s%s", tag, g.err, strstr(g.err, "corrupt") ||
+			    strstr(g.err, "bytes, not") ? ": the image is damaged" : "");
 	}
 	tcopy = phos_now_ms() - tcopy;
 	for (int i = 0; i < n; i++)
-		close(io[i].fd);
+		if (io[i].fd >= 0)
+			close(io[i].fd);
 	if (lc.tab)
 		phos_savetab_end(lc.tab);
 	else if (hand_over(blob, fds, n, -1))

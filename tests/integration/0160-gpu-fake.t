@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 42
+plan 47
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -47,7 +47,8 @@ log_since() { tail -n +"$1" "$PD/n1.log"; }
 # start_app OUT [indirect]: fake_gpu_app under libphos, as a job's task; $APP
 start_app() {
 	setsid env LD_PRELOAD="$LIBPHOS" PHOS_CHECKPOINT=1 PHOS_SOCKET="$S" \
-		"$PROGS/fake_gpu_app" "$1" "$NBUF" "$MIB" "${@:2}" </dev/null >>"$PD/app.err" 2>&1 &
+		"$PROGS/fake_gpu_app" "$1" "$NBUF" "$MIB" "${@:2}" </dev/null >>"$PD/app.err" 2>&1 \
+		3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &	# no test harness file in its image
 	APP=$!
 	disown
 	track "$APP"
@@ -68,8 +69,9 @@ like "$(log_since "$mark")" "pid $apid: $NBUF GPU buffer\\(s\\), $((NBUF * MIB <
 like "$(log_since "$mark")" "snapshot" "phos-gpu copied them on the device first (room for a snapshot)"
 gen=$(image_dir root "$apid")/000001
 is "$(wc -l <"$gen/gpumem-$apid.map" 2>/dev/null)" "$NBUF" "the image maps $NBUF buffers (gpumem-$apid.map)"
-sizes=$(stat -c %s "$gen"/gpumem-"$apid"-*.bin 2>/dev/null | sort -u)
-is "$sizes" "$((MIB << 20))" "each saved as its $MIB MiB of raw bytes"
+hdrs=$(head -qn1 "$gen"/gpumem-"$apid"-*.idx 2>/dev/null | sort -u)
+is "$hdrs" "phos-chunks 1 $((MIB << 20)) 1048576" \
+	"each saved as its $MIB MiB in 1 MiB chunks, named by an index in the image"
 n=$(last_iter)
 wait_for 30 iter_past $((n + 5))
 ok $? "the program goes on after the checkpoint (iter $(last_iter))"
@@ -204,11 +206,51 @@ like "$OUT" "pid-$apid +0 +0 +3 +yes" "the image is still listed as valid"
 phosd_stop n1
 phosd_start n1
 
-# a tampered gpumem file is refused before anything runs
-bin=$(ls "$gen"/gpumem-"$apid"-*.bin | head -1)
-printf '\x55' | dd of="$bin" bs=1 seek=4096 conv=notrunc status=none
+# -- periodic checkpoints store only what changed; retention sweeps the rest -----------
+# (a program that changes its first buffer only; one generation kept)
+phosd_stop n1
+phosd_start n1 "keep_generations: 1"
+f3=$PD/static.out
+start_app "$f3" static
+spid=$APP
+sdone() { [ "$(sed -n 's/^iter //p' "$f3" | tail -1)" -ge "$1" ] 2>/dev/null; }
+wait_for 30 sdone 3
+pc_out n1 checkpoint --leave-running --pid "$spid"
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+n=$(sed -n 's/^iter //p' "$f3" | tail -1)
+wait_for 30 sdone $((n + 3))
+pc_out n1 checkpoint --leave-running --pid "$spid"
+ok $RC "a second checkpoint of a program that changed one buffer of $NBUF succeeds" ||
+	{ diag "$OUT"; diag_file "$PD/n1.log" 20; }
+# 4 MiB of the changed buffer: 4 chunks of one pattern, 1 to 4 of them
+# written (workers may race to store the same new chunk); the others' 8
+# found stored
+cw=$(log_since "$mark" | sed -n 's/.*; \([0-9]*\) chunk(s) written ([0-9]* MB), \([0-9]*\) already stored.*/\1 \2/p')
+ok "$(read -r w r <<<"$cw"; [ -n "$w" ] && [ "$w" -ge 1 ] && [ "$w" -le 4 ] &&
+	[ $((w + r)) = $((NBUF * MIB)) ] && echo 0 || echo 1)" \
+	"only the changed buffer's chunks are written again, the others' are reused (written, reused: $cw)"
+like "$(log_since "$mark")" "retention: removed 1 chunk\\(s\\) \\(1048576 bytes\\)" \
+	"retention removes generation 1 and the one chunk only it named"
+sgen=$(ls -d "$(image_dir root "$spid")"/0* | tail -1)
+is "$(ls "$(dirname "$sgen")/chunks" | wc -l)" "$NBUF" \
+	"the store keeps the $NBUF chunks generation 2 names (each buffer's 4 MiB hold one 1 MiB pattern)"
+kill -KILL "$spid" 2>/dev/null
+wait_for 10 _gone "$spid"
+n=$(wc -l <"$f3")
+pc_out n1 restore --detach "$sgen"
+track "$(restored_pid "$OUT")"
+wait_for 30 _has_lines "$f3" $((n + 3))
+ok "$( (_has_lines "$f3" $((n + 3)) && ! grep -q CORRUPT "$f3") && echo 0 || echo 1)" \
+	"restored from shared chunks, the program finds every word as it was" ||
+	{ diag "$OUT"; diag_file "$f3" 3; }
+kill -KILL "$(restored_pid "$OUT")" 2>/dev/null
+
+# a chunk with a flipped byte fails the restore: each is checked as it is read
+chunk=$(sed -n 2p "$(ls "$gen"/gpumem-"$apid"-*.idx | head -1)")
+printf '\x55' | dd of="$(dirname "$gen")/chunks/$chunk" bs=1 seek=4096 conv=notrunc status=none
 pc_out n1 restore --detach "$gen"
-like "$RC $OUT" "^1 .*gpumem-$apid-[0-9]*\\.bin" "a flipped byte in a saved buffer refuses the restore, naming the file"
+like "$RC $(tail -1 <<<"$OUT")" "^1 .*chunk ${chunk:0:16}\\.\\.\\. does not hold the bytes its name says \\(corrupt\\).*the image is damaged" \
+	"a flipped byte in a stored chunk fails the restore, naming the chunk"
 
 # -- phos-gpu refuses what it cannot use, and says what --------------------------------
 GPUH=$PHOS_GPU_HELPER

@@ -3,7 +3,7 @@
  * the GPU fast path (integration/0160-gpu-fake.t): run under libphos.so
  * with tests/fakecuda's libcuda.so.1 first in LD_LIBRARY_PATH.
  *
- *   fake_gpu_app OUT NBUF MIB [indirect]
+ *   fake_gpu_app OUT NBUF MIB [indirect|static]
  *
  * Allocates NBUF buffers of MIB MiB (libphos serves them as exportable VMM
  * memory) and one of 64 KiB (stays native), fills buffer i with the 32-bit
@@ -20,6 +20,10 @@
  * finds it through a pointer stored in the small buffer: a write libphos
  * cannot see (its parameters point only into the small buffer), which a
  * concurrent GPU save must catch by its hash check.
+ *
+ * With "static", only the first large buffer changes (the others keep
+ * i * 1000 and are checked for it): what a periodic checkpoint stores again
+ * is the first one's chunks alone.
  */
 #include "config.h"
 
@@ -83,7 +87,7 @@ int main(int argc, char **argv)
 	CUcontext ctx;
 	CUdevice dev;
 	CUfunction k, ki;
-	bool indirect;
+	bool indirect, fixed;
 	uint32_t *host;
 	size_t *len;
 	FILE *out;
@@ -91,8 +95,9 @@ int main(int argc, char **argv)
 	int n, r;
 
 	indirect = argc == 5 && strcmp(argv[4], "indirect") == 0;
-	if ((argc != 4 && !indirect) || (n = atoi(argv[2])) < 1 || atoi(argv[3]) < 1) {
-		fprintf(stderr, "usage: fake_gpu_app OUT NBUF MIB [indirect]\n");
+	fixed = argc == 5 && strcmp(argv[4], "static") == 0;
+	if ((argc != 4 && !indirect && !fixed) || (n = atoi(argv[2])) < 1 || atoi(argv[3]) < 1) {
+		fprintf(stderr, "usage: fake_gpu_app OUT NBUF MIB [indirect|static]\n");
 		return 2;
 	}
 	if (!(out = fopen(argv[1], "a")) || !(h = dlopen("libcuda.so.1", RTLD_NOW)))
@@ -131,7 +136,8 @@ int main(int argc, char **argv)
 			if ((r = cu.dtoh(host, buf[i], len[i])))
 				die("cuMemcpyDtoH", r);
 			/* the small one is not incremented: it holds the pointer */
-			uint32_t want = i == n ? (uint32_t)n * 1000 : (uint32_t)i * 1000 + iter;
+			uint32_t want = i == n ? (uint32_t)n * 1000 :
+					(uint32_t)i * 1000 + (fixed && i > 0 ? 0 : iter);
 
 			for (int w = i == n ? 2 : 0; w < words; w++)
 				if (host[w] != want) {
@@ -142,7 +148,7 @@ int main(int argc, char **argv)
 					fclose(out);
 					return 3;
 				}
-			if (i == n)
+			if (i == n || (fixed && i > 0))
 				continue;
 			if ((r = cu.launch(hidden ? ki : k, 1, 1, 1, 1, 1, 1, 0, NULL, hidden ? pi : p,
 					   NULL)))

@@ -1,0 +1,372 @@
+/*
+ * chunks.c - the content-addressed chunk store (chunks.h).
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "chunks.h"
+#include "util.h"
+
+#define IDX_MAGIC	"phos-chunks 1 "
+#define IDX_MAX		(16u << 20)
+
+static int errf(char *err, size_t errsz, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int errf(char *err, size_t errsz, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err && errsz) {
+		va_start(ap, fmt);
+		vsnprintf(err, errsz, fmt, ap);
+		va_end(ap);
+	}
+	errno = code;
+	return -1;
+}
+
+void phos_chunk_hex(const unsigned char sha[32], char out[PHOS_CHUNK_HEX + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+
+	for (int i = 0; i < 32; i++) {
+		out[2 * i] = hex[sha[i] >> 4];
+		out[2 * i + 1] = hex[sha[i] & 15];
+	}
+	out[PHOS_CHUNK_HEX] = '\0';
+}
+
+static int nibble(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;	/* lowercase only: one name per digest */
+}
+
+int phos_chunk_unhex(const char *s, unsigned char sha[32])
+{
+	for (int i = 0; i < 32; i++) {
+		int hi = nibble(s[2 * i]), lo = hi < 0 ? -1 : nibble(s[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return -1;
+		sha[i] = (unsigned char)(hi << 4 | lo);
+	}
+	return s[PHOS_CHUNK_HEX] == '\0' ? 0 : -1;
+}
+
+static int sha256(const void *data, size_t len, unsigned char sha[32])
+{
+	unsigned int n = 0;
+
+	return EVP_Digest(data, len, sha, &n, EVP_sha256(), NULL) && n == 32 ? 0 : -1;
+}
+
+/* A chunk file we may trust to be ours: a regular file of the store's
+ * owner that nobody else may write. */
+static bool safe(const struct stat *st)
+{
+	return S_ISREG(st->st_mode) && st->st_uid == geteuid() && !(st->st_mode & 022);
+}
+
+int phos_chunk_check(int dir_fd, const unsigned char sha[32], size_t len, char *err,
+		     size_t errsz)
+{
+	char name[PHOS_CHUNK_HEX + 1];
+	struct stat st;
+
+	phos_chunk_hex(sha, name);
+	if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errf(err, errsz, errno, "chunk %.16s...: %s", name, strerror(errno));
+	if (!safe(&st))
+		return errf(err, errsz, EPERM, "chunk %.16s... is not a regular file of uid %u "
+			    "closed to others", name, (unsigned)geteuid());
+	if ((uint64_t)st.st_size != len)
+		return errf(err, errsz, EMSGSIZE, "chunk %.16s... has %jd bytes, not %zu", name,
+			    (intmax_t)st.st_size, len);
+	return 0;
+}
+
+int phos_chunk_put(int dir_fd, const void *data, size_t len, bool direct, unsigned char sha[32],
+		   bool *written, char *err, size_t errsz)
+{
+	char name[PHOS_CHUNK_HEX + 1], tmp[PHOS_CHUNK_HEX + 64];
+	int fd = -1, e;
+
+	*written = false;
+	if (sha256(data, len, sha) < 0)
+		return errf(err, errsz, EIO, "SHA-256 failed");
+	phos_chunk_hex(sha, name);
+	if (phos_chunk_check(dir_fd, sha, len, NULL, 0) == 0)
+		return 0;	/* stored by an earlier generation (or thread) */
+	snprintf(tmp, sizeof(tmp), PHOS_CHUNK_TMP_PREFIX "%s-%d-%ld", name, (int)getpid(),
+		 (long)syscall(SYS_gettid));
+	if (direct)
+		fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC |
+			    O_DIRECT, 0600);
+	if (fd < 0 && direct && errno == EINVAL)
+		unlinkat(dir_fd, tmp, 0);	/* O_CREAT made it before O_DIRECT was refused */
+	if (fd < 0)
+		fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return errf(err, errsz, errno, "creating chunk %.16s...: %s", name, strerror(errno));
+	if (phos_write_full(fd, data, len) < 0 || fdatasync(fd) < 0) {
+		e = errno;
+		goto fail;
+	}
+	if (close(fd) < 0) {
+		fd = -1;
+		e = errno;
+		goto fail;
+	}
+	fd = -1;
+	/* the same bytes may have arrived meanwhile: rename replaces them
+	 * with identical ones */
+	if (renameat(dir_fd, tmp, dir_fd, name) < 0) {
+		e = errno;
+		goto fail;
+	}
+	*written = true;
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	unlinkat(dir_fd, tmp, 0);
+	return errf(err, errsz, e, "writing chunk %.16s...: %s", name, strerror(e));
+}
+
+int phos_chunk_get(int dir_fd, const unsigned char sha[32], void *buf, size_t len, bool direct,
+		   char *err, size_t errsz)
+{
+	char name[PHOS_CHUNK_HEX + 1];
+	unsigned char got[32];
+	struct stat st;
+	ssize_t n;
+	int fd = -1, e;
+
+	phos_chunk_hex(sha, name);
+	if (direct)
+		fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_DIRECT);
+	if (fd < 0)
+		fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errf(err, errsz, errno == ELOOP ? EPERM : errno, "chunk %.16s...: %s", name,
+			    strerror(errno));
+	if (fstat(fd, &st) < 0) {
+		e = errno;
+		close(fd);
+		return errf(err, errsz, e, "chunk %.16s...: %s", name, strerror(e));
+	}
+	if (!safe(&st)) {
+		close(fd);
+		return errf(err, errsz, EPERM, "chunk %.16s... is not a regular file of uid %u "
+			    "closed to others", name, (unsigned)geteuid());
+	}
+	if ((uint64_t)st.st_size != len) {
+		close(fd);
+		return errf(err, errsz, EMSGSIZE, "chunk %.16s... has %jd bytes, not %zu", name,
+			    (intmax_t)st.st_size, len);
+	}
+	n = phos_read_full(fd, buf, len);
+	e = errno;
+	close(fd);
+	if (n < 0)
+		return errf(err, errsz, e, "reading chunk %.16s...: %s", name, strerror(e));
+	if ((size_t)n != len)
+		return errf(err, errsz, EMSGSIZE, "chunk %.16s... ended after %zd bytes", name, n);
+	if (sha256(buf, len, got) < 0)
+		return errf(err, errsz, EIO, "SHA-256 failed");
+	if (memcmp(got, sha, 32))
+		return errf(err, errsz, EILSEQ, "chunk %.16s... does not hold the bytes its name "
+			    "says (corrupt)", name);
+	return 0;
+}
+
+/* ---- index files -------------------------------------------------------- */
+
+uint64_t phos_idx_count(uint64_t size, uint64_t chunk)
+{
+	return chunk ? (size + chunk - 1) / chunk : 0;
+}
+
+size_t phos_idx_len(const struct phos_idx *x, uint64_t i)
+{
+	uint64_t off = i * x->chunk;
+
+	return (size_t)(x->size - off < x->chunk ? x->size - off : x->chunk);
+}
+
+void phos_idx_free(struct phos_idx *x)
+{
+	free(x->sha);
+	x->sha = NULL;
+	x->n = 0;
+}
+
+int phos_idx_parse(struct phos_idx *x, const char *text, size_t len, char *err, size_t errsz)
+{
+	const char *p = text, *end = text + len;
+	char *stop;
+
+	memset(x, 0, sizeof(*x));
+	if (len < strlen(IDX_MAGIC) || memcmp(p, IDX_MAGIC, strlen(IDX_MAGIC)))
+		return errf(err, errsz, EBADMSG, "not a chunk index (no \"%s\" header)", IDX_MAGIC);
+	p += strlen(IDX_MAGIC);
+	/* SIZE CHUNK\n: canonical decimal numbers */
+	if (!memchr(p, '\n', (size_t)(end - p)))
+		return errf(err, errsz, EBADMSG, "chunk index: unterminated header");
+	errno = 0;
+	x->size = strtoull(p, &stop, 10);
+	if (errno || stop == p || *stop != ' ' || *p == '0')
+		return errf(err, errsz, EBADMSG, "chunk index: bad size");
+	p = stop + 1;
+	x->chunk = strtoull(p, &stop, 10);
+	if (errno || stop == p || *stop != '\n' || *p == '0' || x->chunk % 4096 ||
+	    x->chunk > (1ull << 30))
+		return errf(err, errsz, EBADMSG, "chunk index: bad chunk size");
+	p = stop + 1;
+	x->n = phos_idx_count(x->size, x->chunk);
+	if ((uint64_t)(end - p) != x->n * (PHOS_CHUNK_HEX + 1))
+		return errf(err, errsz, EBADMSG, "chunk index: %" PRIu64 " chunks expected, the "
+			    "file has %zu bytes of them", x->n, (size_t)(end - p));
+	x->sha = calloc(x->n ? x->n : 1, sizeof(*x->sha));
+	if (!x->sha)
+		return errf(err, errsz, ENOMEM, "out of memory");
+	for (uint64_t i = 0; i < x->n; i++, p += PHOS_CHUNK_HEX + 1) {
+		char h[PHOS_CHUNK_HEX + 1];
+
+		memcpy(h, p, PHOS_CHUNK_HEX);
+		h[PHOS_CHUNK_HEX] = '\0';
+		if (p[PHOS_CHUNK_HEX] != '\n' || phos_chunk_unhex(h, x->sha[i]) < 0) {
+			phos_idx_free(x);
+			return errf(err, errsz, EBADMSG, "chunk index: line %" PRIu64 " is not a "
+				    "SHA-256", i + 2);
+		}
+	}
+	return 0;
+}
+
+int phos_idx_read(struct phos_idx *x, int dir_fd, const char *name, char *err, size_t errsz)
+{
+	struct stat st;
+	char *buf;
+	ssize_t n;
+	int fd, rc;
+
+	memset(x, 0, sizeof(*x));
+	fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errf(err, errsz, errno, "%s: %s", name, strerror(errno));
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > IDX_MAX) {
+		close(fd);
+		return errf(err, errsz, EBADMSG, "%s: not a chunk index", name);
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		close(fd);
+		return errf(err, errsz, ENOMEM, "out of memory");
+	}
+	n = phos_read_full(fd, buf, (size_t)st.st_size);
+	close(fd);
+	if (n != st.st_size) {
+		free(buf);
+		return errf(err, errsz, EIO, "%s: short read", name);
+	}
+	rc = phos_idx_parse(x, buf, (size_t)n, err, errsz);
+	free(buf);
+	return rc;
+}
+
+int phos_idx_write(const struct phos_idx *x, int dir_fd, const char *name, char *err,
+		   size_t errsz)
+{
+	size_t len = 64 + x->n * (PHOS_CHUNK_HEX + 1), off;
+	char *buf = malloc(len);
+	int fd, e;
+
+	if (!buf)
+		return errf(err, errsz, ENOMEM, "out of memory");
+	off = (size_t)snprintf(buf, len, IDX_MAGIC "%" PRIu64 " %" PRIu64 "\n", x->size, x->chunk);
+	for (uint64_t i = 0; i < x->n; i++) {
+		phos_chunk_hex(x->sha[i], buf + off);
+		off += PHOS_CHUNK_HEX;
+		buf[off++] = '\n';
+	}
+	fd = openat(dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		e = errno;
+		free(buf);
+		return errf(err, errsz, e, "creating %s: %s", name, strerror(e));
+	}
+	if (phos_write_full(fd, buf, off) < 0 || fsync(fd) < 0) {
+		e = errno;
+		close(fd);
+		free(buf);
+		return errf(err, errsz, e, "writing %s: %s", name, strerror(e));
+	}
+	free(buf);
+	if (close(fd) < 0)
+		return errf(err, errsz, errno, "writing %s: %s", name, strerror(errno));
+	return 0;
+}
+
+/* ---- sweeping ----------------------------------------------------------- */
+
+static int cmp_sha(const void *a, const void *b)
+{
+	return memcmp(a, b, 32);
+}
+
+int phos_chunks_sweep(int dir_fd, const unsigned char (*keep)[32], size_t n, uint64_t *bytes,
+		      char *err, size_t errsz)
+{
+	struct dirent *de;
+	int fd, removed = 0;
+	DIR *d;
+
+	if (bytes)
+		*bytes = 0;
+	fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || !(d = fdopendir(fd))) {
+		int e = errno;
+
+		if (fd >= 0)
+			close(fd);
+		return errf(err, errsz, e, "chunk store: %s", strerror(e));
+	}
+	while ((errno = 0, de = readdir(d))) {
+		unsigned char sha[32];
+		struct stat st;
+		bool tmp = !strncmp(de->d_name, PHOS_CHUNK_TMP_PREFIX, strlen(PHOS_CHUNK_TMP_PREFIX));
+
+		if (!tmp && (phos_chunk_unhex(de->d_name, sha) < 0 ||
+			     bsearch(sha, keep, n, sizeof(*keep), cmp_sha)))
+			continue;	/* in use, or not a chunk (the lock, ...) */
+		if (fstatat(dir_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+			continue;
+		if (unlinkat(dir_fd, de->d_name, 0) < 0)
+			continue;
+		removed++;
+		if (bytes)
+			*bytes += (uint64_t)st.st_size;
+	}
+	closedir(d);
+	if (removed)
+		fsync(dir_fd);
+	return removed;
+}
