@@ -2,9 +2,12 @@
  * gpu_feed - drive phos-gpu by itself, as phosd and phos-restore do, for
  * bench/storage.sh (on the fake driver: buffers are memfds).
  *
- *   gpu_feed save PHOS_GPU DIR NBUF MIB   N buffers of random bytes handed
- *                                         to "phos-gpu save" in DIR
- *   gpu_feed load PHOS_GPU DIR            "phos-gpu load" of what is there
+ *   gpu_feed save PHOS_GPU DIR NBUF MIB [CHANGED_PCT]
+ *                              N buffers of random bytes handed to
+ *                              "phos-gpu save" in DIR (into DIR/../chunks
+ *                              if that exists); with CHANGED_PCT, the same
+ *                              bytes but for that share of the chunks
+ *   gpu_feed load PHOS_GPU DIR "phos-gpu load" of what is there
  *
  * Prints "seconds S" (phos-gpu's whole run, fsync included) and relays
  * phos-gpu's last line; exit status is phos-gpu's.
@@ -78,9 +81,11 @@ int main(int argc, char **argv)
 	static char input[256 * 64];
 	size_t len = 0;
 
-	if (argc == 6 && strcmp(argv[1], "save") == 0) {
-		int n = atoi(argv[4]);
+	if ((argc == 6 || argc == 7) && strcmp(argv[1], "save") == 0) {
+		int n = atoi(argv[4]), pct = argc == 7 ? atoi(argv[6]) : 0;
 		size_t sz = (size_t)atoi(argv[5]) << 20;
+		const char *cm = getenv("PHOS_GPU_IO_CHUNK_MB");
+		size_t chunk = (size_t)(cm && atoi(cm) > 0 ? atoi(cm) : 8) << 20;
 		char *args[] = { argv[2], "save", "1", NULL };
 		uint64_t x = 88172645463325252ull;
 
@@ -104,6 +109,12 @@ int main(int argc, char **argv)
 				x ^= x << 17;
 				p[k] = x;
 			}
+			/* CHANGED_PCT: the same bytes as without it, but for one
+			 * word in every (100 / CHANGED_PCT)-th chunk of phos-gpu's
+			 * chunk size: what changed since the last checkpoint */
+			for (size_t c = 0, per = (sz + chunk - 1) / chunk; pct > 0 && c < per; c++)
+				if (((size_t)i * per + c) % (size_t)(100 / pct) == 0)
+					p[c * chunk / 8] ^= 0x5a5a5a5a5a5a5a5aull;
 			munmap(p, sz);
 			len += (size_t)snprintf(input + len, sizeof(input) - len, "%#llx %zu 0\n",
 						0x7f0000000000ull + (unsigned long long)i * sz, sz);
@@ -120,6 +131,7 @@ int main(int argc, char **argv)
 		}
 		return run(args, NULL, 0, NULL, sv[1], sv[0]);
 	}
-	fprintf(stderr, "usage: gpu_feed save PHOS_GPU DIR NBUF MIB | load PHOS_GPU DIR\n");
+	fprintf(stderr, "usage: gpu_feed save PHOS_GPU DIR NBUF MIB [CHANGED_PCT] | load PHOS_GPU "
+		"DIR\n");
 	return 2;
 }

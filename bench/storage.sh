@@ -12,7 +12,8 @@
 #
 # Environment: TARGETS (directories, default "/dev/shm /var/tmp"), NBUF and
 # MIB (buffers, default 8 x 256 MiB), THREADS (default "1 4 8"), DIRECT_IO
-# (default "0 1": O_DIRECT off and on).  Needs root to drop the page cache
+# (default "0 1": O_DIRECT off and on), CHANGED (default 10: the share of
+# chunks a second, incremental save finds changed).  Needs root to drop the page cache
 # before the read runs (otherwise they read from memory, and say so).
 # Prints one line per run: the whole phos-gpu run (start, import, copy,
 # fsync) and, in parentheses, its copy phase alone (the engine); nothing
@@ -26,6 +27,7 @@ TARGETS=${TARGETS:-/dev/shm /var/tmp}
 NBUF=${NBUF:-8} MIB=${MIB:-256}
 THREADS=${THREADS:-1 4 8}
 DIRECT_IO=${DIRECT_IO:-0 1}
+CHANGED=${CHANGED:-10}
 bytes=$((NBUF * MIB << 20))
 
 [ -x "$GPU" ] || { echo "storage.sh: no $GPU: build first (BUILD_DIR)" >&2; exit 2; }
@@ -63,17 +65,28 @@ for t in $TARGETS; do
 	rm -f "$d/dd.bin"
 	for dio in $DIRECT_IO; do
 		for th in $THREADS; do
-			rm -f "$d"/gpumem-*
-			out=$(PHOS_GPU_IO_THREADS=$th PHOS_GPU_DIRECT_IO=$dio "$feed" save "$GPU" "$d" "$NBUF" "$MIB" 2>&1)
+			# as phosd lays it out: generations beside the task's chunk store
+			rm -rf "$d/g1" "$d/g2" "$d/chunks"
+			mkdir -p "$d/g1" "$d/g2" "$d/chunks"
+			env=(PHOS_GPU_IO_THREADS=$th PHOS_GPU_DIRECT_IO=$dio)
+			out=$(env "${env[@]}" "$feed" save "$GPU" "$d/g1" "$NBUF" "$MIB" 2>&1)
 			s=$(sed -n 's/^seconds //p' <<<"$out")
 			w="$(rate "$s") ($(sed -n 's/.*copy \([0-9.]* GB\/s\).*/\1/p' <<<"$out") copying)"
+			grep -q 'phos-gpu: saved' <<<"$out" || echo "    save failed: $out"
 			c=$(drop)
-			out=$(PHOS_GPU_IO_THREADS=$th PHOS_GPU_DIRECT_IO=$dio "$feed" load "$GPU" "$d" 2>&1)
+			out=$(env "${env[@]}" "$feed" load "$GPU" "$d/g1" 2>&1)
 			s=$(sed -n 's/^seconds //p' <<<"$out")
 			printf '  phos-gpu %d threads, O_DIRECT %s:  save %s, load (%s) %s (%s copying)\n' "$th" \
 				"$([ "$dio" = 1 ] && echo on || echo off)" "$w" "$c" "$(rate "$s")" \
 				"$(sed -n 's/.*copy \([0-9.]* GB\/s\).*/\1/p' <<<"$out")"
 			grep -q 'phos-gpu: loaded' <<<"$out" || echo "    load failed: $out"
+			# the next periodic checkpoint, CHANGED % of the chunks changed
+			out=$(env "${env[@]}" "$feed" save "$GPU" "$d/g2" "$NBUF" "$MIB" "$CHANGED" 2>&1)
+			s=$(sed -n 's/^seconds //p' <<<"$out")
+			printf '    next generation, %d %% changed: %.2f s (full save %.2f s); %s\n' "$CHANGED" \
+				"$s" "$(awk -v r="${w%% GB/s*}" -v b="$bytes" 'BEGIN { print (r > 0 ? b / 1e9 / r : 0) }')" \
+				"$(grep -o '[0-9]* chunk(s) written ([0-9]* MB), [0-9]* already stored ([0-9]* MB)' <<<"$out" ||
+				   echo "failed: $out")"
 		done
 	done
 	rm -rf "$d"

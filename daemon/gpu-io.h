@@ -70,8 +70,8 @@ struct gio {
 	char err[256];		/* why gio_run() failed */
 };
 
-/* Workers and chunk size: PHOS_GPU_IO_THREADS (default 4, at most 64) and
- * PHOS_GPU_IO_CHUNK_MB (default 8, 1..1024). */
+/* Workers and chunk size: PHOS_GPU_IO_THREADS (default half the CPUs, 4
+ * to 16; at most 64) and PHOS_GPU_IO_CHUNK_MB (default 8, 1..1024). */
 unsigned gio_threads(void);
 size_t gio_chunk(void);
 
