@@ -103,6 +103,13 @@ bench_one() {
 	bench_table+="$(printf '\n%-6s %9s %11s %11s %11s %11s %10s %10s %10s %9.2f %8s %6s' "$gb" "${stall:-?}" "${lrtot:-?}" "$itot" "${iwr:--}" "${free:-?}" "$rst" "$first" "${load:--}" "$(awk -v b="$bytes" 'BEGIN {print b / 1e9}')" "${save:--}" "$verify")"
 	log "bench $gb GiB: stall ${stall:-?} ms, GPU free after ${free:-?} ms, restore $rst ms, first step after $first ms, image $bytes bytes, verify $verify"
 }
+# the storage under the images, in this run: what the copy engine is up against
+dd_rate() { LC_ALL=C dd "$@" 2>&1 | awk '/copied/ { for (i = 1; i <= NF; i++) if ($i ~ /^s,?$/) s = $(i-1); b = $1 } END { if (s > 0) printf "%.2f", b / s / 1e9 }'; }
+mkdir -p "$W/images"
+ddw=$(dd_rate if=/dev/zero of="$W/images/dd.bin" bs=8M count=512 conv=fsync)
+ddr=$(dd_rate if="$W/images/dd.bin" of=/dev/null bs=8M)
+rm -f "$W/images/dd.bin"
+log "storage under $W/images: dd write ${ddw:-?} GB/s, read ${ddr:-?} GB/s (4 GiB, 8 MiB blocks, one stream)"
 for gb in ${BENCH_SIZES:-1 8 32}; do
 	if [ $SECONDS -gt "${BENCH_DEADLINE:-330}" ]; then
 		log "bench: skipping $gb GiB (past BENCH_DEADLINE=${BENCH_DEADLINE:-330} s)"
@@ -120,4 +127,5 @@ else
 	echo "==== bench (stop-the-world: driver checkpoint API + CRIU, images in $W)"
 fi
 echo "$bench_table"
+echo "(storage under the images: dd write ${ddw:-?} GB/s, read ${ddr:-?} GB/s, one stream)"
 echo

@@ -2,10 +2,11 @@
 // exact, deterministic evolution.  Prints one line per iteration with a
 // checksum of every buffer (integer arithmetic: bit-exact), then DONE.
 //   app_state NBUF MB_PER_BUF ITERS SLEEP_MS [indirect]
-// With "indirect", every step kernel finds its buffer through a pointer
-// array kept in device memory (same arithmetic, same output): writes libphos
-// cannot see, which the concurrent save's hash check must catch (run-all.sh
-// i).  All of them, so that some buffer is written before phos-gpu saves it
+// With "indirect", every step kernel finds its buffer (and the key it reads)
+// through pointer arrays kept in device memory (same arithmetic, same
+// output): writes libphos cannot see, so nothing makes them wait for a
+// concurrent save, which the save's hash check must catch (run-all.sh i).
+// All buffers, so that some are written before phos-gpu saves them
 // whatever order it saves them in.
 #include <cstdio>
 #include <cstdlib>
@@ -34,9 +35,10 @@ __global__ void step(uint32_t *b, const uint32_t *other, size_t n, uint32_t a, u
 		b[i] = b[i] * a + c + (other[(i * 7) % n] >> 3);
 }
 
-__global__ void step_ind(uint32_t *const *pb, const uint32_t *other, size_t n, uint32_t a, uint32_t c)
+__global__ void step_ind(uint32_t *const *pb, uint32_t *const *pk, size_t n, uint32_t a, uint32_t c)
 {
 	uint32_t *b = pb[0];
+	const uint32_t *other = pk[0];
 	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
 		b[i] = b[i] * a + c + (other[(i * 7) % n] >> 3);
 }
@@ -66,7 +68,7 @@ int main(int argc, char **argv)
 	int iters = argc > 3 ? atoi(argv[3]) : 60;
 	int sleep_ms = argc > 4 ? atoi(argv[4]) : 100;
 	bool indirect = argc > 5 && std::string(argv[5]) == "indirect";
-	uint32_t **pb = NULL;	// indirect: where each buffer is
+	uint32_t **pb = NULL, **pk = NULL;	// indirect: where each buffer and key is
 	size_t n = mb * (1 << 20) / 4;
 	const int nstream = 3, grid = 264, block = 256;
 	std::vector<uint32_t *> buf(nbuf), key(nbuf);
@@ -84,6 +86,8 @@ int main(int argc, char **argv)
 	}
 	CK(cudaMalloc(&pb, nbuf * sizeof(*pb)));
 	CK(cudaMemcpy(pb, buf.data(), nbuf * sizeof(*pb), cudaMemcpyHostToDevice));
+	CK(cudaMalloc(&pk, nbuf * sizeof(*pk)));
+	CK(cudaMemcpy(pk, key.data(), nbuf * sizeof(*pk), cudaMemcpyHostToDevice));
 	CK(cudaMalloc(&part, grid * sizeof(*part)));
 	CK(cudaMallocHost(&hpart, grid * sizeof(*hpart)));
 	CK(cudaDeviceSynchronize());
@@ -91,7 +95,7 @@ int main(int argc, char **argv)
 	for (int it = 1; it <= iters; it++) {
 		for (int i = 0; i < nbuf; i++) {
 			if (indirect)
-				step_ind<<<grid, block, 0, st[i % nstream]>>>(pb + i, key[i], n,
+				step_ind<<<grid, block, 0, st[i % nstream]>>>(pb + i, pk + i, n,
 									      1664525u + 2 * it,
 									      1013904223u + i);
 			else

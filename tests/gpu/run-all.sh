@@ -278,6 +278,46 @@ for mode in cow ind; do
 	fi
 	rm -rf "$IMG"
 done
+# i_torch: PyTorch training checkpointed while it runs (no snapshot): the
+# original's loss sequence and the image's are the uninterrupted run's; the
+# step times around the checkpoint are reported
+if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+	d=$W/i_torch; mkdir -p "$d"
+	"${UNDER_LIBPHOS[@]}" python3 "$here/train.py" 40 0.1 >"$d/ref.out" 2>&1
+	start_app "$d/a.out" "${UNDER_LIBPHOS[@]}" python3 "$here/train.py" 40 0.1
+	mark=$(wc -l <"$LOG_DIR/phosd.log")
+	if wait_for "$d/a.out" '^step 10 ' 180 && ckpt "$APP_PID" --leave-running; then
+		new=$(tail -n +"$mark" "$LOG_DIR/phosd.log")
+		grep -o 'phos-gpu: saved.*' <<<"$new" | sed 's/^/  /'
+		if grep -q 'while it ran .*every hash matched' <<<"$new"; then
+			pass "i_torch: PyTorch's GPU buffers were saved while it trained ($CKPT_LINE)"
+		else
+			fail "i_torch: the phosd log does not show a concurrent save"
+		fi
+		wait_for "$d/a.out" '^DONE' 180
+		if same_as_ref i_torch_orig "$d/a.out" "$d/ref.out"; then
+			pass "i_torch: the original's loss sequence equals the uninterrupted run's"
+		else
+			fail "i_torch: the original after the checkpoint"
+		fi
+		# step times: before the checkpoint (2-9), the first 4 after it, the rest
+		awk '$1 == "steptime" { t[$2] = $3 }
+		     END { for (i = 2; i <= 9; i++) b = b " " t[i]; for (i = 11; i <= 14; i++) a = a " " t[i];
+			   for (i = 15; i <= 40; i++) r = r " " t[i];
+			   print "  step ms before the checkpoint:" b; print "  step ms of the 4 steps after it:" a;
+			   print "  step ms later:" r }' "$d/a.out"
+		wait "$APP_PID" 2>/dev/null
+		if restore "$IMG" "$d/b.out" && wait_for "$d/b.out" '^DONE' 180 &&
+		   suffix_of_ref i_torch_copy "$d/b.out" "$d/ref.out"; then
+			pass "i_torch: its image restores with the uninterrupted run's losses"
+		else
+			fail "i_torch: restore of the image"; tail -20 "$d/b.out"
+		fi
+		rm -rf "$IMG"
+	else
+		fail "i_torch: leave-running checkpoint"; tail -5 "$d/a.out"; kill -9 "$APP_PID" 2>/dev/null
+	fi
+fi
 stop_phosd; sleep 0.5
 start_phosd
 fi

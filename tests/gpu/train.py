@@ -1,5 +1,6 @@
 """GPU test (c): deterministic training of a small GPT built from a config
-(no downloads).  Prints `step N loss <float.hex>` for each step, then DONE.
+(no downloads).  Prints `step N loss <float.hex>` for each step (and
+`steptime N MS`, the step's wall time, which is not compared), then DONE.
 usage: train.py STEPS SLEEP_S"""
 import os
 import sys
@@ -25,6 +26,7 @@ gen = torch.Generator(device=dev)
 gen.manual_seed(42)
 print(f"READY pid {os.getpid()} params {sum(p.numel() for p in model.parameters())}", flush=True)
 for step in range(1, steps + 1):
+    t0 = time.perf_counter()
     data = torch.randint(0, cfg["vocab"], (cfg["batch"], cfg["ctx"] + 1), device=dev, generator=gen)
     logits = model(data[:, :-1])
     loss = nn.functional.cross_entropy(logits.reshape(-1, cfg["vocab"]), data[:, 1:].reshape(-1))
@@ -32,5 +34,6 @@ for step in range(1, steps + 1):
     loss.backward()
     opt.step()
     print(f"step {step} loss {loss.item().hex()}", flush=True)
+    print(f"steptime {step} {(time.perf_counter() - t0) * 1000:.1f}", flush=True)
     time.sleep(pause)
 print("DONE", flush=True)
