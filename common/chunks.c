@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <openssl/evp.h>
+#include <zstd.h>
 
 #include "chunks.h"
 #include "util.h"
@@ -84,36 +85,84 @@ static bool safe(const struct stat *st)
 	return S_ISREG(st->st_mode) && st->st_uid == geteuid() && !(st->st_mode & 022);
 }
 
+/* Its file: "<hex>" or, compressed, "<hex>.zst"; *zst says which. */
+static int chunk_stat(int dir_fd, const char *hex, struct stat *st, bool *zst)
+{
+	char zname[PHOS_CHUNK_HEX + sizeof(PHOS_CHUNK_ZST)];
+
+	*zst = false;
+	if (fstatat(dir_fd, hex, st, AT_SYMLINK_NOFOLLOW) == 0)
+		return 0;
+	if (errno != ENOENT)
+		return -1;
+	snprintf(zname, sizeof(zname), "%s" PHOS_CHUNK_ZST, hex);
+	*zst = true;
+	return fstatat(dir_fd, zname, st, AT_SYMLINK_NOFOLLOW);
+}
+
+/* A stored chunk of len bytes: its file's size must fit. */
+static bool size_ok(const struct stat *st, bool zst, size_t len)
+{
+	return zst ? st->st_size > 0 && (size_t)st->st_size <= ZSTD_compressBound(len) :
+		     (uint64_t)st->st_size == len;
+}
+
 int phos_chunk_check(int dir_fd, const unsigned char sha[32], size_t len, char *err,
 		     size_t errsz)
 {
 	char name[PHOS_CHUNK_HEX + 1];
 	struct stat st;
+	bool zst;
 
 	phos_chunk_hex(sha, name);
-	if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+	if (chunk_stat(dir_fd, name, &st, &zst) < 0)
 		return errf(err, errsz, errno, "chunk %.16s...: %s", name, strerror(errno));
 	if (!safe(&st))
 		return errf(err, errsz, EPERM, "chunk %.16s... is not a regular file of uid %u "
 			    "closed to others", name, (unsigned)geteuid());
-	if ((uint64_t)st.st_size != len)
-		return errf(err, errsz, EMSGSIZE, "chunk %.16s... has %jd bytes, not %zu", name,
-			    (intmax_t)st.st_size, len);
+	if (!size_ok(&st, zst, len))
+		return errf(err, errsz, EMSGSIZE, "chunk %.16s...%s has %jd bytes, not %s%zu", name,
+			    zst ? PHOS_CHUNK_ZST : "", (intmax_t)st.st_size,
+			    zst ? "1 to " : "", zst ? ZSTD_compressBound(len) : len);
 	return 0;
 }
 
 int phos_chunk_put(int dir_fd, const void *data, size_t len, bool direct, unsigned char sha[32],
 		   bool *written, char *err, size_t errsz)
 {
-	char name[PHOS_CHUNK_HEX + 1], tmp[PHOS_CHUNK_HEX + 64];
+	size_t stored = 0;
+	int rc = phos_chunk_put_z(dir_fd, data, len, direct, 0, sha, &stored, err, errsz);
+
+	*written = stored > 0;
+	return rc;
+}
+
+int phos_chunk_put_z(int dir_fd, const void *data, size_t len, bool direct, int zstd,
+		     unsigned char sha[32], size_t *stored, char *err, size_t errsz)
+{
+	char name[PHOS_CHUNK_HEX + sizeof(PHOS_CHUNK_ZST)], tmp[PHOS_CHUNK_HEX + 64];
+	void *z = NULL;
 	int fd = -1, e;
 
-	*written = false;
+	*stored = 0;
 	if (sha256(data, len, sha) < 0)
 		return errf(err, errsz, EIO, "SHA-256 failed");
 	phos_chunk_hex(sha, name);
 	if (phos_chunk_check(dir_fd, sha, len, NULL, 0) == 0)
 		return 0;	/* stored by an earlier generation (or thread) */
+	if (zstd > 0) {
+		size_t bound = ZSTD_compressBound(len), zl;
+
+		if (!(z = malloc(bound)))
+			return errf(err, errsz, ENOMEM, "out of memory");
+		zl = ZSTD_compress(z, bound, data, len, zstd);
+		if (!ZSTD_isError(zl) && zl < len) {	/* else stored as it is */
+			data = z;
+			len = zl;
+			direct = false;
+			strcat(name, PHOS_CHUNK_ZST);
+		}
+	}
 	snprintf(tmp, sizeof(tmp), PHOS_CHUNK_TMP_PREFIX "%s-%d-%ld", name, (int)getpid(),
 		 (long)syscall(SYS_gettid));
 	if (direct)
@@ -123,8 +172,11 @@ int phos_chunk_put(int dir_fd, const void *data, size_t len, bool direct, unsign
 		unlinkat(dir_fd, tmp, 0);	/* O_CREAT made it before O_DIRECT was refused */
 	if (fd < 0)
 		fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return errf(err, errsz, errno, "creating chunk %.16s...: %s", name, strerror(errno));
+	if (fd < 0) {
+		e = errno;
+		free(z);
+		return errf(err, errsz, e, "creating chunk %.16s...: %s", name, strerror(e));
+	}
 	if (phos_write_full(fd, data, len) < 0 || fdatasync(fd) < 0) {
 		e = errno;
 		goto fail;
@@ -141,13 +193,66 @@ int phos_chunk_put(int dir_fd, const void *data, size_t len, bool direct, unsign
 		e = errno;
 		goto fail;
 	}
-	*written = true;
+	*stored = len;
+	free(z);
 	return 0;
 fail:
 	if (fd >= 0)
 		close(fd);
 	unlinkat(dir_fd, tmp, 0);
+	free(z);
 	return errf(err, errsz, e, "writing chunk %.16s...: %s", name, strerror(e));
+}
+
+/* The compressed form of chunk hex, decompressed into buf (len bytes). */
+static int get_zst(int dir_fd, const char *hex, const unsigned char sha[32], void *buf, size_t len,
+		   char *err, size_t errsz)
+{
+	char name[PHOS_CHUNK_HEX + sizeof(PHOS_CHUNK_ZST)];
+	unsigned char got[32];
+	struct stat st;
+	void *z = NULL;
+	ssize_t n;
+	size_t out;
+	int fd, e;
+
+	snprintf(name, sizeof(name), "%s" PHOS_CHUNK_ZST, hex);
+	fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errf(err, errsz, errno == ELOOP ? EPERM : errno, "chunk %.16s...: %s", hex,
+			    strerror(errno == ENOENT ? ENOENT : errno));
+	if (fstat(fd, &st) < 0 || !safe(&st) || !size_ok(&st, true, len)) {
+		e = errno;
+		close(fd);
+		if (e == 0 || !S_ISREG(st.st_mode) || safe(&st))
+			return errf(err, errsz, EMSGSIZE, "chunk %.16s...%s: %jd bytes cannot hold %zu",
+				    hex, PHOS_CHUNK_ZST, (intmax_t)st.st_size, len);
+		return errf(err, errsz, EPERM, "chunk %.16s...%s is not a regular file of uid %u "
+			    "closed to others", hex, PHOS_CHUNK_ZST, (unsigned)geteuid());
+	}
+	if (!(z = malloc((size_t)st.st_size))) {
+		close(fd);
+		return errf(err, errsz, ENOMEM, "out of memory");
+	}
+	n = phos_read_full(fd, z, (size_t)st.st_size);
+	e = errno;
+	close(fd);
+	if (n != st.st_size) {
+		free(z);
+		return errf(err, errsz, n < 0 ? e : EMSGSIZE, "reading chunk %.16s...%s: %s", hex,
+			    PHOS_CHUNK_ZST, n < 0 ? strerror(e) : "short read");
+	}
+	out = ZSTD_decompress(buf, len, z, (size_t)n);
+	free(z);
+	if (ZSTD_isError(out) || out != len)
+		return errf(err, errsz, EILSEQ, "chunk %.16s...%s does not decompress to %zu bytes "
+			    "(corrupt)", hex, PHOS_CHUNK_ZST, len);
+	if (sha256(buf, len, got) < 0)
+		return errf(err, errsz, EIO, "SHA-256 failed");
+	if (memcmp(got, sha, 32))
+		return errf(err, errsz, EILSEQ, "chunk %.16s...%s does not hold the bytes its name "
+			    "says (corrupt)", hex, PHOS_CHUNK_ZST);
+	return 0;
 }
 
 int phos_chunk_get(int dir_fd, const unsigned char sha[32], void *buf, size_t len, bool direct,
@@ -164,6 +269,8 @@ int phos_chunk_get(int dir_fd, const unsigned char sha[32], void *buf, size_t le
 		fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_DIRECT);
 	if (fd < 0)
 		fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT)
+		return get_zst(dir_fd, name, sha, buf, len, err, errsz);
 	if (fd < 0)
 		return errf(err, errsz, errno == ELOOP ? EPERM : errno, "chunk %.16s...: %s", name,
 			    strerror(errno));
@@ -201,7 +308,7 @@ int phos_chunk_get(int dir_fd, const unsigned char sha[32], void *buf, size_t le
 
 uint64_t phos_idx_count(uint64_t size, uint64_t chunk)
 {
-	return chunk ? (size + chunk - 1) / chunk : 0;
+	return chunk ? size / chunk + (size % chunk != 0) : 0;	/* no overflow near 2^64 */
 }
 
 size_t phos_idx_len(const struct phos_idx *x, uint64_t i)
@@ -231,12 +338,12 @@ int phos_idx_parse(struct phos_idx *x, const char *text, size_t len, char *err, 
 	if (!memchr(p, '\n', (size_t)(end - p)))
 		return errf(err, errsz, EBADMSG, "chunk index: unterminated header");
 	errno = 0;
-	x->size = strtoull(p, &stop, 10);
-	if (errno || stop == p || *stop != ' ' || *p == '0')
+	x->size = strtoull(p, &stop, 10);	/* which would take " +4096" or "-1" */
+	if (errno || *p < '1' || *p > '9' || *stop != ' ')
 		return errf(err, errsz, EBADMSG, "chunk index: bad size");
 	p = stop + 1;
 	x->chunk = strtoull(p, &stop, 10);
-	if (errno || stop == p || *stop != '\n' || *p == '0' || x->chunk % 4096 ||
+	if (errno || *p < '1' || *p > '9' || *stop != '\n' || x->chunk % 4096 ||
 	    x->chunk > (1ull << 30))
 		return errf(err, errsz, EBADMSG, "chunk index: bad chunk size");
 	p = stop + 1;
@@ -354,8 +461,17 @@ int phos_chunks_sweep(int dir_fd, const unsigned char (*keep)[32], size_t n, uin
 		struct stat st;
 		bool tmp = !strncmp(de->d_name, PHOS_CHUNK_TMP_PREFIX, strlen(PHOS_CHUNK_TMP_PREFIX));
 
-		if (!tmp && (phos_chunk_unhex(de->d_name, sha) < 0 ||
-			     bsearch(sha, keep, n, sizeof(*keep), cmp_sha)))
+		size_t nl = strlen(de->d_name);
+		char hex[PHOS_CHUNK_HEX + 1];
+
+		/* "<hex>" or "<hex>.zst" */
+		memcpy(hex, de->d_name, nl < PHOS_CHUNK_HEX ? nl : PHOS_CHUNK_HEX);
+		hex[nl < PHOS_CHUNK_HEX ? nl : PHOS_CHUNK_HEX] = '\0';
+		if (!tmp && ((nl != PHOS_CHUNK_HEX && (nl != PHOS_CHUNK_HEX + strlen(PHOS_CHUNK_ZST) ||
+						      strcmp(de->d_name + PHOS_CHUNK_HEX,
+							     PHOS_CHUNK_ZST))) ||
+			     phos_chunk_unhex(hex, sha) < 0 ||
+			     (n && bsearch(sha, keep, n, sizeof(*keep), cmp_sha))))
 			continue;	/* in use, or not a chunk (the lock, ...) */
 		if (fstatat(dir_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
 			continue;

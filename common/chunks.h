@@ -31,28 +31,37 @@
 #define PHOS_CHUNK_TMP_PREFIX	".tmp-"
 #define PHOS_CHUNK_HEX		64	/* characters of a chunk's name */
 #define PHOS_IDX_SUFFIX		".idx"
+#define PHOS_CHUNK_ZST		".zst"	/* a compressed chunk: <sha256>.zst */
 
 struct phos_chunk_stats {
-	uint64_t written, written_bytes;	/* new chunks */
+	uint64_t written, written_bytes;	/* new chunks, their bytes */
+	uint64_t stored_bytes;			/* ... as stored (compressed) */
 	uint64_t reused, reused_bytes;		/* already stored */
 };
 
 /* Store len bytes at data under their SHA-256 in the directory dir_fd
- * unless a chunk of that name and size is there already (*written says
- * which); sha gets the digest.  direct: try O_DIRECT (data and len
- * 4096-aligned).  0, or -1 with errno and a message in err. */
+ * unless a chunk of that name is there already (*written says which); sha
+ * gets the digest.  direct: try O_DIRECT (data and len 4096-aligned).  0,
+ * or -1 with errno and a message in err. */
 int phos_chunk_put(int dir_fd, const void *data, size_t len, bool direct, unsigned char sha[32],
 		   bool *written, char *err, size_t errsz);
 
-/* Read the chunk named sha (exactly len bytes) into buf and check its
- * bytes against the name: -1 with errno ENOENT (missing), EMSGSIZE (wrong
- * size), EPERM (not root's or writable by others), EILSEQ (bytes differ
- * from the name: corrupt), or an I/O error; err says which chunk. */
+/* The same, and zstd > 0: compress at that level (1-19) and store
+ * `<sha256>.zst` when that is smaller; *stored gets the bytes written to
+ * the file (0: the chunk was there). */
+int phos_chunk_put_z(int dir_fd, const void *data, size_t len, bool direct, int zstd,
+		     unsigned char sha[32], size_t *stored, char *err, size_t errsz);
+
+/* Read the chunk named sha (exactly len bytes, stored plain or
+ * compressed) into buf and check its bytes against the name: -1 with errno
+ * ENOENT (missing), EMSGSIZE (wrong size), EPERM (not root's or writable
+ * by others), EILSEQ (bytes differ from the name, or do not decompress:
+ * corrupt), or an I/O error; err says which chunk. */
 int phos_chunk_get(int dir_fd, const unsigned char sha[32], void *buf, size_t len, bool direct,
 		   char *err, size_t errsz);
 
 /* The chunk named sha exists in dir_fd as a safe regular file of len
- * bytes (no content check). */
+ * bytes, or compressed (no content check). */
 int phos_chunk_check(int dir_fd, const unsigned char sha[32], size_t len, char *err,
 		     size_t errsz);
 

@@ -619,7 +619,8 @@ static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bo
 			 holds[i].n, (int)holds[i].pid);
 		/* named by the pid the image gives the process (CRIU restores it) */
 		if (gpu_save_start(&holds[i], w.dir_fd, holds[i].nspid,
-				   lr ? GPU_SAVE_SNAPSHOT | (cow ? GPU_SAVE_COW : 0) : 0, &saves[i],
+				   (lr ? GPU_SAVE_SNAPSHOT | (cow ? GPU_SAVE_COW : 0) : 0) |
+				   GPU_SAVE_ZSTD(cfg.gpu_compress_level), &saves[i],
 				   e) < 0)
 			goto out;
 		if (lr && !saves[i].snapshot && !saves[i].cow && gpu_save_finish(&saves[i], e) < 0)

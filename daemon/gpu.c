@@ -393,7 +393,11 @@ int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how,
 	sv->tag = tag;
 	sv->t0 = phos_now_ms();
 	snprintf(tagstr, sizeof(tagstr), "%d", (int)tag);
-	bool concurrent = how != 0;
+	bool concurrent = (how & 0xff) != 0;
+	unsigned zstd = (how >> 8) & 0xff;
+	char zarg[8];
+
+	snprintf(zarg, sizeof(zarg), "%u", zstd);
 
 	if ((how & GPU_SAVE_COW) && h->n < PHOS_GPUBUF_MAX) {
 		if (table_create(sv, (uint32_t)h->n, e) < 0)
@@ -431,12 +435,24 @@ int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how,
 		for (int i = 0; i < h->n; i++)
 			if (moved[i] < 0 || dup2(moved[i], 3 + i) < 0)
 				_exit(127);
-		if (tabarg[0])
-			execl(gpu_helper(), "phos-gpu", "save", tagstr, "--snapshot", "--table",
-			      tabarg, (char *)NULL);
-		else
-			execl(gpu_helper(), "phos-gpu", "save", tagstr,
-			      concurrent ? "--snapshot" : (char *)NULL, (char *)NULL);
+		char *args[10];
+		int k = 0;
+
+		args[k++] = "phos-gpu";
+		args[k++] = "save";
+		args[k++] = tagstr;
+		if (concurrent)
+			args[k++] = "--snapshot";
+		if (tabarg[0]) {
+			args[k++] = "--table";
+			args[k++] = tabarg;
+		}
+		if (zstd) {
+			args[k++] = "--zstd";
+			args[k++] = zarg;
+		}
+		args[k] = NULL;
+		execv(gpu_helper(), args);
 		dprintf(2, "cannot run %s: %s", gpu_helper(), strerror(errno));
 		_exit(127);
 	}

@@ -80,6 +80,7 @@ struct gpu_save {
 void gpu_save_init(struct gpu_save *sv);
 #define GPU_SAVE_SNAPSHOT 1u	/* a snapshot on the GPU if there is room */
 #define GPU_SAVE_COW 2u		/* else a copy while the process runs */
+#define GPU_SAVE_ZSTD(level) ((unsigned)(level) << 8)	/* compress chunks (1-19) */
 int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how,
 		   struct gpu_save *sv, struct phos_err *e);
 int gpu_save_finish(struct gpu_save *sv, struct phos_err *e);

@@ -346,6 +346,7 @@ static struct phos_savetab *table_open(int fd, unsigned n)
 /* The task's chunk store (common/chunks.h), "../chunks" from the image
  * directory phos-gpu runs in; each buffer's chunk digests, in order. */
 static int chunks_fd = -1;
+static int zstd_level;		/* --zstd N: compress chunks (0: off) */
 static struct phos_idx idx[PHOS_GPUBUF_MAX];
 static struct phos_chunk_stats cstat;
 
@@ -365,15 +366,16 @@ static int open_chunks(void)
 static int chunk_put(void *arg, unsigned i, uint64_t off, const void *data, size_t len,
 		     char *err, size_t errsz)
 {
-	bool written;
+	size_t stored;
 
 	(void)arg;
-	if (phos_chunk_put(chunks_fd, data, len, direct_io(), idx[i].sha[off / idx[i].chunk],
-			   &written, err, errsz) < 0)
+	if (phos_chunk_put_z(chunks_fd, data, len, direct_io(), zstd_level,
+			     idx[i].sha[off / idx[i].chunk], &stored, err, errsz) < 0)
 		return -1;
-	__atomic_fetch_add(written ? &cstat.written : &cstat.reused, 1, __ATOMIC_RELAXED);
-	__atomic_fetch_add(written ? &cstat.written_bytes : &cstat.reused_bytes, len,
+	__atomic_fetch_add(stored ? &cstat.written : &cstat.reused, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(stored ? &cstat.written_bytes : &cstat.reused_bytes, len,
 			   __ATOMIC_RELAXED);
+	__atomic_fetch_add(&cstat.stored_bytes, stored, __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -487,7 +489,7 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 	}
 	struct copy_ctx sc = { .tab = tab, .bad = -1 };
 	uint64_t tcopy = phos_now_ms();
-	char rate[160] = "";
+	char rate[224] = "";
 	struct gio g = { .dir = GIO_SAVE, .b = io, .n = n, .hash = true, .ops = io_ops(),
 			 .chunk = chunk, .pick = cow ? copy_pick : NULL,
 			 .wanted = cow ? copy_wanted : NULL, .start = cow ? copy_start : NULL,
@@ -516,6 +518,10 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 		snprintf(rate + k, sizeof(rate) - k, "; %" PRIu64 " chunk(s) written (%" PRIu64
 			 " MB), %" PRIu64 " already stored (%" PRIu64 " MB)", cstat.written,
 			 cstat.written_bytes / 1000000, cstat.reused, cstat.reused_bytes / 1000000);
+		k = strlen(rate);
+		if (zstd_level)
+			snprintf(rate + k, sizeof(rate) - k, "; zstd level %d: %" PRIu64 " MB stored",
+				 zstd_level, cstat.stored_bytes / 1000000);
 		if (fsync(chunks_fd) < 0) {	/* the renames of the new chunks */
 			fail("syncing the chunk store: %s", strerror(errno));
 			goto failed;
@@ -747,14 +753,17 @@ int main(int argc, char **argv)
 			else if (strcmp(argv[i], "--table") == 0 && i + 1 < argc) {
 				tab_fd = (int)strtol(argv[++i], &end, 10);
 				ok = *end == '\0' && tab_fd > 2;
+			} else if (strcmp(argv[i], "--zstd") == 0 && i + 1 < argc) {
+				zstd_level = (int)strtol(argv[++i], &end, 10);
+				ok = *end == '\0' && zstd_level >= 0 && zstd_level <= 19;
 			} else
 				ok = false;
 		}
 	} else
 		ok = false;
 	if (!ok) {
-		fprintf(stderr, "usage: phos-gpu save TAG [--snapshot] [--table FD] | load TAG "
-			"[--concurrent] (run by phosd)\n");
+		fprintf(stderr, "usage: phos-gpu save TAG [--snapshot] [--table FD] [--zstd LEVEL] | "
+			"load TAG [--concurrent] (run by phosd)\n");
 		return 2;
 	}
 	if (load_driver()) {

@@ -30,7 +30,7 @@ PKGS=(
 	# project libraries
 	libyaml-dev libcmocka-dev libmunge-dev munge
 	libslurm-dev slurm-wlm slurmctld slurmd slurm-client
-	libssl-dev
+	libssl-dev libzstd-dev
 	# tests
 	python3 valgrind procps psmisc iproute2 nfs-kernel-server
 	# CRIU build dependencies

@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 47
+plan 50
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -243,6 +243,31 @@ wait_for 30 _has_lines "$f3" $((n + 3))
 ok "$( (_has_lines "$f3" $((n + 3)) && ! grep -q CORRUPT "$f3") && echo 0 || echo 1)" \
 	"restored from shared chunks, the program finds every word as it was" ||
 	{ diag "$OUT"; diag_file "$f3" 3; }
+kill -KILL "$(restored_pid "$OUT")" 2>/dev/null
+
+# -- gpu_compress_level: chunks stored with zstd (when smaller), restored exactly ----------
+phosd_stop n1
+phosd_start n1 "gpu_compress_level: 3"
+f4=$PD/zstd.out
+start_app "$f4" static
+zpid=$APP
+zdone() { [ "$(sed -n 's/^iter //p' "$f4" | tail -1)" -ge "$1" ] 2>/dev/null; }
+wait_for 30 zdone 3
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+pc_out n1 checkpoint --leave-running --pid "$zpid"
+like "$RC $(log_since "$mark" | grep -o 'zstd level 3: [0-9]* MB stored')" "^0 zstd level 3: 0 MB stored" \
+	"with gpu_compress_level: 3 the chunks are stored compressed (12 MiB of repeated words: under 1 MB)"
+zgen=$(ls -d "$(image_dir root "$zpid")"/0* | tail -1)
+is "$(ls "$(dirname "$zgen")/chunks" | grep -c '^[0-9a-f]\{64\}\.zst$')" "$NBUF" "as <sha256>.zst files"
+kill -KILL "$zpid" 2>/dev/null
+wait_for 10 _gone "$zpid"
+n=$(wc -l <"$f4")
+pc_out n1 restore --detach "$zgen"
+track "$(restored_pid "$OUT")"
+wait_for 30 _has_lines "$f4" $((n + 3))
+ok "$( (_has_lines "$f4" $((n + 3)) && ! grep -q CORRUPT "$f4") && echo 0 || echo 1)" \
+	"restored from compressed chunks, the program finds every word as it was" ||
+	{ diag "$OUT"; diag_file "$f4" 3; }
 kill -KILL "$(restored_pid "$OUT")" 2>/dev/null
 
 # a chunk with a flipped byte fails the restore: each is checked as it is read

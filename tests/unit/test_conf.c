@@ -30,6 +30,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c.log_level, LOG_INFO);
 	assert_false(c.keep_images_after_job);
 	assert_false(c.gpu_concurrent_restore);
+	assert_int_equal(c.gpu_compress_level, 0);
 	assert_string_equal(c.listen, "");
 	assert_string_equal(c.slurm_user, "slurm");
 	assert_string_equal(c.log_target, "syslog");
@@ -51,6 +52,7 @@ static void test_all_keys(void **state)
 		"keep_generations: 5\n"
 		"keep_images_after_job: yes\n"
 		"gpu_concurrent_restore: true\n"
+		"gpu_compress_level: 3\n"
 		"predump_rounds: 2\n"
 		"checkpoint_timeout: 30\n"
 		"listen: \"0.0.0.0:7070\"\n"
@@ -65,6 +67,7 @@ static void test_all_keys(void **state)
 	assert_int_equal(c.keep_generations, 5);
 	assert_true(c.keep_images_after_job);
 	assert_true(c.gpu_concurrent_restore);
+	assert_int_equal(c.gpu_compress_level, 3);
 	assert_int_equal(c.predump_rounds, 2);
 	assert_int_equal(c.checkpoint_timeout, 30);
 	assert_string_equal(c.listen, "0.0.0.0:7070");
@@ -80,6 +83,7 @@ static const struct {
 	{ "socket: /a\nsoket: /b\n", "test.yaml:2:", "unknown key 'soket'" },
 	{ "keep_generations: 0\n", "test.yaml:1:", "keep_generations: expected an integer 1..1000" },
 	{ "keep_generations: 1001\n", ":1:", "keep_generations" },
+	{ "gpu_compress_level: 20\n", ":1:", "gpu_compress_level: expected an integer 0..19" },
 	{ "keep_generations: -1\n", ":1:", "keep_generations" },
 	{ "keep_generations: 3x\n", ":1:", "got '3x'" },
 	{ "predump_rounds: 11\n", ":1:", "predump_rounds" },
