@@ -32,6 +32,7 @@ struct phos_config {
 	bool keep_images_after_job;	/* keep images when a job ends for good */
 	bool gpu_concurrent_restore;	/* restored processes run while their GPU
 					 * buffers load (doc/concurrent-restore.md) */
+	int gpu_compress_level;		/* zstd level of GPU memory chunks, 0: off */
 	int predump_rounds;		/* default pre-dump rounds */
 	int checkpoint_timeout;		/* seconds for one checkpoint */
 	char listen[64];		/* "host:port" for munge-authenticated TCP, "" = off */
