@@ -9,6 +9,8 @@
  *                              bytes but for that share of the chunks
  *   gpu_feed load PHOS_GPU DIR "phos-gpu load" of what is there
  *
+ * GPU_FEED_ZSTD=LEVEL: save with phos-gpu's --zstd LEVEL; GPU_FEED_DATA=bf16:
+ * bfloat16 weights instead of random bytes.
  * Prints "seconds S" (phos-gpu's whole run, fsync included) and relays
  * phos-gpu's last line; exit status is phos-gpu's.
  */
@@ -24,6 +26,26 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+/* GPU_FEED_DATA=bf16: four bfloat16 "model weights" about N(0, 0.02) (a
+ * sum of uniforms) from one random word, instead of random bytes. */
+static int bf16;
+
+static uint64_t weights(uint64_t x)
+{
+	uint64_t out = 0;
+
+	for (int j = 0; j < 4; j++) {
+		uint32_t r = (uint32_t)(x >> (16 * j)) * 2654435761u;
+		float g = ((float)(r & 0x3ff) + (float)((r >> 10) & 0x3ff) + (float)((r >> 20) & 0x3ff) -
+			   1534.5f) / 886.0f * 0.02f;
+		uint32_t f;
+
+		memcpy(&f, &g, 4);
+		out |= (uint64_t)(f >> 16) << (16 * j);
+	}
+	return out;
+}
 
 static double now(void)
 {
@@ -86,8 +108,11 @@ int main(int argc, char **argv)
 		size_t sz = (size_t)atoi(argv[5]) << 20;
 		const char *cm = getenv("PHOS_GPU_IO_CHUNK_MB");
 		size_t chunk = (size_t)(cm && atoi(cm) > 0 ? atoi(cm) : 8) << 20;
-		char *args[] = { argv[2], "save", "1", NULL };
+		const char *zl = getenv("GPU_FEED_ZSTD");	/* phos-gpu --zstd LEVEL */
+		char *args[] = { argv[2], "save", "1", zl ? "--zstd" : NULL, (char *)zl, NULL };
 		uint64_t x = 88172645463325252ull;
+
+		bf16 = getenv("GPU_FEED_DATA") && strcmp(getenv("GPU_FEED_DATA"), "bf16") == 0;
 
 		if (n < 1 || n > 250 || sz == 0 || chdir(argv[3]) < 0) {
 			perror("gpu_feed");
@@ -108,6 +133,8 @@ int main(int argc, char **argv)
 				x ^= x >> 7;
 				x ^= x << 17;
 				p[k] = x;
+				if (bf16)
+					p[k] = weights(x);
 			}
 			/* CHANGED_PCT: the same bytes as without it, but for one
 			 * word in every (100 / CHANGED_PCT)-th chunk of phos-gpu's

@@ -13,7 +13,9 @@
 # Environment: TARGETS (directories, default "/dev/shm /var/tmp"), NBUF and
 # MIB (buffers, default 8 x 256 MiB), THREADS (default "1 4 8"), DIRECT_IO
 # (default "0 1": O_DIRECT off and on), CHANGED (default 10: the share of
-# chunks a second, incremental save finds changed).  Needs root to drop the page cache
+# chunks a second, incremental save finds changed), ZSTD (zstd levels to
+# measure a full save with, e.g. "1 3"; default none: compression is off
+# by default).  Needs root to drop the page cache
 # before the read runs (otherwise they read from memory, and say so).
 # Prints one line per run: the whole phos-gpu run (start, import, copy,
 # fsync) and, in parentheses, its copy phase alone (the engine); nothing
@@ -28,6 +30,7 @@ NBUF=${NBUF:-8} MIB=${MIB:-256}
 THREADS=${THREADS:-1 4 8}
 DIRECT_IO=${DIRECT_IO:-0 1}
 CHANGED=${CHANGED:-10}
+ZSTD=${ZSTD:-}
 bytes=$((NBUF * MIB << 20))
 
 [ -x "$GPU" ] || { echo "storage.sh: no $GPU: build first (BUILD_DIR)" >&2; exit 2; }
@@ -87,6 +90,13 @@ for t in $TARGETS; do
 				"$s" "$(awk -v r="${w%% GB/s*}" -v b="$bytes" 'BEGIN { print (r > 0 ? b / 1e9 / r : 0) }')" \
 				"$(grep -o '[0-9]* chunk(s) written ([0-9]* MB), [0-9]* already stored ([0-9]* MB)' <<<"$out" ||
 				   echo "failed: $out")"
+			for z in $ZSTD; do	# a full save again, compressed
+				rm -rf "$d/g1" "$d/chunks"; mkdir -p "$d/g1" "$d/chunks"
+				out=$(env "${env[@]}" GPU_FEED_ZSTD="$z" GPU_FEED_DATA=bf16 "$feed" save "$GPU" "$d/g1" "$NBUF" "$MIB" 0 2>&1)
+				s=$(sed -n 's/^seconds //p' <<<"$out")
+				printf '    zstd level %s (bf16 weights, N(0, 0.02)): save %s, %s\n' "$z" \
+					"$(rate "$s")" "$(grep -o 'zstd level [0-9]*: [0-9]* MB stored' <<<"$out" || grep -o '[0-9]* chunk(s) written ([0-9]* MB)' <<<"$out" || echo "failed: $out")"
+			done
 		done
 	done
 	rm -rf "$d"
