@@ -60,7 +60,7 @@ like "$out" "^errno $EBADMSG malformed GPU_DETACH \\(48 record bytes for 1 fds\\
 
 GPU=$top_builddir/daemon/phos-gpu
 out=$("$GPU" save 2>&1); rc=$?
-like "$rc $out" "^2 usage: phos-gpu save TAG \\[--snapshot\\] \\[--table FD\\] \\| load TAG" \
+like "$rc $out" "^2 usage: phos-gpu save TAG \\[--snapshot\\] \\[--table FD\\] \\[--zstd LEVEL\\] \\| load TAG" \
 	"phos-gpu with missing arguments exits 2 with its usage"
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	skip "this node has the NVIDIA driver"
