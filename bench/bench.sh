@@ -78,6 +78,7 @@ bench_one() {
 	wait "$APP_PID" 2>/dev/null
 	[ "${BENCH_FAST:-0}" = 1 ] && save=$(grep -o 'phos-gpu: saved [0-9]* buffer(s), [0-9]* bytes in [0-9]* ms' "$LOG_DIR/phosd.log" |
 	       tail -1 | awk '{printf "%.2f", $5 / $8 / 1e6}')
+	drop_cache	# the restore reads the image from its device
 	t0=$(date +%s%N)
 	if restore "$IMG" "$d/b.out"; then
 		t1=$(date +%s%N)
@@ -105,8 +106,11 @@ bench_one() {
 }
 # the storage under the images, in this run: what the copy engine is up against
 dd_rate() { LC_ALL=C dd "$@" 2>&1 | awk '/copied/ { for (i = 1; i <= NF; i++) if ($i ~ /^s,?$/) s = $(i-1); b = $1 } END { if (s > 0) printf "%.2f", b / s / 1e9 }'; }
+# reads from the device, not the page cache (tmpfs keeps its pages anyway)
+drop_cache() { sync; [ -w /proc/sys/vm/drop_caches ] && echo 3 >/proc/sys/vm/drop_caches; }
 mkdir -p "$W/images"
 ddw=$(dd_rate if=/dev/zero of="$W/images/dd.bin" bs=8M count=512 conv=fsync)
+drop_cache
 ddr=$(dd_rate if="$W/images/dd.bin" of=/dev/null bs=8M)
 rm -f "$W/images/dd.bin"
 log "storage under $W/images: dd write ${ddw:-?} GB/s, read ${ddr:-?} GB/s (4 GiB, 8 MiB blocks, one stream)"
