@@ -5,15 +5,18 @@
  *
  * progs/image_writer writes generations of one task in a loop (3 to 6
  * files of 0 bytes to 4 MiB in three directory levels, contents derived
- * from the generation and the file's index), publishes each and runs
- * retention (keep 3).  This test kills it, on one store throughout:
+ * from the generation and the file's index; then the chunks of one
+ * buffer of GPU memory into the task's chunk store, some new and some
+ * shared with the generation before, and their index file), publishes
+ * each and runs retention (keep 3, which sweeps the chunks no generation
+ * names).  This test kills it, on one store throughout:
  *
  *   test_kill_each_call  from one state (3 generations, restored before
  *                        each run), a run of two generations killed
  *                        before its store-changing system call 1, 2, ...
  *                        (image_writer -k) until a run ends by itself:
- *                        every point where begin, the files, publish or
- *                        retention can be cut, each once;
+ *                        every point where begin, the files, the chunks,
+ *                        publish or retention can be cut, each once;
  *   test_kill_random     the endless writer, SIGKILLed from here after a
  *                        seeded random delay (0 included) once it has
  *                        opened the store, PHOS_CRASH_KILLS times
@@ -36,7 +39,27 @@
  *   - phos_image_cleanup() removes exactly those leftovers;
  *   - generation numbers only grow: a new generation is above every
  *     earlier one, the newest published one is never lost, and retention
- *     removed only generations with at least 3 newer ones.
+ *     removed only generations with at least 3 newer ones;
+ *   - chunks (check_gen_chunks, scan_chunks): the full check above
+ *     includes that every chunk a generation's index names exists; each
+ *     is read with phos_chunk_get() (checked against its name) and holds
+ *     the bytes the writer meant for that piece of that generation, the
+ *     compressible one as <sha256>.zst; every file in chunks/ under a
+ *     chunk's name is a chunk some generation of the writer meant, with
+ *     those bytes (never a partial one); the others are only .lock and
+ *     the dead writer's .tmp-* (from a kill while it wrote chunks, at most
+ *     one); chunks no generation names only after a kill in the chunks,
+ *     publish or retention phases; none of either after a run that ended
+ *     by itself, nor after leftovers were swept;
+ *   - then (every check of the exhaustive runs, every second random kill,
+ *     so that writers also meet a dead one's chunks and temporaries) a
+ *     retention from here that removes no generation sweeps the chunk
+ *     store: it then holds exactly the chunks the generations name, and
+ *     .lock.  Leftovers of a check without the sweep stay allowed at the
+ *     next one.
+ * The writer itself stops with status 4 (a failure here) when a chunk's
+ * temporary is renamed before its bytes were synced or an index is
+ * created before the chunk directory was synced: the order no kill shows.
  * What is asserted does not depend on timing; where the random kills
  * land is only printed.  PHOS_CRASH_SEED changes the seed of the sizes and
  * delays (failures name the writer run, its seed and last phase).
@@ -57,12 +80,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "chunks.h"
 #include "image.h"
 #include "log.h"
 #include "manifest.h"
@@ -72,16 +97,27 @@
 #define KEEP		3		/* image_writer's retention */
 #define SWEEP_MAX	5000		/* a run of 1 or 2 generations makes far fewer calls */
 #define READY_MS	30000		/* for the writer to open the store */
-#define DELAY_MAX_US	40000		/* about two generations of the writer */
+#define DELAY_MAX_US	50000		/* about two generations of the writer */
 #define CHUNK		(1u << 20)
 
 /* The phases image_writer reports (its -s letters, in this order). */
-enum phase { PH_START, PH_BEGIN, PH_WRITE, PH_PUBLISH, PH_RETAIN, PH_DONE, N_PHASES };
-static const char phase_letters[] = "SBWPRD";
+enum phase { PH_START, PH_BEGIN, PH_WRITE, PH_CHUNKS, PH_PUBLISH, PH_RETAIN, PH_DONE, N_PHASES };
+static const char phase_letters[] = "SBWCPRD";
 static const char *const phase_names[N_PHASES] = {
-	"before the first begin", "in begin", "writing files", "in publish", "in retention",
-	"after a generation",
+	"before the first begin", "in begin", "writing files", "writing chunks", "in publish",
+	"in retention", "after a generation",
 };
+
+/* A chunk the writer makes: its name, and which piece of which generation
+ * first had its bytes. */
+struct known {
+	unsigned char sha[32];
+	uint64_t gen;
+	unsigned piece;
+};
+
+/* A name in chunks/ (a chunk or a temporary). */
+typedef char entry_name[PHOS_CHUNK_HEX + 64];
 
 struct crash {
 	char tmp[64], root[128], keyfile[128], writer[PATH_MAX], taskpath[PATH_MAX];
@@ -96,9 +132,19 @@ struct crash {
 	uint64_t *next_gens, *next_prints;	/* being checked (freed by teardown) */
 	uint64_t newest;		/* newest generation at the last check */
 	unsigned char *want, *got;	/* CHUNK each */
+	struct known *known;		/* every chunk of generations 1..known_upto */
+	size_t n_known, cap_known;
+	uint64_t known_upto;
+	unsigned char (*refs)[32];	/* the chunks the listed generations name */
+	size_t n_refs, cap_refs;
+	entry_name *carried;		/* leftovers in chunks/ the last check allowed */
+	size_t n_carried, cap_carried;
+	entry_name *next_carried;	/* ... being found */
+	size_t n_next_carried, cap_next_carried;
 	/* what happened, for the summary */
 	unsigned kills[N_PHASES], publish_before_rename, publish_after_rename;
 	unsigned partials, removings, published, removed, files, verified;
+	unsigned chunks_read, tmp_left, unref_left, swept;
 	uint64_t bytes;
 	char what[160];			/* the writer run the store is checked after */
 };
@@ -135,15 +181,15 @@ static void check_contents(struct crash *c, uint64_t gen, const struct phos_mani
 	static const char *const dirs[] = { "", "sub", "sub/deep" };
 	const char *nv = phos_manifest_get_extra(m, "test.files");
 	char gpath[PATH_MAX];
-	bool seen[64] = { false };
+	bool seen[64] = { false }, idx = false;
 	unsigned n = 0, i;
 
 	if (!nv || sscanf(nv, "%u", &n) != 1 || n < 3 || n > 6)
 		store_fail(c, "generation %" PRIu64 ": test.files is %s", gen,
 			   nv ? nv : "missing");
-	if (m->n_files != n)
+	if (m->n_files != n + 1)
 		store_fail(c, "generation %" PRIu64 ": %zu files in the manifest, the writer "
-			   "made %u", gen, m->n_files, n);
+			   "made %u and an index", gen, m->n_files, n);
 	assert_int_equal(phos_image_gen_path(&c->s, &c->id, gen, gpath, sizeof(gpath), NULL), 0);
 	for (i = 0; i < m->n_files; i++) {
 		const struct phos_manifest_file *f = &m->files[i];
@@ -154,6 +200,10 @@ static void check_contents(struct crash *c, uint64_t gen, const struct phos_mani
 		unsigned k;
 		int fd;
 
+		if (!strcmp(f->name, IMAGE_GPU_IDX) && !idx) {
+			idx = true;	/* its chunks: check_gen_chunks() */
+			continue;
+		}
 		snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - f->name) : 0, f->name);
 		if (parse_file_name(base, &k, &size) < 0 || k >= n || seen[k] ||
 		    strcmp(dir, dirs[k % 3]) || size != f->size)
@@ -180,6 +230,290 @@ static void check_contents(struct crash *c, uint64_t gen, const struct phos_mani
 		c->files++;
 		c->bytes += size;
 	}
+	if (!idx)
+		store_fail(c, "generation %" PRIu64 " has no %s", gen, IMAGE_GPU_IDX);
+}
+
+/* ---- chunks -------------------------------------------------------------- */
+
+/* SHA-256 of len bytes at buf, as the chunk store names them. */
+static void sha_of(const void *buf, size_t len, unsigned char sha[32])
+{
+	uint64_t size = 0;
+	int fd = memfd_create("chunk", MFD_CLOEXEC);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, buf, len), (ssize_t)len);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	assert_int_equal(phos_sha256_fd(fd, sha, &size), 0);
+	assert_int_equal(size, len);
+	close(fd);
+}
+
+static const struct known *known_find(const struct crash *c, const unsigned char sha[32])
+{
+	size_t i;
+
+	for (i = 0; i < c->n_known; i++)
+		if (!memcmp(c->known[i].sha, sha, 32))
+			return &c->known[i];
+	return NULL;
+}
+
+/* Learn the chunks of generations up to upto. */
+static void known_extend(struct crash *c, uint64_t upto)
+{
+	unsigned char sha[32];
+	unsigned i;
+
+	for (; c->known_upto < upto; c->known_upto++) {
+		uint64_t gen = c->known_upto + 1;
+
+		for (i = 0; i < IMAGE_GPU_PIECES; i++) {
+			image_gpu_piece(c->want, gen, i);
+			sha_of(c->want, image_gpu_len(i), sha);
+			if (known_find(c, sha))
+				continue;
+			if (c->n_known == c->cap_known) {
+				c->cap_known = c->cap_known ? 2 * c->cap_known : 64;
+				c->known = realloc(c->known, c->cap_known * sizeof(*c->known));
+				assert_non_null(c->known);
+			}
+			memcpy(c->known[c->n_known].sha, sha, 32);
+			c->known[c->n_known].gen = gen;
+			c->known[c->n_known++].piece = i;
+		}
+	}
+}
+
+static bool is_ref(const struct crash *c, const unsigned char sha[32])
+{
+	size_t i;
+
+	for (i = 0; i < c->n_refs; i++)
+		if (!memcmp(c->refs[i], sha, 32))
+			return true;
+	return false;
+}
+
+static void add_ref(struct crash *c, const unsigned char sha[32])
+{
+	if (is_ref(c, sha))
+		return;
+	if (c->n_refs == c->cap_refs) {
+		c->cap_refs = c->cap_refs ? 2 * c->cap_refs : 16;
+		c->refs = realloc(c->refs, c->cap_refs * sizeof(*c->refs));
+		assert_non_null(c->refs);
+	}
+	memcpy(c->refs[c->n_refs++], sha, 32);
+}
+
+/* The task's chunk directory, or -1 when there is none yet. */
+static int open_chunks(const struct crash *c)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	assert_true((size_t)snprintf(path, sizeof(path), "%s/" PHOS_CHUNKS_DIR, c->taskpath) <
+		    sizeof(path));
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		assert_int_equal(errno, ENOENT);
+	return fd;
+}
+
+/* Read the chunk sha (len bytes) with phos_chunk_get() and compare it with
+ * piece of generation gen; where says what names it, for messages. */
+static void check_chunk(struct crash *c, int cfd, const unsigned char sha[32], size_t len,
+			uint64_t gen, unsigned piece, const char *where)
+{
+	char err[256], hex[PHOS_CHUNK_HEX + 1];
+
+	phos_chunk_hex(sha, hex);
+	if (phos_chunk_get(cfd, sha, c->got, len, false, err, sizeof(err)) < 0)
+		store_fail(c, "%s: chunk %s cannot be read: %s", where, hex, err);
+	image_gpu_piece(c->want, gen, piece);
+	if (memcmp(c->want, c->got, len))
+		store_fail(c, "%s: chunk %s does not hold piece %u of generation %" PRIu64, where,
+			   hex, piece, gen);
+	c->chunks_read++;
+}
+
+/*
+ * The chunks generation gen's index names (cfd: the chunk directory, -1
+ * if missing) are there with the bytes the writer meant; add them to the
+ * chunks in use.
+ */
+static void check_gen_chunks(struct crash *c, uint64_t gen, int cfd)
+{
+	char gpath[PATH_MAX], err[256], where[64];
+	struct phos_idx x;
+	struct stat st;
+	unsigned i;
+	int gfd;
+
+	snprintf(where, sizeof(where), "generation %" PRIu64 "/%s", gen, IMAGE_GPU_IDX);
+	if (cfd < 0)
+		store_fail(c, "%s: there is no chunk directory", where);
+	assert_int_equal(phos_image_gen_path(&c->s, &c->id, gen, gpath, sizeof(gpath), NULL), 0);
+	gfd = open(gpath, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	assert_true(gfd >= 0);
+	if (phos_idx_read(&x, gfd, IMAGE_GPU_IDX, err, sizeof(err)) < 0)
+		store_fail(c, "%s: %s", where, err);
+	close(gfd);
+	if (x.size != IMAGE_GPU_SIZE || x.chunk != IMAGE_GPU_CHUNK || x.n != IMAGE_GPU_PIECES)
+		store_fail(c, "%s: %" PRIu64 " bytes in %" PRIu64 " pieces of %" PRIu64 ", not the "
+			   "writer's", where, x.size, x.n, x.chunk);
+	for (i = 0; i < IMAGE_GPU_PIECES; i++) {
+		char hex[PHOS_CHUNK_HEX + sizeof(PHOS_CHUNK_ZST)];
+		bool zst = image_gpu_slot(i) == IMAGE_GPU_ZSLOT;
+
+		assert_int_equal(phos_idx_len(&x, i), image_gpu_len(i));
+		check_chunk(c, cfd, x.sha[i], image_gpu_len(i), gen, i, where);
+		/* stored in the form put_z chose: compressed for that piece only */
+		phos_chunk_hex(x.sha[i], hex);
+		if (zst)
+			strcat(hex, PHOS_CHUNK_ZST);
+		if (fstatat(cfd, hex, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+			store_fail(c, "%s: piece %u is not stored as %s", where, i, hex);
+		add_ref(c, x.sha[i]);
+	}
+	phos_idx_free(&x);
+}
+
+static bool was_carried(const struct crash *c, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < c->n_carried; i++)
+		if (!strcmp(c->carried[i], name))
+			return true;
+	return false;
+}
+
+static void carry(struct crash *c, const char *name)
+{
+	if (c->n_next_carried == c->cap_next_carried) {
+		c->cap_next_carried = c->cap_next_carried ? 2 * c->cap_next_carried : 16;
+		c->next_carried = realloc(c->next_carried,
+					  c->cap_next_carried * sizeof(*c->next_carried));
+		assert_non_null(c->next_carried);
+	}
+	snprintf(c->next_carried[c->n_next_carried++], sizeof(entry_name), "%s", name);
+}
+
+/*
+ * Everything in the chunk directory (cfd; -1: none) after the writer pid
+ * died in phase or finished (done), or (swept) after a retention with no
+ * writer: .lock, chunks of the writer's with their bytes, and only the
+ * leftovers that may be there (see the top).  The leftovers go to
+ * next_carried.  Returns how many there were.
+ */
+static unsigned scan_chunks(struct crash *c, int cfd, pid_t pid, int phase, bool done,
+			    bool swept)
+{
+	bool old = !done && !swept;	/* an earlier check's leftovers may stay */
+	bool may_tmp = !done && !swept && phase == PH_CHUNKS;
+	bool may_unref = !done && !swept &&
+			 (phase == PH_CHUNKS || phase == PH_PUBLISH || phase == PH_RETAIN);
+	unsigned refs = 0, tmps = 0, left = 0;
+	struct dirent *de;
+	DIR *d;
+
+	c->n_next_carried = 0;
+	if (cfd < 0) {
+		if (c->n_refs)
+			store_fail(c, "the chunk directory is gone");
+		return 0;
+	}
+	d = fdopendir(dup(cfd));
+	assert_non_null(d);
+	rewinddir(d);	/* the offset is cfd's: from the start again */
+	while ((de = readdir(d))) {
+		const char *name = de->d_name;
+		size_t len = strlen(name);
+		char hex[PHOS_CHUNK_HEX + 1], other[PHOS_CHUNK_HEX + sizeof(PHOS_CHUNK_ZST)];
+		unsigned char sha[32];
+		const struct known *k;
+		struct stat st;
+		bool zst;
+
+		if (!strcmp(name, ".") || !strcmp(name, ".."))
+			continue;
+		if (!strcmp(name, PHOS_CHUNKS_LOCK)) {
+			assert_int_equal(fstatat(cfd, name, &st, AT_SYMLINK_NOFOLLOW), 0);
+			if (!S_ISREG(st.st_mode))
+				store_fail(c, "chunks/%s is not a regular file", name);
+			continue;
+		}
+		if (!strncmp(name, PHOS_CHUNK_TMP_PREFIX, strlen(PHOS_CHUNK_TMP_PREFIX))) {
+			const char *p = name + strlen(PHOS_CHUNK_TMP_PREFIX), *rest;
+			int tpid = -1, end = -1;
+			long tid;
+
+			/* .tmp-<sha256>[.zst]-<pid>-<tid> of a chunk of ours */
+			snprintf(hex, sizeof(hex), "%.*s", PHOS_CHUNK_HEX, p);
+			rest = p + strlen(hex);
+			if (!strncmp(rest, PHOS_CHUNK_ZST, strlen(PHOS_CHUNK_ZST)))
+				rest += strlen(PHOS_CHUNK_ZST);
+			if (phos_chunk_unhex(hex, sha) < 0 || !known_find(c, sha) ||
+			    sscanf(rest, "-%d-%ld%n", &tpid, &tid, &end) != 2 || rest[end])
+				store_fail(c, "chunks/%s is not a temporary of the writer's chunks",
+					   name);
+			if (!(old && was_carried(c, name)) && (!may_tmp || tpid != (int)pid || tmps++))
+				store_fail(c, "chunks/%s: a temporary %s", name, swept ?
+					   "that retention did not remove" : done ?
+					   "after a run that ended by itself" :
+					   "the dead writer cannot have left");
+			carry(c, name);
+			c->tmp_left++;
+			left++;
+			continue;
+		}
+		/* <sha256> or <sha256>.zst, in one form only */
+		snprintf(hex, sizeof(hex), "%.*s", PHOS_CHUNK_HEX, name);
+		zst = len == PHOS_CHUNK_HEX + strlen(PHOS_CHUNK_ZST) &&
+		      !strcmp(name + PHOS_CHUNK_HEX, PHOS_CHUNK_ZST);
+		if ((len != PHOS_CHUNK_HEX && !zst) || phos_chunk_unhex(hex, sha) < 0)
+			store_fail(c, "unexpected entry chunks/%s", name);
+		if (!(k = known_find(c, sha)))
+			store_fail(c, "chunks/%s is not a chunk of any generation the writer "
+				   "made (up to %" PRIu64 ")", name, c->known_upto);
+		snprintf(other, sizeof(other), "%s%s", hex, zst ? "" : PHOS_CHUNK_ZST);
+		if (fstatat(cfd, other, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			store_fail(c, "chunks/%s and chunks/%s both exist", name, other);
+		check_chunk(c, cfd, sha, image_gpu_len(k->piece), k->gen, k->piece, "chunks/");
+		if (is_ref(c, sha)) {
+			refs++;
+			continue;
+		}
+		if (!(old && was_carried(c, name)) && !may_unref)
+			store_fail(c, "chunks/%s: no generation names it, and the writer %s", name,
+				   swept ? "is gone and the store was swept" : done ?
+				   "ended by itself" : "was not killed where it can leave one");
+		carry(c, name);
+		c->unref_left++;
+		left++;
+	}
+	closedir(d);
+	if (refs != c->n_refs)
+		store_fail(c, "%zu chunks are named by the generations, %u of them are there",
+			   c->n_refs, refs);
+	return left;
+}
+
+/* Make the leftovers found the ones allowed at the next check. */
+static void carry_on(struct crash *c)
+{
+	entry_name *t = c->carried;
+	size_t cap = c->cap_carried;
+
+	c->carried = c->next_carried;
+	c->n_carried = c->n_next_carried;
+	c->cap_carried = c->cap_next_carried;
+	c->next_carried = t;
+	c->n_next_carried = 0;
+	c->cap_next_carried = cap;
 }
 
 /* A digest of what a manifest says of the files (names, sizes, SHA-256). */
@@ -232,7 +566,8 @@ static void scan_task(struct crash *c, const uint64_t *gens, size_t n, pid_t wri
 		char want[32 + PHOS_HOST_MAX + 16], g[24];
 		uint64_t gen;
 
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+		    !strcmp(de->d_name, PHOS_CHUNKS_DIR))	/* scan_chunks() */
 			continue;
 		if (phos_image_gen_parse(de->d_name, &gen) == 0) {
 			if (!listed(gens, n, gen))
@@ -282,16 +617,18 @@ static void check_task_list(struct crash *c, const uint64_t *gens, size_t n)
 /*
  * Check the store after the writer (pid) died in phase (index in
  * phase_letters, or -1 if it never said a word) or finished (done);
- * what says which run that was, for messages.
+ * what says which run that was, for messages.  sweep: end with a
+ * retention from here, after which the chunk store holds no leftovers.
  */
-static void check_store(struct crash *c, const char *what, pid_t pid, int phase, bool done)
+static void check_store(struct crash *c, const char *what, pid_t pid, int phase, bool done,
+			bool sweep)
 {
 	struct phos_image_gen_info *info = NULL;
 	struct phos_err e = { "" };
-	unsigned partials, removings, again_p, again_r;
+	unsigned partials, removings, again_p, again_r, left;
 	uint64_t *gens, sel = 0, partial_gen = 0;
 	size_t n = 0, i;
-	int rc;
+	int rc, cfd;
 
 	snprintf(c->what, sizeof(c->what), "%s (writer pid %d, last phase: %s)", what, (int)pid,
 		 phase < 0 ? "none" : phase_names[phase]);
@@ -316,7 +653,10 @@ static void check_store(struct crash *c, const char *what, pid_t pid, int phase,
 
 	/* Every one passes the full check and holds what the writer wrote.  The
 	 * bytes of one checked before are known good when its manifest is the
-	 * same: the full check just matched them against its hashes. */
+	 * same: the full check just matched them against its hashes.  Not so
+	 * its chunks, which are outside: all are read every time. */
+	cfd = open_chunks(c);
+	c->n_refs = 0;
 	for (i = 0; i < n; i++) {
 		struct phos_manifest m;
 		size_t j;
@@ -333,6 +673,8 @@ static void check_store(struct crash *c, const char *what, pid_t pid, int phase,
 		else if (c->prints[j] != c->next_prints[i])
 			store_fail(c, "the manifest of generation %" PRIu64 " changed", gens[i]);
 		phos_manifest_free(&m);
+		known_extend(c, gens[i]);
+		check_gen_chunks(c, gens[i], cfd);
 		c->verified++;
 	}
 
@@ -384,11 +726,12 @@ static void check_store(struct crash *c, const char *what, pid_t pid, int phase,
 	if (phase >= 0 && !done) {
 		/* a partial only from begin to the rename; a removal leftover only
 		 * from retention */
-		if (partials && phase != PH_BEGIN && phase != PH_WRITE && phase != PH_PUBLISH)
+		if (partials && phase != PH_BEGIN && phase != PH_WRITE && phase != PH_CHUNKS &&
+		    phase != PH_PUBLISH)
 			store_fail(c, "a partial generation %" PRIu64 " left by a kill %s",
 				   partial_gen, phase_names[phase]);
-		if (!partials && phase == PH_WRITE)
-			store_fail(c, "no partial generation left by a kill while writing files");
+		if (!partials && (phase == PH_WRITE || phase == PH_CHUNKS))
+			store_fail(c, "no partial generation left by a kill %s", phase_names[phase]);
 		if (removings && phase != PH_RETAIN)
 			store_fail(c, "a removal leftover after a kill %s", phase_names[phase]);
 		if (phase == PH_PUBLISH) {
@@ -404,6 +747,11 @@ static void check_store(struct crash *c, const char *what, pid_t pid, int phase,
 	}
 	c->partials += partials;
 	c->removings += removings;
+
+	/* The chunk store: only the leftovers the phase can leave. */
+	known_extend(c, partials && partial_gen > c->known_upto ? partial_gen : c->known_upto);
+	left = scan_chunks(c, cfd, pid, phase, done, false);
+
 	rc = phos_image_cleanup(&c->s, NULL, 0, &e);
 	if (rc < 0)
 		store_fail(c, "cleanup: %s", e.msg);
@@ -412,6 +760,22 @@ static void check_store(struct crash *c, const char *what, pid_t pid, int phase,
 			   partials + removings);
 	scan_task(c, gens, n, pid, &again_p, &again_r, &partial_gen);
 	assert_int_equal(again_p + again_r, 0);
+
+	/* Retention with no writer (removing no generation) sweeps exactly the
+	 * chunks no generation names. */
+	if (sweep) {
+		rc = phos_image_retain(&c->s, &c->id, UINT_MAX, PHOS_VERIFY_QUICK, &e);
+		if (rc != 0)
+			store_fail(c, "retention keeping all: %d (%s)", rc, rc < 0 ? e.msg : "removed");
+		if (cfd < 0)
+			cfd = open_chunks(c);
+		if (scan_chunks(c, cfd, pid, phase, done, true) != 0)
+			store_fail(c, "leftovers in the chunk store after retention");
+		c->swept += left;
+	}
+	carry_on(c);
+	if (cfd >= 0)
+		close(cfd);
 
 	free(c->gens);
 	free(c->prints);
@@ -554,9 +918,13 @@ static void summary(struct crash *c, const char *what, unsigned runs)
 		      PRIu64 "; %u full checks, %u files (%.1f MiB) compared byte by byte\n",
 		      c->published, c->removed, c->newest, c->verified, c->files,
 		      (double)c->bytes / (1 << 20));
+	print_message("# chunks: %u read and compared; leftovers after kills: %u temporaries, %u "
+		      "chunks no generation named; %u swept by retention from here\n",
+		      c->chunks_read, c->tmp_left, c->unref_left, c->swept);
 	memset(c->kills, 0, sizeof(c->kills));
 	c->publish_before_rename = c->publish_after_rename = 0;
 	c->partials = c->removings = c->published = c->removed = c->files = c->verified = 0;
+	c->chunks_read = c->tmp_left = c->unref_left = c->swept = 0;
 	c->bytes = 0;
 }
 
@@ -592,23 +960,22 @@ static unsigned long sweep(struct crash *c, unsigned gens)
 		int wstatus, phase;
 		pid_t pid;
 
-		if (k > 1) {
+		if (k > 1 && empty)
 			sh("rm -rf '%s'", user);
-			if (!empty)
-				sh("cp -a '%s' '%s'", snap, user);
-		}
+		else if (k > 1)		/* one shell for both */
+			sh("rm -rf '%s' && cp -a '%s' '%s'", user, snap, user);
 		remember(c, base_gens, base_prints, base_n, base_newest);
 		snprintf(karg, sizeof(karg), "%lu", k);
 		snprintf(what, sizeof(what), "image_writer %s -k %lu ... %" PRIu64, narg, k, c->seed);
 		wstatus = run_writer(c, opts, c->seed, -1, &pid, &phase);
 		if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) {
-			check_store(c, what, pid, phase, true);
+			check_store(c, what, pid, phase, true, true);
 			break;
 		}
 		expect_end(wstatus, true, what);
 		assert_true(phase >= 0);
 		c->kills[phase]++;
-		check_store(c, what, pid, phase, false);
+		check_store(c, what, pid, phase, false, true);
 	}
 	free(base_gens);
 	free(base_prints);
@@ -634,15 +1001,17 @@ static void test_kill_each_call(void **state)
 	assert_int_equal(c->n_gens, 1);
 	wstatus = run_writer(c, prep, c->seed, -1, &pid, &phase);
 	expect_end(wstatus, false, "image_writer -n2");
-	check_store(c, "image_writer -n2", pid, phase, true);
+	check_store(c, "image_writer -n2", pid, phase, true, true);
 	assert_int_equal(c->n_gens, KEEP);
 	two = sweep(c, 2);
 	assert_int_equal(c->n_gens, KEEP);
 
 	/* Each stage was cut (what the writer does, not timing). */
-	assert_true(c->kills[PH_BEGIN] && c->kills[PH_WRITE] && c->kills[PH_RETAIN]);
+	assert_true(c->kills[PH_BEGIN] && c->kills[PH_WRITE] && c->kills[PH_CHUNKS] &&
+		    c->kills[PH_RETAIN]);
 	assert_true(c->publish_before_rename && c->publish_after_rename);
 	assert_true(c->partials && c->removings);
+	assert_true(c->tmp_left && c->unref_left && c->swept);
 	print_message("# each call: the first generation of a task makes %lu store-changing "
 		      "calls, two more with retention %lu; killed before each in turn\n", first, two);
 	summary(c, "each call", (unsigned)(first + two + 3));
@@ -675,7 +1044,7 @@ static void test_kill_random(void **state)
 		expect_end(wstatus, true, what);
 		assert_true(phase >= 0);	/* it said 'S' at least */
 		c->kills[phase]++;
-		check_store(c, what, pid, phase, false);
+		check_store(c, what, pid, phase, false, i % 2 == 0);
 	}
 	print_message("# random: delays 0..%u us after the store is open, %u of them 0\n",
 		      DELAY_MAX_US, zero);
@@ -684,7 +1053,7 @@ static void test_kill_random(void **state)
 	/* And after all that, a writer finishes with exactly KEEP generations. */
 	wstatus = run_writer(c, last, c->seed, -1, &pid, &phase);
 	expect_end(wstatus, false, "last run");
-	check_store(c, "the last run", pid, phase, true);
+	check_store(c, "the last run", pid, phase, true, true);
 	assert_int_equal(c->n_gens, KEEP);
 }
 
@@ -767,6 +1136,10 @@ static int teardown(void **state)
 	free(c->next_prints);
 	free(c->want);
 	free(c->got);
+	free(c->known);
+	free(c->refs);
+	free(c->carried);
+	free(c->next_carried);
 	free(c);
 	return rc;
 }
