@@ -610,6 +610,8 @@ static void handle_restore(struct client *c, struct phos_msg *req)
 		client_reply(c, req->seq, EINVAL, "restore needs an image PATH or a JOB");
 		return;
 	}
+	uint64_t tv = phos_now_ms();	/* the check before a restore: a phase of its own */
+
 	if (gen == 0) {
 		if (phos_image_select(&phosd->store, &id, allowed, 0, &gen, &m, &e) < 0) {
 			client_reply(c, req->seq, errno, "no usable image: %s", e.msg);
@@ -632,6 +634,7 @@ static void handle_restore(struct client *c, struct phos_msg *req)
 	 * gets its own network namespace then. */
 	bool beside = strcmp(m.host, phosd->host) == 0 && m.root_pid > 1 &&
 		      kill(m.root_pid, 0) == 0;
+	log_info("restore of %s: image verified in %" PRIu64 " ms", gpath, phos_now_ms() - tv);
 	client_progress(c, req->seq, 0, 0, "restoring %s (verified)%s", gpath, beside ?
 			"; its original still runs here: the copy gets its own network namespace "
 			"(loopback only)" : "");
