@@ -607,15 +607,22 @@ static int walk_file(struct walk *w, int dfd, const char *name, const char *rel,
 			phos_errnof(e, errno, "%s/%s: %s", w->top, rel, strerror(errno));
 			goto out;
 		}
-		if (phos_sha256_fd(fd, sha, &size) < 0) {
+		/* large files (CRIU's pages) in pieces, by several threads */
+		uint64_t block = (uint64_t)st.st_size >= PHOS_BLOCKS_MIN ? PHOS_BLOCK : 0;
+		struct stat st2;
+
+		if (block ? phos_sha256_blocks(fd, (uint64_t)st.st_size, block, sha) :
+			    phos_sha256_fd(fd, sha, &size)) {
 			phos_errnof(e, errno, "reading %s/%s: %s", w->top, rel, strerror(errno));
 			goto out;
 		}
-		if (size != (uint64_t)st.st_size) {
+		if (block)
+			size = (uint64_t)st.st_size;
+		if (size != (uint64_t)st.st_size || fstat(fd, &st2) < 0 || st2.st_size != st.st_size) {
 			phos_errnof(e, EIO, "%s/%s changed size while being hashed", w->top, rel);
 			goto out;
 		}
-		rc = phos_manifest_add_file(w->m, rel, size, sha, e);
+		rc = phos_manifest_add_file_blocks(w->m, rel, size, block, sha, e);
 		goto out;
 	}
 	w->seen[mf - w->m->files] = true;
@@ -626,7 +633,9 @@ static int walk_file(struct walk *w, int dfd, const char *name, const char *rel,
 		goto out;
 	}
 	if (!(w->flags & PHOS_VERIFY_QUICK)) {
-		if (phos_sha256_fd(fd, sha, &size) < 0) {
+		size = mf->size;
+		if (mf->block ? phos_sha256_blocks(fd, mf->size, mf->block, sha) :
+				phos_sha256_fd(fd, sha, &size)) {
 			phos_errnof(e, errno, "reading %s/%s: %s", w->top, rel, strerror(errno));
 			goto out;
 		}

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -322,6 +323,13 @@ static size_t file_pos(const struct phos_manifest *m, const char *name, bool *fo
 int phos_manifest_add_file(struct phos_manifest *m, const char *name, uint64_t size,
 			   const unsigned char sha256[PHOS_SHA256_LEN], struct phos_err *e)
 {
+	return phos_manifest_add_file_blocks(m, name, size, 0, sha256, e);
+}
+
+int phos_manifest_add_file_blocks(struct phos_manifest *m, const char *name, uint64_t size,
+				  uint64_t block, const unsigned char sha256[PHOS_SHA256_LEN],
+				  struct phos_err *e)
+{
 	struct phos_manifest_file *a;
 	bool found;
 	size_t pos;
@@ -332,6 +340,7 @@ int phos_manifest_add_file(struct phos_manifest *m, const char *name, uint64_t s
 	pos = file_pos(m, name, &found);
 	if (found) {
 		m->files[pos].size = size;
+		m->files[pos].block = block;
 		memcpy(m->files[pos].sha256, sha256, PHOS_SHA256_LEN);
 		return 0;
 	}
@@ -345,6 +354,7 @@ int phos_manifest_add_file(struct phos_manifest *m, const char *name, uint64_t s
 	memmove(&a[pos + 1], &a[pos], (m->n_files - pos) * sizeof(*a));
 	a[pos].name = n;
 	a[pos].size = size;
+	a[pos].block = block;
 	memcpy(a[pos].sha256, sha256, PHOS_SHA256_LEN);
 	m->n_files++;
 	return 0;
@@ -485,8 +495,9 @@ static int emit_body(yaml_emitter_t *em, const struct phos_manifest *m)
 	for (i = 0; i < m->n_files; i++) {
 		hex_format(m->files[i].sha256, PHOS_SHA256_LEN, hex);
 		if (emit_map_start(em) || emit_kv(em, "name", m->files[i].name) ||
-		    emit_ku(em, "size", m->files[i].size) || emit_kv(em, "sha256", hex) ||
-		    emit_map_end(em))
+		    emit_ku(em, "size", m->files[i].size) ||
+		    (m->files[i].block && emit_ku(em, "block", m->files[i].block)) ||
+		    emit_kv(em, "sha256", hex) || emit_map_end(em))
 			return -1;
 	}
 	return emit_seq(em, false) || emit_map_end(em) ? -1 : 0;
@@ -701,21 +712,28 @@ static int parse_time(const char *s, time_t *t)
 
 static int parse_files(struct pctx *c, yaml_node_t *seq, struct phos_manifest *m)
 {
-	static const char *const fkeys[] = { "name", "size", "sha256" };
+	static const char *const fkeys[] = { "name", "size", "sha256", "block" };
 	yaml_node_item_t *it;
 
 	for (it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++) {
 		yaml_node_t *f = yaml_document_get_node(c->doc, *it);
 		unsigned char sha[PHOS_SHA256_LEN];
 		const char *name, *hex;
-		uint64_t size;
+		uint64_t size, block = 0;
 		char msg[PHOS_REL_MAX + 64];
 
 		if (!f || f->type != YAML_MAPPING_NODE)
 			return bad(c, f, "each entry of 'files' must be a mapping");
-		if (map_strict(c, f, fkeys, 3) < 0 || get_str(c, f, "name", &name) < 0 ||
+		if (map_strict(c, f, fkeys, 4) < 0 || get_str(c, f, "name", &name) < 0 ||
 		    get_u64(c, f, "size", UINT64_MAX, &size) < 0 || get_str(c, f, "sha256", &hex) < 0)
 			return -1;
+		/* block: optional, hashed in pieces of that many bytes */
+		if (map_get(c, f, "block", &(int){ 0 })) {
+			if (get_u64(c, f, "block", 1ull << 30, &block) < 0)
+				return -1;
+			if (block == 0 || block % 4096)
+				return bad(c, f, "block must be a multiple of 4096 up to 1 GiB");
+		}
 		if (!phos_manifest_name_ok(name)) {
 			snprintf(msg, sizeof(msg), "file name '%.*s' not allowed", PHOS_REL_MAX - 1, name);
 			return bad(c, f, msg);
@@ -726,7 +744,7 @@ static int parse_files(struct pctx *c, yaml_node_t *seq, struct phos_manifest *m
 			snprintf(msg, sizeof(msg), "file '%.*s' listed twice", PHOS_REL_MAX - 1, name);
 			return bad(c, f, msg);
 		}
-		if (phos_manifest_add_file(m, name, size, sha, c->e) < 0)
+		if (phos_manifest_add_file_blocks(m, name, size, block, sha, c->e) < 0)
 			return -1;
 	}
 	return 0;
@@ -1018,4 +1036,85 @@ out:
 	if (rc < 0)
 		errno = err;
 	return rc;
+}
+
+struct blocks {
+	int fd;
+	uint64_t size, block, n;
+	uint64_t next;			/* next piece to hash (atomic) */
+	unsigned char (*sha)[PHOS_SHA256_LEN];
+	int err;			/* first error (atomic) */
+};
+
+static void *blocks_worker(void *arg)
+{
+	struct blocks *b = arg;
+	unsigned char *buf = malloc(b->block);
+	int e = buf ? 0 : ENOMEM;
+
+	for (uint64_t i; !e && !__atomic_load_n(&b->err, __ATOMIC_RELAXED) &&
+	     (i = __atomic_fetch_add(&b->next, 1, __ATOMIC_RELAXED)) < b->n;) {
+		uint64_t off = i * b->block;
+		size_t len = b->size - off < b->block ? (size_t)(b->size - off) : (size_t)b->block;
+		size_t got = 0;
+		unsigned int mlen = 0;
+
+		while (got < len) {
+			ssize_t r = pread(b->fd, buf + got, len - got, (off_t)(off + got));
+
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0) {
+				e = r < 0 ? errno : EIO;	/* shorter than it was */
+				break;
+			}
+			got += (size_t)r;
+		}
+		if (!e && (!EVP_Digest(buf, len, b->sha[i], &mlen, EVP_sha256(), NULL) ||
+			   mlen != PHOS_SHA256_LEN))
+			e = EIO;
+	}
+	if (e)
+		__atomic_compare_exchange_n(&b->err, &(int){ 0 }, e, false, __ATOMIC_RELAXED,
+					    __ATOMIC_RELAXED);
+	free(buf);
+	return NULL;
+}
+
+int phos_sha256_blocks(int fd, uint64_t size, uint64_t block, unsigned char sha[PHOS_SHA256_LEN])
+{
+	struct blocks b = { .fd = fd, .size = size, .block = block };
+	pthread_t t[16];
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned nt = cpus < 2 ? 1 : cpus > 16 ? 16 : (unsigned)cpus, started = 0;
+	unsigned int mlen = 0;
+
+	if (block == 0 || block % 4096) {
+		errno = EINVAL;
+		return -1;
+	}
+	b.n = size / block + (size % block != 0);
+	b.sha = calloc(b.n ? b.n : 1, sizeof(*b.sha));
+	if (!b.sha) {
+		errno = ENOMEM;
+		return -1;
+	}
+	if (nt > b.n)
+		nt = b.n ? (unsigned)b.n : 1;
+	for (; started < nt; started++)
+		if (pthread_create(&t[started], NULL, blocks_worker, &b) != 0)
+			break;
+	if (started == 0)
+		blocks_worker(&b);	/* no thread: this one */
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(t[i], NULL);
+	if (!b.err && (!EVP_Digest(b.sha, b.n * PHOS_SHA256_LEN, sha, &mlen, EVP_sha256(), NULL) ||
+		       mlen != PHOS_SHA256_LEN))
+		b.err = EIO;
+	free(b.sha);
+	if (b.err) {
+		errno = b.err;
+		return -1;
+	}
+	return 0;
 }

@@ -70,6 +70,9 @@ struct phos_image_id {
 struct phos_manifest_file {
 	char *name;
 	uint64_t size;
+	uint64_t block;		/* 0: sha256 of the bytes; else of the SHA-256s of
+				 * its pieces of this many bytes (hashed in
+				 * parallel: phos_sha256_blocks) */
 	unsigned char sha256[PHOS_SHA256_LEN];
 };
 
@@ -119,6 +122,10 @@ const char *phos_manifest_get_extra(const struct phos_manifest *m, const char *k
  */
 int phos_manifest_add_file(struct phos_manifest *m, const char *name, uint64_t size,
 			   const unsigned char sha256[PHOS_SHA256_LEN], struct phos_err *e);
+/* The same for a file hashed in pieces of block bytes (0: whole). */
+int phos_manifest_add_file_blocks(struct phos_manifest *m, const char *name, uint64_t size,
+				  uint64_t block, const unsigned char sha256[PHOS_SHA256_LEN],
+				  struct phos_err *e);
 
 /* File entry by name, or NULL.  Owned by m. */
 const struct phos_manifest_file *phos_manifest_find_file(const struct phos_manifest *m,
@@ -200,6 +207,17 @@ int phos_mac_check(const struct phos_key *k, const void *buf, size_t len,
  * sha; *size gets the number of bytes read.  -1 + read(2) errno or EIO.
  */
 int phos_sha256_fd(int fd, unsigned char sha[PHOS_SHA256_LEN], uint64_t *size);
+
+/*
+ * Files of at least PHOS_BLOCKS_MIN bytes are hashed in pieces of
+ * PHOS_BLOCK bytes by several threads: the digest is the SHA-256 of the
+ * concatenated SHA-256s of the pieces (the last one shorter).  size bytes
+ * of fd from offset 0 (pread; the offset is not used).  -1 + errno.
+ */
+#define PHOS_BLOCKS_MIN	(64ull << 20)
+#define PHOS_BLOCK	(8ull << 20)
+int phos_sha256_blocks(int fd, uint64_t size, uint64_t block,
+		       unsigned char sha[PHOS_SHA256_LEN]);
 
 /* Lowercase hex of sha (65 bytes with NUL). */
 void phos_sha256_format(const unsigned char sha[PHOS_SHA256_LEN], char out[2 * PHOS_SHA256_LEN + 1]);

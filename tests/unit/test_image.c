@@ -517,6 +517,60 @@ static void test_quick_verify(void **state)
 	}
 }
 
+/* A file of PHOS_BLOCKS_MIN bytes or more is hashed in pieces by several
+ * threads (manifest "block"): the same digest every time, and a byte
+ * changed in any piece fails the full check. */
+static void test_large_file_blocks(void **state)
+{
+	struct fx *f = *state;
+	struct phos_image_writer w;
+	struct phos_manifest m;
+	struct phos_err e = { "" };
+	char g[PATH_MAX];
+	uint64_t size = PHOS_BLOCKS_MIN + 12345;	/* a short last piece */
+	const struct phos_manifest_file *mf;
+	unsigned char sha[PHOS_SHA256_LEN], sha2[PHOS_SHA256_LEN];
+	int fd;
+
+	if (phos_image_begin(&f->s, &f->id, 1000, 100, &w, &e) < 0)
+		fail_msg("begin: %s", e.msg);
+	fd = openat(w.dir_fd, "pages-1.img", O_RDWR | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)size), 0);
+	assert_int_equal(pwrite(fd, "first", 5, 0), 5);
+	assert_int_equal(pwrite(fd, "last", 4, (off_t)size - 4), 4);
+	/* the digest is the hash of the pieces' hashes, the same each time */
+	assert_int_equal(phos_sha256_blocks(fd, size, PHOS_BLOCK, sha), 0);
+	assert_int_equal(phos_sha256_blocks(fd, size, PHOS_BLOCK, sha2), 0);
+	assert_memory_equal(sha, sha2, sizeof(sha));
+	assert_int_equal(phos_sha256_blocks(fd, size, 1000, sha2), -1);	/* not 4096-aligned */
+	assert_int_equal(errno, EINVAL);
+	close(fd);
+	put(w.dir_fd, "inventory.img", "inventory");
+	if (phos_image_publish(&w, &e) < 0)
+		fail_msg("publish: %s", e.msg);
+	phos_image_abort(&w);
+	phos_manifest_init(&m);
+	assert_int_equal(phos_image_verify(&f->s, &f->id, 1, 1000, 0, &m, &e), 0);
+	mf = phos_manifest_find_file(&m, "pages-1.img");
+	assert_non_null(mf);
+	assert_int_equal(mf->block, PHOS_BLOCK);
+	assert_int_equal(mf->size, size);
+	assert_memory_equal(mf->sha256, sha, sizeof(sha));
+	mf = phos_manifest_find_file(&m, "inventory.img");
+	assert_non_null(mf);
+	assert_int_equal(mf->block, 0);	/* small files: one SHA-256 */
+	phos_manifest_free(&m);
+	/* a byte in the last, short piece */
+	gen_path(f, &f->id, 1, NULL, g, sizeof(g));
+	sh("printf 'X' | dd of=%s/pages-1.img bs=1 seek=%llu conv=notrunc status=none", g,
+	   (unsigned long long)size - 2);
+	assert_int_equal(verify(f, 1, 1000, PHOS_VERIFY_QUICK, &e), 0);
+	assert_int_equal(verify(f, 1, 1000, 0, &e), -1);
+	assert_int_equal(errno, EILSEQ);
+	assert_non_null(strstr(e.msg, "pages-1.img"));
+}
+
 /* ---- atomic publish ------------------------------------------------------ */
 
 static size_t count_gens(struct fx *f, const struct phos_image_id *id)
@@ -986,6 +1040,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_publish_verify, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corruptions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_quick_verify, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_large_file_blocks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_partial_invisible, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_partial_other_host, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_publish_refusals, setup, teardown),

@@ -46,7 +46,8 @@ static void fill(struct phos_manifest *m)
 	assert_int_equal(phos_manifest_add_file(m, "pages-1.img", 4096, sha, NULL), 0);
 	sha[0] = 0xff;
 	assert_int_equal(phos_manifest_add_file(m, "core-4242.img", 0, sha, NULL), 0);
-	assert_int_equal(phos_manifest_add_file(m, "parent/pages-1.img", 1ull << 40, sha, NULL), 0);
+	assert_int_equal(phos_manifest_add_file_blocks(m, "parent/pages-1.img", 1ull << 40, 8 << 20,
+						       sha, NULL), 0);
 	/* Values that YAML would read as other types or syntax if unquoted. */
 	assert_int_equal(phos_manifest_set_extra(m, "stdio.1", "pipe:[12345]", NULL), 0);
 	assert_int_equal(phos_manifest_set_extra(m, "criu.version", "4.1.1", NULL), 0);
@@ -92,6 +93,7 @@ static void test_round_trip(void **state)
 	for (i = 0; i < m.n_files; i++) {
 		assert_string_equal(r.files[i].name, m.files[i].name);
 		assert_true(r.files[i].size == m.files[i].size);
+		assert_true(r.files[i].block == m.files[i].block);
 		assert_memory_equal(r.files[i].sha256, m.files[i].sha256, PHOS_SHA256_LEN);
 	}
 	assert_int_equal(r.n_extra, m.n_extra);
@@ -177,6 +179,10 @@ static void test_parse_refusals(void **state)
 		{ "name: pages-1.img", "name: manifest.mac", EBADMSG, "not allowed" },
 		{ "name: pages-1.img", "name: core-4242.img", EBADMSG, "listed twice" },
 		{ "sha256: 00", "sha256: 0G", EBADMSG, "sha256 must be 64" },
+		{ "block: 8388608", "block: 1000", EBADMSG, "block must be a multiple of 4096" },
+		{ "block: 8388608", "block: 0", EBADMSG, "block must be a multiple of 4096" },
+		{ "block: 8388608", "block: 2147483648", EBADMSG, "'block' must be a number" },
+		{ "block: 8388608", "block: 8388608\n  block: 4096", EBADMSG, "duplicate key 'block'" },
 		{ "  size: 4096\n", "  size: 4096\n  mode: 0644\n", EBADMSG, "unknown key 'mode'" },
 		{ "stdio.1: ", "stdio.1: [1, 2]\n  x: ", EBADMSG, "extra values must be strings" },
 		{ "root_pid: 4242", "root_pid: 99999999999", EBADMSG, "'root_pid' must be a number" },
