@@ -70,8 +70,15 @@ exact_stop() {
 	fi
 	wait "$APP_PID" 2>/dev/null
 	lines "$d/a.out" | tail -1 | sed 's/^/  last line before the checkpoint: /'
+	local t0 t1
+	t0=$(date +%s%N)
 	if ! restore "$IMG" "$d/b.out"; then
 		fail "$name: restore failed"; tail -20 "$d/b.out"; return
+	fi
+	# the restored app's first step (its first progress line; 0.1 s polls)
+	if wait_for "$d/b.out" '^(iter|step) [0-9]+ ' "$to"; then
+		t1=$(date +%s%N)
+		log "$name: first step of the restored app $(( (t1 - t0) / 1000000 )) ms after phosctl restore (polled every 0.1 s)"
 	fi
 	if ! wait_for "$d/b.out" '^DONE' "$to"; then
 		fail "$name: restored app did not finish"; tail -5 "$d/b.out"; kill -9 "$RESTORED_PID"; return
