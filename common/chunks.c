@@ -107,6 +107,23 @@ static bool size_ok(const struct stat *st, bool zst, size_t len)
 		     (uint64_t)st->st_size == len;
 }
 
+/* The checks of a chunk's file before it is used: ours, and a size that
+ * can hold len bytes (exactly them, uncompressed). */
+static int stat_ok(const struct stat *st, const char *hex, bool zst, size_t len, char *err,
+		   size_t errsz)
+{
+	const char *sfx = zst ? PHOS_CHUNK_ZST : "";
+
+	if (!safe(st))
+		return errf(err, errsz, EPERM, "chunk %.16s...%s is not a regular file of uid %u "
+			    "closed to others", hex, sfx, (unsigned)geteuid());
+	if (!size_ok(st, zst, len))
+		return errf(err, errsz, EMSGSIZE, "chunk %.16s...%s has %jd bytes, not %s%zu", hex,
+			    sfx, (intmax_t)st->st_size, zst ? "1 to " : "",
+			    zst ? ZSTD_compressBound(len) : len);
+	return 0;
+}
+
 int phos_chunk_check(int dir_fd, const unsigned char sha[32], size_t len, char *err,
 		     size_t errsz)
 {
@@ -117,14 +134,7 @@ int phos_chunk_check(int dir_fd, const unsigned char sha[32], size_t len, char *
 	phos_chunk_hex(sha, name);
 	if (chunk_stat(dir_fd, name, &st, &zst) < 0)
 		return errf(err, errsz, errno, "chunk %.16s...: %s", name, strerror(errno));
-	if (!safe(&st))
-		return errf(err, errsz, EPERM, "chunk %.16s... is not a regular file of uid %u "
-			    "closed to others", name, (unsigned)geteuid());
-	if (!size_ok(&st, zst, len))
-		return errf(err, errsz, EMSGSIZE, "chunk %.16s...%s has %jd bytes, not %s%zu", name,
-			    zst ? PHOS_CHUNK_ZST : "", (intmax_t)st.st_size,
-			    zst ? "1 to " : "", zst ? ZSTD_compressBound(len) : len);
-	return 0;
+	return stat_ok(&st, name, zst, len, err, errsz);
 }
 
 int phos_chunk_put(int dir_fd, const void *data, size_t len, bool direct, unsigned char sha[32],
@@ -204,107 +214,83 @@ fail:
 	return errf(err, errsz, e, "writing chunk %.16s...: %s", name, strerror(e));
 }
 
-/* The compressed form of chunk hex, decompressed into buf (len bytes). */
-static int get_zst(int dir_fd, const char *hex, const unsigned char sha[32], void *buf, size_t len,
-		   char *err, size_t errsz)
-{
-	char name[PHOS_CHUNK_HEX + sizeof(PHOS_CHUNK_ZST)];
-	unsigned char got[32];
-	struct stat st;
-	void *z = NULL;
-	ssize_t n;
-	size_t out;
-	int fd, e;
-
-	snprintf(name, sizeof(name), "%s" PHOS_CHUNK_ZST, hex);
-	fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return errf(err, errsz, errno == ELOOP ? EPERM : errno, "chunk %.16s...: %s", hex,
-			    strerror(errno == ENOENT ? ENOENT : errno));
-	if (fstat(fd, &st) < 0 || !safe(&st) || !size_ok(&st, true, len)) {
-		e = errno;
-		close(fd);
-		if (e == 0 || !S_ISREG(st.st_mode) || safe(&st))
-			return errf(err, errsz, EMSGSIZE, "chunk %.16s...%s: %jd bytes cannot hold %zu",
-				    hex, PHOS_CHUNK_ZST, (intmax_t)st.st_size, len);
-		return errf(err, errsz, EPERM, "chunk %.16s...%s is not a regular file of uid %u "
-			    "closed to others", hex, PHOS_CHUNK_ZST, (unsigned)geteuid());
-	}
-	if (!(z = malloc((size_t)st.st_size))) {
-		close(fd);
-		return errf(err, errsz, ENOMEM, "out of memory");
-	}
-	n = phos_read_full(fd, z, (size_t)st.st_size);
-	e = errno;
-	close(fd);
-	if (n != st.st_size) {
-		free(z);
-		return errf(err, errsz, n < 0 ? e : EMSGSIZE, "reading chunk %.16s...%s: %s", hex,
-			    PHOS_CHUNK_ZST, n < 0 ? strerror(e) : "short read");
-	}
-	out = ZSTD_decompress(buf, len, z, (size_t)n);
-	free(z);
-	if (ZSTD_isError(out) || out != len)
-		return errf(err, errsz, EILSEQ, "chunk %.16s...%s does not decompress to %zu bytes "
-			    "(corrupt)", hex, PHOS_CHUNK_ZST, len);
-	if (sha256(buf, len, got) < 0)
-		return errf(err, errsz, EIO, "SHA-256 failed");
-	if (memcmp(got, sha, 32))
-		return errf(err, errsz, EILSEQ, "chunk %.16s...%s does not hold the bytes its name "
-			    "says (corrupt)", hex, PHOS_CHUNK_ZST);
-	return 0;
-}
-
 int phos_chunk_get(int dir_fd, const unsigned char sha[32], void *buf, size_t len, bool direct,
 		   char *err, size_t errsz)
 {
-	char name[PHOS_CHUNK_HEX + 1];
+	char hex[PHOS_CHUNK_HEX + 1], zname[PHOS_CHUNK_HEX + sizeof(PHOS_CHUNK_ZST)];
+	const char *sfx = "";
 	unsigned char got[32];
 	struct stat st;
+	void *z = NULL, *dst = buf;
+	size_t flen;
 	ssize_t n;
 	int fd = -1, e;
 
-	phos_chunk_hex(sha, name);
+	/* "<hex>", else "<hex>.zst" */
+	phos_chunk_hex(sha, hex);
 	if (direct)
-		fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_DIRECT);
+		fd = openat(dir_fd, hex, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_DIRECT);
 	if (fd < 0)
-		fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0 && errno == ENOENT)
-		return get_zst(dir_fd, name, sha, buf, len, err, errsz);
+		fd = openat(dir_fd, hex, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		sfx = PHOS_CHUNK_ZST;
+		snprintf(zname, sizeof(zname), "%s%s", hex, sfx);
+		fd = openat(dir_fd, zname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	}
 	if (fd < 0)
-		return errf(err, errsz, errno == ELOOP ? EPERM : errno, "chunk %.16s...: %s", name,
+		return errf(err, errsz, errno == ELOOP ? EPERM : errno, "chunk %.16s...: %s", hex,
 			    strerror(errno));
 	if (fstat(fd, &st) < 0) {
 		e = errno;
 		close(fd);
-		return errf(err, errsz, e, "chunk %.16s...: %s", name, strerror(e));
+		return errf(err, errsz, e, "chunk %.16s...%s: %s", hex, sfx, strerror(e));
 	}
-	if (!safe(&st)) {
+	if (stat_ok(&st, hex, *sfx != '\0', len, err, errsz) < 0) {
+		e = errno;
 		close(fd);
-		return errf(err, errsz, EPERM, "chunk %.16s... is not a regular file of uid %u "
-			    "closed to others", name, (unsigned)geteuid());
+		errno = e;
+		return -1;
 	}
-	if ((uint64_t)st.st_size != len) {
+	flen = (size_t)st.st_size;	/* len, or the compressed size */
+	if (*sfx != '\0' && !(dst = z = malloc(flen))) {
 		close(fd);
-		return errf(err, errsz, EMSGSIZE, "chunk %.16s... has %jd bytes, not %zu", name,
-			    (intmax_t)st.st_size, len);
+		return errf(err, errsz, ENOMEM, "out of memory");
 	}
-	n = phos_read_full(fd, buf, len);
+	n = phos_read_full(fd, dst, flen);
 	e = errno;
 	close(fd);
-	if (n < 0)
-		return errf(err, errsz, e, "reading chunk %.16s...: %s", name, strerror(e));
-	if ((size_t)n != len)
-		return errf(err, errsz, EMSGSIZE, "chunk %.16s... ended after %zd bytes", name, n);
+	if (n < 0 || (size_t)n != flen) {
+		free(z);
+		if (n < 0)
+			return errf(err, errsz, e, "reading chunk %.16s...%s: %s", hex, sfx,
+				    strerror(e));
+		return errf(err, errsz, EMSGSIZE, "chunk %.16s...%s ended after %zd bytes", hex,
+			    sfx, n);
+	}
+	if (z) {
+		size_t out = ZSTD_decompress(buf, len, z, flen);
+
+		free(z);
+		if (ZSTD_isError(out) || out != len)
+			return errf(err, errsz, EILSEQ, "chunk %.16s...%s does not decompress to %zu "
+				    "bytes (corrupt)", hex, sfx, len);
+	}
 	if (sha256(buf, len, got) < 0)
 		return errf(err, errsz, EIO, "SHA-256 failed");
 	if (memcmp(got, sha, 32))
-		return errf(err, errsz, EILSEQ, "chunk %.16s... does not hold the bytes its name "
-			    "says (corrupt)", name);
+		return errf(err, errsz, EILSEQ, "chunk %.16s...%s does not hold the bytes its name "
+			    "says (corrupt)", hex, sfx);
 	return 0;
 }
 
 /* ---- index files -------------------------------------------------------- */
+
+bool phos_idx_name(const char *name)
+{
+	size_t len = strlen(name), sl = strlen(PHOS_IDX_SUFFIX);
+
+	return len > sl && !strchr(name, '/') && !strcmp(name + len - sl, PHOS_IDX_SUFFIX);
+}
 
 uint64_t phos_idx_count(uint64_t size, uint64_t chunk)
 {
@@ -434,7 +420,7 @@ int phos_idx_write(const struct phos_idx *x, int dir_fd, const char *name, char 
 
 /* ---- sweeping ----------------------------------------------------------- */
 
-static int cmp_sha(const void *a, const void *b)
+int phos_chunk_cmp(const void *a, const void *b)
 {
 	return memcmp(a, b, 32);
 }
@@ -471,7 +457,7 @@ int phos_chunks_sweep(int dir_fd, const unsigned char (*keep)[32], size_t n, uin
 						      strcmp(de->d_name + PHOS_CHUNK_HEX,
 							     PHOS_CHUNK_ZST))) ||
 			     phos_chunk_unhex(hex, sha) < 0 ||
-			     (n && bsearch(sha, keep, n, sizeof(*keep), cmp_sha))))
+			     (n && bsearch(sha, keep, n, sizeof(*keep), phos_chunk_cmp))))
 			continue;	/* in use, or not a chunk (the lock, ...) */
 		if (fstatat(dir_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
 			continue;

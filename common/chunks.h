@@ -72,6 +72,8 @@ struct phos_idx {
 	unsigned char (*sha)[32];
 };
 
+/* name is an index file's ("*.idx", top level of a generation). */
+bool phos_idx_name(const char *name);
 uint64_t phos_idx_count(uint64_t size, uint64_t chunk);
 /* length of piece i */
 size_t phos_idx_len(const struct phos_idx *x, uint64_t i);
@@ -87,8 +89,11 @@ void phos_idx_free(struct phos_idx *x);
 void phos_chunk_hex(const unsigned char sha[32], char out[PHOS_CHUNK_HEX + 1]);
 int phos_chunk_unhex(const char *s, unsigned char sha[32]);
 
+/* Order of chunk digests (qsort, bsearch): memcmp of the 32 bytes. */
+int phos_chunk_cmp(const void *a, const void *b);
+
 /*
- * Remove from dir_fd every chunk not in keep (sorted by memcmp, n of them)
+ * Remove from dir_fd every chunk not in keep (sorted by phos_chunk_cmp, n of them)
  * and every temporary left by a dead writer.  The caller holds the
  * store's lock exclusively.  Returns the number of files removed, or -1.
  */

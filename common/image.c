@@ -1158,11 +1158,9 @@ static int check_chunks(const struct phos_store *s, int task_fd, const char *tas
 
 	for (size_t i = 0; rc == 0 && i < m->n_files; i++) {
 		const char *name = m->files[i].name;
-		size_t len = strlen(name);
 		struct phos_idx x;
 
-		if (len <= strlen(PHOS_IDX_SUFFIX) || strchr(name, '/') ||
-		    strcmp(name + len - strlen(PHOS_IDX_SUFFIX), PHOS_IDX_SUFFIX))
+		if (!phos_idx_name(name))
 			continue;
 		if (cfd < 0) {
 			struct phos_err ce = { "" };
@@ -1204,11 +1202,9 @@ static int mark_gen(int task_fd, const char *gname, unsigned char (**keep)[32], 
 		return -1;
 	}
 	while (rc == 0 && (de = readdir(d))) {
-		size_t len = strlen(de->d_name);
 		struct phos_idx x;
 
-		if (len <= strlen(PHOS_IDX_SUFFIX) ||
-		    strcmp(de->d_name + len - strlen(PHOS_IDX_SUFFIX), PHOS_IDX_SUFFIX))
+		if (!phos_idx_name(de->d_name))
 			continue;
 		if (phos_idx_read(&x, dirfd(d), de->d_name, err, errsz) < 0) {
 			rc = -1;
@@ -1232,11 +1228,6 @@ static int mark_gen(int task_fd, const char *gname, unsigned char (**keep)[32], 
 	}
 	closedir(d);
 	return rc;
-}
-
-static int cmp_sha(const void *a, const void *b)
-{
-	return memcmp(a, b, 32);
 }
 
 /* Remove the chunks no generation of the task names (and dead writers'
@@ -1275,7 +1266,7 @@ static void sweep_chunks(const struct phos_store *s, int task_fd, const char *ta
 		}
 	}
 	if (n)
-		qsort(keep, n, sizeof(*keep), cmp_sha);
+		qsort(keep, n, sizeof(*keep), phos_chunk_cmp);
 	removed = phos_chunks_sweep(cfd, (const unsigned char (*)[32])keep, n, &bytes, err,
 				    sizeof(err));
 	if (removed < 0)

@@ -638,7 +638,8 @@ static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bo
 		gpu_bytes += holds[i].bytes;
 		/* stop/preempt: the process is gone and its buffers are on
 		 * storage (synced): the GPU memory is free from here on, not
-		 * only after the publish */
+		 * only after the publish (the measure of a preemption's cost
+		 * to the GPU) */
 		if (!lr && holds[i].n) {
 			log_info("checkpoint %s: the %d GPU buffer(s) of pid %d (%" PRIu64 " bytes) "
 				 "released %" PRIu64 " ms after the checkpoint began", target,
@@ -682,12 +683,9 @@ out:
 	for (size_t i = 0; i < nholds; i++) {
 		if (saves)
 			gpu_save_abort(&saves[i]);
+		/* (a stop checkpoint that succeeded let go of them once saved) */
 		if (rc < 0 || (r->flags & PHOS_F_LEAVE_RUNNING))
 			give_back(&holds[i], target);
-		else if (holds[i].n)	/* the measure of a preemption's cost to the GPU */
-			log_info("checkpoint %s: the %d GPU buffer(s) of pid %d (%" PRIu64 " bytes) "
-				 "released %" PRIu64 " ms after the checkpoint began", target,
-				 holds[i].n, (int)holds[i].pid, holds[i].bytes, phos_now_ms() - t0);
 		gpu_hold_release(&holds[i]);
 	}
 	free(saves);

@@ -5,10 +5,13 @@
  * API); copying buffers needs one, so it runs this helper, which dies with
  * its context when the copy is done.
  *
- *   phos-gpu save TAG [--snapshot] [--table FD]
+ *   phos-gpu save TAG [--snapshot] [--table FD] [--zstd LEVEL]
  *                          fds 3..3+N-1: exported buffers; stdin: N lines
- *                          "va size dev".  Writes gpumem-TAG-I.bin (raw
- *                          bytes) and gpumem-TAG.map ("va size dev file"
+ *                          "va size dev".  Stores the buffers as chunks in
+ *                          the task's chunk store, ../chunks (common/
+ *                          chunks.h; --zstd: compressed where smaller), and
+ *                          writes gpumem-TAG-I.idx (each buffer's chunks)
+ *                          and gpumem-TAG.map ("va size dev file h0 h1"
  *                          lines) into the current directory.  Says on
  *                          stdout, before copying to the host, how it
  *                          copies:
@@ -28,16 +31,20 @@
  *   phos-gpu load TAG [--concurrent]
  *                          reads gpumem-TAG.map from the current directory,
  *                          creates each buffer (exportable) on its device,
- *                          fills it, and sends the records (PHOS_A_GPUBUFS)
- *                          with the fds as one GPU_DETACH message on fd 3.
+ *                          fills it (from its chunks, each checked against
+ *                          its SHA-256 name; or, in images from before the
+ *                          chunk store, from gpumem-TAG-I.bin), and sends
+ *                          the records (PHOS_A_GPUBUFS) with the fds as one
+ *                          GPU_DETACH message on fd 3.
  *                          --concurrent: sends them, with a load table
  *                          (PHOS_A_SAVETAB), before filling them
  *                          (doc/concurrent-restore.md).  Each buffer whose
  *                          map line has its hash must match it.
  *
- * Copies run on gpu-io.c's workers (PHOS_GPU_IO_THREADS, default 4, each
- * with a pinned staging buffer of PHOS_GPU_IO_CHUNK_MB, default 8 MiB;
- * PHOS_GPU_DIRECT_IO=1: O_DIRECT files where the file system takes it).
+ * Copies run on gpu-io.c's workers (PHOS_GPU_IO_THREADS, default half the
+ * CPUs, 4 to 16, each with a pinned staging buffer of PHOS_GPU_IO_CHUNK_MB,
+ * default 8 MiB; PHOS_GPU_DIRECT_IO=1: O_DIRECT files where the file
+ * system takes it).
  * The last line on stderr says what was done; exit 0 on success, 1 with
  * a message (3: a concurrent save's buffer changed, see above).
  */
@@ -188,19 +195,24 @@ static const struct gio_ops *io_ops(void)
 	return &o;
 }
 
-/* Open a buffer's file; PHOS_GPU_DIRECT_IO=1: O_DIRECT where the file
+/* PHOS_GPU_DIRECT_IO=1 (phosd's environment): O_DIRECT where the file
  * system takes it (the page cache is bypassed). */
-static int open_file(const char *name, int flags)
+static bool direct_io(void)
 {
 	const char *d = getenv("PHOS_GPU_DIRECT_IO");
+
+	return d && strcmp(d, "1") == 0;
+}
+
+/* Open a buffer file of an image written before the chunk store (read). */
+static int open_file(const char *name)
+{
 	int fd = -1;
 
-	if (d && strcmp(d, "1") == 0)
-		fd = open(name, flags | O_DIRECT | O_CLOEXEC, 0600);
-	if (fd < 0 && (flags & O_CREAT) && errno == EINVAL)
-		unlink(name);	/* O_CREAT|O_EXCL made it before refusing O_DIRECT */
+	if (direct_io())
+		fd = open(name, O_RDONLY | O_DIRECT | O_CLOEXEC);
 	if (fd < 0)
-		fd = open(name, flags | O_CLOEXEC, 0600);
+		fd = open(name, O_RDONLY | O_CLOEXEC);
 	return fd;
 }
 
@@ -350,13 +362,6 @@ static int zstd_level;		/* --zstd N: compress chunks (0: off) */
 static struct phos_idx idx[PHOS_GPUBUF_MAX];
 static struct phos_chunk_stats cstat;
 
-static bool direct_io(void)
-{
-	const char *d = getenv("PHOS_GPU_DIRECT_IO");
-
-	return d && strcmp(d, "1") == 0;
-}
-
 static int open_chunks(void)
 {
 	chunks_fd = open("../" PHOS_CHUNKS_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -459,31 +464,27 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 	fflush(stdout);
 	fclose(stdout);
 
+	/* into the task's chunk store, which phosd made (chunks another
+	 * generation stored already are not written again) */
+	size_t chunk = gio_chunk();
+	if (open_chunks() < 0) {
+		fail("no chunk store ../%s beside the image directory (phosd makes it): %s",
+		     PHOS_CHUNKS_DIR, strerror(errno));
+		goto failed;
+	}
 	snprintf(name, sizeof(name), "gpumem-%s.map", tag);
 	map = fopen(name, "wex");
-	if (!map)
-		return fail("cannot create %s: %s", name, strerror(errno));
-	/* into the task's chunk store if phosd made one (chunks another
-	 * generation stored already are not written again), else one file
-	 * per buffer */
-	size_t chunk = gio_chunk();
-	bool chunked = open_chunks() >= 0;
+	if (!map) {
+		fail("cannot create %s: %s", name, strerror(errno));
+		goto failed;
+	}
 	for (unsigned i = 0; i < n; i++) {
 		io[i] = (struct gio_buf){ .ctx = ctx_of[b[i].dev], .size = b[i].size,
 					  .dptr = snapshot ? b[i].snap : b[i].src, .fd = -1 };
-		if (chunked) {
-			idx[i] = (struct phos_idx){ .size = b[i].size, .chunk = chunk,
-						    .n = phos_idx_count(b[i].size, chunk) };
-			if (!(idx[i].sha = calloc(idx[i].n, sizeof(*idx[i].sha)))) {
-				fail("out of memory");
-				goto failed;
-			}
-			continue;
-		}
-		snprintf(name, sizeof(name), "gpumem-%s-%u.bin", tag, i);
-		io[i].fd = open_file(name, O_WRONLY | O_CREAT | O_EXCL);
-		if (io[i].fd < 0) {
-			fail("cannot create %s: %s", name, strerror(errno));
+		idx[i] = (struct phos_idx){ .size = b[i].size, .chunk = chunk,
+					    .n = phos_idx_count(b[i].size, chunk) };
+		if (!(idx[i].sha = calloc(idx[i].n, sizeof(*idx[i].sha)))) {
+			fail("out of memory");
 			goto failed;
 		}
 	}
@@ -512,45 +513,34 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 	tcopy = phos_now_ms() - tcopy;
 	snprintf(rate, sizeof(rate), "; copy %.2f GB/s with %u threads, %zu MiB chunks",
 		 tcopy ? (double)total / 1e6 / (double)tcopy : 0.0, g.threads, g.chunk >> 20);
-	if (chunked) {
-		size_t k = strlen(rate);
+	size_t k = strlen(rate);
 
-		snprintf(rate + k, sizeof(rate) - k, "; %" PRIu64 " chunk(s) written (%" PRIu64
-			 " MB), %" PRIu64 " already stored (%" PRIu64 " MB)", cstat.written,
-			 cstat.written_bytes / 1000000, cstat.reused, cstat.reused_bytes / 1000000);
-		k = strlen(rate);
-		if (zstd_level)
-			snprintf(rate + k, sizeof(rate) - k, "; zstd level %d: %" PRIu64 " MB stored",
-				 zstd_level, cstat.stored_bytes / 1000000);
-		if (fsync(chunks_fd) < 0) {	/* the renames of the new chunks */
-			fail("syncing the chunk store: %s", strerror(errno));
-			goto failed;
-		}
+	snprintf(rate + k, sizeof(rate) - k, "; %" PRIu64 " chunk(s) written (%" PRIu64 " MB), %"
+		 PRIu64 " already stored (%" PRIu64 " MB)", cstat.written,
+		 cstat.written_bytes / 1000000, cstat.reused, cstat.reused_bytes / 1000000);
+	k = strlen(rate);
+	if (zstd_level)
+		snprintf(rate + k, sizeof(rate) - k, "; zstd level %d: %" PRIu64 " MB stored",
+			 zstd_level, cstat.stored_bytes / 1000000);
+	if (fsync(chunks_fd) < 0) {	/* the renames of the new chunks */
+		fail("syncing the chunk store: %s", strerror(errno));
+		goto failed;
 	}
 	for (unsigned i = 0; i < n; i++) {
 		char err[256];
 
-		if (chunked) {
-			snprintf(name, sizeof(name), "gpumem-%s-%u.idx", tag, i);
-			if (phos_idx_write(&idx[i], AT_FDCWD, name, err, sizeof(err)) < 0) {
-				fail("%s", err);
-				goto failed;
-			}
-			continue;
-		}
-		if (fsync(io[i].fd) < 0 || close(io[i].fd) < 0) {
-			fail("writing gpumem-%s-%u.bin: %s", tag, i, strerror(errno));
+		snprintf(name, sizeof(name), "gpumem-%s-%u.idx", tag, i);
+		if (phos_idx_write(&idx[i], AT_FDCWD, name, err, sizeof(err)) < 0) {
+			fail("%s", err);
 			goto failed;
 		}
-		io[i].fd = -1;
 	}
 	/* the map lists the buffers in their order, whatever order they were
 	 * copied in, each with the hash of its bytes (a concurrent restore
 	 * checks each buffer against it before the process may use it) */
 	for (unsigned i = 0; i < n; i++)
-		fprintf(map, "%#" PRIx64 " %" PRIu64 " %u gpumem-%s-%u.%s %016" PRIx64 " %016"
-			PRIx64 "\n", b[i].va, b[i].size, b[i].dev, tag, i, chunked ? "idx" : "bin",
-			io[i].h[0], io[i].h[1]);
+		fprintf(map, "%#" PRIx64 " %" PRIu64 " %u gpumem-%s-%u.idx %016" PRIx64 " %016"
+			PRIx64 "\n", b[i].va, b[i].size, b[i].dev, tag, i, io[i].h[0], io[i].h[1]);
 	if (tab)
 		phos_savetab_end(tab);
 	if (fflush(map) != 0 || fsync(fileno(map)) < 0 || fclose(map) != 0)
@@ -656,8 +646,7 @@ static int load(const char *tag, bool concurrent)
 		want_hash[n].known = k == 6;
 		if (use_dev(lb[n].dev))
 			return 1;
-		size_t fl = strlen(file);
-		if (fl > 4 && !strcmp(file + fl - 4, PHOS_IDX_SUFFIX)) {
+		if (phos_idx_name(file)) {
 			char err[256];
 
 			/* in chunks: each checked against its name as it is read */
@@ -675,7 +664,7 @@ static int load(const char *tag, bool concurrent)
 			chunk = idx[n].chunk;
 			in = -1;
 		} else {
-			in = open_file(file, O_RDONLY);
+			in = open_file(file);
 			if (in < 0 || fstat(in, &st) < 0 || (uint64_t)st.st_size != lb[n].size)
 				return fail("%s: missing or of the wrong size (%" PRIu64 " bytes "
 					    "expected)", file, lb[n].size);

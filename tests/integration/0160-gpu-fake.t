@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 50
+plan 52
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -288,6 +288,10 @@ like "$rc $out" "^1 .*phos-gpu: the save table \\(fd 4\\) is not one of 1 buffer
 	"phos-gpu save with a table of the wrong size refuses it (exit 1): $(tail -1 <<<"$out")"
 out=$("$GPUH" save 9 --table 2 2>&1); rc=$?
 like "$rc $out" "^2 usage:" "phos-gpu save --table on a standard fd is a usage error"
+out=$(cd "$bad" && echo "0x7f0000000000 2097152 0" | "$GPUH" save 9 3<>"$bad/buf" 2>&1); rc=$?
+like "$rc $(tail -1 <<<"$out")" "^1 phos-gpu: no chunk store \\.\\./chunks beside the image directory \\(phosd makes it\\): No such file" \
+	"phos-gpu save without the task's chunk store refuses, and writes nothing"
+is "$(ls "$bad" | grep -c gpumem-9)" 0 "(no map left behind)"
 printf '0x7f0000000000 2097152\n' >"$bad/gpumem-9.map"
 out=$(cd "$bad" && "$GPUH" load 9 3>/dev/null 2>&1); rc=$?
 like "$rc $out" "^1 phos-gpu: gpumem-9.map: bad line: 0x7f0000000000 2097152" \
