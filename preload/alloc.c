@@ -102,10 +102,12 @@ PHOS_EXPORT int phos_alloc_query(uint64_t addr, uint64_t *base, uint64_t *size, 
 
 void phos_write_range(uint64_t base, uint64_t size)
 {
-	struct phos_wset ws = { 0 };
+	struct phos_wset ws;
 
 	if (size == 0)
 		return;
+	ws.unknown = false;
+	ws.n = 0;
 	if (phos_cow_active())
 		phos_cow_range(base, size);
 	pthread_rwlock_rdlock(&map_lock);
@@ -118,9 +120,11 @@ void phos_write_launch(CUfunction f, bool per_thread, CUstream s, void **kernel_
 		       void **extra, bool graph)
 {
 	const struct phos_param *p = NULL;
-	struct phos_wset ws = { 0 };
+	struct phos_wset ws;	/* no initialiser: base[] is 512 bytes */
 	unsigned np = 0;
 
+	ws.unknown = false;
+	ws.n = 0;
 	PHOS_COUNT(launches, 1);
 	if (phos_stream_capturing(s, per_thread)) {
 		/* recorded into a graph, runs nothing now */

@@ -15,7 +15,8 @@
 struct phos_alloc {
 	uint64_t base;
 	uint64_t size;
-	uint64_t writes;	/* times a write set named it (atomic adds) */
+	uint64_t writes;	/* times a write set named it (wset.c: may miss
+				 * a count when threads race) */
 	uint64_t aux;		/* the owner's datum (alloc.c: VMM handle size) */
 	int kind;		/* enum phos_alloc_kind */
 };

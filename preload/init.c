@@ -77,6 +77,8 @@ static void do_init(void)
 	int saved = errno;
 
 	read_env();
+	phos_gate_init();
+	pthread_atfork(NULL, NULL, phos_gate_atfork_child);
 	phos_sig_resolve();
 	if (phos_env.checkpoint && phos_sig_start() < 0)
 		phos_dbg("cannot catch SIGTERM: %s", strerror(errno));

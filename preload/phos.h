@@ -72,7 +72,8 @@ struct phos_stats {
 int phos_stats(struct phos_stats *st, size_t size);
 
 /* Find the map entry containing addr.  Returns 0 and fills the non-NULL
- * outputs (writes: how many launches/copies/memsets marked it written);
+ * outputs (writes: how many launches/copies/memsets marked it written,
+ * exact for one thread; launches racing on several threads may count once);
  * -1 + ENOENT if no tracked allocation contains addr. */
 int phos_alloc_query(uint64_t addr, uint64_t *base, uint64_t *size,
 		     int *kind, uint64_t *writes);

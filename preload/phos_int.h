@@ -63,8 +63,38 @@ void *phos_real_dlsym(void *handle, const char *name);
 void *phos_cuda_sym(const char *name);
 
 /* ---- stats.c ---------------------------------------------------------- */
+/* Gauges (initialized, map_entries, vmm_owned) live in phos_st; counts
+ * are kept per thread (gate.c's slots) and summed by phos_stats(). */
 extern struct phos_stats phos_st;
-#define PHOS_COUNT(field, n) __atomic_fetch_add(&phos_st.field, (n), __ATOMIC_RELAXED)
+
+/* ---- gate.c: per-thread slots ---------------------------------------- */
+#define PHOS_THREAD_SLOTS 1024
+
+struct phos_slot {
+	int inside;			/* in a hook (the gate) */
+	struct phos_stats n;		/* this thread's counts */
+} __attribute__((aligned(64)));
+
+extern struct phos_slot phos_slots[PHOS_THREAD_SLOTS];
+extern struct phos_slot phos_slot_shared;	/* threads past the last slot */
+extern __thread struct phos_slot *phos_self __attribute__((tls_model("initial-exec")));
+/* This thread's slot, claimed now (async-signal-safe). */
+struct phos_slot *phos_slot_claim(void);
+unsigned phos_slots_used(void);
+
+/* Count n on this thread's slot: a plain add on its own cache line (only
+ * the owner writes it; phos_stats() reads it with relaxed loads), an
+ * atomic one on the shared overflow slot. */
+#define PHOS_COUNT(field, k)							\
+	do {									\
+		struct phos_slot *s_ = phos_self ? phos_self : phos_slot_claim();	\
+		uint64_t k_ = (uint64_t)(k);					\
+		if (s_ == &phos_slot_shared)					\
+			__atomic_fetch_add(&s_->n.field, k_, __ATOMIC_RELAXED);	\
+		else								\
+			__atomic_store_n(&s_->n.field, s_->n.field + k_,	\
+					 __ATOMIC_RELAXED);			\
+	} while (0)
 
 /* ---- hooks.c ---------------------------------------------------------- */
 #define PHOS_NSLOTS 4	/* slot 0: the exported symbol; 1..3: other real
@@ -125,6 +155,9 @@ void *phos_real_get(void **slots, int k, const char *name);
  * callers wait at the entry; phos_gate_close() returns once no thread is
  * inside.  A thread already inside a hook passes again (nested entry).
  */
+/* Register for membarrier (init.c, once): the open gate then needs no fence. */
+void phos_gate_init(void);
+void phos_gate_atfork_child(void);
 int phos_gate_enter(void);
 void phos_gate_leave(int *token);
 /* Close the gate and wait up to timeout_ms for the hooks to drain:

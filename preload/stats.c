@@ -1,6 +1,7 @@
 /*
  * stats.c - per-process counters: phos_stats() for tests (phos.h) and
- * the PHOS_STATS_FILE dump at exit, for programs we cannot modify.
+ * the PHOS_STATS_FILE dump at exit, for programs we cannot modify.  Counts
+ * are kept per thread (gate.c's slots, PHOS_COUNT) and summed here.
  */
 #include "config.h"
 
@@ -17,16 +18,23 @@ struct phos_stats phos_st;
 PHOS_EXPORT int phos_stats(struct phos_stats *st, size_t size)
 {
 	struct phos_stats snap;
-	const uint64_t *src = (const uint64_t *)&phos_st;
 	uint64_t *dst = (uint64_t *)&snap;
+	unsigned k, nslots = phos_slots_used();
 	size_t i;
 
 	if (!st) {
 		errno = EINVAL;
 		return -1;
 	}
+	/* the gauges, plus every thread's counts */
 	for (i = 0; i < sizeof(snap) / sizeof(uint64_t); i++)
-		dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+		dst[i] = __atomic_load_n(&((const uint64_t *)&phos_st)[i], __ATOMIC_RELAXED) +
+			 __atomic_load_n(&((const uint64_t *)&phos_slot_shared.n)[i],
+					 __ATOMIC_RELAXED);
+	for (k = 0; k < nslots; k++)
+		for (i = 0; i < sizeof(snap) / sizeof(uint64_t); i++)
+			dst[i] += __atomic_load_n(&((const uint64_t *)&phos_slots[k].n)[i],
+						  __ATOMIC_RELAXED);
 	memcpy(st, &snap, size < sizeof(snap) ? size : sizeof(snap));
 	return 0;
 }

@@ -551,6 +551,50 @@ static void test_threads(void **state)
 	assert_int_equal(after.map_entries, before.map_entries);
 }
 
+/* Counts are kept per thread (libphos's slots, 1024 of them; threads past
+ * those share an overflow slot): more short-lived threads than slots,
+ * in waves running at once, and every launch and allocation is counted. */
+enum { WAVES = 44, WAVE = 25 };	/* 1100 threads */
+
+static void *one_launch(void *arg)
+{
+	CUfunction k = arg;
+	CUdeviceptr a, b;
+
+	if (cuMemAlloc(&a, 64) != CUDA_SUCCESS || cuMemAlloc(&b, 64) != CUDA_SUCCESS)
+		return (void *)1;
+	if (launch_inc(k, a, 1, b) != CUDA_SUCCESS)
+		return (void *)1;
+	if (cuMemFree(a) != CUDA_SUCCESS || cuMemFree(b) != CUDA_SUCCESS)
+		return (void *)1;
+	return NULL;
+}
+
+static void test_many_threads(void **state)
+{
+	CUfunction k = fakecuda_kernel(FAKECUDA_KERNEL, 3, INC_SIZES, body_inc);
+	struct phos_stats before, after;
+	pthread_t t[WAVE];
+	void *ret;
+
+	(void)state;
+	before = preload_stats();
+	for (int w = 0; w < WAVES; w++) {
+		for (int i = 0; i < WAVE; i++)
+			assert_int_equal(pthread_create(&t[i], NULL, one_launch, k), 0);
+		for (int i = 0; i < WAVE; i++) {
+			assert_int_equal(pthread_join(t[i], &ret), 0);
+			assert_null(ret);
+		}
+	}
+	after = preload_stats();
+	assert_int_equal(D(launches), WAVES * WAVE);
+	assert_int_equal(D(allocs), 2 * WAVES * WAVE);
+	assert_int_equal(D(frees), 2 * WAVES * WAVE);
+	assert_int_equal(D(wset_marks), 2 * WAVES * WAVE);
+	assert_int_equal(after.map_entries, before.map_entries);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -566,6 +610,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_vmm),
 		cmocka_unit_test(test_async_pitch_host),
 		cmocka_unit_test(test_threads),
+		cmocka_unit_test(test_many_threads),
 	};
 
 	preload_reexec(argv);

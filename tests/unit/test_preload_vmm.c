@@ -420,6 +420,100 @@ static void test_detach_imported(void **state)
 	assert_int_equal(cuMemFree(a), CUDA_SUCCESS);
 }
 
+/*
+ * The gate under load: LOADERS threads launch kernels that add to their
+ * own word of a VMM buffer, without pause, while the buffer is detached
+ * and reattached ROUNDS times.  A launch that slipped past the closed
+ * gate would run on the unmapped range (the fake: PROT_NONE, SIGSEGV) or
+ * write memory phosd already holds; every increment must survive.
+ */
+#define LOADERS 4
+#define ROUNDS 20
+
+static volatile int load_stop;
+static CUdeviceptr load_buf;
+static CUcontext load_ctx;
+
+static void body_add(void **params)
+{
+	uint64_t *w = (uint64_t *)(uintptr_t)*(CUdeviceptr *)params[0];
+
+	w[*(int *)params[1]]++;
+}
+
+static void *loader(void *arg)
+{
+	CUfunction k = fakecuda_kernel(FAKECUDA_KERNEL, 2, (const size_t[]){ 8, 4 }, body_add);
+	int idx = (int)(intptr_t)arg;
+	uintptr_t n = 0;
+	void *kp[2] = { &load_buf, &idx };
+
+	cuCtxSetCurrent(load_ctx);
+	while (!__atomic_load_n(&load_stop, __ATOMIC_RELAXED)) {
+		if (cuLaunchKernel(k, 1, 1, 1, 1, 1, 1, 0, NULL, kp, NULL) != CUDA_SUCCESS)
+			return (void *)UINTPTR_MAX;
+		n++;
+	}
+	return (void *)n;
+}
+
+static void test_gate_under_load(void **state)
+{
+	struct phos_stats before = preload_stats(), after;
+	uint8_t rec[PHOS_GPUBUF_LEN];
+	uint64_t words[LOADERS];
+	pthread_t t[LOADERS];
+	uint64_t total = 0;
+	struct phos_msg *m;
+	const void *blob;
+	size_t len;
+	int client, fd;
+
+	(void)state;
+	assert_int_equal(cuMemAlloc(&load_buf, 2 * MiB), CUDA_SUCCESS);
+	assert_int_equal(cuMemsetD8(load_buf, 0, 2 * MiB), CUDA_SUCCESS);
+	cuCtxGetCurrent(&load_ctx);
+	load_stop = 0;
+	for (int i = 0; i < LOADERS; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, loader, (void *)(intptr_t)i), 0);
+	for (int round = 0; round < ROUNDS; round++) {
+		usleep(5000);
+		send_sig(PHOS_SIGVAL_DETACH);
+		m = serve(&client);
+		assert_non_null(m);
+		assert_int_equal(m->nfds, 1);
+		assert_int_equal(phos_msg_get_blob(m, PHOS_A_GPUBUFS, &blob, &len), 0);
+		memcpy(rec, blob, sizeof(rec));
+		fd = fcntl(m->fds[0], F_DUPFD_CLOEXEC, 3);
+		phos_msg_free(m);
+		reply(client, 0, NULL, 0, NULL, 0);
+		usleep(2000);		/* detached: the loaders wait at the gate */
+		send_sig(PHOS_SIGVAL_REATTACH);
+		m = serve(&client);
+		assert_non_null(m);
+		phos_msg_free(m);
+		reply(client, 0, rec, sizeof(rec), &fd, 1);
+		close(fd);
+	}
+	__atomic_store_n(&load_stop, 1, __ATOMIC_RELAXED);
+	for (int i = 0; i < LOADERS; i++) {
+		void *ret;
+
+		assert_int_equal(pthread_join(t[i], &ret), 0);
+		assert_true((uintptr_t)ret != UINTPTR_MAX);
+		total += (uintptr_t)ret;
+		assert_int_equal(cuMemcpyDtoH(&words[i], load_buf + 8 * i, 8), CUDA_SUCCESS);
+		assert_int_equal(words[i], (uintptr_t)ret);
+	}
+	after = preload_stats();
+	assert_int_equal(D(detaches), ROUNDS);
+	assert_int_equal(D(reattaches), ROUNDS);
+	/* per-thread counts summed: every launch counted once */
+	assert_int_equal(D(launches), total);
+	assert_true(total > 0);
+	assert_int_equal(cuMemFree(load_buf), CUDA_SUCCESS);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -429,6 +523,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_detach_refused),
 		cmocka_unit_test(test_detach_nothing),
 		cmocka_unit_test(test_detach_imported),
+		cmocka_unit_test(test_gate_under_load),
 	};
 
 	if (!getenv("PHOS_TEST_PRELOADED")) {
