@@ -164,7 +164,8 @@ truth_of() {
 	declare -A c
 	for k in cupti_ok kernels internal_launches memsets memcpys mem_alloc_device \
 		mem_alloc_device_async mem_alloc_pinned mem_alloc_other mem_release drv_launch \
-		drv_graph_launch drv_alloc drv_mem_create mem_create_overlap dropped; do
+		drv_graph_launch drv_alloc drv_mem_create drv_mem_create_failed drv_mem_map \
+		mem_create_overlap mem_map_overlap dropped; do
 		v=$(sumk "$k" "${files[@]}")
 		c[$k]=${v:-0}
 		T_DETAIL+="$k=${c[$k]} "
@@ -173,8 +174,14 @@ truth_of() {
 	if [ "${c[dropped]}" != 0 ]; then T_DETAIL="CUPTI dropped records: $T_DETAIL"; return; fi
 	T_OK=1
 	T_LAUNCH=$((c[kernels] - c[internal_launches]))
+	# every MEMORY2 device/pinned allocation record, plus the successful
+	# cuMemCreate calls that have no record of their own (CUPTI reports a
+	# VMM allocation at its create or at its map)
+	local vmm_unrecorded=$((c[drv_mem_create] - c[drv_mem_create_failed] -
+				c[mem_create_overlap] - c[mem_map_overlap]))
+	[ $vmm_unrecorded -ge 0 ] || vmm_unrecorded=0
 	T_ALLOC=$((c[mem_alloc_device] + c[mem_alloc_device_async] + c[mem_alloc_pinned] +
-		   c[drv_mem_create] - c[mem_create_overlap]))
+		   vmm_unrecorded))
 }
 
 # phos_of PREFIX: sets P_OK P_LAUNCH P_ALLOC P_DETAIL from PREFIX.phos.*

@@ -22,8 +22,14 @@
  *                   cuMemAllocHost*, cuMemHostAlloc*, cuMemAllocAsync*,
  *                   cuMemAllocFromPoolAsync*
  *   drv_mem_create  driver API records of cuMemCreate (VMM)
+ *   drv_mem_create_failed ... of which returned an error (no allocation:
+ *                   PyTorch's expandable segments try a handle type the
+ *                   machine may refuse, then another)
+ *   drv_mem_map     driver API records of cuMemMap
  *   mem_create_overlap MEMORY2 allocation records that belong to a
- *                   cuMemCreate call (same correlation id)
+ *                   successful cuMemCreate call (same correlation id)
+ *   mem_map_overlap MEMORY2 allocation records that belong to a cuMemMap
+ *                   call (CUPTI may report a VMM allocation at its map)
  *   dropped         records CUPTI dropped (the counts are then too low)
  * Driver API records are kept only for the calls listed (cuptiActivity-
  * EnableDriverApi); whether CUPTI reports the driver calls that the CUDA
@@ -47,17 +53,19 @@ struct counts {
 	uint64_t cupti_ok, kernels, internal_launches, memsets, memcpys;
 	uint64_t mem_alloc_device, mem_alloc_device_async, mem_alloc_pinned, mem_alloc_other;
 	uint64_t mem_release, drv_launch, drv_graph_launch, drv_alloc, drv_mem_create;
+	uint64_t drv_mem_create_failed, drv_mem_map;
 	uint64_t dropped, other_records;
 };
 static struct counts cnt;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* correlation ids of MEMORY2 allocations and of cuMemCreate calls */
+/* correlation ids of MEMORY2 allocations, of successful cuMemCreate calls
+ * and of cuMemMap calls */
 struct ids {
 	uint32_t *v;
 	size_t n, cap;
 };
-static struct ids alloc_ids, create_ids;
+static struct ids alloc_ids, create_ids, map_ids;
 static int initialized;
 
 static void ids_add(struct ids *s, uint32_t id)
@@ -81,17 +89,18 @@ static int cmp_u32(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-static uint64_t overlap(void)
+/* How many MEMORY2 allocation records share a correlation id with calls */
+static uint64_t overlap(struct ids *calls)
 {
 	size_t i = 0, j = 0;
 	uint64_t n = 0;
 
 	qsort(alloc_ids.v, alloc_ids.n, sizeof(uint32_t), cmp_u32);
-	qsort(create_ids.v, create_ids.n, sizeof(uint32_t), cmp_u32);
-	while (i < alloc_ids.n && j < create_ids.n) {
-		if (alloc_ids.v[i] < create_ids.v[j]) {
+	qsort(calls->v, calls->n, sizeof(uint32_t), cmp_u32);
+	while (i < alloc_ids.n && j < calls->n) {
+		if (alloc_ids.v[i] < calls->v[j]) {
 			i++;
-		} else if (alloc_ids.v[i] > create_ids.v[j]) {
+		} else if (alloc_ids.v[i] > calls->v[j]) {
 			j++;
 		} else {
 			n++;
@@ -198,7 +207,13 @@ static void count_record(const CUpti_Activity *r)
 			cnt.drv_alloc++;
 		} else if (a->cbid == CUPTI_DRIVER_TRACE_CBID_cuMemCreate) {
 			cnt.drv_mem_create++;
-			ids_add(&create_ids, a->correlationId);
+			if (a->returnValue != CUDA_SUCCESS)
+				cnt.drv_mem_create_failed++;
+			else
+				ids_add(&create_ids, a->correlationId);
+		} else if (a->cbid == CUPTI_DRIVER_TRACE_CBID_cuMemMap) {
+			cnt.drv_mem_map++;
+			ids_add(&map_ids, a->correlationId);
 		}
 		break;
 	}
@@ -261,7 +276,10 @@ static void write_counts(void)
 	fprintf(f, "drv_graph_launch %llu\n", (unsigned long long)cnt.drv_graph_launch);
 	fprintf(f, "drv_alloc %llu\n", (unsigned long long)cnt.drv_alloc);
 	fprintf(f, "drv_mem_create %llu\n", (unsigned long long)cnt.drv_mem_create);
-	fprintf(f, "mem_create_overlap %llu\n", (unsigned long long)overlap());
+	fprintf(f, "drv_mem_create_failed %llu\n", (unsigned long long)cnt.drv_mem_create_failed);
+	fprintf(f, "drv_mem_map %llu\n", (unsigned long long)cnt.drv_mem_map);
+	fprintf(f, "mem_create_overlap %llu\n", (unsigned long long)overlap(&create_ids));
+	fprintf(f, "mem_map_overlap %llu\n", (unsigned long long)overlap(&map_ids));
 	fprintf(f, "dropped %llu\n", (unsigned long long)cnt.dropped);
 	fprintf(f, "other_records %llu\n", (unsigned long long)cnt.other_records);
 	pthread_mutex_unlock(&lock);
@@ -320,6 +338,7 @@ static const CUpti_CallbackId traced[] = {
 	CUPTI_DRIVER_TRACE_CBID_cuMemAllocFromPoolAsync,
 	CUPTI_DRIVER_TRACE_CBID_cuMemAllocFromPoolAsync_ptsz,
 	CUPTI_DRIVER_TRACE_CBID_cuMemCreate,
+	CUPTI_DRIVER_TRACE_CBID_cuMemMap,
 };
 
 static void enable_driver_records(void)
