@@ -104,7 +104,7 @@ void phos_write_range(uint64_t base, uint64_t size)
 {
 	struct phos_wset ws;
 
-	if (size == 0)
+	if (size == 0 || !phos_wset_wanted())
 		return;
 	ws.unknown = false;
 	ws.n = 0;
@@ -131,9 +131,12 @@ void phos_write_launch(CUfunction f, bool per_thread, CUstream s, void **kernel_
 		PHOS_COUNT(launches_captured, 1);
 		return;
 	}
+	if (graph)
+		PHOS_COUNT(graph_launches, 1);
+	if (!phos_wset_wanted())
+		return;		/* nothing consumes a write set now */
 	if (graph) {
 		/* a graph libphos did not walk (graph.c) */
-		PHOS_COUNT(graph_launches, 1);
 		PHOS_COUNT(launches_unknown, 1);
 		if (phos_cow_active())
 			phos_cow_all();

@@ -759,6 +759,8 @@ bool phos_graph_launch(CUgraphExec g, bool per_thread, CUstream s)
 {
 	struct gexec *e;
 
+	if (!phos_wset_wanted())
+		return false;	/* phos_write_launch counts it */
 	if (phos_stream_capturing(s, per_thread))
 		return false;	/* phos_write_launch counts it captured */
 	pthread_mutex_lock(&table_lock);
@@ -783,7 +785,7 @@ void phos_tma_launch(CUfunction f, bool per_thread, CUstream s, void **kernel_pa
 	struct rlist l = { 0 };
 	struct pscan c = { &l, false };
 
-	if (!tma_any())
+	if (!phos_wset_wanted() || !tma_any())
 		return;
 	p = phos_params_get(f, &np);
 	if (!p)

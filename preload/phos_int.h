@@ -47,6 +47,8 @@ struct phos_env {
 	const char *stats_file;	/* PHOS_STATS_FILE or NULL */
 	bool vmm;		/* serve large cuMemAlloc as exportable VMM (vmm.c) */
 	size_t vmm_min;		/* ... from this size (PHOS_VMM_MIN, default 2 MiB) */
+	bool wset_always;	/* PHOS_WSET_ALWAYS=1: every launch's write set,
+				 * not only while a save or load needs them */
 };
 extern struct phos_env phos_env;
 
@@ -220,6 +222,13 @@ static inline bool phos_cow_active(void)
 /* Before a write of [base, base+size) / of unknown memory: wait until the
  * buffers it may touch are saved (only while phos_cow_active()). */
 void phos_cow_range(uint64_t base, uint64_t size);
+/* Whether write sets are computed now: only while a concurrent save or
+ * load consumes them (or PHOS_WSET_ALWAYS=1).  Both switch on with the
+ * gate closed (REATTACH), so no launch that needs one goes without. */
+static inline bool phos_wset_wanted(void)
+{
+	return phos_cow_active() || phos_env.wset_always;
+}
 void phos_cow_all(void);
 /* Before a read of [base, base+size) / of unknown device memory: waits
  * during a concurrent load only. */

@@ -516,6 +516,9 @@ int main(int argc, char **argv)
 	};
 
 	(void)argc;
+	/* write sets of every launch, not only while a save or load needs
+	 * them: these tests check the sets themselves */
+	setenv("PHOS_WSET_ALWAYS", "1", 1);
 	preload_reexec(argv);
 	return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -613,6 +613,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_many_threads),
 	};
 
+	/* write sets of every launch, not only while a save or load needs
+	 * them: these tests check the sets themselves */
+	setenv("PHOS_WSET_ALWAYS", "1", 1);
 	preload_reexec(argv);
 	if (argc > 1 && strcmp(argv[1], "--export-table-child") == 0)
 		return export_table_child();
