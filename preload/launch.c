@@ -99,9 +99,10 @@ static void copy_to_3d(CUmemorytype type, uint64_t dev, const void *host, size_t
 /*
  * DEF_RANGE(name, pt, params, args, counter, before, dst, n): a hook whose
  * write set is the range [dst, dst+n) computed from its arguments; before
- * runs first.  DEF_WRITE: nothing before.  DEF_COPY: copies that also read
- * device memory (device to device, peer): during a concurrent load they
- * wait for all of it.
+ * runs first.  DEF_WRITE: nothing before.  DEF_COPY(..., src): copies that
+ * also read device memory (device to device, peer): during a concurrent
+ * load they wait for the buffers their source range [src, src+n) lies in
+ * (a host source lies in none).
  */
 #define DEF_RANGE(name, pt, params, args, counter, before, dst, n)	\
 	typedef CUresult (*w_fn_##name) params;				\
@@ -117,10 +118,11 @@ static void copy_to_3d(CUmemorytype type, uint64_t dev, const void *host, size_t
 	PHOS_DEFINE_HOOK(name, impl_##name, pt, params, args)
 
 #define COPY_READS() do { if (phos_cow_active()) phos_cow_read_all(); } while (0)
+#define COPY_READ(src, n) do { if (phos_cow_active()) phos_cow_read((src), (n)); } while (0)
 #define DEF_WRITE(name, pt, params, args, counter, dst, n) \
 	DEF_RANGE(name, pt, params, args, counter, (void)0, dst, n)
-#define DEF_COPY(name, pt, params, args, counter, dst, n) \
-	DEF_RANGE(name, pt, params, args, counter, COPY_READS(), dst, n)
+#define DEF_COPY(name, pt, params, args, counter, dst, n, src) \
+	DEF_RANGE(name, pt, params, args, counter, COPY_READ(src, n), dst, n)
 
 /* DEF_WRITE3D(name, pt, params, args, desc): 2D/3D copies by descriptor
  * (their source may be device memory: during a load they wait for all). */
@@ -153,29 +155,29 @@ DEF_WRITE(cuMemcpyHtoDAsync_v2, 0, HTODA_P, HTODA_A, copies, dst, n);
 DEF_WRITE(cuMemcpyHtoDAsync_v2_ptsz, 1, HTODA_P, HTODA_A, copies, dst, n);
 #define DTOD_P (CUdeviceptr dst, CUdeviceptr src, size_t n)
 #define DTOD_A (dst, src, n)
-DEF_COPY(cuMemcpyDtoD_v2, 0, DTOD_P, DTOD_A, copies, dst, n);
-DEF_COPY(cuMemcpyDtoD_v2_ptds, 1, DTOD_P, DTOD_A, copies, dst, n);
-DEF_COPY(cuMemcpy, 0, DTOD_P, DTOD_A, copies, dst, n);
-DEF_COPY(cuMemcpy_ptds, 1, DTOD_P, DTOD_A, copies, dst, n);
+DEF_COPY(cuMemcpyDtoD_v2, 0, DTOD_P, DTOD_A, copies, dst, n, src);
+DEF_COPY(cuMemcpyDtoD_v2_ptds, 1, DTOD_P, DTOD_A, copies, dst, n, src);
+DEF_COPY(cuMemcpy, 0, DTOD_P, DTOD_A, copies, dst, n, src);
+DEF_COPY(cuMemcpy_ptds, 1, DTOD_P, DTOD_A, copies, dst, n, src);
 #define DTODA_P (CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s)
 #define DTODA_A (dst, src, n, s)
-DEF_COPY(cuMemcpyDtoDAsync_v2, 0, DTODA_P, DTODA_A, copies, dst, n);
-DEF_COPY(cuMemcpyDtoDAsync_v2_ptsz, 1, DTODA_P, DTODA_A, copies, dst, n);
-DEF_COPY(cuMemcpyAsync, 0, DTODA_P, DTODA_A, copies, dst, n);
-DEF_COPY(cuMemcpyAsync_ptsz, 1, DTODA_P, DTODA_A, copies, dst, n);
+DEF_COPY(cuMemcpyDtoDAsync_v2, 0, DTODA_P, DTODA_A, copies, dst, n, src);
+DEF_COPY(cuMemcpyDtoDAsync_v2_ptsz, 1, DTODA_P, DTODA_A, copies, dst, n, src);
+DEF_COPY(cuMemcpyAsync, 0, DTODA_P, DTODA_A, copies, dst, n, src);
+DEF_COPY(cuMemcpyAsync_ptsz, 1, DTODA_P, DTODA_A, copies, dst, n, src);
 #define ATOD_P (CUdeviceptr dst, CUarray src, size_t off, size_t n)
 #define ATOD_A (dst, src, off, n)
 DEF_WRITE(cuMemcpyAtoD_v2, 0, ATOD_P, ATOD_A, copies, dst, n);
 DEF_WRITE(cuMemcpyAtoD_v2_ptds, 1, ATOD_P, ATOD_A, copies, dst, n);
 #define PEER_P (CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n)
 #define PEER_A (dst, dctx, src, sctx, n)
-DEF_COPY(cuMemcpyPeer, 0, PEER_P, PEER_A, copies, dst, n);
-DEF_COPY(cuMemcpyPeer_ptds, 1, PEER_P, PEER_A, copies, dst, n);
+DEF_COPY(cuMemcpyPeer, 0, PEER_P, PEER_A, copies, dst, n, src);
+DEF_COPY(cuMemcpyPeer_ptds, 1, PEER_P, PEER_A, copies, dst, n, src);
 #define PEERA_P (CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n, \
 		 CUstream s)
 #define PEERA_A (dst, dctx, src, sctx, n, s)
-DEF_COPY(cuMemcpyPeerAsync, 0, PEERA_P, PEERA_A, copies, dst, n);
-DEF_COPY(cuMemcpyPeerAsync_ptsz, 1, PEERA_P, PEERA_A, copies, dst, n);
+DEF_COPY(cuMemcpyPeerAsync, 0, PEERA_P, PEERA_A, copies, dst, n, src);
+DEF_COPY(cuMemcpyPeerAsync_ptsz, 1, PEERA_P, PEERA_A, copies, dst, n, src);
 
 /* 2D and 3D copies */
 DEF_WRITE3D(cuMemcpy2D_v2, 0, (const CUDA_MEMCPY2D *p), (p), C2D(p));

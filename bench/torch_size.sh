@@ -1,0 +1,84 @@
+#!/bin/bash
+# torch_size.sh - PyTorch training with SIZES GiB of GPU memory (issues [6]
+# and [7]: the stall and the first step after a restore must not grow with
+# it).  For each size, tests/gpu/train.py trains a small GPT whose batches
+# come from a dataset of that many GiB kept on the GPU in 1 GiB shards
+# (step N reads shard N % shards), under libphos with a private phosd
+# (gpu_concurrent_restore on):
+#   1. a leave-running checkpoint at step 10: "process frozen" (the stall)
+#      and the step times around it (the background copy);
+#   2. a stop checkpoint: when the GPU memory was released;
+#   3. phosctl restore of that image: the restored process's first step
+#      after the restore began, and its losses against an uninterrupted run
+#      of the same size (bit-identical expected).
+# Prints a table; a benchmark: PASS/FAIL against the goals (stall <= 2.5 s,
+# first step <= 2.0 s), exit 0 unless a run broke.
+# Environment: tests/gpu/lib.sh's, SIZES ("8 64"), STEPS (300: the run must
+# outlast the background copy of the largest size).
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tests/gpu/lib.sh
+. "$here/../tests/gpu/lib.sh"
+SIZES=${SIZES:-8 64}
+STEPS=${STEPS:-300}
+TRAIN=$here/../tests/gpu/train.py
+mkdir -p "$W" "$LOG_DIR"
+exec > >(tee "$LOG_DIR/torch_size.log") 2>&1
+CONCURRENT_RESTORE=true start_phosd || exit 1
+trap 'stop_phosd' EXIT
+BROKE=0
+table=$(printf '%-5s %9s %14s %14s %11s %11s %11s %8s' GiB stall_ms "steps_before" "steps_after" gpu_free_ms restore_ms 1st_step_ms losses)
+
+for gb in $SIZES; do
+	d=$W/torch_size/$gb; rm -rf "$d"; mkdir -p "$d"
+	log "=== $gb GiB: reference run ($STEPS steps)"
+	"${UNDER_LIBPHOS[@]}" python3 "$TRAIN" "$STEPS" 0.1 "$gb" >"$d/ref.out" 2>&1 ||
+		{ log "$gb GiB: the reference run failed"; tail -5 "$d/ref.out"; BROKE=1; continue; }
+	start_app "$d/a.out" "${UNDER_LIBPHOS[@]}" python3 "$TRAIN" "$STEPS" 0.1 "$gb"
+	if ! wait_for "$d/a.out" '^step 10 ' 300 || ! ckpt "$APP_PID" --leave-running; then
+		log "$gb GiB: leave-running checkpoint failed"; tail -5 "$d/a.out"; kill -9 "$APP_PID"; BROKE=1; continue
+	fi
+	stall=$(sed -n 's/.*process frozen \([0-9]*\) ms.*/\1/p' <<<"$CKPT_LINE")
+	grep -o 'phos-gpu: saved.*' "$LOG_DIR/phosd.log" | tail -1 | cut -c1-300 | sed 's/^/  /'
+	rm -rf "$IMG" "$(dirname "$IMG")/chunks"
+	# the stop checkpoint, once the copy is over (the checkpoint command
+	# returned) and a step has run
+	k=$(awk '$1 == "step" { s = $2 } END { print s + 1 }' "$d/a.out")
+	wait_for "$d/a.out" "^step $k " 60
+	if ! ckpt "$APP_PID"; then
+		log "$gb GiB: stop checkpoint failed"; kill -9 "$APP_PID"; BROKE=1; continue
+	fi
+	free=$(grep -o 'released [0-9]* ms after the checkpoint began' "$LOG_DIR/phosd.log" | tail -1 | awk '{print $2}')
+	wait "$APP_PID" 2>/dev/null
+	before=$(awk '$1 == "steptime" && $2 >= 5 && $2 <= 9 { printf "%s%d", n++ ? "," : "", $3 }' "$d/a.out")
+	after=$(awk '$1 == "steptime" && $2 >= 11 && $2 <= 15 { printf "%s%d", n++ ? "," : "", $3 }' "$d/a.out")
+	sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null
+	t0=$(date +%s%N)
+	if restore "$IMG" "$d/b.out"; then
+		rst=$(( ($(date +%s%N) - t0) / 1000000 ))
+		first=-
+		if wait_for "$d/b.out" '^at [0-9]+ [0-9]+' 300; then
+			first=$(( $(awk '$1 == "at" { print $3; exit }' "$d/b.out") - t0 / 1000000 ))
+		fi
+		if wait_for "$d/b.out" '^DONE' 600 && suffix_of_ref "torch_$gb" "$d/b.out" "$d/ref.out"; then
+			losses=same
+		else
+			losses=DIFFER; BROKE=1
+		fi
+	else
+		rst=failed first=- losses=-; BROKE=1; tail -5 "$d/b.out"
+	fi
+	# the original's losses up to its stop equal the reference's too
+	if [ "$losses" = same ] && ! diff <(lines "$d/a.out") <(lines "$d/ref.out" | head -n "$(lines "$d/a.out" | wc -l)") >/dev/null; then
+		losses=DIFFER; BROKE=1
+	fi
+	rm -rf "$IMG" "$(dirname "$IMG")/chunks"
+	log "$gb GiB: stall ${stall:-?} ms, steps $before ms before / $after ms after the checkpoint, GPU free after ${free:-?} ms, restore $rst ms, first step $first ms after phosctl restore, losses $losses"
+	table+=$(printf '\n%-5s %9s %14s %14s %11s %11s %11s %8s' "$gb" "${stall:-?}" "$before" "$after" "${free:-?}" "$rst" "$first" "$losses")
+done
+echo
+echo "==== PyTorch training with a GPU dataset of GiB (leave-running stall, step ms 5-9 and 11-15, GPU free after a stop checkpoint, restore and first step after phosctl restore, gpu_concurrent_restore on; images in $W)"
+echo "$table"
+awk 'NR > 1 && $2 ~ /^[0-9]+$/ { s = ($2 <= 2500) ? "PASS" : "FAIL"; f = ($7 ~ /^[0-9]+$/ && $7 <= 2000) ? "PASS" : "FAIL";
+	printf "TORCH_SIZE %s GiB: stall %s ms (goal 2500) %s; first step %s ms (goal 2000) %s\n", $1, $2, s, $7, f }' <<<"$table"
+exit $BROKE
