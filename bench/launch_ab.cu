@@ -32,41 +32,11 @@
 #define CU(x) do { CUresult r_ = (x); if (r_ != CUDA_SUCCESS) { \
 	printf("driver error %d at line %d\n", (int)r_, __LINE__); exit(2); } } while (0)
 
-#define BLOCK_TIMEOUT_NS 200000000ull
-
 typedef CUresult (*launch_fn)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
 			      unsigned, unsigned, CUstream, void **, void **);
 typedef CUresult (*alloc_fn)(CUdeviceptr *, size_t);
 
-__global__ void empty_kernel(void) {}
-
-__global__ void ptr_kernel(float *a, const float *b, const float *c, int n)
-{
-	if (n < 0)
-		a[0] = b[0] + c[0];
-}
-
-static __device__ __forceinline__ unsigned long long gtime(void)
-{
-	unsigned long long t;
-
-	asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-	return t;
-}
-
-__global__ void blocker(const volatile unsigned int *release, volatile unsigned int *timedout,
-			unsigned int gen)
-{
-	unsigned long long t0 = gtime();
-
-	while (*release < gen) {
-		if (gtime() - t0 > BLOCK_TIMEOUT_NS) {
-			*timedout = gen;
-			break;
-		}
-		__nanosleep(500);
-	}
-}
+#include "launch_kernels.cuh"
 
 struct bench {
 	cudaStream_t s;
