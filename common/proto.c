@@ -164,7 +164,7 @@ void phos_gpubuf_put(uint8_t *p, const struct phos_gpubuf *b)
 	phos_le_put64(p, b->va);
 	phos_le_put64(p + 8, b->size);
 	phos_le_put32(p + 16, b->dev);
-	phos_le_put32(p + 20, b->flags);
+	phos_le_put32(p + 20, b->rank);
 }
 
 void phos_gpubuf_get(const uint8_t *p, struct phos_gpubuf *b)
@@ -172,7 +172,7 @@ void phos_gpubuf_get(const uint8_t *p, struct phos_gpubuf *b)
 	b->va = phos_le_get64(p);
 	b->size = phos_le_get64(p + 8);
 	b->dev = phos_le_get32(p + 16);
-	b->flags = phos_le_get32(p + 20);
+	b->rank = phos_le_get32(p + 20);
 }
 
 int phos_msg_get_str(struct phos_msg *m, uint16_t tag, const char **s)

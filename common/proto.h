@@ -115,7 +115,9 @@ struct phos_gpubuf {
 	uint64_t va;		/* where the app maps it */
 	uint64_t size;		/* mapped bytes (granularity-rounded) */
 	uint32_t dev;		/* CUDA device ordinal of the app */
-	uint32_t flags;		/* 0 */
+	uint32_t rank;		/* first-use rank (common/savetab.h's use):
+				 * 1 = touched first after the last
+				 * checkpoint or restore, 0 = not known */
 };
 #define PHOS_GPUBUF_LEN 24
 #define PHOS_GPUBUF_MAX PHOS_MAX_FDS

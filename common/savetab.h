@@ -10,6 +10,12 @@
  *             or by phosd when the helper died)
  *   want[n]:  set by libphos when a CUDA call may write buffer i before it
  *             is saved: phos-gpu copies the wanted buffers first
+ *   use[n]:   set by libphos: the order in which the process first touched
+ *             each buffer while the table was active (1, 2, ...; 0: not
+ *             touched).  A save writes it into the image's map, and the
+ *             loader of a concurrent restore loads in that order: the
+ *             restored process resumes where the one that was saved stood,
+ *             so it touches its buffers in the same order.
  *
  * libphos waits (futex) on state[i] until it is SAVED or FAILED, or until
  * active drops to 0 (the save is over, whatever its outcome).  Writers of
@@ -21,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <linux/futex.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -49,12 +56,13 @@ struct phos_savetab {
 	uint32_t n;
 	uint32_t active;	/* 1 while the helper copies */
 	uint32_t kind;		/* enum phos_savetab_kind */
-	uint32_t word[];	/* state[0..n-1], then want[0..n-1] */
+	uint32_t next_use;	/* libphos: the last use rank handed out */
+	uint32_t word[];	/* state[0..n-1], want[0..n-1], use[0..n-1] */
 };
 
 static inline size_t phos_savetab_size(uint32_t n)
 {
-	return sizeof(struct phos_savetab) + 2 * (size_t)n * sizeof(uint32_t);
+	return sizeof(struct phos_savetab) + 3 * (size_t)n * sizeof(uint32_t);
 }
 
 static inline uint32_t *phos_savetab_state(struct phos_savetab *t, uint32_t i)
@@ -65,6 +73,23 @@ static inline uint32_t *phos_savetab_state(struct phos_savetab *t, uint32_t i)
 static inline uint32_t *phos_savetab_want(struct phos_savetab *t, uint32_t i)
 {
 	return &t->word[t->n + i];
+}
+
+static inline uint32_t *phos_savetab_use(struct phos_savetab *t, uint32_t i)
+{
+	return &t->word[2 * t->n + i];
+}
+
+/* Buffer i is touched: give it the next use rank unless it has one. */
+static inline void phos_savetab_touch(struct phos_savetab *t, uint32_t i)
+{
+	uint32_t *u = phos_savetab_use(t, i), zero = 0, r;
+
+	if (__atomic_load_n(u, __ATOMIC_RELAXED))
+		return;
+	r = __atomic_add_fetch(&t->next_use, 1, __ATOMIC_RELAXED);
+	/* a racing thread may rank it first: then r is simply unused */
+	__atomic_compare_exchange_n(u, &zero, r, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
 }
 
 static inline void phos_futex_wake(uint32_t *w)

@@ -461,8 +461,8 @@ int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how,
 	close(outp[1]);
 	close(errp[1]);
 	for (int i = 0; i < h->n; i++)
-		dprintf(in[1], "%#" PRIx64 " %" PRIu64 " %u\n", h->bufs[i].va, h->bufs[i].size,
-			h->bufs[i].dev);
+		dprintf(in[1], "%#" PRIx64 " %" PRIu64 " %u %u\n", h->bufs[i].va, h->bufs[i].size,
+			h->bufs[i].dev, h->bufs[i].rank);
 	close(in[1]);
 	sv->err_fd = errp[0];
 	/* "snapshot": a copy of every buffer is on the GPU (the process may

@@ -41,6 +41,9 @@
  *                          (doc/concurrent-restore.md).  Each buffer whose
  *                          map line has its hash must match it.
  *
+ * A concurrent save or load starts the buffers the process waits for
+ * first, then the others by first-use rank (stdin's fourth column, the
+ * map's seventh; PHOS_GPU_NO_RANKS=1: index order).
  * Copies run on gpu-io.c's workers (PHOS_GPU_IO_THREADS, default half the
  * CPUs, 4 to 16, each with a pinned staging buffer of PHOS_GPU_IO_CHUNK_MB,
  * default 8 MiB; PHOS_GPU_DIRECT_IO=1: O_DIRECT files where the file
@@ -233,10 +236,44 @@ static int map_new(CUmemGenericAllocationHandle h, size_t size, unsigned dev, CU
 static struct {
 	uint64_t va, size;
 	unsigned dev;
+	unsigned rank;		/* first-use rank libphos reported (0: none) */
 	CUdeviceptr src, snap;
 	uint64_t h[2];		/* device hash at the stop (cow) */
 } b[PHOS_GPUBUF_MAX];
 static struct gio_buf io[PHOS_GPUBUF_MAX];	/* the copy engine's view of them */
+
+/*
+ * The order a concurrent save or load starts buffers in when the process
+ * waits for none: by first-use rank (the order the process touched them
+ * in after the last checkpoint or restore, common/savetab.h), the
+ * unranked after them in index order.  A restored process resumes where
+ * the saved one stood, so it touches its buffers in that order again.
+ */
+static unsigned order[PHOS_GPUBUF_MAX];
+static unsigned order_rank[PHOS_GPUBUF_MAX];
+
+static int by_rank(const void *a, const void *b2)
+{
+	unsigned x = *(const unsigned *)a, y = *(const unsigned *)b2;
+	unsigned rx = order_rank[x] ? order_rank[x] : UINT32_MAX;
+	unsigned ry = order_rank[y] ? order_rank[y] : UINT32_MAX;
+
+	return rx != ry ? (rx < ry ? -1 : 1) : (x < y ? -1 : x > y);
+}
+
+/* order[] from rank[0..n-1]; how many buffers have a rank */
+static unsigned order_set(const unsigned *rank, unsigned n)
+{
+	unsigned ranked = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		order[i] = i;
+		order_rank[i] = rank[i];
+		ranked += rank[i] != 0;
+	}
+	qsort(order, n, sizeof(*order), by_rank);
+	return ranked;
+}
 
 /* Hash buffer i on its device into b[i].h (the kernel of phos-hash.cu,
  * one module per device). */
@@ -272,13 +309,15 @@ static int device_hash(unsigned i)
 	return 0;
 }
 
-/* Next buffer to copy in a concurrent save: one the owner waits for,
- * else the first pending; -1 when none is left. */
+/* Next buffer to copy in a concurrent save or load: one the owner waits
+ * for, else the first pending in order[]; -1 when none is left. */
 static int next_buffer(struct phos_savetab *t)
 {
 	int first = -1;
 
-	for (uint32_t i = 0; i < t->n; i++) {
+	for (uint32_t k = 0; k < t->n; k++) {
+		uint32_t i = order[k];
+
 		if (__atomic_load_n(phos_savetab_state(t, i), __ATOMIC_ACQUIRE) != PHOS_SAVE_PENDING)
 			continue;
 		if (__atomic_load_n(phos_savetab_want(t, i), __ATOMIC_ACQUIRE))
@@ -335,6 +374,24 @@ static int save_done(void *arg, unsigned i)
 {
 	/* what was written against what the device held at the stop */
 	return copy_check(arg, i, b[i].h);
+}
+
+/* The ranks to record for a save (rank[] holds libphos's): those of this
+ * save's table first, then libphos's behind them, renumbered 1.. */
+static void save_ranks(struct phos_savetab *tab, unsigned *rank, unsigned n)
+{
+	unsigned top = 0, next = 0, r[PHOS_GPUBUF_MAX];
+
+	for (unsigned i = 0; i < n; i++) {
+		r[i] = tab ? __atomic_load_n(phos_savetab_use(tab, i), __ATOMIC_RELAXED) : 0;
+		top = r[i] > top ? r[i] : top;
+	}
+	for (unsigned i = 0; i < n; i++)
+		if (!r[i] && rank[i] && rank[i] < UINT32_MAX - top)
+			r[i] = top + rank[i];
+	order_set(r, n);
+	for (unsigned k = 0; k < n; k++)
+		rank[order[k]] = r[order[k]] ? ++next : 0;
 }
 
 /* Map the save table at fd for n buffers, or NULL with a message. */
@@ -408,7 +465,9 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 
 		if (n == PHOS_GPUBUF_MAX)
 			return fail("more than %d buffers", PHOS_GPUBUF_MAX);
-		if (sscanf(line, "%" SCNx64 " %" SCNu64 " %u", &b[n].va, &b[n].size, &b[n].dev) != 3)
+		b[n].rank = 0;	/* "va size dev [rank]" */
+		if (sscanf(line, "%" SCNx64 " %" SCNu64 " %u %u", &b[n].va, &b[n].size, &b[n].dev,
+			   &b[n].rank) < 3)
 			return fail("bad input line: %s", line);
 		if (use_dev(b[n].dev))
 			return 1;
@@ -488,6 +547,13 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 			goto failed;
 		}
 	}
+	/* the buffers the process will touch first are saved first: fewer
+	 * of its writes wait */
+	unsigned rank[PHOS_GPUBUF_MAX];
+
+	for (unsigned i = 0; i < n; i++)
+		rank[i] = b[i].rank;
+	order_set(rank, n);
 	struct copy_ctx sc = { .tab = tab, .bad = -1 };
 	uint64_t tcopy = phos_now_ms();
 	char rate[224] = "";
@@ -537,10 +603,15 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 	}
 	/* the map lists the buffers in their order, whatever order they were
 	 * copied in, each with the hash of its bytes (a concurrent restore
-	 * checks each buffer against it before the process may use it) */
+	 * checks each buffer against it before the process may use it) and
+	 * its first-use rank: the order the process touched them in while
+	 * this save ran (the restored process resumes from here), else the
+	 * one libphos reported from its last checkpoint or restore */
+	save_ranks(tab, rank, n);
 	for (unsigned i = 0; i < n; i++)
 		fprintf(map, "%#" PRIx64 " %" PRIu64 " %u gpumem-%s-%u.idx %016" PRIx64 " %016"
-			PRIx64 "\n", b[i].va, b[i].size, b[i].dev, tag, i, io[i].h[0], io[i].h[1]);
+			PRIx64 " %u\n", b[i].va, b[i].size, b[i].dev, tag, i, io[i].h[0], io[i].h[1],
+			rank[i]);
 	if (tab)
 		phos_savetab_end(tab);
 	if (fflush(map) != 0 || fsync(fileno(map)) < 0 || fclose(map) != 0)
@@ -614,10 +685,12 @@ static int load(const char *tag, bool concurrent)
 	static struct phos_gpubuf lb[PHOS_GPUBUF_MAX];
 	static int fds[PHOS_GPUBUF_MAX];
 	static uint8_t blob[PHOS_GPUBUF_MAX * PHOS_GPUBUF_LEN];
+	static unsigned lrank[PHOS_GPUBUF_MAX];
 	char line[512], name[300], file[300];
 	struct copy_ctx lc = { .bad = -1 };
 	uint64_t total = 0, t0 = phos_now_ms(), tcopy;
 	int n = 0, tab_fd = -1;
+	unsigned ranked;
 	size_t chunk = 0;	/* of the chunked buffers (all alike) */
 	FILE *map;
 
@@ -638,12 +711,16 @@ static int load(const char *tag, bool concurrent)
 
 		if (n == PHOS_GPUBUF_MAX)
 			return fail("%s: more than %d buffers", name, PHOS_GPUBUF_MAX);
-		/* va size dev file [h0 h1]: the hashes since 2026-11 */
-		k = sscanf(line, "%" SCNx64 " %" SCNu64 " %u %299s %" SCNx64 " %" SCNx64, &lb[n].va,
-			   &lb[n].size, &lb[n].dev, file, &want_hash[n].h[0], &want_hash[n].h[1]);
-		if ((k != 4 && k != 6) || strchr(file, '/') || lb[n].size == 0)
+		/* va size dev file [h0 h1 [rank]]: the hashes since 2026-11,
+		 * the first-use rank since 2026-12 */
+		lrank[n] = 0;
+		k = sscanf(line, "%" SCNx64 " %" SCNu64 " %u %299s %" SCNx64 " %" SCNx64 " %u",
+			   &lb[n].va, &lb[n].size, &lb[n].dev, file, &want_hash[n].h[0],
+			   &want_hash[n].h[1], &lrank[n]);
+		if ((k != 4 && k != 6 && k != 7) || strchr(file, '/') || lb[n].size == 0)
 			return fail("%s: bad line: %s", name, line);
-		want_hash[n].known = k == 6;
+		want_hash[n].known = k >= 6;
+		lb[n].rank = lrank[n];
 		if (use_dev(lb[n].dev))
 			return 1;
 		if (phos_idx_name(file)) {
@@ -685,6 +762,11 @@ static int load(const char *tag, bool concurrent)
 		n++;
 	}
 	fclose(map);
+	/* PHOS_GPU_NO_RANKS=1 (phosd's environment): index order, to measure
+	 * what the ranks are worth */
+	if (secure_getenv("PHOS_GPU_NO_RANKS") && strcmp(secure_getenv("PHOS_GPU_NO_RANKS"), "0"))
+		memset(lrank, 0, sizeof(lrank));
+	ranked = order_set(lrank, (unsigned)n);
 	/* concurrent: the process may run from here on, waiting on the table
 	 * for what it touches */
 	if (concurrent && n) {
@@ -719,9 +801,9 @@ static int load(const char *tag, bool concurrent)
 	else if (hand_over(blob, fds, n, -1))
 		return 1;
 	fprintf(stderr, "phos-gpu: loaded %d buffer(s), %" PRIu64 " bytes in %" PRIu64 " ms%s (%"
-		PRIu64 " loaded first because the process was about to use them; copy %.2f GB/s "
-		"with %u threads, %zu MiB chunks)\n", n, total, phos_now_ms() - t0,
-		lc.tab ? " while the process ran" : "", lc.waited,
+		PRIu64 " loaded first because the process was about to use them, %u in first-use "
+		"order; copy %.2f GB/s with %u threads, %zu MiB chunks)\n", n, total,
+		phos_now_ms() - t0, lc.tab ? " while the process ran" : "", lc.waited, ranked,
 		tcopy ? (double)total / 1e6 / (double)tcopy : 0.0, g.threads, g.chunk >> 20);
 	return 0;
 }

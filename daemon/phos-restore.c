@@ -58,6 +58,7 @@
 #include "criu.h"
 #include "cuda.h"
 #include "gpu.h"
+#include "gpu-load.h"
 #include "log.h"
 #include "manifest.h"
 #include "proc.h"
@@ -413,166 +414,6 @@ static void report_done(const struct opts *o, pid_t pid, pid_t nspid)
 	close(fd);
 }
 
-/*
- * GPU buffers saved by phosd's fast path (gpumem-TAG.map, TAG = the pid
- * CRIU gave the process back): load each process's with phos-gpu, then
- * offer them to phosd, which hands them to the process (its libphos waits
- * for REATTACH with every CUDA call held).  doc/protocol.md.
- */
-/* phos-gpu's last line on stderr (what it did, or why it failed), for
- * the report to phosd; the lines also go to our stderr. */
-static char gpu_said[512];
-
-static void read_helper_stderr(int fd)
-{
-	char buf[4096];
-	ssize_t n, w;
-	size_t have = 0;
-	static char line[512];
-
-	while ((n = read(fd, buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR)) {
-		if (n <= 0)
-			continue;
-		w = write(2, buf, (size_t)n);	/* our stderr may be /dev/null (detached) */
-		(void)w;
-		for (ssize_t i = 0; i < n; i++) {
-			if (buf[i] == '\n') {
-				line[have] = '\0';
-				if (have)
-					snprintf(gpu_said, sizeof(gpu_said), "%s", line);
-				have = 0;
-			} else if (have + 1 < sizeof(line)) {
-				line[have++] = buf[i];
-			}
-		}
-	}
-}
-
-static int load_one(const struct opts *o, int dirfd, const char *tag, pid_t pid,
-		    struct phos_err *e)
-{
-	struct phos_msg *m = NULL, *r = NULL;
-	uint64_t err = EIO;
-	int sk[2], ep[2] = { -1, -1 }, st, fd = -1, rc = -1;
-	pid_t c;
-
-	gpu_said[0] = '\0';
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sk) < 0 || pipe2(ep, O_CLOEXEC) < 0)
-		return phos_errf(e, "socketpair: %s", strerror(errno));
-	c = fork();
-	if (c == 0) {
-		if (fchdir(dirfd) < 0 || dup2(sk[1], 3) < 0 || dup2(ep[1], 2) < 0)
-			_exit(127);
-		execl(gpu_helper(), "phos-gpu", "load", tag,
-		      o->gpu_concurrent ? "--concurrent" : (char *)NULL, (char *)NULL);
-		fprintf(stderr, "phos-gpu: cannot run %s: %s\n", gpu_helper(), strerror(errno));
-		_exit(127);
-	}
-	close(sk[1]);
-	close(ep[1]);
-	/* phos-gpu hands the buffers over as soon as they exist (with the
-	 * load table), then fills them while the process runs: hand them on,
-	 * then wait for the load to end */
-	if (c > 0)
-		m = phos_msg_recv(sk[0], -1);
-	close(sk[0]);
-	if (c < 0 || !m) {
-		read_helper_stderr(ep[0]);
-		if (c > 0)
-			while (waitpid(c, &st, 0) < 0 && errno == EINTR)
-				;
-		c = -1;
-		phos_errf(e, "loading the GPU buffers of pid %s failed: %s", tag,
-			  gpu_said[0] ? gpu_said : "phos-gpu died");
-		goto out;
-	}
-	if (!o->socket) {
-		phos_errf(e, "no phosd socket (--socket) to hand the GPU buffers of pid %s over", tag);
-		goto out;
-	}
-	if (phos_msg_put_u64(m, PHOS_A_PID, (uint64_t)pid) < 0 ||
-	    (fd = phos_unix_connect(o->socket)) < 0 || phos_msg_send(fd, m, m->fds, m->nfds) < 0 ||
-	    !(r = phos_msg_recv(fd, 120000)) || phos_msg_get_u64(r, PHOS_A_ERRNO, &err) < 0 || err) {
-		const char *why = NULL;
-
-		if (r)
-			phos_msg_get_str(r, PHOS_A_MSG, &why);
-		phos_errf(e, "phosd could not hand the GPU buffers to pid %d: %s", (int)pid,
-			  why ? why : strerror(err ? (int)err : errno));
-		goto out;
-	}
-	log_info("pid %d has its GPU buffers back", (int)pid);
-	read_helper_stderr(ep[0]);
-	while (waitpid(c, &st, 0) < 0 && errno == EINTR)
-		;
-	c = -1;
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-		phos_errf(e, "loading the GPU buffers of pid %d failed (%s): the restored process "
-			  "is stopped; the image is unchanged", (int)pid,
-			  gpu_said[0] ? gpu_said : "phos-gpu died");
-		goto out;
-	}
-	rc = 0;
-out:
-	if (ep[0] >= 0)
-		close(ep[0]);
-	if (c > 0) {	/* the hand-over failed: the loader is of no use */
-		kill(c, SIGKILL);
-		while (waitpid(c, &st, 0) < 0 && errno == EINTR)
-			;
-	}
-	phos_msg_free(m);
-	phos_msg_free(r);
-	if (fd >= 0)
-		close(fd);
-	return rc;
-}
-
-static int load_gpu_memory(const struct opts *o, int dirfd, pid_t root, struct phos_err *e)
-{
-	int dfd = dup(dirfd);
-	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
-	struct dirent *de;
-	pid_t *tree = NULL;
-	size_t n = 0;
-	int rc = 0;
-
-	if (!d) {
-		if (dfd >= 0)
-			close(dfd);
-		return phos_errf(e, "cannot read the image directory: %s", strerror(errno));
-	}
-	while (rc == 0 && (de = readdir(d))) {
-		char tag[32];
-		pid_t pid = -1;
-		size_t len = strlen(de->d_name);
-
-		if (strncmp(de->d_name, "gpumem-", 7) || len < 12 || len - 11 >= sizeof(tag) ||
-		    strcmp(de->d_name + len - 4, ".map"))
-			continue;
-		memcpy(tag, de->d_name + 7, len - 11);
-		tag[len - 11] = '\0';
-		if (!tree && proc_tree(root, &tree, &n) < 0) {
-			rc = phos_errf(e, "cannot list the restored processes: %s", strerror(errno));
-			break;
-		}
-		for (size_t i = 0; i < n && pid < 0; i++) {
-			struct proc_ids ids;
-
-			if (proc_ids(tree[i], &ids) == 0 && ids.nspid == (pid_t)atoi(tag))
-				pid = tree[i];
-		}
-		if (pid < 0)
-			rc = phos_errf(e, "the image has GPU buffers of pid %s, which was not restored",
-				       tag);
-		else
-			rc = load_one(o, dirfd, tag, pid, e);
-	}
-	closedir(d);
-	free(tree);
-	return rc;
-}
-
 /* A failed restore: say why on stderr (the task's, or the requester's
  * terminal) and, for phosd, on the report fd ("error MSG"): a detached
  * restore has no terminal. */
@@ -597,8 +438,9 @@ static int restore_mode(const struct opts *o)
 	struct phos_manifest m;
 	struct phos_err e = { "" };
 	struct init_report ir;
+	struct gpu_loads *loads = NULL;
 	int stdio[3] = { -1, -1, -1 };
-	int pp[2], dirfd, st, hostns = -1;
+	int pp[2], dirfd, st;
 	pid_t init, root;
 
 	if (geteuid() != 0) {
@@ -630,15 +472,20 @@ static int restore_mode(const struct opts *o)
 	if (cuda_restore_check(&m, &e) < 0) {
 		return restore_fail(o, "restore of %s refused: %s", o->image, e.msg);
 	}
-	/* our own pid namespace, for the children that must not be in the
-	 * restored one (phos-gpu: the driver needs a /proc that matches) */
-	hostns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+	/* The GPU buffers' loaders start now, in our pid namespace (the
+	 * driver needs a /proc that matches): their CUDA contexts, the
+	 * buffers and (concurrent) the first of the data are ready by the
+	 * time CRIU and the driver have restored the process. */
+	if (gpu_load_start(dirfd, o->gpu_concurrent, &loads, &e) < 0)
+		return restore_fail(o, "restore of %s failed: %s", o->image, e.msg);
 	if (pipe2(pp, O_CLOEXEC) < 0 || unshare(CLONE_NEWPID) < 0) {
+		gpu_load_free(loads);
 		return restore_fail(o, "restore: cannot create a pid namespace: %s",
 				    strerror(errno));
 	}
 	init = fork();
 	if (init < 0) {
+		gpu_load_free(loads);
 		return restore_fail(o, "restore: fork: %s", strerror(errno));
 	}
 	if (init == 0) {
@@ -651,6 +498,7 @@ static int restore_mode(const struct opts *o)
 	if (phos_read_full(pp[0], &ir, sizeof(ir)) != (ssize_t)sizeof(ir) || !ir.ok) {
 		restore_fail(o, "restore of %s failed: %s", o->image,
 			     ir.msg[0] ? ir.msg : "the namespace init died");
+		gpu_load_free(loads);
 		waitpid(init, &st, 0);
 		return 1;
 	}
@@ -658,19 +506,12 @@ static int restore_mode(const struct opts *o)
 	/* GPU: CRIU restored the tree running, its CUDA calls blocked (the
 	 * driver still has it checkpointed and locked).  We are in the node's
 	 * pid namespace and know root's global pid: driver restore + unlock. */
-	if (cuda_restore_tree(root, &m, NULL, &e) < 0) {
+	if (cuda_restore_tree(root, &m, NULL, &e) < 0 ||
+	    gpu_load_finish(loads, root, o->socket, &e) < 0) {
 		restore_fail(o, "restore of %s failed: %s", o->image, e.msg);
+		gpu_load_free(loads);
 		if (root > 0)
 			kill(root, SIGKILL);
-		waitpid(init, &st, 0);
-		return 1;
-	}
-	if (hostns >= 0 && setns(hostns, CLONE_NEWPID) < 0)
-		log_warn("cannot return to our pid namespace: %m (GPU buffers may fail to load)");
-	phos_closep(&hostns);
-	if (load_gpu_memory(o, dirfd, root, &e) < 0) {
-		restore_fail(o, "restore of %s failed: %s", o->image, e.msg);
-		kill(root, SIGKILL);
 		waitpid(init, &st, 0);
 		return 1;
 	}
@@ -680,10 +521,11 @@ static int restore_mode(const struct opts *o)
 	if (o->report_fd >= 0) {
 		/* pid, pid in its namespace, and what phos-gpu did, if anything */
 		dprintf(o->report_fd, "%d %d%s%s\n", (int)root, (int)ir.nspid,
-			gpu_said[0] ? " " : "", gpu_said);
+			gpu_load_said(loads)[0] ? " " : "", gpu_load_said(loads));
 		close(o->report_fd);
 	}
 	report_done(o, root, ir.nspid);
+	gpu_load_free(loads);
 	phos_manifest_free(&m);
 	close(dirfd);
 	for (int i = 0; i < 3; i++)

@@ -139,14 +139,14 @@ void phos_write_launch(CUfunction f, bool per_thread, CUstream s, void **kernel_
 		/* a graph libphos did not walk (graph.c) */
 		PHOS_COUNT(launches_unknown, 1);
 		if (phos_cow_active())
-			phos_cow_all();
+			phos_cow_all("a graph libphos could not walk");
 		return;
 	}
 	p = phos_params_get(f, &np);
 	if (!p) {
 		PHOS_COUNT(launches_unknown, 1);
 		if (phos_cow_active())
-			phos_cow_all();
+			phos_cow_all("a kernel without a parameter layout");
 		return;
 	}
 	if (np == 0)
@@ -160,9 +160,9 @@ void phos_write_launch(CUfunction f, bool per_thread, CUstream s, void **kernel_
 		PHOS_COUNT(wset_marks, ws.n);
 	if (phos_cow_active()) {
 		if (ws.unknown)
-			phos_cow_all();
-		for (unsigned i = 0; !ws.unknown && i < ws.n; i++)
-			phos_cow_range(ws.base[i], 1);
+			phos_cow_all("a kernel whose parameters hide a pointer");
+		else if (ws.n)
+			phos_cow_set(ws.base, ws.n);
 	}
 }
 

@@ -42,6 +42,14 @@ static size_t tab_size;
 static struct {
 	uint64_t va, end;
 } range[PHOS_GPUBUF_MAX];
+/* the use ranks of the last table, once it is gone (phos_cow_rank) */
+static struct {
+	uint64_t va;
+	uint32_t use;
+} last[PHOS_GPUBUF_MAX];
+static unsigned nlast;
+/* the reasons the debug log named during this table (phos_cow_all) */
+static const char *said[8];
 
 /* Every buffer of the table is SAVED (for a load: loaded). */
 static bool all_saved(void)
@@ -97,22 +105,73 @@ static void wait_one(uint32_t i)
 	}
 }
 
-void phos_cow_range(uint64_t base, uint64_t size)
+/* Rank and ask for the buffers [base, base + size) lies in; ask (want)
+ * only for those not copied yet, and only when the caller will wait. */
+static void mark(uint64_t base, uint64_t size, bool want)
 {
 	uint64_t end = base + (size ? size : 1);
 
-	/* a load that is over may have failed: its buffers are checked */
-	if (over() && tab->kind != PHOS_SAVETAB_LOAD)
-		return;
+	for (uint32_t i = 0; i < tab->n; i++) {
+		if (base >= range[i].end || range[i].va >= end)
+			continue;
+		phos_savetab_touch(tab, i);
+		if (want && __atomic_load_n(phos_savetab_state(tab, i), __ATOMIC_ACQUIRE) <
+				    PHOS_SAVE_SAVED)
+			__atomic_store_n(phos_savetab_want(tab, i), 1, __ATOMIC_RELEASE);
+	}
+}
+
+static void wait_range(uint64_t base, uint64_t size)
+{
+	uint64_t end = base + (size ? size : 1);
+
 	for (uint32_t i = 0; i < tab->n; i++)
 		if (base < range[i].end && range[i].va < end)
 			wait_one(i);
 }
 
-void phos_cow_all(void)
+/* Whether calls wait now (a load that is over may have failed: its
+ * buffers are checked). */
+static bool guarding(void)
 {
-	if (over() && tab->kind != PHOS_SAVETAB_LOAD)
+	return !over() || tab->kind == PHOS_SAVETAB_LOAD;
+}
+
+void phos_cow_range(uint64_t base, uint64_t size)
+{
+	if (!guarding())
 		return;
+	mark(base, size, true);
+	wait_range(base, size);
+}
+
+void phos_cow_set(const uint64_t *base, unsigned n)
+{
+	if (!guarding())
+		return;
+	/* every buffer asked for first: the helper copies them side by side */
+	for (unsigned k = 0; k < n; k++)
+		mark(base[k], 1, true);
+	for (unsigned k = 0; k < n; k++)
+		wait_range(base[k], 1);
+}
+
+void phos_cow_all(const char *why)
+{
+	if (!guarding())
+		return;
+	if (phos_env.debug && tab->kind == PHOS_SAVETAB_LOAD && !all_saved()) {
+		/* once per reason: what makes a restored process wait for the
+		 * whole load (bench/torch_size.sh reads these lines) */
+		unsigned k = 0;
+
+		while (k < 8 && said[k] && said[k] != why)
+			k++;
+		if (k < 8 && !said[k]) {
+			said[k] = why;
+			phos_dbg("load: %s waits for every buffer", why);
+		}
+	}
 	for (uint32_t i = 0; i < tab->n; i++)
 		wait_one(i);
 }
@@ -123,17 +182,34 @@ bool phos_cow_loading(void)
 	return phos_cow_active() && tab->kind == PHOS_SAVETAB_LOAD && !all_saved();
 }
 
-/* Reads matter during a load only: before it, the buffer holds nothing. */
+/* Reads matter during a load only: before it, the buffer holds nothing.
+ * During a save they only rank the buffers. */
 void phos_cow_read(uint64_t base, uint64_t size)
 {
 	if (tab->kind == PHOS_SAVETAB_LOAD)
 		phos_cow_range(base, size);
+	else if (!over())
+		mark(base, size, false);
 }
 
-void phos_cow_read_all(void)
+void phos_cow_read_all(const char *why)
 {
 	if (tab->kind == PHOS_SAVETAB_LOAD)
-		phos_cow_all();
+		phos_cow_all(why);
+}
+
+uint32_t phos_cow_rank(uint64_t va)
+{
+	if (tab) {
+		for (uint32_t i = 0; i < tab->n; i++)
+			if (range[i].va == va)
+				return __atomic_load_n(phos_savetab_use(tab, i), __ATOMIC_RELAXED);
+		return 0;
+	}
+	for (unsigned i = 0; i < nlast; i++)
+		if (last[i].va == va)
+			return last[i].use;
+	return 0;
 }
 
 int phos_cow_begin(int fd, const struct phos_gpubuf *bufs, int n)
@@ -150,6 +226,7 @@ int phos_cow_begin(int fd, const struct phos_gpubuf *bufs, int n)
 		return -1;
 	tab = p;
 	tab_size = (size_t)st.st_size;
+	memset(said, 0, sizeof(said));
 	if (tab->magic != PHOS_SAVETAB_MAGIC || tab->n != (uint32_t)n) {
 		phos_cow_end();
 		return -1;
@@ -165,7 +242,13 @@ int phos_cow_begin(int fd, const struct phos_gpubuf *bufs, int n)
 void phos_cow_end(void)
 {
 	__atomic_store_n(&phos_cow_on, 0, __ATOMIC_RELEASE);
-	if (tab)
+	if (tab) {
+		for (nlast = 0; nlast < tab->n; nlast++) {
+			last[nlast].va = range[nlast].va;
+			last[nlast].use = __atomic_load_n(phos_savetab_use(tab, nlast),
+							  __ATOMIC_RELAXED);
+		}
 		munmap(tab, tab_size);
+	}
 	tab = NULL;
 }

@@ -46,8 +46,14 @@ static int bufs_put(struct phos_msg *m, const struct phos_gpubuf *b, int n)
 
 	if (!blob)
 		return -1;
-	for (int i = 0; i < n; i++)
-		phos_gpubuf_put(blob + (size_t)i * PHOS_GPUBUF_LEN, &b[i]);
+	for (int i = 0; i < n; i++) {
+		struct phos_gpubuf g = b[i];
+
+		/* the order the process touched them in after the last
+		 * checkpoint or restore: a restore loads them in that order */
+		g.rank = phos_cow_rank(g.va);
+		phos_gpubuf_put(blob + (size_t)i * PHOS_GPUBUF_LEN, &g);
+	}
 	r = phos_msg_put_blob(m, PHOS_A_GPUBUFS, blob, (size_t)n * PHOS_GPUBUF_LEN);
 	free(blob);
 	return r;
@@ -123,7 +129,7 @@ static void detach(void)
 	/* a concurrent load still filling the buffers (a checkpoint right
 	 * after a restore): what would be handed over must be complete */
 	if (phos_cow_active())
-		phos_cow_all();
+		phos_cow_all("a checkpoint's detach");
 	if (phos_cow_loading()) {
 		report(EBUSY, "the GPU buffers are still being loaded after the restore");
 		return;

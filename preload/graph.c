@@ -799,7 +799,7 @@ void phos_tma_launch(CUfunction f, bool per_thread, CUstream s, void **kernel_pa
 	if (l.unknown) {
 		PHOS_COUNT(launches_unknown, 1);
 		if (phos_cow_active())
-			phos_cow_all();
+			phos_cow_all("a kernel with a tensor map libphos cannot place");
 	} else {
 		rl_sort(&l);
 		mark_list(&l);

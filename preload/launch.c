@@ -117,7 +117,7 @@ static void copy_to_3d(CUmemorytype type, uint64_t dev, const void *host, size_t
 	}								\
 	PHOS_DEFINE_HOOK(name, impl_##name, pt, params, args)
 
-#define COPY_READS() do { if (phos_cow_active()) phos_cow_read_all(); } while (0)
+#define COPY_READS() do { if (phos_cow_active()) phos_cow_read_all("a 2D or 3D copy"); } while (0)
 #define COPY_READ(src, n) do { if (phos_cow_active()) phos_cow_read((src), (n)); } while (0)
 #define DEF_WRITE(name, pt, params, args, counter, dst, n) \
 	DEF_RANGE(name, pt, params, args, counter, (void)0, dst, n)

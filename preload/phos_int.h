@@ -220,8 +220,11 @@ static inline bool phos_cow_active(void)
 	return __atomic_load_n(&phos_cow_on, __ATOMIC_ACQUIRE) != 0;
 }
 /* Before a write of [base, base+size) / of unknown memory: wait until the
- * buffers it may touch are saved (only while phos_cow_active()). */
+ * buffers it may touch are saved (only while phos_cow_active()).  Each
+ * buffer touched gets its first-use rank (common/savetab.h).  _set: the
+ * buffers of n pointers, all asked for before any is waited for. */
 void phos_cow_range(uint64_t base, uint64_t size);
+void phos_cow_set(const uint64_t *base, unsigned n);
 /* Whether write sets are computed now: only while a concurrent save or
  * load consumes them (or PHOS_WSET_ALWAYS=1).  Both switch on with the
  * gate closed (REATTACH), so no launch that needs one goes without. */
@@ -229,11 +232,16 @@ static inline bool phos_wset_wanted(void)
 {
 	return phos_cow_active() || phos_env.wset_always;
 }
-void phos_cow_all(void);
+/* why: what the call is, for the debug log of a load ("a kernel without
+ * a parameter layout") */
+void phos_cow_all(const char *why);
 /* Before a read of [base, base+size) / of unknown device memory: waits
  * during a concurrent load only. */
 void phos_cow_read(uint64_t base, uint64_t size);
-void phos_cow_read_all(void);
+void phos_cow_read_all(const char *why);
+/* The first-use rank of the buffer mapped at va in the last table (0: not
+ * touched, or none), for GPU_DETACH. */
+uint32_t phos_cow_rank(uint64_t va);
 /* A concurrent load is still filling the buffers (a detach must wait). */
 bool phos_cow_loading(void);
 /* REATTACH with a save table (fd; bufs as handed back): 0, or -1 if the
@@ -255,7 +263,7 @@ bool phos_capture_maybe(void);
 bool phos_stream_capturing(CUstream s, bool per_thread);
 
 /* ---- wset.c: write sets ------------------------------------------------ */
-#define PHOS_WSET_MAX 64
+#define PHOS_WSET_MAX 256
 
 struct phos_wset {
 	bool unknown;		/* cannot tell: treat all memory as written */

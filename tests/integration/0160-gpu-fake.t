@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 52
+plan 56
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -91,6 +91,13 @@ like "$(log_since "$mark")" "saved in .* ms, while it ran .*hashed on the GPU" \
 	"without room for a snapshot phos-gpu hashes the buffers and saves them while the program runs"
 like "$(log_since "$mark")" "; [1-9][0-9]* copied first because the process was about to write them; every hash matched" \
 	"buffers the program was about to write were saved first, and every saved buffer matched its hash"
+# the map records the order the program touched its buffers in while the
+# save ran (it writes them all each iteration): ranks 1..NBUF, by address
+gen2=$(ls -d "$(image_dir root "$apid")"/0* | tail -1)
+ranks() { awk 'NF == 7 { print $1, $7 }' "$1/gpumem-$apid.map" | sort; }
+is "$(ranks "$gen2" | awk '{ print $2 }' | sort -n | tr '\n' ' ')" "$(seq -s ' ' 1 "$NBUF") " \
+	"the map ranks the buffers in the order the program first touched them while they were saved" ||
+	diag_file "$gen2/gpumem-$apid.map" 5
 n=$(last_iter)
 wait_for 30 iter_past $((n + 5))
 ok $? "the program goes on again (iter $(last_iter))"
@@ -126,9 +133,11 @@ ok "$( (wait_for 1 _has_lines "$f2" $((n2 + 5)) && ! grep -q CORRUPT "$f2") && e
 	"and runs on from it with every buffer as it was at the stop" || diag_file "$f2" 3
 kill -KILL "$irp" 2>/dev/null
 # the rest restores with a slow load (1 s a chunk): the program runs before
-# its buffers are loaded and waits only for the ones it touches
+# its buffers are loaded and waits only for the ones it touches.  The first
+# restore ignores the map's first-use ranks, so the program's first touch
+# is not what the loader would start with anyway.
 phosd_stop n1
-FAKECUDA_HTOD_DELAY_MS=1000 phosd_start n1 "gpu_concurrent_restore: true"
+PHOS_GPU_NO_RANKS=1 FAKECUDA_HTOD_DELAY_MS=1000 phosd_start n1 "gpu_concurrent_restore: true"
 
 # -- stop mode, then restore ----------------------------------------------------------
 mark=$(($(wc -l <"$PD/n1.log") + 1))
@@ -141,6 +150,9 @@ ok $? "and the program is gone"
 stopped=$(last_iter)
 gen=$(image_dir root "$apid")/000003
 is "$(wc -l <"$gen/gpumem-$apid.map" 2>/dev/null)" "$NBUF" "generation 3 holds the $NBUF buffers"
+is "$(ranks "$gen")" "$(ranks "$gen2")" \
+	"its map keeps those ranks: libphos sent them with the buffers (no save ran beside the program)" ||
+	diag_file "$gen/gpumem-$apid.map" 5
 mark=$(($(wc -l <"$PD/n1.log") + 1))
 pc_out n1 restore --detach "$gen"
 ok $RC "it restores" || { diag "$OUT"; diag_file "$PD/n1.log" 30; }
@@ -150,6 +162,8 @@ like "$(log_since "$mark")" "restored pid $rp took its $NBUF GPU buffer" \
 	"phos-gpu loaded the buffers and the restored process took them"
 like "$(log_since "$mark")" "loaded $NBUF buffer\\(s\\), .* while the process ran \\([1-9][0-9]* loaded first because the process was about to use them" \
 	"it took them before they were loaded, and what it touched was loaded first"
+like "$(log_since "$mark")" "loaded $NBUF buffer\\(s\\), .*, 0 in first-use order" \
+	"(with PHOS_GPU_NO_RANKS=1 the loader goes by index)"
 wait_for 30 iter_past $((stopped + 5))
 ok $? "the restored program goes on (iter $stopped -> $(last_iter))"
 ok "$(no_corrupt && echo 0 || echo 1)" "and finds every word of every buffer as it was at the stop" ||
@@ -162,7 +176,10 @@ like "$(grep -c . "$PD/images/root/pid-$apid/0/0/000003/gpumem-$apid.map")" "^$N
 kill -KILL "$rp" 2>/dev/null
 
 # -- a checkpoint while the restored program's buffers are still loading:
-# libphos hands them over only once they are complete
+# libphos hands them over only once they are complete.  The loader goes by
+# the map's ranks from here on.
+phosd_stop n1
+FAKECUDA_HTOD_DELAY_MS=1000 phosd_start n1 "gpu_concurrent_restore: true"
 before=$(pgrep -d' ' -f fake_gpu_app)
 mark=$(($(wc -l <"$PD/n1.log") + 1))
 ( pc n1 restore --detach "$gen" >"$PD/restore2.out" 2>&1 ) &
@@ -177,6 +194,8 @@ pc_out n1 checkpoint --leave-running --pid "$rp2"
 ok $RC "a checkpoint asked for while the restored program's buffers load succeeds" ||
 	{ diag "$OUT"; diag_file "$PD/n1.log" 20; }
 wait "$rbg"
+like "$(log_since "$mark")" "loaded $NBUF buffer\\(s\\), .*, $NBUF in first-use order" \
+	"that restore's loader took the buffers in the order of the map's ranks"
 g4=$(ls -d "$(image_dir root "$rp2")"/0* 2>/dev/null | tail -1)
 kill -KILL "$rp2" 2>/dev/null
 wait_for 10 _gone "$rp2"
