@@ -13,6 +13,10 @@
 //              timed): what pinning costs when the pages already exist
 //   pageable   fresh anonymous memory, not registered: the driver's own
 //              staging
+//   thp        as register, the mapping 2 MiB-aligned and madvise(
+//              MADV_HUGEPAGE): pinning walks 512 times fewer pages, if the
+//              kernel gives transparent huge pages
+//   thp_pop    as thp, the pages faulted in beforehand (not timed)
 // and, for reference, the time cudaHostAlloc takes for the same bytes.
 //   stage_probe [GIB [THREADS [CHUNK_MB]]]
 // Prints "STAGE mode=M GB/s=R seconds=S" lines, then DONE.
@@ -22,6 +26,7 @@
 #include <cstring>
 #include <thread>
 #include <vector>
+#include <cstdint>
 #include <sys/mman.h>
 #include <cuda_runtime.h>
 
@@ -33,8 +38,32 @@ static double now(void)
 	return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-enum mode { PINNED, REGISTER, POPULATE, PAGEABLE };
-static const char *names[] = { "pinned", "register", "populate", "pageable" };
+enum mode { PINNED, REGISTER, POPULATE, PAGEABLE, THP, THP_POP };
+static const char *names[] = { "pinned", "register", "populate", "pageable", "thp", "thp_pop" };
+
+// per bytes of anonymous memory on 2 MiB huge pages where the kernel can
+static char *thp_map(size_t per, bool populate)
+{
+	size_t huge = (size_t)2 << 20, len = per + huge;
+	char *p = (char *)mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED) {
+		printf("mmap of %zu bytes failed\n", len);
+		exit(2);
+	}
+	char *a = (char *)(((uintptr_t)p + huge - 1) & ~(uintptr_t)(huge - 1));
+	if (madvise(a, per, MADV_HUGEPAGE) != 0)
+		printf("madvise(MADV_HUGEPAGE) failed: small pages\n");
+	if (populate)
+		for (size_t off = 0; off < per; off += 4096)
+			a[off] = 0;
+	return a;	// the slack around it is left mapped: a probe
+}
+
+static bool registered(mode m)
+{
+	return m == REGISTER || m == POPULATE || m == THP || m == THP_POP;
+}
 
 static void run(mode m, char *dev, size_t total, int threads, size_t chunk)
 {
@@ -45,6 +74,8 @@ static void run(mode m, char *dev, size_t total, int threads, size_t chunk)
 	for (int t = 0; t < threads; t++) {
 		if (m == PINNED) {
 			CK(cudaHostAlloc((void **)&host[t], per, cudaHostAllocPortable));
+		} else if (m == THP || m == THP_POP) {
+			host[t] = thp_map(per, m == THP_POP);
 		} else {
 			int fl = MAP_PRIVATE | MAP_ANONYMOUS | (m == POPULATE ? MAP_POPULATE : 0);
 			void *p = mmap(NULL, per, PROT_READ | PROT_WRITE, fl, -1, 0);
@@ -64,7 +95,7 @@ static void run(mode m, char *dev, size_t total, int threads, size_t chunk)
 			for (size_t off = 0; off < per; off += chunk) {
 				size_t len = per - off < chunk ? per - off : chunk;
 				char *h = host[t] + off;
-				if (m == REGISTER || m == POPULATE)
+				if (registered(m))
 					CK(cudaHostRegister(h, len, cudaHostRegisterPortable));
 				CK(cudaMemcpyAsync(h, dev + (size_t)t * per + off, len,
 						   cudaMemcpyDeviceToHost, s));
@@ -86,10 +117,13 @@ static void run(mode m, char *dev, size_t total, int threads, size_t chunk)
 			CK(cudaFreeHost(host[t]));
 			continue;
 		}
-		if (m == REGISTER || m == POPULATE)
+		if (registered(m))
 			for (size_t off = 0; off < per; off += chunk)
 				CK(cudaHostUnregister(host[t] + off));
-		munmap(host[t], per);
+		if (m != THP && m != THP_POP)
+			munmap(host[t], per);
+		else
+			madvise(host[t], per, MADV_DONTNEED);
 	}
 	t1 = now();
 	printf("STAGE mode=%s release_seconds=%.3f\n", names[m], t1 - t0);
@@ -126,6 +160,20 @@ int main(int argc, char **argv)
 	run(REGISTER, dev, total, threads, chunk);
 	run(REGISTER, dev, total, threads, chunk * 8);
 	run(PAGEABLE, dev, total, threads, chunk);
+	{
+		char thp[128] = "?";
+		FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+
+		if (f && fgets(thp, sizeof(thp), f))
+			thp[strcspn(thp, "\n")] = 0;
+		if (f)
+			fclose(f);
+		printf("STAGE transparent_hugepage=%s\n", thp);
+	}
+	run(THP, dev, total, threads, chunk);
+	run(THP, dev, total, threads, chunk * 8);
+	run(THP_POP, dev, total, threads, chunk);
+	run(THP_POP, dev, total, threads, chunk * 8);
 	printf("DONE\n");
 	return 0;
 }

@@ -34,7 +34,9 @@ for gb in $SIZES; do
 	log "=== $gb GiB: reference run ($STEPS steps)"
 	"${UNDER_LIBPHOS[@]}" python3 "$TRAIN" "$STEPS" 0.1 "$gb" >"$d/ref.out" 2>&1 ||
 		{ log "$gb GiB: the reference run failed"; tail -5 "$d/ref.out"; BROKE=1; continue; }
-	start_app "$d/a.out" "${UNDER_LIBPHOS[@]}" python3 "$TRAIN" "$STEPS" 0.1 "$gb"
+	# PHOS_DEBUG: libphos names what made the restored process wait for
+	# the whole load (the restored process keeps this environment)
+	start_app "$d/a.out" "${UNDER_LIBPHOS[@]}" PHOS_DEBUG=1 python3 "$TRAIN" "$STEPS" 0.1 "$gb"
 	if ! wait_for "$d/a.out" '^step 10 ' 300 || ! ckpt "$APP_PID" --leave-running; then
 		log "$gb GiB: leave-running checkpoint failed"; tail -5 "$d/a.out"; kill -9 "$APP_PID"; BROKE=1; continue
 	fi
@@ -60,6 +62,11 @@ for gb in $SIZES; do
 		if wait_for "$d/b.out" '^at [0-9]+ [0-9]+' 300; then
 			first=$(( $(awk '$1 == "at" { print $3; exit }' "$d/b.out") - t0 / 1000000 ))
 		fi
+		grep -o 'phos-gpu: loaded.*' "$LOG_DIR/phosd.log" | tail -1 | cut -c1-300 | sed 's/^/  /'
+		grep -h 'waits for every buffer' "$d/b.out" | sort -u | sed 's/^/  /'
+		# the restore's phases, from phosd's and phos-restore's log lines
+		grep -E 'image verified|phos-gpu [0-9]+ loads|took its [0-9]+ GPU buffer' "$LOG_DIR/phosd.log" |
+			tail -3 | cut -c1-200 | sed 's/^/  /'
 		if wait_for "$d/b.out" '^DONE' 600 && suffix_of_ref "torch_$gb" "$d/b.out" "$d/ref.out"; then
 			losses=same
 		else
