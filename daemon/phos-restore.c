@@ -37,6 +37,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <grp.h>
 #include <sched.h>
 #include <signal.h>
@@ -439,6 +440,7 @@ static int restore_mode(const struct opts *o)
 	struct phos_err e = { "" };
 	struct init_report ir;
 	struct gpu_loads *loads = NULL;
+	uint64_t t_start, t_criu, t_driver = 0;
 	int stdio[3] = { -1, -1, -1 };
 	int pp[2], dirfd, st;
 	pid_t init, root;
@@ -476,6 +478,7 @@ static int restore_mode(const struct opts *o)
 	 * driver needs a /proc that matches): their CUDA contexts, the
 	 * buffers and (concurrent) the first of the data are ready by the
 	 * time CRIU and the driver have restored the process. */
+	t_start = phos_now_ms();
 	if (gpu_load_start(dirfd, o->gpu_concurrent, &loads, &e) < 0)
 		return restore_fail(o, "restore of %s failed: %s", o->image, e.msg);
 	if (pipe2(pp, O_CLOEXEC) < 0 || unshare(CLONE_NEWPID) < 0) {
@@ -503,11 +506,12 @@ static int restore_mode(const struct opts *o)
 		return 1;
 	}
 	root = child_of(init);
+	t_criu = phos_now_ms();
 	/* GPU: CRIU restored the tree running, its CUDA calls blocked (the
 	 * driver still has it checkpointed and locked).  We are in the node's
 	 * pid namespace and know root's global pid: driver restore + unlock. */
 	if (cuda_restore_tree(root, &m, NULL, &e) < 0 ||
-	    gpu_load_finish(loads, root, o->socket, &e) < 0) {
+	    (t_driver = phos_now_ms(), gpu_load_finish(loads, root, o->socket, &e) < 0)) {
 		restore_fail(o, "restore of %s failed: %s", o->image, e.msg);
 		gpu_load_free(loads);
 		if (root > 0)
@@ -517,7 +521,9 @@ static int restore_mode(const struct opts *o)
 	}
 	forward_to = root;
 	forward_signals();
-	log_info("restored %s as pid %d (pid %d in its namespace)", o->image, (int)root, (int)ir.nspid);
+	log_info("restored %s as pid %d (pid %d in its namespace): CRIU %" PRIu64 " ms, driver %"
+		 PRIu64 " ms, GPU buffers handed over and loaded %" PRIu64 " ms", o->image, (int)root,
+		 (int)ir.nspid, t_criu - t_start, t_driver - t_criu, phos_now_ms() - t_driver);
 	if (o->report_fd >= 0) {
 		/* pid, pid in its namespace, and what phos-gpu did, if anything */
 		dprintf(o->report_fd, "%d %d%s%s\n", (int)root, (int)ir.nspid,
