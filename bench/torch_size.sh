@@ -65,8 +65,10 @@ for gb in $SIZES; do
 		grep -o 'phos-gpu: loaded.*' "$LOG_DIR/phosd.log" | tail -1 | cut -c1-300 | sed 's/^/  /'
 		grep -h 'waits for every buffer' "$d/b.out" | sort -u | sed 's/^/  /'
 		# the restore's phases, from phosd's and phos-restore's log lines
-		grep -E 'image verified|phos-gpu [0-9]+ loads|took its [0-9]+ GPU buffer' "$LOG_DIR/phosd.log" |
-			tail -3 | cut -c1-200 | sed 's/^/  /'
+		grep -E 'image verified|took its [0-9]+ GPU buffer' "$LOG_DIR/phosd.log" |
+			tail -2 | cut -c1-200 | sed 's/^/  /'
+		grep -E 'phos-gpu [0-9]+ loads|restored in [0-9]+ ms|has its GPU buffers back|CRIU [0-9]+ ms, driver' \
+			"$d/b.out" | cut -c1-240 | sed 's/^/  /'
 		if wait_for "$d/b.out" '^DONE' 600 && suffix_of_ref "torch_$gb" "$d/b.out" "$d/ref.out"; then
 			losses=same
 		else

@@ -478,8 +478,11 @@ int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how,
 	sv->snapshot = strncmp(line, "snapshot", 8) == 0;
 	sv->cow = strncmp(line, "cow", 3) == 0 && sv->tab;
 	sv->how = how;
-	/* cow: the process gets the table with its buffers (GPU_REATTACH) */
-	if (sv->cow && (h->tab_fd = fcntl(sv->tab_fd, F_DUPFD_CLOEXEC, 3)) < 0) {
+	/* cow: the process gets the table with its buffers (GPU_REATTACH);
+	 * snapshot: too, every buffer SAVED, so that it ranks its buffers
+	 * by first use while the save runs (doc/concurrent-restore.md) */
+	if ((sv->cow || (sv->snapshot && sv->tab)) &&
+	    (h->tab_fd = fcntl(sv->tab_fd, F_DUPFD_CLOEXEC, 3)) < 0) {
 		phos_errf(e, "save table: %s", strerror(errno));
 		return -1;	/* the caller's gpu_save_abort() ends it */
 	}

@@ -18,7 +18,9 @@
  *                          "snapshot" (with --snapshot and room on the
  *                          GPU: every buffer was first copied on the GPU,
  *                          device to device, so the owner may write its
- *                          buffers again);
+ *                          buffers again; with --table, the table says
+ *                          every buffer is saved and only collects the
+ *                          owner's first-use ranks until the save ends);
  *                          "cow" (with --table, the save table FD of
  *                          common/savetab.h, and the hash kernel: every
  *                          buffer was hashed on the device; the owner may
@@ -507,9 +509,9 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 	}
 	/* no room for a snapshot: hash every buffer as it is now, and let the
 	 * owner run on against the save table */
-	if (!snapshot && tab_fd >= 0 && n && cu.mod_load && phos_hash_ptx[0]) {
-		if (!(tab = table_open(tab_fd, n)))
-			return 1;
+	if (tab_fd >= 0 && n && !(tab = table_open(tab_fd, n)))
+		return 1;
+	if (!snapshot && tab && cu.mod_load && phos_hash_ptx[0]) {
 		cow = true;
 		for (unsigned i = 0; cow && i < n; i++)
 			cow = device_hash(i) == 0;
@@ -517,8 +519,15 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 			cow = false;
 		tsnap = phos_now_ms() - t0;
 	}
-	if (tab && !cow)
+	if (tab && snapshot) {
+		/* the owner runs on against a snapshot: it waits for nothing,
+		 * and the table only ranks its buffers by first use until
+		 * the save is over (the map records the ranks) */
+		for (unsigned i = 0; i < n; i++)
+			phos_savetab_set(tab, i, PHOS_SAVE_SAVED);
+	} else if (tab && !cow) {
 		phos_savetab_end(tab);	/* unused: nobody waits on it */
+	}
 	printf("%s\n", snapshot ? "snapshot" : cow ? "cow" : "direct");
 	fflush(stdout);
 	fclose(stdout);

@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 56
+plan 57
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -34,7 +34,9 @@ export LD_LIBRARY_PATH=$FAKE FAKECUDA_CKPT_REMOTE=1
 # 1 MiB chunks: each 4 MiB buffer is copied in 4 pieces by 4 workers
 export PHOS_GPU_IO_CHUNK_MB=1 PHOS_GPU_IO_THREADS=4
 export PHOS_GPU_HELPER=$top_builddir/daemon/phos-gpu
-phosd_start n1
+# a slowish copy (0.3 s a chunk): the program runs while its snapshot is
+# saved, long enough to touch every buffer
+FAKECUDA_DTOH_DELAY_MS=300 phosd_start n1
 S=$PD/n1.sock
 f=$PD/app.out
 MIB=4 NBUF=3
@@ -69,6 +71,9 @@ like "$(log_since "$mark")" "pid $apid: $NBUF GPU buffer\\(s\\), $((NBUF * MIB <
 like "$(log_since "$mark")" "snapshot" "phos-gpu copied them on the device first (room for a snapshot)"
 gen=$(image_dir root "$apid")/000001
 is "$(wc -l <"$gen/gpumem-$apid.map" 2>/dev/null)" "$NBUF" "the image maps $NBUF buffers (gpumem-$apid.map)"
+is "$(awk 'NF == 7 { print $7 }' "$gen/gpumem-$apid.map" | sort -n | tr '\n' ' ')" "$(seq -s ' ' 1 "$NBUF") " \
+	"it ranks them by the order the program touched them in while the snapshot was saved" ||
+	diag_file "$gen/gpumem-$apid.map" 5
 hdrs=$(head -qn1 "$gen"/gpumem-"$apid"-*.idx 2>/dev/null | sort -u)
 is "$hdrs" "phos-chunks 1 $((MIB << 20)) 1048576" \
 	"each saved as its $MIB MiB in 1 MiB chunks, named by an index in the image"
