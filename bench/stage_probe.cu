@@ -17,6 +17,10 @@
 //              MADV_HUGEPAGE): pinning walks 512 times fewer pages, if the
 //              kernel gives transparent huge pages
 //   thp_pop    as thp, the pages faulted in beforehand (not timed)
+//   hugetlb    2 MiB pages of the kernel's reserved pool (memfd
+//              MFD_HUGETLB, faulted in beforehand, not timed; needs
+//              vm.nr_hugepages): what a staging pool phosd keeps without a
+//              CUDA context would give; skipped when the pool is too small
 // and, for reference, the time cudaHostAlloc takes for the same bytes.
 //   stage_probe [GIB [THREADS [CHUNK_MB]]]
 // Prints "STAGE mode=M GB/s=R seconds=S" lines, then DONE.
@@ -28,6 +32,11 @@
 #include <vector>
 #include <cstdint>
 #include <sys/mman.h>
+#include <unistd.h>
+#include <linux/memfd.h>
+#ifndef MFD_HUGE_2MB
+#define MFD_HUGE_2MB (21U << 26)
+#endif
 #include <cuda_runtime.h>
 
 #define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { \
@@ -38,8 +47,22 @@ static double now(void)
 	return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-enum mode { PINNED, REGISTER, POPULATE, PAGEABLE, THP, THP_POP };
-static const char *names[] = { "pinned", "register", "populate", "pageable", "thp", "thp_pop" };
+enum mode { PINNED, REGISTER, POPULATE, PAGEABLE, THP, THP_POP, HUGETLB };
+static const char *names[] = { "pinned", "register", "populate", "pageable", "thp", "thp_pop",
+			       "hugetlb" };
+
+// per bytes of 2 MiB hugetlb pages, faulted in; NULL if the pool is short
+static char *hugetlb_map(size_t per)
+{
+	int fd = memfd_create("stage", MFD_HUGETLB | MFD_HUGE_2MB);
+	char *p;
+
+	if (fd < 0 || ftruncate(fd, (off_t)per) < 0)
+		return NULL;
+	p = (char *)mmap(NULL, per, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+	close(fd);
+	return p == MAP_FAILED ? NULL : p;
+}
 
 // per bytes of anonymous memory on 2 MiB huge pages where the kernel can
 static char *thp_map(size_t per, bool populate)
@@ -62,7 +85,7 @@ static char *thp_map(size_t per, bool populate)
 
 static bool registered(mode m)
 {
-	return m == REGISTER || m == POPULATE || m == THP || m == THP_POP;
+	return m == REGISTER || m == POPULATE || m == THP || m == THP_POP || m == HUGETLB;
 }
 
 static void run(mode m, char *dev, size_t total, int threads, size_t chunk)
@@ -76,6 +99,14 @@ static void run(mode m, char *dev, size_t total, int threads, size_t chunk)
 			CK(cudaHostAlloc((void **)&host[t], per, cudaHostAllocPortable));
 		} else if (m == THP || m == THP_POP) {
 			host[t] = thp_map(per, m == THP_POP);
+		} else if (m == HUGETLB) {
+			if (!(host[t] = hugetlb_map(per))) {
+				printf("STAGE mode=hugetlb skipped: %zu bytes of 2 MiB pages not "
+				       "available (vm.nr_hugepages)\n", per);
+				for (int k = 0; k < t; k++)
+					munmap(host[k], per);
+				return;
+			}
 		} else {
 			int fl = MAP_PRIVATE | MAP_ANONYMOUS | (m == POPULATE ? MAP_POPULATE : 0);
 			void *p = mmap(NULL, per, PROT_READ | PROT_WRITE, fl, -1, 0);
@@ -121,7 +152,7 @@ static void run(mode m, char *dev, size_t total, int threads, size_t chunk)
 			for (size_t off = 0; off < per; off += chunk)
 				CK(cudaHostUnregister(host[t] + off));
 		if (m != THP && m != THP_POP)
-			munmap(host[t], per);
+			munmap(host[t], per);	// hugetlb: back to the pool
 		else
 			madvise(host[t], per, MADV_DONTNEED);
 	}
@@ -174,6 +205,10 @@ int main(int argc, char **argv)
 	run(THP, dev, total, threads, chunk * 8);
 	run(THP_POP, dev, total, threads, chunk);
 	run(THP_POP, dev, total, threads, chunk * 8);
+	run(THP_POP, dev, total, threads, chunk * 32);
+	run(HUGETLB, dev, total, threads, chunk);
+	run(HUGETLB, dev, total, threads, chunk * 8);
+	run(HUGETLB, dev, total, threads, chunk * 32);
 	printf("DONE\n");
 	return 0;
 }
