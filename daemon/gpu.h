@@ -18,6 +18,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <limits.h>
+#include <string.h>
+#include <unistd.h>
 #include <sys/types.h>
 
 #include "err.h"
@@ -87,13 +90,25 @@ int gpu_save_finish(struct gpu_save *sv, struct phos_err *e);
 /* Kill a helper still running (failure paths). */
 void gpu_save_abort(struct gpu_save *sv);
 
-/* The phos-gpu helper: $PHOS_GPU_HELPER or the installed one (phosd and
- * phos-restore). */
+/* The phos-gpu helper (phosd and phos-restore): $PHOS_GPU_HELPER, else the
+ * installed one, else the one beside the running program (a build tree, a
+ * copied set of binaries). */
 static inline const char *gpu_helper(void)
 {
+	static char beside[PATH_MAX];
 	const char *p = getenv("PHOS_GPU_HELPER");
+	ssize_t n;
+	char *slash;
 
-	return p && *p ? p : PHOS_GPU_BIN;
+	if (p && *p)
+		return p;
+	if (access(PHOS_GPU_BIN, X_OK) == 0)
+		return PHOS_GPU_BIN;
+	n = readlink("/proc/self/exe", beside, sizeof(beside) - sizeof("/phos-gpu"));
+	if (n <= 0 || !(slash = memrchr(beside, '/', (size_t)n)))
+		return PHOS_GPU_BIN;
+	strcpy(slash, "/phos-gpu");
+	return access(beside, X_OK) == 0 ? beside : PHOS_GPU_BIN;
 }
 
 void handle_gpu_detach(struct client *c, struct phos_msg *req);

@@ -722,7 +722,7 @@ static void handle_restore_done(struct client *c, struct phos_msg *req)
 	struct task_reg t = { 0 };
 	struct proc_ids ids;
 	uint64_t pid, job, step, task;
-	const char *path = NULL;
+	const char *path = NULL, *what;
 	struct phos_image_id id;
 	struct phos_manifest m;
 	uint64_t gen;
@@ -756,7 +756,11 @@ static void handle_restore_done(struct client *c, struct phos_msg *req)
 	}
 	phos_manifest_free(&m);
 	registry_add(&t);
-	log_notice("job %u step %u task %u restored as pid %d", t.job, t.step, t.task, (int)t.pid);
+	/* phos-restore says what the restore took (MSG, since 2026-12) */
+	if (phos_msg_get_str(req, PHOS_A_MSG, &what) < 0)
+		what = NULL;
+	log_notice("job %u step %u task %u restored as pid %d%s%s%s", t.job, t.step, t.task,
+		   (int)t.pid, what ? " (" : "", what ? what : "", what ? ")" : "");
 	client_reply(c, req->seq, 0, NULL);
 }
 

@@ -388,7 +388,7 @@ static pid_t child_of(pid_t init)
 	return c;
 }
 
-static void report_done(const struct opts *o, pid_t pid, pid_t nspid)
+static void report_done(const struct opts *o, pid_t pid, pid_t nspid, const char *what)
 {
 	struct phos_msg *m, *r;
 	int fd;
@@ -407,6 +407,7 @@ static void report_done(const struct opts *o, pid_t pid, pid_t nspid)
 	    phos_msg_put_u64(m, PHOS_A_PID, (uint64_t)pid) == 0 &&
 	    phos_msg_put_u64(m, PHOS_A_NSPID, (uint64_t)nspid) == 0 &&
 	    phos_msg_put_str(m, PHOS_A_PATH, o->image) == 0 &&
+	    phos_msg_put_str(m, PHOS_A_MSG, what) == 0 &&
 	    phos_msg_send(fd, m, NULL, 0) == 0) {
 		r = phos_msg_recv(fd, 10000);
 		phos_msg_free(r);
@@ -521,16 +522,23 @@ static int restore_mode(const struct opts *o)
 	}
 	forward_to = root;
 	forward_signals();
-	log_info("restored %s as pid %d (pid %d in its namespace): CRIU %" PRIu64 " ms, driver %"
-		 PRIu64 " ms, GPU buffers handed over and loaded %" PRIu64 " ms", o->image, (int)root,
-		 (int)ir.nspid, t_criu - t_start, t_driver - t_criu, phos_now_ms() - t_driver);
+	/* what the restore took, for phosd's log (a Slurm task's restore has
+	 * no other way there) */
+	char what[768];
+
+	snprintf(what, sizeof(what), "CRIU %" PRIu64 " ms, driver %" PRIu64 " ms, GPU buffers "
+		 "handed over and loaded %" PRIu64 " ms%s%s", t_criu - t_start, t_driver - t_criu,
+		 phos_now_ms() - t_driver, gpu_load_said(loads)[0] ? "; " : "",
+		 gpu_load_said(loads));
+	log_info("restored %s as pid %d (pid %d in its namespace): %s", o->image, (int)root,
+		 (int)ir.nspid, what);
 	if (o->report_fd >= 0) {
 		/* pid, pid in its namespace, and what phos-gpu did, if anything */
 		dprintf(o->report_fd, "%d %d%s%s\n", (int)root, (int)ir.nspid,
 			gpu_load_said(loads)[0] ? " " : "", gpu_load_said(loads));
 		close(o->report_fd);
 	}
-	report_done(o, root, ir.nspid);
+	report_done(o, root, ir.nspid, what);
 	gpu_load_free(loads);
 	phos_manifest_free(&m);
 	close(dirfd);

@@ -20,7 +20,7 @@
 #error "PHOS_RESTORE_HELPER_DEFAULT must be defined by the build (spank/Makefile.am)"
 #endif
 
-#define VALID_KEYS "libphos=PATH, socket=PATH, restore_helper=PATH, enabled=0|1"
+#define VALID_KEYS "libphos=PATH, socket=PATH, restore_helper=PATH, config=PATH, enabled=0|1"
 
 typedef int (*arg_setter)(struct phos_args *a, const char *key, const char *val,
 			  struct phos_err *e);
@@ -58,12 +58,23 @@ static int set_libphos(struct phos_args *a, const char *key, const char *val, st
 	return set_path(a->libphos, key, val, e);
 }
 
-static int set_socket(struct phos_args *a, const char *key, const char *val, struct phos_err *e)
+/* A path that may name the node (%n): socket=, config= */
+static int set_template(char *dst, const char *key, const char *val, struct phos_err *e)
 {
 	if (check_template(val) < 0)
 		return phos_errnof(e, EINVAL, "phos: plugstack.conf: %s=%s: only %%n (node name) and %%%% may follow '%%'",
 				   key, val);
-	return set_path(a->socket, key, val, e);
+	return set_path(dst, key, val, e);
+}
+
+static int set_socket(struct phos_args *a, const char *key, const char *val, struct phos_err *e)
+{
+	return set_template(a->socket, key, val, e);
+}
+
+static int set_config(struct phos_args *a, const char *key, const char *val, struct phos_err *e)
+{
+	return set_template(a->config, key, val, e);
 }
 
 static int set_restore_helper(struct phos_args *a, const char *key, const char *val,
@@ -90,6 +101,7 @@ static const struct {
 	{ "libphos", set_libphos },
 	{ "socket", set_socket },
 	{ "restore_helper", set_restore_helper },
+	{ "config", set_config },
 	{ "enabled", set_enabled },
 };
 

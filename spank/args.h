@@ -23,6 +23,8 @@ struct phos_args {
 	char libphos[PATH_MAX];		/* interposer preloaded into tasks */
 	char socket[PATH_MAX];		/* phosd socket; may hold %n and %% */
 	char restore_helper[PATH_MAX];	/* phos-restore, run in restored tasks */
+	char config[PATH_MAX];		/* phos.yaml phos-restore reads ("": its
+					 * default); may hold %n and %% */
 };
 
 /* Fill a with the built-in defaults (PHOS_LIBPHOS_DEFAULT, PHOS_SOCKET_DEFAULT,

@@ -104,7 +104,8 @@ int phos_restore_spawn(const struct phos_restore_args *a, pid_t *pid, struct pho
 		(char *)a->helper, "--image", (char *)a->image,
 		"--control-fd", cfd, "--socket", (char *)a->socket,
 		"--job", job, "--step", step, "--task", task,
-		"--uid", uid, "--gid", gid, NULL,
+		"--uid", uid, "--gid", gid,
+		a->config && *a->config ? "--config" : NULL, (char *)a->config, NULL,
 	};
 	int sv[2] = { -1, -1 }, ep[2] = { -1, -1 }, ctl = -1, err = 0, st;
 	ssize_t n;

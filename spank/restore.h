@@ -36,6 +36,7 @@ struct phos_restore_args {
 	const char *helper;	/* absolute path of phos-restore */
 	const char *image;	/* generation directory from RESTORE_PREPARE */
 	const char *socket;	/* phosd socket (for RESTORE_DONE) */
+	const char *config;	/* phos.yaml for phos-restore (NULL, "": its default) */
 	uint32_t job, step, task, uid, gid;
 };
 

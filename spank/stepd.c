@@ -55,6 +55,7 @@ struct stepd_state {
 	uint32_t task_id;
 	int ctl;		/* TASK_RESTORING: control socket to the restorer */
 	char sock[PATH_MAX];	/* this node's phosd socket */
+	char config[PATH_MAX];	/* config= for this node ("": none) */
 	char notice[NOTICE_MAX];	/* "phos: " lines for the job's stderr */
 	char fatal_msg[PHOS_ERR_MAX];
 	int done_status;	/* TASK_COMPLETED: the earlier run's wait status */
@@ -204,6 +205,10 @@ static int phosd_socket(char *sock, size_t size, struct phos_err *e)
 	if (phos_socket_expand(sock, size, st.args->socket, node) < 0)
 		return phos_errf(e, "phos: socket=%s: cannot expand for node %s: %s", st.args->socket,
 				 node, strerror(errno));
+	if (st.args->config[0] &&
+	    phos_socket_expand(st.config, sizeof(st.config), st.args->config, node) < 0)
+		return phos_errf(e, "phos: config=%s: cannot expand for node %s: %s", st.args->config,
+				 node, strerror(errno));
 	return 0;
 }
 
@@ -292,6 +297,7 @@ static int try_restore(const struct phos_task_ref *ref)
 	char image[PATH_MAX];
 	struct phos_restore_args ra = {
 		.helper = st.args->restore_helper, .image = image, .socket = st.sock,
+		.config = st.config,
 		.job = ref->job, .step = ref->step, .task = ref->task,
 		.uid = ref->uid, .gid = ref->gid,
 	};

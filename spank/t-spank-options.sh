@@ -90,7 +90,7 @@ expect 255 "--phos-checkpoint takes no value" "option '--phos-checkpoint' doesn'
 # plugstack.conf arguments
 plugstack "sockt=/run/x.sock"
 expect 1 "unknown argument fails srun, named with the valid keys" \
-	"phos: plugstack.conf: unknown argument 'sockt' \(valid: libphos=PATH, socket=PATH, restore_helper=PATH, enabled=0\|1\)" srun --help
+	"phos: plugstack.conf: unknown argument 'sockt' \(valid: libphos=PATH, socket=PATH, restore_helper=PATH, config=PATH, enabled=0\|1\)" srun --help
 expect 1 "unknown argument fails sbatch too" "unknown argument 'sockt'" sbatch --help
 plugstack "enabled"
 expect 1 "a key without a value fails" "phos: plugstack.conf: 'enabled' needs a value" srun --help

@@ -334,6 +334,7 @@ static void test_spawn_handover_wait(void **state)
 	char out[300], o1[300], o2[300], want[1024];
 	struct phos_restore_args a = {
 		.helper = helper(), .image = "/nfs/phos/4242/3/17/gen-5", .socket = "/run/phos.sock",
+		.config = "/etc/phos/n1.yaml",
 		.job = 4242, .step = 3, .task = 17, .uid = 1000, .gid = 100,
 	};
 	int st;
@@ -372,7 +373,8 @@ static void test_spawn_handover_wait(void **state)
 	assert_int_equal(WEXITSTATUS(st), 7);
 	snprintf(want, sizeof(want),
 		 "%s\n--image\n/nfs/phos/4242/3/17/gen-5\n--control-fd\n3\n--socket\n/run/phos.sock\n"
-		 "--job\n4242\n--step\n3\n--task\n17\n--uid\n1000\n--gid\n100\nfds: 3\n", a.helper);
+		 "--job\n4242\n--step\n3\n--task\n17\n--uid\n1000\n--gid\n100\n"
+		 "--config\n/etc/phos/n1.yaml\nfds: 3\n", a.helper);
 	assert_string_equal(slurp(out), want);
 	assert_string_equal(slurp(o1), "restored stdout\n");
 	assert_string_equal(slurp(o2), "restored stderr\n");
