@@ -91,8 +91,8 @@ int gpu_save_finish(struct gpu_save *sv, struct phos_err *e);
 void gpu_save_abort(struct gpu_save *sv);
 
 /* The phos-gpu helper (phosd and phos-restore): $PHOS_GPU_HELPER, else the
- * installed one, else the one beside the running program (a build tree, a
- * copied set of binaries). */
+ * one beside the running program (phos-restore installed, a build tree, a
+ * copied set of binaries), else the installed one. */
 static inline const char *gpu_helper(void)
 {
 	static char beside[PATH_MAX];
@@ -102,8 +102,6 @@ static inline const char *gpu_helper(void)
 
 	if (p && *p)
 		return p;
-	if (access(PHOS_GPU_BIN, X_OK) == 0)
-		return PHOS_GPU_BIN;
 	n = readlink("/proc/self/exe", beside, sizeof(beside) - sizeof("/phos-gpu"));
 	if (n <= 0 || !(slash = memrchr(beside, '/', (size_t)n)))
 		return PHOS_GPU_BIN;
