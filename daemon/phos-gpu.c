@@ -263,6 +263,15 @@ static int by_rank(const void *a, const void *b2)
 	return rx != ry ? (rx < ry ? -1 : 1) : (x < y ? -1 : x > y);
 }
 
+/* PHOS_GPU_NO_RANKS=1 (phosd's environment): copy in index order, to
+ * measure what the ranks are worth (the map still records them) */
+static bool no_ranks(void)
+{
+	const char *v = secure_getenv("PHOS_GPU_NO_RANKS");
+
+	return v && *v && strcmp(v, "0") != 0;
+}
+
 /* order[] from rank[0..n-1]; how many buffers have a rank */
 static unsigned order_set(const unsigned *rank, unsigned n)
 {
@@ -560,9 +569,13 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 	 * of its writes wait */
 	unsigned rank[PHOS_GPUBUF_MAX];
 
-	for (unsigned i = 0; i < n; i++)
+	unsigned by[PHOS_GPUBUF_MAX];
+
+	for (unsigned i = 0; i < n; i++) {
 		rank[i] = b[i].rank;
-	order_set(rank, n);
+		by[i] = no_ranks() ? 0 : rank[i];
+	}
+	order_set(by, n);
 	struct copy_ctx sc = { .tab = tab, .bad = -1 };
 	uint64_t tcopy = phos_now_ms();
 	char rate[224] = "";
@@ -771,9 +784,7 @@ static int load(const char *tag, bool concurrent)
 		n++;
 	}
 	fclose(map);
-	/* PHOS_GPU_NO_RANKS=1 (phosd's environment): index order, to measure
-	 * what the ranks are worth */
-	if (secure_getenv("PHOS_GPU_NO_RANKS") && strcmp(secure_getenv("PHOS_GPU_NO_RANKS"), "0"))
+	if (no_ranks())
 		memset(lrank, 0, sizeof(lrank));
 	ranked = order_set(lrank, (unsigned)n);
 	/* concurrent: the process may run from here on, waiting on the table

@@ -86,8 +86,10 @@ ok "$(no_corrupt && echo 0 || echo 1)" "with every word of its buffers intact" |
 # (a slow copy, 1 s a chunk: 4 workers copy a buffer a second, so that the
 # program, which writes its last buffer first, asks for it well before
 # phos-gpu would get to it)
+# (PHOS_GPU_NO_RANKS=1: the copy goes by index, not by the order the program
+# touched its buffers after the first checkpoint, which it would follow)
 phosd_stop n1
-FAKECUDA_FREE_MB=1 FAKECUDA_DTOH_DELAY_MS=1000 phosd_start n1
+PHOS_GPU_NO_RANKS=1 FAKECUDA_FREE_MB=1 FAKECUDA_DTOH_DELAY_MS=1000 phosd_start n1
 mark=$(($(wc -l <"$PD/n1.log") + 1))
 pc_out n1 checkpoint --leave-running --pid "$apid"
 ok $RC "a second leave-running checkpoint of the same process succeeds" ||
