@@ -379,9 +379,30 @@ first_step_once() {
 }
 images_gone() { [ -z "$(find "$DIR/images" -mindepth 2 -maxdepth 2 -name "$1" 2>/dev/null)" ]; }
 
+# preempt NAME FROM TO N: a job of the high partition takes FROM (its id in
+# HIGH); job A (output out, the caller's) is checkpointed there, requeued for
+# the Nth time and restored on TO
+preempt() {
+	local name=$1 from=$2 to=$3 n=$4 m gm t0
+
+	m=$(mark "$from")
+	t0=$(now_ms)
+	HIGH=$(sbatch --parsable -p high -w "$from" --exclusive -o /dev/null --wrap 'sleep 600' | cut -d';' -f1)
+	checkpointed "$name" "$from" "$m" "$A" 0 "$n"
+	m=$(mark "$to")
+	gm=$(gmark "$to")
+	if wait_for 90 job_on "$A" RUNNING "$to" "$n"; then
+		pass "$name: job $A was requeued and runs again on $to ($(($(now_ms) - t0)) ms after the preemption)"
+	else
+		fail "$name: job $A does not run again on $to"
+		diag "$A" "$out"
+	fi
+	restored "$name" "$to" "$m" "$A" "$n" "$out" "$t0" "$gm"
+}
+
 # ---- (a) preemption ---------------------------------------------------------------
 scenario_a() {
-	local out=$DIR/a.out A H1 H2 first second m gm t0
+	local out=$DIR/a.out A H1 H2 first second
 	log "=== (a) preemption by a job of the high partition, restore on the other node, twice"
 	job_script "$DIR/a.sh"
 	A=$(sbatch --parsable --phos-checkpoint --exclusive --open-mode=append -o "$out" "$DIR/a.sh" | cut -d';' -f1)
@@ -396,36 +417,14 @@ scenario_a() {
 	pass "a: job $A runs the app on $first"
 	check "a: its slurmstepd processes are the carried one with the carried libraries" stepds_carried
 
-	m=$(mark "$first")
-	t0=$(now_ms)
-	H1=$(sbatch --parsable -p high -w "$first" --exclusive -o /dev/null --wrap 'sleep 600' | cut -d';' -f1)
-	checkpointed a "$first" "$m" "$A" 0 1
-	m=$(mark "$second")
-	gm=$(gmark "$second")
-	if wait_for 90 job_on "$A" RUNNING "$second" 1; then
-		pass "a: job $A was requeued and runs again on $second ($(($(now_ms) - t0)) ms after the preemption)"
-	else
-		fail "a: job $A does not run again on $second"
-		diag "$A" "$out"
-	fi
-	restored a "$second" "$m" "$A" 1 "$out" "$t0" "$gm"
+	preempt a "$first" "$second" 1
+	H1=$HIGH
 
 	# preempted again on the second node: a checkpoint of a restored app
 	wait_for 30 progressed "$out" $(($(grep -cE "$PROGRESS" "$out") + 10))
 	scancel "$H1"
-	m=$(mark "$second")
-	t0=$(now_ms)
-	H2=$(sbatch --parsable -p high -w "$second" --exclusive -o /dev/null --wrap 'sleep 600' | cut -d';' -f1)
-	checkpointed a2 "$second" "$m" "$A" 0 2
-	m=$(mark "$first")
-	gm=$(gmark "$first")
-	if wait_for 90 job_on "$A" RUNNING "$first" 2; then
-		pass "a2: job $A was requeued again and runs on $first ($(($(now_ms) - t0)) ms after the preemption)"
-	else
-		fail "a2: job $A does not run again on $first"
-		diag "$A" "$out"
-	fi
-	restored a2 "$first" "$m" "$A" 2 "$out" "$t0" "$gm"
+	preempt a2 "$second" "$first" 2
+	H2=$HIGH
 	scancel "$H2"
 
 	if wait_for $((ITERS * SLEEP_MS / 1000 + 120)) job_is "$A" COMPLETED; then
