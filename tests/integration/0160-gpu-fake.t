@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 57
+plan 59
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -229,6 +229,26 @@ ok "$( [ "$(wc -l <"$f")" = "$n" ] && echo 0 || echo 1)" "the restored program w
 	diag_file "$f" 3
 pc_out n1 list
 like "$OUT" "pid-$apid +0 +0 +3 +yes" "the image is still listed as valid"
+
+# -- a loader that dies before it offers any buffer (no GPU memory for them,
+# say): phos-restore started it before CRIU; the restore fails with its words
+# and no restored process is left
+cat >"$PD/phos-gpu-oom" <<'SH'
+#!/bin/sh
+echo "phos-gpu: allocating 4194304 bytes on GPU 0: CUDA_ERROR_OUT_OF_MEMORY" >&2
+exit 1
+SH
+chmod 0755 "$PD/phos-gpu-oom"
+phosd_stop n1
+PHOS_GPU_HELPER=$PD/phos-gpu-oom phosd_start n1 "gpu_concurrent_restore: true"
+before=$(pgrep -d' ' -f fake_gpu_app)
+n=$(wc -l <"$f")
+pc_out n1 restore --detach "$gen"
+like "$RC $(tail -1 <<<"$OUT")" "^1 .*loading the GPU buffers of pid $apid failed: phos-gpu: allocating 4194304 bytes on GPU 0: CUDA_ERROR_OUT_OF_MEMORY" \
+	"a restore whose loader dies before the hand-over fails with the loader's words"
+sleep 1
+ok "$( [ "$(wc -l <"$f")" = "$n" ] && [ "$(pgrep -d' ' -f fake_gpu_app)" = "$before" ] && echo 0 || echo 1)" \
+	"no restored program runs, and it wrote nothing" || diag "$(pgrep -af fake_gpu_app)"
 phosd_stop n1
 phosd_start n1
 
