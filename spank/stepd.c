@@ -195,21 +195,25 @@ static int node_name(char *buf, size_t size)
 	return 0;
 }
 
-/* This node's phosd socket into sock[size]; -1 + errno, e. */
-static int phosd_socket(char *sock, size_t size, struct phos_err *e)
+/* The plugstack path key=tmpl (%n: the node) for this node into
+ * dst[size]; -1 + errno, e. */
+static int node_path(char *dst, size_t size, const char *key, const char *tmpl,
+		     struct phos_err *e)
 {
 	char node[256];
 
 	if (node_name(node, sizeof(node)) < 0)
 		return phos_errf(e, "phos: cannot get the node name: %s", strerror(errno));
-	if (phos_socket_expand(sock, size, st.args->socket, node) < 0)
-		return phos_errf(e, "phos: socket=%s: cannot expand for node %s: %s", st.args->socket,
-				 node, strerror(errno));
-	if (st.args->config[0] &&
-	    phos_socket_expand(st.config, sizeof(st.config), st.args->config, node) < 0)
-		return phos_errf(e, "phos: config=%s: cannot expand for node %s: %s", st.args->config,
-				 node, strerror(errno));
+	if (phos_socket_expand(dst, size, tmpl, node) < 0)
+		return phos_errf(e, "phos: %s=%s: cannot expand for node %s: %s", key, tmpl, node,
+				 strerror(errno));
 	return 0;
+}
+
+/* This node's phosd socket into sock[size]; -1 + errno, e. */
+static int phosd_socket(char *sock, size_t size, struct phos_err *e)
+{
+	return node_path(sock, size, "socket", st.args->socket, e);
 }
 
 static int set_env(spank_t sp, const char *name, const char *val)
@@ -354,7 +358,9 @@ int phos_stepd_task_init_privileged(spank_t sp)
 	ref.task = st.task_id;
 	ref.uid = uid;
 	ref.gid = gid;
-	if (phosd_socket(st.sock, sizeof(st.sock), &e) < 0) {
+	if (phosd_socket(st.sock, sizeof(st.sock), &e) < 0 ||
+	    (st.args->config[0] &&
+	     node_path(st.config, sizeof(st.config), "config", st.args->config, &e) < 0)) {
 		broken(&e);
 		return 0;
 	}
