@@ -567,13 +567,12 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 	}
 	/* the buffers the process will touch first are saved first: fewer
 	 * of its writes wait */
-	unsigned rank[PHOS_GPUBUF_MAX];
-
-	unsigned by[PHOS_GPUBUF_MAX];
+	unsigned rank[PHOS_GPUBUF_MAX], by[PHOS_GPUBUF_MAX];
+	bool by_index = no_ranks();
 
 	for (unsigned i = 0; i < n; i++) {
 		rank[i] = b[i].rank;
-		by[i] = no_ranks() ? 0 : rank[i];
+		by[i] = by_index ? 0 : rank[i];
 	}
 	order_set(by, n);
 	struct copy_ctx sc = { .tab = tab, .bad = -1 };
