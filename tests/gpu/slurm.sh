@@ -379,6 +379,21 @@ first_step_once() {
 }
 images_gone() { [ -z "$(find "$DIR/images" -mindepth 2 -maxdepth 2 -name "$1" 2>/dev/null)" ]; }
 
+# submit NAME OUT SCRIPT: sbatch SCRIPT under --phos-checkpoint, its output
+# appended to OUT; JOB is its id.  False (a FAIL, the job cancelled) unless
+# it runs and gets to its 20th step.
+submit() {
+	local name=$1 out=$2
+
+	JOB=$(sbatch --parsable --phos-checkpoint --exclusive --open-mode=append -o "$out" "$3" | cut -d';' -f1)
+	if ! wait_for 60 job_is "$JOB" RUNNING || ! wait_for 120 out_has "$out" "^(iter|count) 20( |\$)"; then
+		fail "$name: job $JOB did not get to its 20th step"
+		diag "$JOB" "$out"
+		scancel "$JOB" 2>/dev/null
+		return 1
+	fi
+}
+
 # preempt NAME FROM TO N: a job of the high partition takes FROM (its id in
 # HIGH); job A (output out, the caller's) is checkpointed there, requeued for
 # the Nth time and restored on TO
@@ -405,13 +420,8 @@ scenario_a() {
 	local out=$DIR/a.out A H1 H2 first second
 	log "=== (a) preemption by a job of the high partition, restore on the other node, twice"
 	job_script "$DIR/a.sh"
-	A=$(sbatch --parsable --phos-checkpoint --exclusive --open-mode=append -o "$out" "$DIR/a.sh" | cut -d';' -f1)
-	if ! wait_for 60 job_is "$A" RUNNING || ! wait_for 120 out_has "$out" "^(iter|count) 20( |\$)"; then
-		fail "a: job $A did not get to its 20th step"
-		diag "$A" "$out"
-		scancel "$A" 2>/dev/null
-		return
-	fi
+	submit a "$out" "$DIR/a.sh" || return
+	A=$JOB
 	first=$(job_field "$A" NodeList)
 	second=$(other "$first")
 	pass "a: job $A runs the app on $first"
@@ -447,13 +457,8 @@ scenario_b() {
 	local out=$DIR/b.out B node m gm t0 rnode
 	log "=== (b) scontrol requeue: checkpoint, requeue, restore"
 	job_script "$DIR/b.sh" 'bash -c "echo first step ran"'
-	B=$(sbatch --parsable --phos-checkpoint --exclusive --open-mode=append -o "$out" "$DIR/b.sh" | cut -d';' -f1)
-	if ! wait_for 60 job_is "$B" RUNNING || ! wait_for 120 out_has "$out" "^(iter|count) 20( |\$)"; then
-		fail "b: job $B did not get to its 20th step"
-		diag "$B" "$out"
-		scancel "$B" 2>/dev/null
-		return
-	fi
+	submit b "$out" "$DIR/b.sh" || return
+	B=$JOB
 	node=$(job_field "$B" NodeList)
 	pass "b: job $B runs the app on $node"
 	local m1 m2 g1 g2
