@@ -106,6 +106,12 @@ plugstack "restore_helper=phos-restore"
 expect 1 "relative restore_helper fails" 'phos: plugstack.conf: restore_helper=phos-restore: expected an absolute path' srun --help
 plugstack "restore_helper=/usr/libexec/phos/phos-restore"
 expect 0 "an absolute restore_helper is accepted" '--phos-checkpoint +Checkpoint' srun --help
+plugstack "config=phos.yaml"
+expect 1 "relative config fails" 'phos: plugstack.conf: config=phos.yaml: expected an absolute path' srun --help
+plugstack "config=/etc/phos/%h.yaml"
+expect 1 "config with %h fails" 'config=/etc/phos/%h.yaml: only %n \(node name\) and %% may follow' srun --help
+plugstack "config=/etc/phos/%n.yaml"
+expect 0 "config with %n is accepted" '--phos-checkpoint +Checkpoint' srun --help
 plugstack "socket=/run/a.sock socket=/run/b.sock"
 expect 1 "a key given twice fails" "'socket' given twice" srun --help
 plugstack "enabled=0"
