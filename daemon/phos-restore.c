@@ -340,10 +340,15 @@ static void init_main(const struct opts *o, int dirfd, const struct phos_manifes
 		snprintf(ir.msg, sizeof(ir.msg), "%s (in %s)", e.msg, logdir);
 		goto fail;
 	}
-	/* Keep CRIU's log only when it explains a failure. */
-	unlinkat(r.work_fd, "restore.log", 0);
+	/* Keep CRIU's log only when it explains a failure, or when asked to
+	 * (PHOS_DEBUG: its timestamps say where CRIU's time went). */
+	if (secure_getenv("PHOS_DEBUG")) {
+		log_info("CRIU's restore log (PHOS_DEBUG): %s/restore.log", logdir);
+	} else {
+		unlinkat(r.work_fd, "restore.log", 0);
+		rmdir(logdir);
+	}
 	close(r.work_fd);
-	rmdir(logdir);
 	ir.ok = 1;
 	ir.nspid = root;
 	wake_waiters(m);
