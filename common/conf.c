@@ -49,6 +49,7 @@ void phos_config_defaults(struct phos_config *c)
 	c->keep_images_after_job = false;
 	c->gpu_concurrent_restore = false;
 	c->gpu_compress_level = 0;
+	c->gpu_stage_pool_gib = 0;
 	c->predump_rounds = 0;
 	c->checkpoint_timeout = 600;
 	c->listen[0] = '\0';
@@ -81,6 +82,7 @@ static const struct key keys[] = {
 	{ "keep_images_after_job", K_BOOL, offsetof(struct phos_config, keep_images_after_job), 0, 0, 0 },
 	{ "gpu_concurrent_restore", K_BOOL, offsetof(struct phos_config, gpu_concurrent_restore), 0, 0, 0 },
 	{ "gpu_compress_level", INT(gpu_compress_level, 0, 19) },
+	{ "gpu_stage_pool_gib", INT(gpu_stage_pool_gib, 0, 65536) },
 	{ "predump_rounds", INT(predump_rounds, 0, 10) },
 	{ "checkpoint_timeout", INT(checkpoint_timeout, 1, 86400) },
 	{ "listen", STR(K_LISTEN, listen) },

@@ -33,6 +33,9 @@ struct phos_config {
 	bool gpu_concurrent_restore;	/* restored processes run while their GPU
 					 * buffers load (doc/concurrent-restore.md) */
 	int gpu_compress_level;		/* zstd level of GPU memory chunks, 0: off */
+	int gpu_stage_pool_gib;		/* host memory a stop/preempt checkpoint's GPU
+					 * copy goes through (doc/concurrent-
+					 * checkpoint.md), 0: off */
 	int predump_rounds;		/* default pre-dump rounds */
 	int checkpoint_timeout;		/* seconds for one checkpoint */
 	char listen[64];		/* "host:port" for munge-authenticated TCP, "" = off */

@@ -29,6 +29,7 @@
 #include "proc.h"
 #include "proto.h"
 #include "server.h"
+#include "stage.h"
 #include "util.h"
 
 struct ctx {
@@ -396,6 +397,7 @@ static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bo
 	struct cuda_set cuda;		/* CUDA processes of the tree (cuda.h) */
 	struct gpu_hold *holds = NULL;	/* their detached GPU buffers (gpu.h) */
 	struct gpu_save *saves = NULL;	/* ... being saved */
+	struct stage_lease pool = { .fd = -1 };	/* ... through the staging pool */
 	size_t nholds = 0;
 	uint64_t gpu_bytes = 0;	/* of the GPU buffers saved */
 	char target[128], num[32];
@@ -614,14 +616,27 @@ static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bo
 	/* the buffers go into the task's chunk store (doc/storage-engine.md) */
 	if (nholds && phos_image_chunks_open(&w, e) < 0)
 		goto out;
+	/* stop/preempt: through the staging pool if there is one, so that
+	 * the GPU is free before storage is written */
+	char why[160] = "";
+	if (nholds && !lr && cfg.gpu_stage_pool_gib && !stage_take(&pool, why, sizeof(why)))
+		log_info("checkpoint %s: staging pool %s: GPU memory goes straight to storage",
+			 target, why);
 	for (size_t i = 0; i < nholds; i++) {
+		int64_t off = -1;
+
 		progress(&c, predump + 1, predump + 1, "saving %d GPU buffer(s) of pid %d",
 			 holds[i].n, (int)holds[i].pid);
+		if (pool.fd >= 0 && holds[i].n &&
+		    (off = stage_piece(&pool, stage_span(holds[i].bufs, holds[i].n), why,
+				       sizeof(why))) < 0)
+			log_info("checkpoint %s: staging pool too small for pid %d (%s): its GPU "
+				 "memory goes straight to storage", target, (int)holds[i].pid, why);
 		/* named by the pid the image gives the process (CRIU restores it) */
 		if (gpu_save_start(&holds[i], w.dir_fd, holds[i].nspid,
 				   (lr ? GPU_SAVE_SNAPSHOT | (cow ? GPU_SAVE_COW : 0) : 0) |
-				   GPU_SAVE_ZSTD(cfg.gpu_compress_level), &saves[i],
-				   e) < 0)
+				   GPU_SAVE_ZSTD(cfg.gpu_compress_level), off >= 0 ? pool.fd : -1,
+				   off >= 0 ? (uint64_t)off : 0, &saves[i], e) < 0)
 			goto out;
 		if (lr && !saves[i].snapshot && !saves[i].cow && gpu_save_finish(&saves[i], e) < 0)
 			goto out;
@@ -631,6 +646,18 @@ static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bo
 	uint64_t tdone = phos_now_ms();
 	res->stall_ms = (c.frozen_ms ? tdone - c.frozen_ms : tdone - td);
 	for (size_t i = 0; i < nholds; i++) {
+		uint64_t staged_ms = 0;
+
+		/* staged: the GPU memory goes once it is in the pool */
+		if (saves[i].staged && gpu_save_released(&saves[i], &staged_ms)) {
+			log_info("checkpoint %s: the %d GPU buffer(s) of pid %d (%" PRIu64 " bytes) "
+				 "released %" PRIu64 " ms after the checkpoint began (in the staging "
+				 "pool in %" PRIu64 " ms; written to storage from there now)", target,
+				 holds[i].n, (int)holds[i].pid, holds[i].bytes, phos_now_ms() - t0,
+				 staged_ms);
+			gpu_bytes += holds[i].bytes;
+			gpu_hold_release(&holds[i]);
+		}
 		if (saves[i].pid > 0 && gpu_save_finish(&saves[i], e) < 0) {
 			*mismatch = saves[i].mismatch;
 			goto out;
@@ -688,6 +715,7 @@ out:
 			give_back(&holds[i], target);
 		gpu_hold_release(&holds[i]);
 	}
+	stage_give(&pool);	/* (no helper is left to write into it) */
 	free(saves);
 	free(holds);
 	if (link[0])

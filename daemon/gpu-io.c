@@ -57,6 +57,11 @@ size_t gio_chunk(void)
 	return (size_t)env_num("PHOS_GPU_IO_CHUNK_MB", 8, 1, 1024) << 20;
 }
 
+size_t gio_piece(void)
+{
+	return (size_t)env_num("PHOS_GPU_STAGE_PIECE_MB", 64, 2, 1024) << 20;
+}
+
 static void failf(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void failf(struct run *r, const char *fmt, ...)
 {
@@ -153,7 +158,9 @@ static int save_chunk(struct run *r, const struct chunk *c, void *stage)
 	CUresult cr;
 	size_t done = 0;
 
-	if ((cr = g->ops->dtoh(stage, b->dptr + c->off, c->len)) != CUDA_SUCCESS) {
+	if (g->from_host) {
+		stage = b->host + c->off;
+	} else if ((cr = g->ops->dtoh(stage, b->dptr + c->off, c->len)) != CUDA_SUCCESS) {
 		failf(r, "copying buffer %u at offset %llu: %s", c->i, (unsigned long long)c->off,
 		      g->ops->err(cr));
 		return -1;
@@ -181,6 +188,29 @@ static int save_chunk(struct run *r, const struct chunk *c, void *stage)
 			return -1;
 		}
 		done += (size_t)w;
+	}
+	return 0;
+}
+
+/* A piece device to host memory, pinned for the copy only. */
+static int stage_chunk(struct run *r, const struct chunk *c)
+{
+	struct gio *g = r->g;
+	struct gio_buf *b = &g->b[c->i];
+	void *dst = b->host + c->off;
+	CUresult cr, ur;
+
+	if ((cr = g->ops->host_register(dst, c->len)) != CUDA_SUCCESS) {
+		failf(r, "pinning %zu MiB of the staging pool for buffer %u: %s", c->len >> 20, c->i,
+		      g->ops->err(cr));
+		return -1;
+	}
+	cr = g->ops->dtoh(dst, b->dptr + c->off, c->len);
+	ur = g->ops->host_unregister(dst);
+	if (cr != CUDA_SUCCESS || ur != CUDA_SUCCESS) {
+		failf(r, "copying buffer %u at offset %llu into the staging pool: %s", c->i,
+		      (unsigned long long)c->off, g->ops->err(cr != CUDA_SUCCESS ? cr : ur));
+		return -1;
 	}
 	return 0;
 }
@@ -235,13 +265,16 @@ static void *worker(void *arg)
 	struct chunk c;
 	CUresult cr;
 
+	bool device = !(g->dir == GIO_SAVE && g->from_host);
+
 	/* a new thread has no current context, and pinned memory needs one:
 	 * the first buffer's (its copies switch to each buffer's own) */
-	if (g->n && (cr = g->ops->set_current(ctx = g->b[0].ctx)) != CUDA_SUCCESS) {
+	if (device && g->n && (cr = g->ops->set_current(ctx = g->b[0].ctx)) != CUDA_SUCCESS) {
 		failf(r, "buffer 0: %s", g->ops->err(cr));
 		return NULL;
 	}
-	if ((cr = g->ops->host_alloc(&stage, g->chunk)) != CUDA_SUCCESS) {
+	if (device && g->dir != GIO_STAGE &&
+	    (cr = g->ops->host_alloc(&stage, g->chunk)) != CUDA_SUCCESS) {
 		failf(r, "pinned staging buffer of %zu MiB: %s", g->chunk >> 20, g->ops->err(cr));
 		return NULL;
 	}
@@ -251,14 +284,15 @@ static void *worker(void *arg)
 		pthread_mutex_unlock(&r->lock);
 		if (!got)
 			break;
-		if (g->b[c.i].ctx != ctx) {
+		if (device && g->b[c.i].ctx != ctx) {
 			ctx = g->b[c.i].ctx;
 			if ((cr = g->ops->set_current(ctx)) != CUDA_SUCCESS) {
 				failf(r, "buffer %u: %s", c.i, g->ops->err(cr));
 				break;
 			}
 		}
-		if ((g->dir == GIO_SAVE ? save_chunk(r, &c, stage) : load_chunk(r, &c, stage)) < 0)
+		if ((g->dir == GIO_SAVE ? save_chunk(r, &c, stage) :
+		     g->dir == GIO_STAGE ? stage_chunk(r, &c) : load_chunk(r, &c, stage)) < 0)
 			break;
 		/* the worker that copies a buffer's last bytes completes it */
 		if (__atomic_sub_fetch(&g->b[c.i].left, c.len, __ATOMIC_ACQ_REL) == 0 && g->done &&

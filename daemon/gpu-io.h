@@ -10,6 +10,12 @@
  * buffer the owner waits for first: wanted()), chunks of one buffer in
  * address order; done() runs once a buffer is complete, on the worker that
  * finished it.  The first failure stops every worker and is reported.
+ *
+ * The staging pool (doc/concurrent-checkpoint.md) splits a save in two
+ * runs: GIO_STAGE copies each buffer device to host into b[i].host, a
+ * chunk ("piece") at a time, each piece pinned only for its copy; then
+ * GIO_SAVE with from_host writes b[i].host out, with no device and no
+ * context.
  */
 #ifndef PHOS_GPU_IO_H
 #define PHOS_GPU_IO_H
@@ -18,7 +24,7 @@
 #include <stdint.h>
 #include <cuda.h>
 
-enum gio_dir { GIO_SAVE, GIO_LOAD };
+enum gio_dir { GIO_SAVE, GIO_LOAD, GIO_STAGE };
 
 struct gio_buf {
 	CUcontext ctx;		/* made current before its copies */
@@ -28,6 +34,8 @@ struct gio_buf {
 				 * < 0: through put() / get() */
 	uint64_t h[2];		/* save with hash: common/savetab.h's sums of
 				 * what was written */
+	uint8_t *host;		/* GIO_STAGE, from_host: the buffer's bytes in
+				 * host memory */
 	/* the engine's */
 	uint64_t next;		/* next offset to hand out */
 	uint64_t left;		/* bytes not copied yet */
@@ -40,6 +48,8 @@ struct gio_ops {
 	CUresult (*host_free)(void *);
 	CUresult (*dtoh)(void *, CUdeviceptr, size_t);
 	CUresult (*htod)(void *, const void *, size_t);	/* cuMemcpyHtoD_v2, dst first */
+	CUresult (*host_register)(void *, size_t);	/* GIO_STAGE: pin a piece */
+	CUresult (*host_unregister)(void *);
 	const char *(*err)(CUresult);
 };
 
@@ -51,6 +61,7 @@ struct gio {
 	size_t chunk;		/* bytes, a multiple of 4096; 0: gio_chunk() */
 	bool hash;		/* sum what is written (save) or read (load)
 				 * into b[i].h */
+	bool from_host;		/* GIO_SAVE: the bytes are at b[i].host */
 	const struct gio_ops *ops;
 	/* optional: the next buffer to start (-1: none left; NULL: in order),
 	 * whether buffer i is wanted now (started before the others), and
@@ -74,6 +85,10 @@ struct gio {
  * to 16; at most 64) and PHOS_GPU_IO_CHUNK_MB (default 8, 1..1024). */
 unsigned gio_threads(void);
 size_t gio_chunk(void);
+/* GIO_STAGE's piece: PHOS_GPU_STAGE_PIECE_MB (default 64, 2..1024; each is
+ * pinned for its copy, and pinning costs less per byte in larger pieces,
+ * doc/benchmarks.md) */
+size_t gio_piece(void);
 
 /* 0, or -1 with g->err. */
 int gio_run(struct gio *g);

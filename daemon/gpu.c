@@ -358,6 +358,7 @@ void gpu_save_init(struct gpu_save *sv)
 	sv->pid = -1;
 	sv->err_fd = -1;
 	sv->tab_fd = -1;
+	sv->out_fd = -1;
 }
 
 /* The save table of a concurrent save of n buffers; -1 + e. */
@@ -379,10 +380,25 @@ static void table_close(struct gpu_save *sv)
 	phos_closep(&sv->tab_fd);
 }
 
-int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how,
-		   struct gpu_save *sv, struct phos_err *e)
+/* One line of the helper's stdout (without the newline), "" at EOF. */
+static void read_line(int fd, char *line, size_t size)
 {
-	char tagstr[32], line[64] = "", tabarg[16] = "";
+	size_t n = 0;
+	ssize_t r;
+
+	while (n < size - 1 && ((r = read(fd, line + n, 1)) > 0 || (r < 0 && errno == EINTR))) {
+		if (r > 0 && line[n++] == '\n') {
+			n--;
+			break;
+		}
+	}
+	line[n] = '\0';
+}
+
+int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how, int stage_fd,
+		   uint64_t stage_off, struct gpu_save *sv, struct phos_err *e)
+{
+	char tagstr[32], line[64] = "", tabarg[16] = "", stagearg[48] = "";
 	int in[2] = { -1, -1 }, outp[2] = { -1, -1 }, errp[2] = { -1, -1 };
 	pid_t c;
 
@@ -404,6 +420,9 @@ int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how,
 			goto fail;
 		snprintf(tabarg, sizeof(tabarg), "%d", 3 + h->n);
 	}
+	/* the pool goes to the fd after the table's place */
+	if (stage_fd >= 0)
+		snprintf(stagearg, sizeof(stagearg), "%d:%" PRIu64, 4 + h->n, stage_off);
 	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
 		phos_errf(e, "pipe: %s", strerror(errno));
 		goto fail;
@@ -425,17 +444,19 @@ int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how,
 		    derr = fcntl(errp[1], F_DUPFD, base), ddir = fcntl(dir_fd, F_DUPFD, base);
 
 		int dtab = sv->tab_fd >= 0 ? fcntl(sv->tab_fd, F_DUPFD, base) : -1;
+		int dstage = stage_fd >= 0 ? fcntl(stage_fd, F_DUPFD, base) : -1;
 
 		for (int i = 0; i < h->n; i++)
 			moved[i] = fcntl(h->fds[i], F_DUPFD, base);
 		if (din < 0 || dout < 0 || derr < 0 || ddir < 0 || dup2(din, 0) < 0 ||
 		    dup2(dout, 1) < 0 || dup2(derr, 2) < 0 || fchdir(ddir) < 0 ||
-		    (sv->tab_fd >= 0 && (dtab < 0 || dup2(dtab, 3 + h->n) < 0)))
+		    (sv->tab_fd >= 0 && (dtab < 0 || dup2(dtab, 3 + h->n) < 0)) ||
+		    (stage_fd >= 0 && (dstage < 0 || dup2(dstage, 4 + h->n) < 0)))
 			_exit(127);
 		for (int i = 0; i < h->n; i++)
 			if (moved[i] < 0 || dup2(moved[i], 3 + i) < 0)
 				_exit(127);
-		char *args[10];
+		char *args[12];
 		int k = 0;
 
 		args[k++] = "phos-gpu";
@@ -450,6 +471,10 @@ int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how,
 		if (zstd) {
 			args[k++] = "--zstd";
 			args[k++] = zarg;
+		}
+		if (stagearg[0]) {
+			args[k++] = "--stage";
+			args[k++] = stagearg;
 		}
 		args[k] = NULL;
 		execv(gpu_helper(), args);
@@ -466,17 +491,17 @@ int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how,
 	close(in[1]);
 	sv->err_fd = errp[0];
 	/* "snapshot": a copy of every buffer is on the GPU (the process may
-	 * run on); "direct": the copy reads the process's memory itself; EOF:
+	 * run on); "direct": the copy reads the process's memory itself;
+	 * "staged": the same, through the pool, and "released" follows; EOF:
 	 * the helper failed (gpu_save_finish says why) */
-	ssize_t n = 0, r;
-	while (n < (ssize_t)sizeof(line) - 1 &&
-	       ((r = read(outp[0], line + n, 1)) > 0 || (r < 0 && errno == EINTR))) {
-		if (r > 0 && line[n++] == '\n')
-			break;
-	}
-	close(outp[0]);
-	sv->snapshot = strncmp(line, "snapshot", 8) == 0;
-	sv->cow = strncmp(line, "cow", 3) == 0 && sv->tab;
+	read_line(outp[0], line, sizeof(line));
+	sv->snapshot = strcmp(line, "snapshot") == 0;
+	sv->cow = strcmp(line, "cow") == 0 && sv->tab;
+	sv->staged = strcmp(line, "staged") == 0;
+	if (sv->staged)
+		sv->out_fd = outp[0];
+	else
+		close(outp[0]);
 	sv->how = how;
 	/* cow: the process gets the table with its buffers (GPU_REATTACH);
 	 * snapshot: too, every buffer SAVED, so that it ranks its buffers
@@ -524,6 +549,7 @@ int gpu_save_finish(struct gpu_save *sv, struct phos_err *e)
 	}
 	errbuf[n] = '\0';
 	phos_closep(&sv->err_fd);
+	phos_closep(&sv->out_fd);
 	while (waitpid(sv->pid, &st, 0) < 0 && errno == EINTR)
 		;
 	sv->pid = -1;
@@ -563,5 +589,22 @@ void gpu_save_abort(struct gpu_save *sv)
 		sv->pid = -1;
 	}
 	phos_closep(&sv->err_fd);
+	phos_closep(&sv->out_fd);
 	table_close(sv);
+}
+
+bool gpu_save_released(struct gpu_save *sv, uint64_t *ms)
+{
+	char line[64];
+	uint64_t v = 0;
+
+	if (sv->out_fd < 0)
+		return false;
+	read_line(sv->out_fd, line, sizeof(line));
+	phos_closep(&sv->out_fd);
+	if (sscanf(line, "released %" SCNu64, &v) != 1)
+		return false;
+	if (ms)
+		*ms = v;
+	return true;
 }

@@ -78,14 +78,24 @@ struct gpu_save {
 	int n;			/* h's count and bytes at the start */
 	uint64_t bytes;
 	uint64_t t0;
+	bool staged;		/* the helper copies into the staging pool first
+				 * and says "released" when the GPU memory may
+				 * go (gpu_save_released) */
+	int out_fd;		/* its stdout, while "released" is to come */
 };
 /* Nothing under way (what gpu_save_abort() may be given). */
 void gpu_save_init(struct gpu_save *sv);
 #define GPU_SAVE_SNAPSHOT 1u	/* a snapshot on the GPU if there is room */
 #define GPU_SAVE_COW 2u		/* else a copy while the process runs */
 #define GPU_SAVE_ZSTD(level) ((unsigned)(level) << 8)	/* compress chunks (1-19) */
-int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how,
-		   struct gpu_save *sv, struct phos_err *e);
+/* stage_fd >= 0 (stop and preempt only): the staging pool's fd, of which
+ * the helper may use stage_span() bytes from stage_off (stage.h) */
+int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how, int stage_fd,
+		   uint64_t stage_off, struct gpu_save *sv, struct phos_err *e);
+/* A staged save: wait until the helper has the buffers in the pool and
+ * has let go of them; true then (the caller closes its fds: the GPU memory
+ * is free), false when it failed first (gpu_save_finish says why). */
+bool gpu_save_released(struct gpu_save *sv, uint64_t *ms);
 int gpu_save_finish(struct gpu_save *sv, struct phos_err *e);
 /* Kill a helper still running (failure paths). */
 void gpu_save_abort(struct gpu_save *sv);

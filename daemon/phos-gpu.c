@@ -107,6 +107,13 @@ static struct {
 	CUresult (*mod_func)(CUfunction *, CUmodule, const char *);
 	CUresult (*launch)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
 			   unsigned, CUstream, void **, void **);
+	/* optional: a save through the staging pool */
+	CUresult (*host_register)(void *, size_t, unsigned);
+	CUresult (*host_unregister)(void *);
+	CUresult (*unmap)(CUdeviceptr, size_t);
+	CUresult (*addr_free)(CUdeviceptr, size_t);
+	CUresult (*release)(CUmemGenericAllocationHandle);
+	CUresult (*ctx_release)(CUdevice);
 } cu;
 
 static CUcontext ctx_of[64];
@@ -155,6 +162,10 @@ static int load_driver(void)
 	if (!(S(mod_load, "cuModuleLoadData") && S(mod_func, "cuModuleGetFunction") &&
 	      S(launch, "cuLaunchKernel")))
 		cu.mod_load = NULL;
+	if (!(S(host_register, "cuMemHostRegister_v2") && S(host_unregister, "cuMemHostUnregister") &&
+	      S(unmap, "cuMemUnmap") && S(addr_free, "cuMemAddressFree") &&
+	      S(release, "cuMemRelease") && S(ctx_release, "cuDevicePrimaryCtxRelease_v2")))
+		cu.host_register = NULL;
 #undef S
 	if ((r = cu.init(0)) != CUDA_SUCCESS)
 		return fail("cuInit: %s", cu_err(r));
@@ -186,10 +197,19 @@ static CUresult host_alloc_portable(void **p, size_t size)
 	return cu.host_alloc(p, size, CU_MEMHOSTALLOC_PORTABLE);
 }
 
+/* A piece of the staging pool, pinned for every context. */
+static CUresult host_register_portable(void *p, size_t size)
+{
+	return cu.host_register(p, size, CU_MEMHOSTREGISTER_PORTABLE);
+}
+
 /* The engine's view of the driver. */
 static const struct gio_ops *io_ops(void)
 {
 	static struct gio_ops o;
+
+	o.host_register = host_register_portable;
+	o.host_unregister = cu.host_unregister;
 
 	o.set_current = cu.set_current;
 	o.host_alloc = host_alloc_portable;
@@ -239,6 +259,7 @@ static struct {
 	uint64_t va, size;
 	unsigned dev;
 	unsigned rank;		/* first-use rank libphos reported (0: none) */
+	CUmemGenericAllocationHandle handle;	/* imported */
 	CUdeviceptr src, snap;
 	uint64_t h[2];		/* device hash at the stop (cow) */
 } b[PHOS_GPUBUF_MAX];
@@ -460,7 +481,39 @@ static int chunk_get(void *arg, unsigned i, uint64_t off, void *data, size_t len
 			      err, errsz);
 }
 
-static int save(const char *tag, bool want_snapshot, int tab_fd)
+/* A staged save: the GPU memory may go once it is in the pool.  Each
+ * buffer's mapping and handle, its fd (phosd closes its own when told),
+ * then the contexts (a GPU in EXCLUSIVE_PROCESS mode is free for the next
+ * job).  What fails here only keeps memory longer: said, not fatal. */
+static void release_buffers(unsigned n)
+{
+	CUresult r = CUDA_SUCCESS;
+
+	for (unsigned i = 0; i < n; i++) {
+		if (use_dev(b[i].dev) == 0 && ((r = cu.unmap(b[i].src, b[i].size)) != CUDA_SUCCESS ||
+		    (r = cu.addr_free(b[i].src, b[i].size)) != CUDA_SUCCESS ||
+		    (r = cu.release(b[i].handle)) != CUDA_SUCCESS))
+			fprintf(stderr, "phos-gpu: letting go of buffer %u: %s\n", i, cu_err(r));
+		close(3 + (int)i);
+	}
+	cu.set_current(NULL);
+	for (int d = 0; d < 64; d++) {
+		CUdevice dev;
+
+		if (!ctx_of[d])
+			continue;
+		if ((r = cu.dev_get(&dev, d)) != CUDA_SUCCESS || (r = cu.ctx_release(dev)) != CUDA_SUCCESS)
+			fprintf(stderr, "phos-gpu: releasing the context of GPU %d: %s\n", d, cu_err(r));
+		ctx_of[d] = NULL;
+	}
+}
+
+static uint64_t stage_align(uint64_t size)
+{
+	return (size + (2u << 20) - 1) & ~(uint64_t)((2u << 20) - 1);
+}
+
+static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, uint64_t stage_off)
 {
 	char line[256], name[300];
 	FILE *map;
@@ -487,6 +540,7 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 			return fail("importing buffer %u: %s", n, cu_err(r));
 		if (map_new(h, b[n].size, b[n].dev, &b[n].src))
 			return 1;
+		b[n].handle = h;
 		total += b[n].size;
 		n++;
 	}
@@ -537,9 +591,30 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 	} else if (tab && !cow) {
 		phos_savetab_end(tab);	/* unused: nobody waits on it */
 	}
-	printf("%s\n", snapshot ? "snapshot" : cow ? "cow" : "direct");
+	/* stop/preempt (no table, the process is gone): through the staging
+	 * pool phosd gave, if it may; the GPU is free after that copy */
+	bool staged = stage_fd >= 0 && !snapshot && !tab && n;
+	uint8_t *pool = MAP_FAILED;
+	uint64_t span = 0;
+
+	if (staged && !cu.host_register) {
+		fprintf(stderr, "phos-gpu: this driver cannot pin host memory for the staging pool: "
+			"straight to storage\n");
+		staged = false;
+	}
+	for (unsigned i = 0; staged && i < n; i++)
+		span += stage_align(b[i].size);
+	if (staged && (pool = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_SHARED, stage_fd,
+				   (off_t)stage_off)) == MAP_FAILED) {
+		fprintf(stderr, "phos-gpu: cannot map %" PRIu64 " MiB of the staging pool at %" PRIu64
+			" MiB (%s): straight to storage\n", span >> 20, stage_off >> 20,
+			strerror(errno));
+		staged = false;
+	}
+	printf("%s\n", snapshot ? "snapshot" : cow ? "cow" : staged ? "staged" : "direct");
 	fflush(stdout);
-	fclose(stdout);
+	if (!staged)
+		fclose(stdout);
 
 	/* into the task's chunk store, which phosd made (chunks another
 	 * generation stored already are not written again) */
@@ -575,10 +650,32 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 		by[i] = by_index ? 0 : rank[i];
 	}
 	order_set(by, n);
+	/* staged: every buffer into the pool, then let go of the GPU */
+	uint64_t tstage = 0, treleased = 0;
+	size_t piece = gio_piece();
+
+	if (staged) {
+		struct gio sg = { .dir = GIO_STAGE, .b = io, .n = n, .ops = io_ops(), .chunk = piece };
+
+		for (uint64_t i = 0, off = 0; i < n; off += stage_align(b[i].size), i++)
+			io[i].host = pool + off;
+		tstage = phos_now_ms();
+		if (gio_run(&sg) < 0) {
+			fail("%s", sg.err);
+			goto failed;
+		}
+		tstage = phos_now_ms() - tstage;
+		release_buffers(n);
+		treleased = phos_now_ms() - t0;
+		printf("released %" PRIu64 "\n", tstage);
+		fflush(stdout);
+		fclose(stdout);
+	}
 	struct copy_ctx sc = { .tab = tab, .bad = -1 };
 	uint64_t tcopy = phos_now_ms();
 	char rate[224] = "";
-	struct gio g = { .dir = GIO_SAVE, .b = io, .n = n, .hash = true, .ops = io_ops(),
+	struct gio g = { .dir = GIO_SAVE, .b = io, .n = n, .hash = true, .from_host = staged,
+			 .ops = io_ops(),
 			 .chunk = chunk, .pick = cow ? copy_pick : NULL,
 			 .wanted = cow ? copy_wanted : NULL, .start = cow ? copy_start : NULL,
 			 .done = cow ? save_done : NULL, .put = chunk_put, .arg = &sc };
@@ -646,9 +743,18 @@ static int save(const char *tag, bool want_snapshot, int tab_fd)
 			" ms while the process ran (hashed on the GPU in %" PRIu64 " ms; %" PRIu64
 			" copied first because the process was about to write them; every hash "
 			"matched%s)\n", n, total, phos_now_ms() - t0, tsnap, waited, rate);
+	else if (staged)
+		fprintf(stderr, "phos-gpu: saved %u buffer(s), %" PRIu64 " bytes in %" PRIu64
+			" ms (staged: GPU to host memory in %" PRIu64 " ms, %.2f GB/s with %zu MiB "
+			"pieces; GPU released after %" PRIu64 " ms; then to storage%s)\n", n, total,
+			phos_now_ms() - t0, tstage,
+			tstage ? (double)total / 1e6 / (double)tstage : 0.0, piece >> 20, treleased,
+			rate);
 	else
 		fprintf(stderr, "phos-gpu: saved %u buffer(s), %" PRIu64 " bytes in %" PRIu64
 			" ms (%s)\n", n, total, phos_now_ms() - t0, rate + 2);
+	if (pool != MAP_FAILED)
+		munmap(pool, span);
 	return 0;
 failed:
 	if (tab)
@@ -830,7 +936,8 @@ static int load(const char *tag, bool concurrent)
 int main(int argc, char **argv)
 {
 	bool snap = false, ok = argc >= 3 && strchr(argv[2], '/') == NULL;
-	int tab_fd = -1;
+	int tab_fd = -1, stage_fd = -1;
+	uint64_t stage_off = 0;
 
 	if (ok && strcmp(argv[1], "load") == 0)
 		ok = argc == 3 || (argc == 4 && strcmp(argv[3], "--concurrent") == 0);
@@ -843,6 +950,11 @@ int main(int argc, char **argv)
 			else if (strcmp(argv[i], "--table") == 0 && i + 1 < argc) {
 				tab_fd = (int)strtol(argv[++i], &end, 10);
 				ok = *end == '\0' && tab_fd > 2;
+			} else if (strcmp(argv[i], "--stage") == 0 && i + 1 < argc) {
+				stage_fd = (int)strtol(argv[++i], &end, 10);
+				ok = *end == ':' && stage_fd > 2 &&
+				     phos_parse_u64(end + 1, &stage_off) == 0 &&
+				     stage_off % (2u << 20) == 0;
 			} else if (strcmp(argv[i], "--zstd") == 0 && i + 1 < argc) {
 				zstd_level = (int)strtol(argv[++i], &end, 10);
 				ok = *end == '\0' && zstd_level >= 0 && zstd_level <= 19;
@@ -852,7 +964,8 @@ int main(int argc, char **argv)
 	} else
 		ok = false;
 	if (!ok) {
-		fprintf(stderr, "usage: phos-gpu save TAG [--snapshot] [--table FD] [--zstd LEVEL] | "
+		fprintf(stderr, "usage: phos-gpu save TAG [--snapshot] [--table FD] [--zstd LEVEL] "
+			"[--stage FD:OFFSET] | "
 			"load TAG [--concurrent] (run by phosd)\n");
 		return 2;
 	}
@@ -860,6 +973,6 @@ int main(int argc, char **argv)
 		printf("direct\n");	/* save: phosd reads this line first */
 		return 1;
 	}
-	return strcmp(argv[1], "save") == 0 ? save(argv[2], snap, tab_fd) :
+	return strcmp(argv[1], "save") == 0 ? save(argv[2], snap, tab_fd, stage_fd, stage_off) :
 					       load(argv[2], argc == 4);
 }

@@ -29,6 +29,7 @@
 #include "registry.h"
 #include "phosd.h"
 #include "server.h"
+#include "stage.h"
 #include "util.h"
 
 struct phosd *phosd;
@@ -85,6 +86,9 @@ static void print_config(const struct phos_config *c)
 	printf("log_level: %s\n", phos_log_level_name(c->log_level));
 	printf("keep_generations: %d\n", c->keep_generations);
 	printf("keep_images_after_job: %s\n", c->keep_images_after_job ? "true" : "false");
+	printf("gpu_concurrent_restore: %s\n", c->gpu_concurrent_restore ? "true" : "false");
+	printf("gpu_compress_level: %d\n", c->gpu_compress_level);
+	printf("gpu_stage_pool_gib: %d\n", c->gpu_stage_pool_gib);
 	printf("predump_rounds: %d\n", c->predump_rounds);
 	printf("checkpoint_timeout: %d\n", c->checkpoint_timeout);
 	printf("listen: \"%s\"\n", c->listen);
@@ -118,6 +122,9 @@ static void reload(struct phosd *d)
 	pthread_mutex_lock(&d->lock);
 	if (strcmp(c.socket, d->cfg.socket))
 		log_warn("reload: socket changed to %s: takes effect after a restart", c.socket);
+	if (c.gpu_stage_pool_gib != d->cfg.gpu_stage_pool_gib)
+		log_warn("reload: gpu_stage_pool_gib changed to %d: takes effect after a restart",
+			 c.gpu_stage_pool_gib);
 	phos_strlcpy(c.socket, d->cfg.socket, sizeof(c.socket));
 	d->cfg = c;
 	d->slurm_uid = lookup_uid(c.slurm_user);
@@ -454,6 +461,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	report_images(d);
+	stage_start((unsigned)d->cfg.gpu_stage_pool_gib);
 	if (!phos_criu_probe_breakpoints())
 		log_notice("hardware breakpoints do not fire on this machine (a virtual machine?): "
 			   "CRIU will trace syscalls instead (slower parasite exit, same images)");

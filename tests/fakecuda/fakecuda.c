@@ -328,6 +328,63 @@ FAKE(cuMemFreeHost, (void *p))
 	return CUDA_SUCCESS;
 }
 
+/* pinning: mlock, so a range that is not mapped fails as in the driver;
+ * registered ranges are remembered for the unregister */
+#define MAXPINNED 256
+static struct { void *p; size_t size; } pinned[MAXPINNED];
+static pthread_mutex_t pinned_lock = PTHREAD_MUTEX_INITIALIZER;
+
+FAKE(cuMemHostRegister_v2, (void *p, size_t size, unsigned int fl))
+{
+	CUresult r = CUDA_ERROR_OUT_OF_MEMORY;
+
+	(void)fl;
+	hit("cuMemHostRegister_v2");
+	if (!cur_ctx)
+		return CUDA_ERROR_INVALID_CONTEXT;
+	if (!p || !size || ((uintptr_t)p & 4095))
+		return CUDA_ERROR_INVALID_VALUE;
+	pthread_mutex_lock(&pinned_lock);
+	for (int i = 0; i < MAXPINNED; i++) {
+		if (pinned[i].p)
+			continue;
+		if (mlock(p, size) < 0) {
+			r = CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
+			break;
+		}
+		pinned[i].p = p;
+		pinned[i].size = size;
+		r = CUDA_SUCCESS;
+		break;
+	}
+	pthread_mutex_unlock(&pinned_lock);
+	return r;
+}
+
+FAKE(cuMemHostUnregister, (void *p))
+{
+	CUresult r = CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
+
+	hit("cuMemHostUnregister");
+	pthread_mutex_lock(&pinned_lock);
+	for (int i = 0; p && i < MAXPINNED; i++) {
+		if (pinned[i].p != p)
+			continue;
+		munlock(p, pinned[i].size);
+		pinned[i].p = NULL;
+		r = CUDA_SUCCESS;
+		break;
+	}
+	pthread_mutex_unlock(&pinned_lock);
+	return r;
+}
+
+FAKE(cuDevicePrimaryCtxRelease_v2, (CUdevice d))
+{
+	hit("cuDevicePrimaryCtxRelease_v2");
+	return d == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_DEVICE;
+}
+
 /* ---- VMM: handles are memfds, reservations PROT_NONE mappings --------- */
 
 struct vmm {

@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 59
+plan 67
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -322,6 +322,51 @@ printf '\x55' | dd of="$(dirname "$gen")/chunks/$chunk" bs=1 seek=4096 conv=notr
 pc_out n1 restore --detach "$gen"
 like "$RC $(tail -1 <<<"$OUT")" "^1 .*chunk ${chunk:0:16}\\.\\.\\. does not hold the bytes its name says \\(corrupt\\).*the image is damaged" \
 	"a flipped byte in a stored chunk fails the restore, naming the chunk"
+
+# -- the staging pool: a stop checkpoint lets go of the GPU memory once it is
+# in host memory, before storage is written (doc/concurrent-checkpoint.md) ----------
+phosd_stop n1
+phosd_start n1 "gpu_stage_pool_gib: 1"
+pool_ready() { grep -q 'staging pool: 1 GiB ready' "$PD/n1.log"; }
+wait_for 60 pool_ready
+ok $? "phosd fills a 1 GiB staging pool at start: $(grep -o 'staging pool: 1 GiB ready.*' "$PD/n1.log" | sed 's/.*ready //')" ||
+	diag_file "$PD/n1.log" 10
+f5=$PD/stage.out
+for round in 1 2; do
+	start_app "$f5"
+	spid=$APP
+	n=$(cat "$f5" 2>/dev/null | wc -l)
+	wait_for 30 _has_lines "$f5" $((n + 3))
+	mark=$(($(wc -l <"$PD/n1.log") + 1))
+	pc_out n1 checkpoint --pid "$spid"
+	ok $RC "stop checkpoint $round with the pool succeeds" || { diag "$OUT"; diag_file "$PD/n1.log" 20; }
+	rel=$(log_since "$mark" | grep -n "of pid $spid .* released [0-9]* ms after the checkpoint began (in the staging pool in" | cut -d: -f1 | head -1)
+	sav=$(log_since "$mark" | grep -n "phos-gpu: saved $NBUF buffer(s), .* (staged: GPU to host memory in" | cut -d: -f1 | head -1)
+	ok "$([ -n "$rel" ] && [ -n "$sav" ] && [ "$rel" -lt "$sav" ] && echo 0 || echo 1)" \
+		"phosd let go of the GPU memory once it was in the pool, before phos-gpu had stored it (log lines $rel < $sav)" ||
+		diag "$(log_since "$mark" | grep -E 'released|saved|staging' | head -5)"
+	wait_for 10 _gone "$spid"
+	n=$(cat "$f5" 2>/dev/null | wc -l)
+	pc_out n1 restore --detach "$(ls -d "$(image_dir root "$spid")"/0* | tail -1)"
+	rp=$(restored_pid "$OUT")
+	track "$rp"
+	wait_for 30 _has_lines "$f5" $((n + 3))
+	ok "$( (_has_lines "$f5" $((n + 3)) && ! grep -q CORRUPT "$f5") && echo 0 || echo 1)" \
+		"restored from what went through the pool, the program finds every word as it was" ||
+		{ diag "$OUT"; diag_file "$f5" 3; }
+	kill -KILL "$rp" 2>/dev/null
+	wait_for 10 _gone "$rp"
+	rm -f "$f5"
+done
+# a leave-running checkpoint does not take the pool: the process keeps its buffers
+start_app "$f5"
+spid=$APP
+wait_for 30 _has_lines "$f5" 3
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+pc_out n1 checkpoint --leave-running --pid "$spid"
+like "$RC $(log_since "$mark" | grep -c 'staged\|staging pool')" "^0 0$" \
+	"a leave-running checkpoint succeeds without the pool"
+kill -KILL "$spid" 2>/dev/null
 
 # -- phos-gpu refuses what it cannot use, and says what --------------------------------
 GPUH=$PHOS_GPU_HELPER

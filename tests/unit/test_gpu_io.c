@@ -3,7 +3,9 @@
  * standing in for the device: every byte lands where it belongs whatever
  * the chunk size and worker count, the hashes equal the whole buffers',
  * done() runs once per buffer, a wanted buffer starts first, and the first
- * failure stops the copy with the buffer and offset named.
+ * failure stops the copy with the buffer and offset named.  The staging
+ * pool's two runs: GIO_STAGE copies into host memory with each piece
+ * pinned for its copy only, and a save from host memory needs no context.
  */
 #include "config.h"
 
@@ -87,7 +89,74 @@ static const char *err(CUresult r)
 	return r == CUDA_ERROR_ILLEGAL_ADDRESS ? "CUDA_ERROR_ILLEGAL_ADDRESS" : "error";
 }
 
-static const struct gio_ops ops = { set_current, host_alloc, host_free, dtoh, htod, err };
+/* pinning: the ranges pinned now; a copy into host memory that is not
+ * pinned is counted (GIO_STAGE must pin every piece it copies into) */
+static struct { void *p; size_t n; } pins[64];
+static unsigned npins, max_pins, unpinned_copies, fail_pin_after = ~0u, pin_calls;
+
+static bool is_pinned(const void *p, size_t n)
+{
+	bool yes = false;
+
+	pthread_mutex_lock(&lock);
+	for (unsigned k = 0; k < 64 && !yes; k++)
+		yes = pins[k].p && (const uint8_t *)p >= (uint8_t *)pins[k].p &&
+		      (const uint8_t *)p + n <= (uint8_t *)pins[k].p + pins[k].n;
+	pthread_mutex_unlock(&lock);
+	return yes;
+}
+
+static CUresult host_register(void *p, size_t n)
+{
+	CUresult r = CUDA_ERROR_OUT_OF_MEMORY;
+
+	if (!current)
+		return CUDA_ERROR_INVALID_CONTEXT;
+	pthread_mutex_lock(&lock);
+	if (pin_calls++ >= fail_pin_after)
+		r = CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED;
+	for (unsigned k = 0; k < 64 && r == CUDA_ERROR_OUT_OF_MEMORY; k++) {
+		if (pins[k].p)
+			continue;
+		pins[k].p = p;
+		pins[k].n = n;
+		if (++npins > max_pins)
+			max_pins = npins;
+		r = CUDA_SUCCESS;
+	}
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+static CUresult host_unregister(void *p)
+{
+	CUresult r = CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
+
+	pthread_mutex_lock(&lock);
+	for (unsigned k = 0; k < 64 && r != CUDA_SUCCESS; k++)
+		if (pins[k].p == p) {
+			pins[k].p = NULL;
+			npins--;
+			r = CUDA_SUCCESS;
+		}
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+/* dtoh that also checks a copy into host memory outside the staging
+ * buffers is pinned */
+static uint8_t *pool_lo, *pool_hi;
+static CUresult dtoh_checked(void *d, CUdeviceptr s, size_t n)
+{
+	if ((uint8_t *)d >= pool_lo && (uint8_t *)d < pool_hi && !is_pinned(d, n))
+		__atomic_fetch_add(&unpinned_copies, 1, __ATOMIC_RELAXED);
+	return dtoh(d, s, n);
+}
+
+static const struct gio_ops ops = { .set_current = set_current, .host_alloc = host_alloc,
+				    .host_free = host_free, .dtoh = dtoh_checked, .htod = htod,
+				    .host_register = host_register,
+				    .host_unregister = host_unregister, .err = err };
 
 static int done_cb(void *arg, unsigned i)
 {
@@ -273,6 +342,92 @@ static void test_short_file(void **state)
 	(void)state;
 }
 
+/* a buffer's place in the pool: one after the other */
+static uint8_t *pool_layout(struct gio_buf *b)
+{
+	size_t total = 0;
+
+	for (int i = 0; i < NB; i++)
+		total += (sizes[i] + 4095) & ~(size_t)4095;
+	pool_lo = aligned_alloc(4096, total);
+	assert_non_null(pool_lo);
+	memset(pool_lo, 0xee, total);
+	pool_hi = pool_lo + total;
+	for (size_t i = 0, off = 0; i < NB; off += (sizes[i] + 4095) & ~(size_t)4095, i++)
+		b[i].host = pool_lo + off;
+	return pool_lo;
+}
+
+/* GIO_STAGE puts every byte in its place in the pool, each piece pinned
+ * for its copy and let go after it; then a save from host memory, on
+ * threads that never have a context, writes the files and the hashes */
+static void test_staged(void **state)
+{
+	struct gio_buf b[NB];
+	struct gio g;
+
+	init(&g, b, GIO_STAGE, 3, 1 << 20);
+	pool_layout(b);
+	unpinned_copies = max_pins = npins = pin_calls = 0;
+	g.hash = false;
+	assert_int_equal(gio_run(&g), 0);
+	for (int i = 0; i < NB; i++) {
+		assert_memory_equal(b[i].host, dev[i], sizes[i]);
+		assert_int_equal(done_count[i], 1);
+	}
+	assert_int_equal(unpinned_copies, 0);
+	assert_int_equal(npins, 0);		/* every piece let go */
+	assert_true(max_pins >= 1 && max_pins <= 3);	/* at most one a worker */
+	assert_int_equal(pin_calls, 1 + 3 + 4 + 1 + 8);	/* 1 MiB pieces */
+	/* the device is gone: the files come from the pool */
+	memset(done_count, 0, sizeof(done_count));
+	for (int i = 0; i < NB; i++)
+		dev[i][0] ^= 0xff;	/* (would show if the device were read) */
+	g.dir = GIO_SAVE;
+	g.from_host = true;
+	g.hash = true;
+	for (int i = 0; i < NB; i++)
+		b[i].ctx = NULL;	/* no context: set_current is never needed */
+	assert_int_equal(gio_run(&g), 0);
+	for (int i = 0; i < NB; i++) {
+		uint8_t *m = mmap(NULL, sizes[i], PROT_READ, MAP_SHARED, b[i].fd, 0);
+		uint64_t h[2] = { 0, 0 };
+
+		dev[i][0] ^= 0xff;
+		assert_memory_equal(m, dev[i], sizes[i]);
+		munmap(m, sizes[i]);
+		phos_hash_add(h, (const uint32_t *)dev[i], 0, sizes[i] / 4);
+		assert_int_equal(b[i].h[0], h[0]);
+		assert_int_equal(b[i].h[1], h[1]);
+		close(b[i].fd);
+	}
+	free(pool_lo);
+	pool_lo = pool_hi = NULL;
+	(void)state;
+}
+
+/* a piece that cannot be pinned stops the staging, named */
+static void test_staged_pin_fails(void **state)
+{
+	struct gio_buf b[NB];
+	struct gio g;
+
+	init(&g, b, GIO_STAGE, 2, 1 << 20);
+	pool_layout(b);
+	npins = pin_calls = 0;
+	fail_pin_after = 4;
+	g.hash = false;
+	assert_int_equal(gio_run(&g), -1);
+	assert_non_null(strstr(g.err, "pinning 1 MiB of the staging pool for buffer"));
+	assert_int_equal(npins, 0);
+	fail_pin_after = ~0u;
+	for (int i = 0; i < NB; i++)
+		close(b[i].fd);
+	free(pool_lo);
+	pool_lo = pool_hi = NULL;
+	(void)state;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -280,6 +435,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_wanted_first, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_short_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_staged, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_staged_pin_fails, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

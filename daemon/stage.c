@@ -1,0 +1,224 @@
+/*
+ * stage.c - phosd's staging pool (stage.h).
+ *
+ * The pool is a memfd: hugetlb 2 MiB pages when the node has enough of
+ * them reserved (vm.nr_hugepages), else shared memory, faulted in with
+ * MADV_HUGEPAGE (huge pages as /sys/kernel/mm/transparent_hugepage/
+ * shmem_enabled allows).  Filling it writes every page once, which takes
+ * seconds per 10 GiB: a thread does it while phosd serves.  phos-gpu maps
+ * the fd it is given and registers (pins) each piece only for its copy.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "stage.h"
+#include "util.h"
+
+#ifndef MFD_HUGETLB
+#define MFD_HUGETLB 0x0004U
+#endif
+#ifndef MFD_HUGE_2MB
+#define MFD_HUGE_2MB (21U << 26)
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+enum pool_state { POOL_OFF, POOL_FILLING, POOL_READY, POOL_TAKEN };
+
+static struct {
+	pthread_mutex_t lock;
+	enum pool_state st;
+	int fd;
+	uint64_t size;
+} pool = { PTHREAD_MUTEX_INITIALIZER, POOL_OFF, -1, 0 };
+
+/* The bracketed choice of a sysfs setting ("always [advise] never"). */
+static void sysfs_choice(const char *path, char *out, size_t n)
+{
+	char buf[128] = "", *l, *r;
+	FILE *f = fopen(path, "re");
+
+	phos_strlcpy(out, "unknown", n);
+	if (!f)
+		return;
+	if (fgets(buf, sizeof(buf), f) && (l = strchr(buf, '[')) && (r = strchr(l, ']'))) {
+		*r = '\0';
+		phos_strlcpy(out, l + 1, n);
+	}
+	fclose(f);
+}
+
+/* hugetlb: all or nothing (fallocate fails when too few pages are
+ * reserved). */
+static int fill_hugetlb(uint64_t size)
+{
+	int fd = memfd_create("phos-stage", MFD_CLOEXEC | MFD_HUGETLB | MFD_HUGE_2MB);
+
+	if (fd < 0)
+		return -1;
+	if (ftruncate(fd, (off_t)size) < 0 || fallocate(fd, 0, 0, (off_t)size) < 0) {
+		log_debug("staging pool: no hugetlb pages for it (%m); shared memory instead");
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* shared memory, every page written once (MADV_POPULATE_WRITE fails
+ * instead of raising SIGBUS when memory runs out) */
+static int fill_shmem(uint64_t size, char *why, size_t whysz)
+{
+	int fd = memfd_create("phos-stage", MFD_CLOEXEC);
+	void *p = MAP_FAILED;
+
+	if (fd < 0 || ftruncate(fd, (off_t)size) < 0 ||
+	    (p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+		snprintf(why, whysz, "%s", strerror(errno));
+		goto fail;
+	}
+	(void)madvise(p, size, MADV_HUGEPAGE);
+	if (madvise(p, size, MADV_POPULATE_WRITE) < 0) {
+		if (errno != EINVAL) {
+			snprintf(why, whysz, "%s", strerror(errno));
+			goto fail;
+		}
+		/* before Linux 5.14: allocate through the file instead */
+		if (fallocate(fd, 0, 0, (off_t)size) < 0) {
+			snprintf(why, whysz, "%s", strerror(errno));
+			goto fail;
+		}
+	}
+	munmap(p, size);
+	return fd;
+fail:
+	if (p != MAP_FAILED)
+		munmap(p, size);
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+static void *fill_main(void *arg)
+{
+	uint64_t size = pool.size, t0 = phos_now_ms();
+	char why[128] = "", how[256];
+	int fd;
+
+	(void)arg;
+	if ((fd = fill_hugetlb(size)) >= 0) {
+		snprintf(how, sizeof(how), "hugetlb 2 MiB pages");
+	} else if ((fd = fill_shmem(size, why, sizeof(why))) >= 0) {
+		char thp[32];
+
+		sysfs_choice("/sys/kernel/mm/transparent_hugepage/shmem_enabled", thp, sizeof(thp));
+		snprintf(how, sizeof(how), "shared memory; transparent huge pages for it: %s%s", thp,
+			 strcmp(thp, "never") ? "" : " (4 KiB pages: about half the copy rate of "
+			 "huge pages; reserve hugetlb pages, vm.nr_hugepages, for more)");
+	}
+	pthread_mutex_lock(&pool.lock);
+	if (fd < 0) {
+		pool.st = POOL_OFF;
+		log_err("staging pool: cannot have %" PRIu64 " GiB of memory for it (%s): stop and "
+			"preempt checkpoints copy GPU memory straight to storage (lower "
+			"gpu_stage_pool_gib)", size >> 30, why);
+	} else {
+		pool.fd = fd;
+		pool.st = POOL_READY;
+		log_notice("staging pool: %" PRIu64 " GiB ready in %" PRIu64 " ms (%s)", size >> 30,
+			   phos_now_ms() - t0, how);
+	}
+	pthread_mutex_unlock(&pool.lock);
+	return NULL;
+}
+
+void stage_start(unsigned gib)
+{
+	pthread_t t;
+
+	if (!gib)
+		return;
+	pool.size = (uint64_t)gib << 30;
+	pool.st = POOL_FILLING;
+	log_info("staging pool: filling %u GiB", gib);
+	if (pthread_create(&t, NULL, fill_main, NULL) != 0) {
+		pool.st = POOL_OFF;
+		log_err("staging pool: cannot start the thread that fills it");
+		return;
+	}
+	pthread_detach(t);
+}
+
+int stage_take(struct stage_lease *l, char *why, size_t whysz)
+{
+	int ok = 0;
+
+	l->fd = -1;
+	l->size = l->used = 0;
+	pthread_mutex_lock(&pool.lock);
+	switch (pool.st) {
+	case POOL_OFF:
+		snprintf(why, whysz, "none (gpu_stage_pool_gib: 0, or it could not be made)");
+		break;
+	case POOL_FILLING:
+		snprintf(why, whysz, "still being filled");
+		break;
+	case POOL_TAKEN:
+		snprintf(why, whysz, "in use by another checkpoint");
+		break;
+	case POOL_READY:
+		if ((l->fd = fcntl(pool.fd, F_DUPFD_CLOEXEC, 3)) < 0) {
+			snprintf(why, whysz, "%s", strerror(errno));
+			break;
+		}
+		l->size = pool.size;
+		pool.st = POOL_TAKEN;
+		ok = 1;
+		break;
+	}
+	pthread_mutex_unlock(&pool.lock);
+	return ok;
+}
+
+int64_t stage_piece(struct stage_lease *l, uint64_t span, char *why, size_t whysz)
+{
+	int64_t off;
+
+	if (l->fd < 0 || span > l->size - l->used) {
+		snprintf(why, whysz, "%" PRIu64 " MiB needed, %" PRIu64 " MiB left of %" PRIu64
+			 " MiB", span >> 20, (l->size - l->used) >> 20, l->size >> 20);
+		return -1;
+	}
+	off = (int64_t)l->used;
+	l->used += span;
+	return off;
+}
+
+void stage_give(struct stage_lease *l)
+{
+	if (l->fd < 0)
+		return;
+	phos_closep(&l->fd);
+	pthread_mutex_lock(&pool.lock);
+	if (pool.st == POOL_TAKEN)
+		pool.st = POOL_READY;
+	pthread_mutex_unlock(&pool.lock);
+}
+
+uint64_t stage_span(const struct phos_gpubuf *b, int n)
+{
+	uint64_t s = 0;
+
+	for (int i = 0; i < n; i++)
+		s += (b[i].size + STAGE_ALIGN - 1) / STAGE_ALIGN * STAGE_ALIGN;
+	return s;
+}

@@ -1,0 +1,43 @@
+/*
+ * stage.h - phosd's staging pool: host memory that the GPU copy of a stop
+ * or preempt checkpoint goes through, so that the GPU is free before
+ * storage is written (doc/concurrent-checkpoint.md, "Preemption: the
+ * staging pool").
+ *
+ *   stage_start(gib)   make the pool and fill it, in a thread (phosd's start)
+ *   stage_take()       the pool for one checkpoint (a dup of its fd)
+ *   stage_give()       done with it
+ *
+ * One checkpoint at a time has the pool; its processes' buffers take
+ * consecutive pieces of it (stage_span() bytes each).
+ */
+#ifndef PHOS_STAGE_H
+#define PHOS_STAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto.h"
+
+#define STAGE_ALIGN (2u << 20)	/* each buffer starts at a 2 MiB boundary */
+
+struct stage_lease {
+	int fd;			/* -1: none */
+	uint64_t size;		/* the pool's bytes */
+	uint64_t used;		/* handed out so far (the next piece starts here) */
+};
+
+/* Make a pool of gib GiB (0: none) and fill it in the background. */
+void stage_start(unsigned gib);
+/* 1: l has the pool; 0: not now, why says so (off, not filled yet, in use
+ * by another checkpoint). */
+int stage_take(struct stage_lease *l, char *why, size_t whysz);
+/* The offset of a piece of span bytes in l's pool, or -1 (why says so:
+ * not enough left). */
+int64_t stage_piece(struct stage_lease *l, uint64_t span, char *why, size_t whysz);
+void stage_give(struct stage_lease *l);
+/* Bytes n buffers of these sizes take in a pool. */
+uint64_t stage_span(const struct phos_gpubuf *b, int n);
+
+#endif
