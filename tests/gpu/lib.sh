@@ -10,6 +10,8 @@
 #   LOG_DIR    where logs go (default $W/logs)
 #   W          scratch folder (default /dev/shm/phos-gpu if it has room,
 #              else /tmp/phos-gpu)
+#   STAGE_POOL_GIB  phosd's gpu_stage_pool_gib (default 0: no staging
+#              pool); start_phosd waits until the pool is filled
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 if [ -z "${PHOS_BIN:-}" ]; then
@@ -53,16 +55,22 @@ log_target: stderr
 keep_generations: 1
 checkpoint_timeout: ${CKPT_TIMEOUT:-300}
 gpu_concurrent_restore: ${CONCURRENT_RESTORE:-false}
+gpu_stage_pool_gib: ${STAGE_POOL_GIB:-0}
 YAML
 	PHOS_RESTORE_HELPER=$PHOS_BIN/phos-restore PHOS_GPU_HELPER=$PHOS_BIN/phos-gpu PHOS_DEBUG=1 \
 		LD_LIBRARY_PATH=$PHOS_LIB setsid "$PHOS_BIN/phosd" -f -c "$W/phos.yaml" \
 		</dev/null >>"$LOG_DIR/phosd.log" 2>&1 &
 	PHOSD_PID=$!
 	for _ in $(seq 50); do
-		[ -S "$SOCK" ] && return 0
+		[ -S "$SOCK" ] && break
 		kill -0 "$PHOSD_PID" 2>/dev/null || break
 		sleep 0.2
 	done
+	if [ -S "$SOCK" ] && [ "${STAGE_POOL_GIB:-0}" != 0 ]; then
+		wait_for "$LOG_DIR/phosd.log" 'staging pool: ([0-9]* GiB ready|cannot)' 600
+		log "$(grep -o 'staging pool: .*' "$LOG_DIR/phosd.log" | tail -1)"
+	fi
+	[ -S "$SOCK" ] && return 0
 	log "phosd did not start:"; tail -20 "$LOG_DIR/phosd.log"
 	return 1
 }
