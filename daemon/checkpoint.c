@@ -384,6 +384,18 @@ static void keep_log(const struct phos_image_writer *w, const char *state_dir,
 	}
 }
 
+/* Start phos-gpu save for hold h: through piece off of the staging pool
+ * when off >= 0.  0, or -1 + e. */
+static int start_save(struct ctx *c, uint64_t step, struct gpu_hold *h, struct gpu_save *sv,
+		      int dir_fd, unsigned how, const struct stage_lease *pool, int64_t off,
+		      struct phos_err *e)
+{
+	progress(c, step, step, "saving %d GPU buffer(s) of pid %d", h->n, (int)h->pid);
+	/* named by the pid the image gives the process (CRIU restores it) */
+	return gpu_save_start(h, dir_fd, h->nspid, how, off >= 0 ? pool->fd : -1,
+			      off >= 0 ? (uint64_t)off : 0, sv, e);
+}
+
 /* One attempt; cow: the GPU buffers may be saved while the process runs
  * on (leave-running); *mismatch: that save failed validation. */
 static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bool cow,
@@ -398,6 +410,7 @@ static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bo
 	struct gpu_hold *holds = NULL;	/* their detached GPU buffers (gpu.h) */
 	struct gpu_save *saves = NULL;	/* ... being saved */
 	struct stage_lease pool = { .fd = -1 };	/* ... through the staging pool */
+	int64_t *pieces = NULL;		/* ... at these offsets of it (-1: not) */
 	size_t nholds = 0;
 	uint64_t gpu_bytes = 0;	/* of the GPU buffers saved */
 	char target[128], num[32];
@@ -493,6 +506,53 @@ static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bo
 	 * rest.  Anything short of a clean hand-over: stop-the-world. */
 	if (cuda.n && detach_gpu(&c, &cuda, &holds, &nholds, cfg.checkpoint_timeout, e) < 0)
 		goto out;
+	bool lr = (r->flags & PHOS_F_LEAVE_RUNNING) != 0;
+	if (nholds && (!(saves = calloc(nholds, sizeof(*saves))) ||
+		       !(pieces = calloc(nholds, sizeof(*pieces))))) {
+		phos_errnof(e, ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < nholds; i++) {
+		gpu_save_init(&saves[i]);	/* the out path aborts every one */
+		pieces[i] = -1;
+	}
+	/* the buffers go into the task's chunk store (doc/storage-engine.md) */
+	if (nholds && phos_image_chunks_open(&w, e) < 0)
+		goto out;
+	/* Stop/preempt with a staging pool: the buffers are out of the
+	 * process and nothing writes them any more, so phos-gpu copies them
+	 * into the pool now, while the driver and CRIU checkpoint the rest;
+	 * phosd lets go of them once the dump is good (doc/concurrent-
+	 * checkpoint.md).  A helper that cannot start now (no context
+	 * beside the process's: EXCLUSIVE_PROCESS) starts after the dump. */
+	char why[160] = "";
+	if (nholds && !lr && cfg.gpu_stage_pool_gib && !stage_take(&pool, why, sizeof(why)))
+		log_info("checkpoint %s: staging pool %s: GPU memory goes straight to storage",
+			 target, why);
+	for (size_t i = 0; pool.fd >= 0 && i < nholds; i++) {
+		struct phos_err se;
+
+		if (holds[i].n &&
+		    (pieces[i] = stage_piece(&pool, stage_span(holds[i].bufs, holds[i].n), why,
+					     sizeof(why))) < 0)
+			log_info("checkpoint %s: staging pool too small for pid %d (%s): its GPU "
+				 "memory goes straight to storage", target, (int)holds[i].pid, why);
+		if (pieces[i] < 0)
+			continue;
+		if (start_save(&c, 0, &holds[i], &saves[i], w.dir_fd,
+			       GPU_SAVE_ZSTD(cfg.gpu_compress_level), &pool, pieces[i], &se) < 0 ||
+		    !saves[i].staged) {
+			if (saves[i].pid > 0 && gpu_save_finish(&saves[i], &se) == 0)
+				phos_errf(&se, "it did not stage");
+			log_info("checkpoint %s: pid %d's GPU buffers could not go to the staging "
+				 "pool before the dump (%s): after it", target, (int)holds[i].pid,
+				 se.msg);
+			gpu_save_init(&saves[i]);
+			continue;
+		}
+		log_info("checkpoint %s: the %d GPU buffer(s) of pid %d go to the staging pool while "
+			 "the rest is checkpointed", target, holds[i].n, (int)holds[i].pid);
+	}
 	if (cuda.n && predump) {
 		log_info("checkpoint %s: CUDA processes: no pre-dump rounds", target);
 		predump = 0;
@@ -606,37 +666,12 @@ static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bo
 	 * helper first takes a copy on the GPU when there is room, and the
 	 * process gets its buffers back as soon as it has; otherwise after
 	 * the copy. */
-	bool lr = (r->flags & PHOS_F_LEAVE_RUNNING) != 0;
-	if (nholds && !(saves = calloc(nholds, sizeof(*saves)))) {
-		phos_errnof(e, ENOMEM, "out of memory");
-		goto out;
-	}
-	for (size_t i = 0; i < nholds; i++)
-		gpu_save_init(&saves[i]);	/* the out path aborts every one */
-	/* the buffers go into the task's chunk store (doc/storage-engine.md) */
-	if (nholds && phos_image_chunks_open(&w, e) < 0)
-		goto out;
-	/* stop/preempt: through the staging pool if there is one, so that
-	 * the GPU is free before storage is written */
-	char why[160] = "";
-	if (nholds && !lr && cfg.gpu_stage_pool_gib && !stage_take(&pool, why, sizeof(why)))
-		log_info("checkpoint %s: staging pool %s: GPU memory goes straight to storage",
-			 target, why);
 	for (size_t i = 0; i < nholds; i++) {
-		int64_t off = -1;
-
-		progress(&c, predump + 1, predump + 1, "saving %d GPU buffer(s) of pid %d",
-			 holds[i].n, (int)holds[i].pid);
-		if (pool.fd >= 0 && holds[i].n &&
-		    (off = stage_piece(&pool, stage_span(holds[i].bufs, holds[i].n), why,
-				       sizeof(why))) < 0)
-			log_info("checkpoint %s: staging pool too small for pid %d (%s): its GPU "
-				 "memory goes straight to storage", target, (int)holds[i].pid, why);
-		/* named by the pid the image gives the process (CRIU restores it) */
-		if (gpu_save_start(&holds[i], w.dir_fd, holds[i].nspid,
-				   (lr ? GPU_SAVE_SNAPSHOT | (cow ? GPU_SAVE_COW : 0) : 0) |
-				   GPU_SAVE_ZSTD(cfg.gpu_compress_level), off >= 0 ? pool.fd : -1,
-				   off >= 0 ? (uint64_t)off : 0, &saves[i], e) < 0)
+		if (saves[i].pid > 0)
+			continue;	/* staging since the detach */
+		if (start_save(&c, predump + 1, &holds[i], &saves[i], w.dir_fd,
+			       (lr ? GPU_SAVE_SNAPSHOT | (cow ? GPU_SAVE_COW : 0) : 0) |
+			       GPU_SAVE_ZSTD(cfg.gpu_compress_level), &pool, pieces[i], e) < 0)
 			goto out;
 		if (lr && !saves[i].snapshot && !saves[i].cow && gpu_save_finish(&saves[i], e) < 0)
 			goto out;
@@ -716,6 +751,7 @@ out:
 		gpu_hold_release(&holds[i]);
 	}
 	stage_give(&pool);	/* (no helper is left to write into it) */
+	free(pieces);
 	free(saves);
 	free(holds);
 	if (link[0])

@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 67
+plan 69
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -345,6 +345,11 @@ for round in 1 2; do
 	ok "$([ -n "$rel" ] && [ -n "$sav" ] && [ "$rel" -lt "$sav" ] && echo 0 || echo 1)" \
 		"phosd let go of the GPU memory once it was in the pool, before phos-gpu had stored it (log lines $rel < $sav)" ||
 		diag "$(log_since "$mark" | grep -E 'released|saved|staging' | head -5)"
+	early=$(log_since "$mark" | grep -n "the $NBUF GPU buffer(s) of pid $spid go to the staging pool while the rest is checkpointed" | cut -d: -f1 | head -1)
+	cuda=$(log_since "$mark" | grep -n "CUDA state of 1 process(es) checkpointed" | cut -d: -f1 | head -1)
+	ok "$([ -n "$early" ] && [ -n "$cuda" ] && [ "$early" -lt "$cuda" ] && echo 0 || echo 1)" \
+		"the copy into the pool began before the driver checkpoint, not after the dump (log lines $early < $cuda)" ||
+		diag "$(log_since "$mark" | head -20)"
 	wait_for 10 _gone "$spid"
 	n=$(cat "$f5" 2>/dev/null | wc -l)
 	pc_out n1 restore --detach "$(ls -d "$(image_dir root "$spid")"/0* | tail -1)"
