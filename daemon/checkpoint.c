@@ -539,19 +539,28 @@ static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bo
 				 "memory goes straight to storage", target, (int)holds[i].pid, why);
 		if (pieces[i] < 0)
 			continue;
-		if (start_save(&c, 0, &holds[i], &saves[i], w.dir_fd,
-			       GPU_SAVE_ZSTD(cfg.gpu_compress_level), &pool, pieces[i], &se) < 0 ||
-		    !saves[i].staged) {
+		int src = start_save(&c, 0, &holds[i], &saves[i], w.dir_fd,
+				    GPU_SAVE_ZSTD(cfg.gpu_compress_level), &pool, pieces[i], &se);
+
+		if (src == 0 && saves[i].staged) {
+			log_info("checkpoint %s: the %d GPU buffer(s) of pid %d go to the staging "
+				 "pool while the rest is checkpointed", target, holds[i].n,
+				 (int)holds[i].pid);
+		} else if (src == 0 && saves[i].direct) {
+			/* it could not use the pool (it said why): a direct
+			 * copy, as valid beside the dump as after it */
+			log_info("checkpoint %s: the %d GPU buffer(s) of pid %d go straight to storage "
+				 "while the rest is checkpointed", target, holds[i].n,
+				 (int)holds[i].pid);
+		} else {
+			/* it failed before copying anything: again after the dump */
 			if (saves[i].pid > 0 && gpu_save_finish(&saves[i], &se) == 0)
-				phos_errf(&se, "it did not stage");
+				phos_errf(&se, "it stopped early");
 			log_info("checkpoint %s: pid %d's GPU buffers could not go to the staging "
-				 "pool before the dump (%s): after it", target, (int)holds[i].pid,
-				 se.msg);
+				 "pool before the dump (%s): they are saved after it", target,
+				 (int)holds[i].pid, se.msg);
 			gpu_save_init(&saves[i]);
-			continue;
 		}
-		log_info("checkpoint %s: the %d GPU buffer(s) of pid %d go to the staging pool while "
-			 "the rest is checkpointed", target, holds[i].n, (int)holds[i].pid);
 	}
 	if (cuda.n && predump) {
 		log_info("checkpoint %s: CUDA processes: no pre-dump rounds", target);

@@ -498,6 +498,7 @@ int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how, int 
 	sv->snapshot = strcmp(line, "snapshot") == 0;
 	sv->cow = strcmp(line, "cow") == 0 && sv->tab;
 	sv->staged = strcmp(line, "staged") == 0;
+	sv->direct = strcmp(line, "direct") == 0;
 	if (sv->staged)
 		sv->out_fd = outp[0];
 	else

@@ -78,6 +78,7 @@ struct gpu_save {
 	int n;			/* h's count and bytes at the start */
 	uint64_t bytes;
 	uint64_t t0;
+	bool direct;		/* it copies from the GPU to storage */
 	bool staged;		/* the helper copies into the staging pool first
 				 * and says "released" when the GPU memory may
 				 * go (gpu_save_released) */

@@ -131,10 +131,16 @@ FAKE(cuCtxCreate_v4, (CUcontext *ctx, CUctxCreateParams *p, unsigned int flags, 
 	return CUDA_SUCCESS;
 }
 
+/* FAKECUDA_BUSY_ONCE=FILE: while FILE exists, the first process to ask
+ * for a context is refused as in EXCLUSIVE_PROCESS mode (and removes it) */
 FAKE(cuDevicePrimaryCtxRetain, (CUcontext *ctx, CUdevice d))
 {
+	const char *busy = getenv("FAKECUDA_BUSY_ONCE");
+
 	if (!ctx || d != 0)
 		return CUDA_ERROR_INVALID_VALUE;
+	if (busy && *busy && unlink(busy) == 0)
+		return CUDA_ERROR_DEVICE_UNAVAILABLE;
 	*ctx = (CUcontext)&the_ctx;
 	hit("cuDevicePrimaryCtxRetain");
 	return CUDA_SUCCESS;

@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 69
+plan 71
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -328,6 +328,7 @@ like "$RC $(tail -1 <<<"$OUT")" "^1 .*chunk ${chunk:0:16}\\.\\.\\. does not hold
 phosd_stop n1
 phosd_start n1 "gpu_stage_pool_gib: 1"
 pool_ready() { grep -q 'staging pool: 1 GiB ready' "$PD/n1.log"; }
+pool_ready_again() { [ "$(grep -c 'staging pool: 1 GiB ready' "$PD/n1.log")" -ge 2 ]; }
 wait_for 60 pool_ready
 ok $? "phosd fills a 1 GiB staging pool at start: $(grep -o 'staging pool: 1 GiB ready.*' "$PD/n1.log" | sed 's/.*ready //')" ||
 	diag_file "$PD/n1.log" 10
@@ -363,6 +364,34 @@ for round in 1 2; do
 	wait_for 10 _gone "$rp"
 	rm -f "$f5"
 done
+# a helper that cannot have a context beside the process's (EXCLUSIVE_PROCESS:
+# the fake refuses the first context asked for while $busy exists) is started
+# again after the dump, and the checkpoint is good
+phosd_stop n1
+busy=$PD/busy-once
+FAKECUDA_BUSY_ONCE=$busy phosd_start n1 "gpu_stage_pool_gib: 1"
+wait_for 60 pool_ready_again
+start_app "$f5"
+spid=$APP
+wait_for 30 _has_lines "$f5" 3
+touch "$busy"
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+pc_out n1 checkpoint --pid "$spid"
+like "$RC $(log_since "$mark" | grep -o "could not go to the staging pool before the dump (.*): they are saved after it")" \
+	"^0 could not go to the staging pool before the dump \\(.*CUDA_ERROR_.*\\): they are saved after it" \
+	"a helper refused a context before the dump is started again after it, and the checkpoint succeeds" ||
+	diag "$(log_since "$mark" | head -20)"
+wait_for 10 _gone "$spid"
+n=$(wc -l <"$f5")
+pc_out n1 restore --detach "$(ls -d "$(image_dir root "$spid")"/0* | tail -1)"
+rp=$(restored_pid "$OUT")
+track "$rp"
+wait_for 30 _has_lines "$f5" $((n + 3))
+ok "$( (_has_lines "$f5" $((n + 3)) && ! grep -q CORRUPT "$f5") && echo 0 || echo 1)" \
+	"and its image restores with every word as it was" || { diag "$OUT"; diag_file "$f5" 3; }
+kill -KILL "$rp" 2>/dev/null
+wait_for 10 _gone "$rp"
+rm -f "$f5"
 # a leave-running checkpoint does not take the pool: the process keeps its buffers
 start_app "$f5"
 spid=$APP
