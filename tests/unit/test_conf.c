@@ -31,6 +31,7 @@ static void test_defaults(void **state)
 	assert_false(c.keep_images_after_job);
 	assert_false(c.gpu_concurrent_restore);
 	assert_int_equal(c.gpu_compress_level, 0);
+	assert_int_equal(c.gpu_stage_pool_gib, 0);
 	assert_string_equal(c.listen, "");
 	assert_string_equal(c.slurm_user, "slurm");
 	assert_string_equal(c.log_target, "syslog");
@@ -53,6 +54,7 @@ static void test_all_keys(void **state)
 		"keep_images_after_job: yes\n"
 		"gpu_concurrent_restore: true\n"
 		"gpu_compress_level: 3\n"
+		"gpu_stage_pool_gib: 80\n"
 		"predump_rounds: 2\n"
 		"checkpoint_timeout: 30\n"
 		"listen: \"0.0.0.0:7070\"\n"
@@ -68,6 +70,7 @@ static void test_all_keys(void **state)
 	assert_true(c.keep_images_after_job);
 	assert_true(c.gpu_concurrent_restore);
 	assert_int_equal(c.gpu_compress_level, 3);
+	assert_int_equal(c.gpu_stage_pool_gib, 80);
 	assert_int_equal(c.predump_rounds, 2);
 	assert_int_equal(c.checkpoint_timeout, 30);
 	assert_string_equal(c.listen, "0.0.0.0:7070");
@@ -84,6 +87,8 @@ static const struct {
 	{ "keep_generations: 0\n", "test.yaml:1:", "keep_generations: expected an integer 1..1000" },
 	{ "keep_generations: 1001\n", ":1:", "keep_generations" },
 	{ "gpu_compress_level: 20\n", ":1:", "gpu_compress_level: expected an integer 0..19" },
+	{ "gpu_stage_pool_gib: -1\n", ":1:", "gpu_stage_pool_gib: expected an integer 0..65536" },
+	{ "gpu_stage_pool_gib: 64G\n", ":1:", "got '64G'" },
 	{ "keep_generations: -1\n", ":1:", "keep_generations" },
 	{ "keep_generations: 3x\n", ":1:", "got '3x'" },
 	{ "predump_rounds: 11\n", ":1:", "predump_rounds" },
