@@ -498,6 +498,7 @@ const char *phos_msg_type_name(uint16_t type)
 	case PHOS_MSG_TASK_DONE: return "task-done";
 	case PHOS_MSG_GPU_DETACH: return "gpu-detach";
 	case PHOS_MSG_GPU_REATTACH: return "gpu-reattach";
+	case PHOS_MSG_STAGE_GET: return "stage-get";
 	default: return "unknown";
 	}
 }

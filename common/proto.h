@@ -46,6 +46,8 @@ enum phos_msg_type {
 	PHOS_MSG_TASK_DONE = 20,	/* JOB STEP TASK UID STATUS (wait status) */
 	PHOS_MSG_GPU_DETACH = 21,	/* libphos: GPUBUFS + fds | ERRNO MSG -> REPLY */
 	PHOS_MSG_GPU_REATTACH = 22,	/* libphos: -> REPLY GPUBUFS + fds */
+	PHOS_MSG_STAGE_GET = 23,	/* phos-restore: PATH -> REPLY TEXT + the
+					 * staging pool's fd | ENOENT */
 };
 
 enum phos_attr_tag {

@@ -701,6 +701,8 @@ static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bo
 				 staged_ms);
 			gpu_bytes += holds[i].bytes;
 			gpu_hold_release(&holds[i]);
+		} else if (pieces) {
+			pieces[i] = -1;	/* not (all) in the pool */
 		}
 		if (saves[i].pid > 0 && gpu_save_finish(&saves[i], e) < 0) {
 			*mismatch = saves[i].mismatch;
@@ -734,6 +736,18 @@ static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bo
 	if (phos_image_retain(&phosd->store, &r->id, (unsigned)cfg.keep_generations,
 			      PHOS_VERIFY_QUICK, &re) < 0)
 		log_warn("retention for %s: %s", target, re.msg);
+	/* what went through the pool stays there for a restore of this
+	 * generation on this node (doc/protocol.md, "STAGE_GET") */
+	if (pool.fd >= 0) {
+		char kept[1024] = "";
+		size_t k = 0;
+
+		for (size_t i = 0; i < nholds && k < sizeof(kept) - 48; i++)
+			if (pieces[i] >= 0)
+				k += (size_t)snprintf(kept + k, sizeof(kept) - k, "%d %" PRId64 "\n",
+						      (int)holds[i].nspid, pieces[i]);
+		stage_keep(&pool, res->path, kept);
+	}
 	rc = 0;
 out:
 	res->total_ms = phos_now_ms() - t0;

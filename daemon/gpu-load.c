@@ -80,9 +80,27 @@ static int reap(struct loader *ld)
 	return st;
 }
 
-static int spawn(struct loader *ld, int dirfd, bool concurrent, struct phos_err *e)
+/* The offset of tag's buffers in the pool (pieces: "TAG OFFSET" lines),
+ * or -1. */
+static long long piece_of(const char *pieces, const char *tag)
+{
+	char t[32];
+	long long off;
+	int used;
+
+	while (pieces && sscanf(pieces, "%31s %lld%n", t, &off, &used) == 2) {
+		if (strcmp(t, tag) == 0)
+			return off;
+		pieces += used;
+	}
+	return -1;
+}
+
+static int spawn(struct loader *ld, int dirfd, bool concurrent, int stage_fd, long long off,
+		 struct phos_err *e)
 {
 	int sk[2], ep[2];
+	char stagearg[48];
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sk) < 0)
 		return phos_errf(e, "socketpair: %s", strerror(errno));
@@ -93,10 +111,24 @@ static int spawn(struct loader *ld, int dirfd, bool concurrent, struct phos_err 
 	}
 	ld->pid = fork();
 	if (ld->pid == 0) {
-		if (fchdir(dirfd) < 0 || dup2(sk[1], 3) < 0 || dup2(ep[1], 2) < 0)
+		char *args[8];
+		int k = 0;
+
+		if (fchdir(dirfd) < 0 || dup2(sk[1], 3) < 0 || dup2(ep[1], 2) < 0 ||
+		    (off >= 0 && dup2(stage_fd, 4) < 0))
 			_exit(127);
-		execl(gpu_helper(), "phos-gpu", "load", ld->tag,
-		      concurrent ? "--concurrent" : (char *)NULL, (char *)NULL);
+		args[k++] = "phos-gpu";
+		args[k++] = "load";
+		args[k++] = ld->tag;
+		if (concurrent)
+			args[k++] = "--concurrent";
+		if (off >= 0) {
+			snprintf(stagearg, sizeof(stagearg), "4:%lld", off);
+			args[k++] = "--stage";
+			args[k++] = stagearg;
+		}
+		args[k] = NULL;
+		execv(gpu_helper(), args);
 		fprintf(stderr, "phos-gpu: cannot run %s: %s\n", gpu_helper(), strerror(errno));
 		_exit(127);
 	}
@@ -112,7 +144,8 @@ static int spawn(struct loader *ld, int dirfd, bool concurrent, struct phos_err 
 	return 0;
 }
 
-int gpu_load_start(int dirfd, bool concurrent, struct gpu_loads **out, struct phos_err *e)
+int gpu_load_start(int dirfd, bool concurrent, int stage_fd, const char *pieces,
+		   struct gpu_loads **out, struct phos_err *e)
 {
 	struct gpu_loads *l = calloc(1, sizeof(*l));
 	int dfd = dup(dirfd);
@@ -143,9 +176,12 @@ int gpu_load_start(int dirfd, bool concurrent, struct gpu_loads **out, struct ph
 		memcpy(ld->tag, de->d_name + 7, len - 11);
 		ld->tag[len - 11] = '\0';
 		ld->sk = ld->ep = -1;
-		if ((rc = spawn(ld, dirfd, concurrent, e)) == 0) {
-			log_debug("phos-gpu %d loads the GPU buffers of pid %s%s", (int)ld->pid, ld->tag,
-				  concurrent ? " (concurrent)" : "");
+		long long off = stage_fd >= 0 ? piece_of(pieces, ld->tag) : -1;
+
+		if ((rc = spawn(ld, dirfd, concurrent, stage_fd, off, e)) == 0) {
+			log_debug("phos-gpu %d loads the GPU buffers of pid %s%s%s", (int)ld->pid,
+				  ld->tag, concurrent ? " (concurrent)" : "",
+				  off >= 0 ? " from the staging pool" : "");
 			l->n++;
 		}
 	}

@@ -21,8 +21,11 @@ struct gpu_loads;
 
 /* Start a helper per map in the image directory dirfd (none: *out is an
  * empty set).  Call it in the node's pid namespace (the driver needs a
- * /proc that matches).  0, or -1 with e (no helper left running). */
-int gpu_load_start(int dirfd, bool concurrent, struct gpu_loads **out, struct phos_err *e);
+ * /proc that matches).  stage_fd >= 0: phosd's staging pool, which holds
+ * the buffers of the maps pieces names ("TAG OFFSET" lines, STAGE_GET):
+ * those helpers load from it.  0, or -1 with e (no helper left running). */
+int gpu_load_start(int dirfd, bool concurrent, int stage_fd, const char *pieces,
+		   struct gpu_loads **out, struct phos_err *e);
 
 /* The restored tree is root's: hand each helper's buffers to the process
  * of its TAG through phosd at socket, then wait for every helper to end.

@@ -31,6 +31,7 @@
 #include "registry.h"
 #include "restore.h"
 #include "slurmq.h"
+#include "stage.h"
 #include "util.h"
 
 static void job_end_tick(void);
@@ -717,6 +718,35 @@ static void handle_restore_prepare(struct client *c, struct phos_msg *req)
 	client_send(c, rep);
 }
 
+/* STAGE_GET (doc/protocol.md): the staging pool, for a restore of the
+ * generation it holds. */
+static void handle_stage_get(struct client *c, struct phos_msg *req)
+{
+	const char *path;
+	char pieces[1024], why[PATH_MAX + 64];
+	struct phos_msg *r;
+	int fd;
+
+	if (!require_root(c, req))
+		return;
+	if (phos_msg_get_str(req, PHOS_A_PATH, &path) < 0) {
+		client_reply(c, req->seq, EINVAL, "stage-get needs PATH");
+		return;
+	}
+	if ((fd = stage_lend(path, pieces, sizeof(pieces), why, sizeof(why))) < 0) {
+		client_reply(c, req->seq, ENOENT, "%s", why);
+		return;
+	}
+	r = phos_reply_new(req->seq, 0, NULL);
+	if (!r || phos_msg_put_str(r, PHOS_A_TEXT, pieces) < 0 || phos_msg_send(c->fd, r, &fd, 1) < 0)
+		log_warn("stage-get: cannot answer pid %d: %m", (int)c->pid);
+	else
+		log_info("restore of %s: its GPU buffers load from the staging pool (pid %d)", path,
+			 (int)c->pid);
+	phos_msg_free(r);
+	close(fd);
+}
+
 static void handle_restore_done(struct client *c, struct phos_msg *req)
 {
 	struct task_reg t = { 0 };
@@ -966,6 +996,7 @@ void handle_request(struct client *c, struct phos_msg *req)
 	case PHOS_MSG_TASK_DONE: handle_task_done(c, req); return;
 	case PHOS_MSG_GPU_DETACH: handle_gpu_detach(c, req); return;
 	case PHOS_MSG_GPU_REATTACH: handle_gpu_reattach(c, req); return;
+	case PHOS_MSG_STAGE_GET: handle_stage_get(c, req); return;
 	default:
 		client_reply(c, req->seq, EOPNOTSUPP, "request type %u (%s) is not supported by phosd %s",
 			     req->type, phos_msg_type_name(req->type), PACKAGE_VERSION);

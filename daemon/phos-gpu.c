@@ -785,6 +785,18 @@ static int load_done(void *arg, unsigned i)
 	return copy_check(cc, i, want_hash[i].h);
 }
 
+/* A load from the staging pool: the chunk is in host memory already;
+ * the others come from the chunk store. */
+static int load_get(void *arg, unsigned i, uint64_t off, void *data, size_t len, char *err,
+		    size_t errsz)
+{
+	if (io[i].host) {
+		memcpy(data, io[i].host + off, len);
+		return 0;
+	}
+	return chunk_get(arg, i, off, data, len, err, errsz);
+}
+
 /* Send the buffers (and the load table, if any) to phos-restore on fd 3. */
 static int hand_over(const uint8_t *blob, const int *fds, int n, int tab_fd)
 {
@@ -811,7 +823,7 @@ static int hand_over(const uint8_t *blob, const int *fds, int n, int tab_fd)
  * any failure marks the table over with the buffers not loaded FAILED
  * (the process stops at its next use of one) and exits 1.
  */
-static int load(const char *tag, bool concurrent)
+static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_off)
 {
 	static struct phos_gpubuf lb[PHOS_GPUBUF_MAX];
 	static int fds[PHOS_GPUBUF_MAX];
@@ -893,6 +905,31 @@ static int load(const char *tag, bool concurrent)
 		n++;
 	}
 	fclose(map);
+	/* from phosd's staging pool (doc/protocol.md, "STAGE_GET"): the
+	 * buffers lie there in map order, each at a 2 MiB boundary; each is
+	 * checked against the map's hash as it would be from storage, so
+	 * only maps that have the hashes use it */
+	uint8_t *pool = MAP_FAILED;
+	uint64_t span = 0;
+	bool hashed = n > 0;
+	struct stat pst;
+
+	for (int i = 0; i < n; i++) {
+		span += stage_align(lb[i].size);
+		hashed &= want_hash[i].known;
+	}
+	if (stage_fd >= 0 && hashed && fstat(stage_fd, &pst) == 0 &&
+	    (uint64_t)pst.st_size >= stage_off + span &&
+	    (pool = mmap(NULL, span, PROT_READ, MAP_SHARED, stage_fd, (off_t)stage_off)) != MAP_FAILED) {
+		for (uint64_t i = 0, off = 0; i < (uint64_t)n; off += stage_align(lb[i].size), i++) {
+			io[i].host = pool + off;
+			if (io[i].fd >= 0)
+				phos_closep(&io[i].fd);
+		}
+	} else if (stage_fd >= 0) {
+		fprintf(stderr, "phos-gpu: the staging pool cannot serve gpumem-%s (%s): loading "
+			"from storage\n", tag, !hashed ? "the map has no hashes" : strerror(errno));
+	}
 	if (no_ranks())
 		memset(lrank, 0, sizeof(lrank));
 	ranked = order_set(lrank, (unsigned)n);
@@ -908,12 +945,16 @@ static int load(const char *tag, bool concurrent)
 	struct gio g = { .dir = GIO_LOAD, .b = io, .n = (unsigned)n, .hash = true, .ops = io_ops(),
 			 .chunk = chunk, .pick = lc.tab ? copy_pick : NULL,
 			 .wanted = lc.tab ? copy_wanted : NULL, .start = lc.tab ? copy_start : NULL,
-			 .done = load_done, .get = chunk_get, .arg = &lc };
+			 .done = load_done, .get = load_get, .arg = &lc };
 
 	tcopy = phos_now_ms();
 	if (gio_run(&g) < 0) {
 		if (lc.tab)
 			phos_savetab_end(lc.tab);	/* what is not loaded is FAILED */
+		if (lc.bad >= 0 && pool != MAP_FAILED)
+			return fail("buffer %d of gpumem-%s.map: the staging pool does not hold what "
+				    "was saved (its bytes do not match the hash in the map); the image "
+				    "is untouched: restore again, from storage", lc.bad, tag);
 		if (lc.bad >= 0)
 			return fail("buffer %d of gpumem-%s.map does not hold what was saved (its "
 				    "bytes do not match the hash in the map): the image is damaged",
@@ -929,11 +970,14 @@ static int load(const char *tag, bool concurrent)
 		phos_savetab_end(lc.tab);
 	else if (hand_over(blob, fds, n, -1))
 		return 1;
-	fprintf(stderr, "phos-gpu: loaded %d buffer(s), %" PRIu64 " bytes in %" PRIu64 " ms%s (%"
+	fprintf(stderr, "phos-gpu: loaded %d buffer(s), %" PRIu64 " bytes in %" PRIu64 " ms%s%s (%"
 		PRIu64 " loaded first because the process was about to use them, %u in first-use "
 		"order; copy %.2f GB/s with %u threads, %zu MiB chunks)\n", n, total,
-		phos_now_ms() - t0, lc.tab ? " while the process ran" : "", lc.waited, ranked,
+		phos_now_ms() - t0, pool != MAP_FAILED ? " from the staging pool" : "",
+		lc.tab ? " while the process ran" : "", lc.waited, ranked,
 		tcopy ? (double)total / 1e6 / (double)tcopy : 0.0, g.threads, g.chunk >> 20);
+	if (pool != MAP_FAILED)
+		munmap(pool, span);
 	return 0;
 }
 
@@ -943,9 +987,23 @@ int main(int argc, char **argv)
 	int tab_fd = -1, stage_fd = -1;
 	uint64_t stage_off = 0;
 
-	if (ok && strcmp(argv[1], "load") == 0)
-		ok = argc == 3 || (argc == 4 && strcmp(argv[3], "--concurrent") == 0);
-	else if (ok && strcmp(argv[1], "save") == 0) {
+	bool concurrent = false;
+
+	if (ok && strcmp(argv[1], "load") == 0) {
+		for (int i = 3; ok && i < argc; i++) {
+			char *end;
+
+			if (strcmp(argv[i], "--concurrent") == 0)
+				concurrent = true;
+			else if (strcmp(argv[i], "--stage") == 0 && i + 1 < argc) {
+				stage_fd = (int)strtol(argv[++i], &end, 10);
+				ok = *end == ':' && stage_fd > 2 &&
+				     phos_parse_u64(end + 1, &stage_off) == 0 &&
+				     stage_off % (2u << 20) == 0;
+			} else
+				ok = false;
+		}
+	} else if (ok && strcmp(argv[1], "save") == 0) {
 		for (int i = 3; ok && i < argc; i++) {
 			char *end;
 
@@ -970,7 +1028,7 @@ int main(int argc, char **argv)
 	if (!ok) {
 		fprintf(stderr, "usage: phos-gpu save TAG [--snapshot] [--table FD] [--zstd LEVEL] "
 			"[--stage FD:OFFSET] | "
-			"load TAG [--concurrent] (run by phosd)\n");
+			"load TAG [--concurrent] [--stage FD:OFFSET] (run by phosd and phos-restore)\n");
 		return 2;
 	}
 	if (load_driver()) {
@@ -978,5 +1036,5 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	return strcmp(argv[1], "save") == 0 ? save(argv[2], snap, tab_fd, stage_fd, stage_off) :
-					       load(argv[2], argc == 4);
+					       load(argv[2], concurrent, stage_fd, stage_off);
 }

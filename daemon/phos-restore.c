@@ -393,6 +393,36 @@ static pid_t child_of(pid_t init)
 	return c;
 }
 
+/* phosd's staging pool, if it holds this image's GPU buffers (a stop or
+ * preempt checkpoint on this node: doc/protocol.md, "STAGE_GET"): its fd
+ * and the pieces, else -1 (the loaders read storage). */
+static int stage_get(const struct opts *o, char *pieces, size_t n)
+{
+	struct phos_msg *m, *r = NULL;
+	const char *text = NULL, *why = NULL;
+	uint64_t err = EIO;
+	int fd, pool = -1;
+
+	if (!o->socket || (fd = phos_unix_connect(o->socket)) < 0)
+		return -1;
+	m = phos_msg_new(PHOS_MSG_STAGE_GET, 1);
+	if (m && phos_msg_put_str(m, PHOS_A_PATH, o->image) == 0 && phos_msg_send(fd, m, NULL, 0) == 0 &&
+	    (r = phos_msg_recv(fd, 10000)) && phos_msg_get_u64(r, PHOS_A_ERRNO, &err) == 0 && !err &&
+	    r->nfds == 1 && phos_msg_get_str(r, PHOS_A_TEXT, &text) == 0 &&
+	    phos_strlcpy(pieces, text, n) >= 0) {
+		pool = r->fds[0];
+		r->fds[0] = -1;	/* ours now */
+		r->nfds = 0;
+		log_info("the GPU buffers load from phosd's staging pool, not from storage");
+	} else if (r && phos_msg_get_str(r, PHOS_A_MSG, &why) == 0) {
+		log_debug("staging pool: %s", why);
+	}
+	phos_msg_free(r);
+	phos_msg_free(m);
+	close(fd);
+	return pool;
+}
+
 static void report_done(const struct opts *o, pid_t pid, pid_t nspid, const char *what)
 {
 	struct phos_msg *m, *r;
@@ -448,7 +478,7 @@ static int restore_mode(const struct opts *o)
 	struct gpu_loads *loads = NULL;
 	uint64_t t_start, t_criu, t_driver = 0;
 	int stdio[3] = { -1, -1, -1 };
-	int pp[2], dirfd, st;
+	int pp[2], dirfd, st, rc;
 	pid_t init, root;
 
 	if (geteuid() != 0) {
@@ -485,7 +515,13 @@ static int restore_mode(const struct opts *o)
 	 * buffers and (concurrent) the first of the data are ready by the
 	 * time CRIU and the driver have restored the process. */
 	t_start = phos_now_ms();
-	if (gpu_load_start(dirfd, o->gpu_concurrent, &loads, &e) < 0)
+	char pieces[1024] = "";
+	int stage_fd = stage_get(o, pieces, sizeof(pieces));
+
+	rc = gpu_load_start(dirfd, o->gpu_concurrent, stage_fd, pieces, &loads, &e);
+	if (stage_fd >= 0)
+		close(stage_fd);	/* the loaders hold it (and the pool's lock) */
+	if (rc < 0)
 		return restore_fail(o, "restore of %s failed: %s", o->image, e.msg);
 	if (pipe2(pp, O_CLOEXEC) < 0 || unshare(CLONE_NEWPID) < 0) {
 		gpu_load_free(loads);

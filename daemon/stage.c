@@ -12,6 +12,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/file.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -40,7 +43,10 @@ static struct {
 	enum pool_state st;
 	int fd;
 	uint64_t size;
-} pool = { PTHREAD_MUTEX_INITIALIZER, POOL_OFF, -1, 0 };
+	/* what it holds, for one restore of that generation (stage_keep) */
+	char held[PATH_MAX];
+	char pieces[1024];
+} pool = { PTHREAD_MUTEX_INITIALIZER, POOL_OFF, -1, 0, "", "" };
 
 /* The bracketed choice of a sysfs setting ("always [advise] never"). */
 static void sysfs_choice(const char *path, char *out, size_t n)
@@ -176,10 +182,17 @@ int stage_take(struct stage_lease *l, char *why, size_t whysz)
 		snprintf(why, whysz, "in use by another checkpoint");
 		break;
 	case POOL_READY:
+		/* a restore still loading from it holds a shared lock */
+		if (flock(pool.fd, LOCK_EX | LOCK_NB) < 0) {
+			snprintf(why, whysz, "in use by a restore that loads from it");
+			break;
+		}
+		flock(pool.fd, LOCK_UN);
 		if ((l->fd = fcntl(pool.fd, F_DUPFD_CLOEXEC, 3)) < 0) {
 			snprintf(why, whysz, "%s", strerror(errno));
 			break;
 		}
+		pool.held[0] = '\0';	/* overwritten from here on */
 		l->size = pool.size;
 		pool.st = POOL_TAKEN;
 		ok = 1;
@@ -212,6 +225,46 @@ void stage_give(struct stage_lease *l)
 	if (pool.st == POOL_TAKEN)
 		pool.st = POOL_READY;
 	pthread_mutex_unlock(&pool.lock);
+}
+
+void stage_keep(struct stage_lease *l, const char *path, const char *pieces)
+{
+	if (l->fd < 0 || !pieces[0])
+		return;
+	pthread_mutex_lock(&pool.lock);
+	if (!realpath(path, pool.held) || phos_strlcpy(pool.pieces, pieces, sizeof(pool.pieces)) < 0)
+		pool.held[0] = '\0';
+	pthread_mutex_unlock(&pool.lock);
+}
+
+int stage_lend(const char *path, char *pieces, size_t n, char *why, size_t whysz)
+{
+	char real[PATH_MAX], self[64];
+	int fd = -1;
+
+	if (!realpath(path, real)) {
+		snprintf(why, whysz, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	pthread_mutex_lock(&pool.lock);
+	if (pool.st != POOL_READY || !pool.held[0] || strcmp(real, pool.held)) {
+		snprintf(why, whysz, "the staging pool does not hold %s", real);
+		goto out;
+	}
+	/* a description of its own: its lock is the borrower's */
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", pool.fd);
+	if ((fd = open(self, O_RDWR | O_CLOEXEC)) < 0 || flock(fd, LOCK_SH | LOCK_NB) < 0 ||
+	    phos_strlcpy(pieces, pool.pieces, n) < 0) {
+		snprintf(why, whysz, "the staging pool cannot be lent: %s", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		fd = -1;
+		goto out;
+	}
+	pool.held[0] = '\0';	/* one restore: a retry reads storage */
+out:
+	pthread_mutex_unlock(&pool.lock);
+	return fd;
 }
 
 uint64_t stage_span(const struct phos_gpubuf *b, int n)

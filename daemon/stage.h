@@ -9,7 +9,10 @@
  *   stage_give()       done with it
  *
  * One checkpoint at a time has the pool; its processes' buffers take
- * consecutive pieces of it (stage_span() bytes each).
+ * consecutive pieces of it (stage_span() bytes each).  After a staged
+ * checkpoint, stage_keep() remembers what the pool holds, and a restore of
+ * that generation on this node borrows it (stage_lend(): doc/protocol.md,
+ * "STAGE_GET").  A lent pool is not taken until every borrower is done.
  */
 #ifndef PHOS_STAGE_H
 #define PHOS_STAGE_H
@@ -37,6 +40,12 @@ int stage_take(struct stage_lease *l, char *why, size_t whysz);
  * not enough left). */
 int64_t stage_piece(struct stage_lease *l, uint64_t span, char *why, size_t whysz);
 void stage_give(struct stage_lease *l);
+/* l's pool now holds the buffers of generation path: "TAG OFFSET" lines. */
+void stage_keep(struct stage_lease *l, const char *path, const char *pieces);
+/* For a restore of path: an fd of the pool (a description of its own,
+ * with a shared lock) and pieces ("TAG OFFSET" lines), once; -1 with why
+ * when the pool does not hold path. */
+int stage_lend(const char *path, char *pieces, size_t n, char *why, size_t whysz);
 /* Bytes n buffers of these sizes take in a pool. */
 uint64_t stage_span(const struct phos_gpubuf *b, int n);
 

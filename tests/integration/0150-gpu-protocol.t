@@ -20,7 +20,7 @@
 phosd_require
 require_built tests/progs/gpu_peer
 command -v setpriv >/dev/null || skip_all "setpriv (util-linux) not installed"
-plan 11
+plan 15
 
 phosd_scratch
 phosd_start n1
@@ -60,8 +60,12 @@ like "$out" "^errno $EBADMSG malformed GPU_DETACH \\(48 record bytes for 1 fds\\
 
 GPU=$top_builddir/daemon/phos-gpu
 out=$("$GPU" save 2>&1); rc=$?
-like "$rc $out" "^2 usage: phos-gpu save TAG \\[--snapshot\\] \\[--table FD\\] \\[--zstd LEVEL\\] \\| load TAG" \
+like "$rc $out" "^2 usage: phos-gpu save TAG \\[--snapshot\\] \\[--table FD\\] \\[--zstd LEVEL\\] \\[--stage FD:OFFSET\\] \\| load TAG \\[--concurrent\\] \\[--stage FD:OFFSET\\]" \
 	"phos-gpu with missing arguments exits 2 with its usage"
+for bad in "--stage 4" "--stage 4:1048576" "--stage 2:0" "--stage 4:x"; do
+	out=$("$GPU" load 9 $bad 2>&1); rc=$?
+	like "$rc $out" "^2 usage:" "phos-gpu load $bad (no fd:offset at a 2 MiB boundary) is a usage error"
+done
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	skip "this node has the NVIDIA driver"
 else

@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 71
+plan 76
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -332,8 +332,8 @@ pool_ready_again() { [ "$(grep -c 'staging pool: 1 GiB ready' "$PD/n1.log")" -ge
 wait_for 60 pool_ready
 ok $? "phosd fills a 1 GiB staging pool at start: $(grep -o 'staging pool: 1 GiB ready.*' "$PD/n1.log" | sed 's/.*ready //')" ||
 	diag_file "$PD/n1.log" 10
-f5=$PD/stage.out
 for round in 1 2; do
+	f5=$PD/stage$round.out
 	start_app "$f5"
 	spid=$APP
 	n=$(cat "$f5" 2>/dev/null | wc -l)
@@ -353,17 +353,34 @@ for round in 1 2; do
 		diag "$(log_since "$mark" | head -20)"
 	wait_for 10 _gone "$spid"
 	n=$(cat "$f5" 2>/dev/null | wc -l)
-	pc_out n1 restore --detach "$(ls -d "$(image_dir root "$spid")"/0* | tail -1)"
+	sgen=$(ls -d "$(image_dir root "$spid")"/0* | tail -1)
+	mark=$(($(wc -l <"$PD/n1.log") + 1))
+	pc_out n1 restore --detach "$sgen"
 	rp=$(restored_pid "$OUT")
 	track "$rp"
 	wait_for 30 _has_lines "$f5" $((n + 3))
 	ok "$( (_has_lines "$f5" $((n + 3)) && ! grep -q CORRUPT "$f5") && echo 0 || echo 1)" \
-		"restored from what went through the pool, the program finds every word as it was" ||
+		"restored on the same node, the program finds every word as it was" ||
 		{ diag "$OUT"; diag_file "$f5" 3; }
+	like "$(log_since "$mark" | grep -o "loaded $NBUF buffer(s), [0-9]* bytes in [0-9]* ms[a-z ]*")" \
+		"from the staging pool" "its buffers came from the staging pool, not from storage" ||
+		diag "$(log_since "$mark" | grep -E 'staging|loaded' | head -5)"
 	kill -KILL "$rp" 2>/dev/null
 	wait_for 10 _gone "$rp"
-	rm -f "$f5"
 done
+# the pool serves one restore: the same generation again comes from storage
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+pc_out n1 restore --detach "$sgen"
+rp=$(restored_pid "$OUT")
+track "$rp"
+wait_for 30 _has_lines "$f5" 3
+line=$(log_since "$mark" | grep -o "loaded $NBUF buffer(s), [0-9]* bytes in [0-9]* ms[a-z ]*")
+ok "$( [ "$RC" = 0 ] && [ -n "$line" ] && ! grep -q 'staging pool' <<<"$line" && echo 0 || echo 1)" \
+	"restored a second time, the same generation loads from storage (a pool serves one restore): $line"
+ok "$( ! grep -q CORRUPT "$f5" && echo 0 || echo 1)" "and every word is as it was"
+kill -KILL "$rp" 2>/dev/null
+wait_for 10 _gone "$rp"
+f5=$PD/stage3.out
 # a helper that cannot have a context beside the process's (EXCLUSIVE_PROCESS:
 # the fake refuses the first context asked for while $busy exists) is started
 # again after the dump, and the checkpoint is good
@@ -383,12 +400,20 @@ like "$RC $(log_since "$mark" | grep -o "could not go to the staging pool before
 	diag "$(log_since "$mark" | head -20)"
 wait_for 10 _gone "$spid"
 n=$(wc -l <"$f5")
+# a pool whose bytes changed (here: written through phosd's fd) fails the
+# restore, saying so; the image is untouched and the retry reads storage
+pfd=$(find "/proc/${PHOSD_PID[n1]}/fd" -lname '/memfd:phos-stage*' -printf '%f\n' 2>/dev/null | head -1)
+printf 'XXXXXXXX' | dd of="/proc/${PHOSD_PID[n1]}/fd/$pfd" bs=1 seek=4096 conv=notrunc status=none
+pc_out n1 restore --detach "$(ls -d "$(image_dir root "$spid")"/0* | tail -1)"
+like "$RC $(tail -1 <<<"$OUT")" "^1 .*the staging pool does not hold what was saved .*restore again, from storage" \
+	"a pool that does not hold what was saved fails the restore with the reason (fd $pfd of phosd written)" ||
+	diag "$OUT"
 pc_out n1 restore --detach "$(ls -d "$(image_dir root "$spid")"/0* | tail -1)"
 rp=$(restored_pid "$OUT")
 track "$rp"
 wait_for 30 _has_lines "$f5" $((n + 3))
 ok "$( (_has_lines "$f5" $((n + 3)) && ! grep -q CORRUPT "$f5") && echo 0 || echo 1)" \
-	"and its image restores with every word as it was" || { diag "$OUT"; diag_file "$f5" 3; }
+	"and the retry restores from storage with every word as it was" || { diag "$OUT"; diag_file "$f5" 3; }
 kill -KILL "$rp" 2>/dev/null
 wait_for 10 _gone "$rp"
 rm -f "$f5"
