@@ -206,7 +206,7 @@ static int stage_chunk(struct run *r, const struct chunk *c)
 		return -1;
 	}
 	cr = g->ops->dtoh(dst, b->dptr + c->off, c->len);
-	ur = g->ops->host_unregister(dst);
+	ur = g->keep_pinned ? CUDA_SUCCESS : g->ops->host_unregister(dst);
 	if (cr != CUDA_SUCCESS || ur != CUDA_SUCCESS) {
 		failf(r, "copying buffer %u at offset %llu into the staging pool: %s", c->i,
 		      (unsigned long long)c->off, g->ops->err(cr != CUDA_SUCCESS ? cr : ur));
@@ -304,6 +304,13 @@ static void *worker(void *arg)
 	if (stage && g->ops->host_free)
 		g->ops->host_free(stage);
 	return NULL;
+}
+
+void gio_unpin(struct gio *g)
+{
+	for (unsigned i = 0; i < g->n; i++)
+		for (uint64_t off = 0; off < g->b[i].size; off += g->chunk)
+			g->ops->host_unregister(g->b[i].host + off);
 }
 
 int gio_run(struct gio *g)

@@ -13,7 +13,8 @@
  *
  * The staging pool (doc/concurrent-checkpoint.md) splits a save in two
  * runs: GIO_STAGE copies each buffer device to host into b[i].host, a
- * chunk ("piece") at a time, each piece pinned only for its copy; then
+ * chunk ("piece") at a time, each piece pinned for its copy (and, with
+ * keep_pinned, left pinned: gio_unpin() lets go of them later); then
  * GIO_SAVE with from_host writes b[i].host out, with no device and no
  * context.
  */
@@ -62,6 +63,8 @@ struct gio {
 	bool hash;		/* sum what is written (save) or read (load)
 				 * into b[i].h */
 	bool from_host;		/* GIO_SAVE: the bytes are at b[i].host */
+	bool keep_pinned;	/* GIO_STAGE: do not unpin each piece after its
+				 * copy (gio_unpin) */
 	const struct gio_ops *ops;
 	/* optional: the next buffer to start (-1: none left; NULL: in order),
 	 * whether buffer i is wanted now (started before the others), and
@@ -92,5 +95,8 @@ size_t gio_piece(void);
 
 /* 0, or -1 with g->err. */
 int gio_run(struct gio *g);
+/* After a GIO_STAGE run with keep_pinned: unpin every piece (errors are
+ * not fatal: the memory stays pinned until the context goes). */
+void gio_unpin(struct gio *g);
 
 #endif

@@ -485,7 +485,8 @@ static int chunk_get(void *arg, unsigned i, uint64_t off, void *data, size_t len
  * buffer's mapping and handle, its fd (phosd closes its own when told),
  * then the contexts (a GPU in EXCLUSIVE_PROCESS mode is free for the next
  * job).  What fails here only keeps memory longer: said, not fatal. */
-static void release_buffers(unsigned n)
+static void release_contexts(void);
+static void release_buffers(unsigned n, bool contexts)
 {
 	CUresult r = CUDA_SUCCESS;
 
@@ -496,6 +497,14 @@ static void release_buffers(unsigned n)
 			fprintf(stderr, "phos-gpu: letting go of buffer %u: %s\n", i, cu_err(r));
 		close(3 + (int)i);
 	}
+	if (contexts)
+		release_contexts();
+}
+
+static void release_contexts(void)
+{
+	CUresult r;
+
 	cu.set_current(NULL);
 	for (int d = 0; d < 64; d++) {
 		CUdevice dev;
@@ -658,9 +667,14 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 	uint64_t tstage = 0, treleased = 0;
 	size_t piece = gio_piece();
 
-	if (staged) {
-		struct gio sg = { .dir = GIO_STAGE, .b = io, .n = n, .ops = io_ops(), .chunk = piece };
+	/* each piece stays pinned until the GPU memory is released (unpinning
+	 * costs about what pinning does: not on the way to "released");
+	 * PHOS_GPU_STAGE_UNPIN_EACH=1: unpinned after its copy, for A/B */
+	const char *ue = getenv("PHOS_GPU_STAGE_UNPIN_EACH");
+	struct gio sg = { .dir = GIO_STAGE, .b = io, .n = n, .ops = io_ops(), .chunk = piece,
+			  .keep_pinned = !(ue && strcmp(ue, "1") == 0) };
 
+	if (staged) {
 		for (uint64_t i = 0, off = 0; i < n; off += stage_align(b[i].size), i++)
 			io[i].host = pool + off;
 		tstage = phos_now_ms();
@@ -669,11 +683,16 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 			goto failed;
 		}
 		tstage = phos_now_ms() - tstage;
-		release_buffers(n);
+		release_buffers(n, false);
 		treleased = phos_now_ms() - t0;
 		printf("released %" PRIu64 "\n", tstage);
 		fflush(stdout);
 		fclose(stdout);
+		/* then the pins and the contexts (a GPU in EXCLUSIVE_PROCESS
+		 * mode is free for the next job once they are gone) */
+		if (sg.keep_pinned)
+			gio_unpin(&sg);
+		release_contexts();
 	}
 	struct copy_ctx sc = { .tab = tab, .bad = -1 };
 	uint64_t tcopy = phos_now_ms();

@@ -406,6 +406,32 @@ static void test_staged(void **state)
 	(void)state;
 }
 
+/* keep_pinned: every piece stays pinned after the run, gio_unpin() lets
+ * go of each */
+static void test_staged_keep_pinned(void **state)
+{
+	struct gio_buf b[NB];
+	struct gio g;
+
+	init(&g, b, GIO_STAGE, 3, 2 << 20);
+	pool_layout(b);
+	unpinned_copies = max_pins = npins = pin_calls = 0;
+	g.hash = false;
+	g.keep_pinned = true;
+	assert_int_equal(gio_run(&g), 0);
+	for (int i = 0; i < NB; i++)
+		assert_memory_equal(b[i].host, dev[i], sizes[i]);
+	assert_int_equal(unpinned_copies, 0);
+	assert_int_equal(npins, 1 + 2 + 2 + 1 + 4);	/* 2 MiB pieces */
+	gio_unpin(&g);
+	assert_int_equal(npins, 0);
+	for (int i = 0; i < NB; i++)
+		close(b[i].fd);
+	free(pool_lo);
+	pool_lo = pool_hi = NULL;
+	(void)state;
+}
+
 /* a piece that cannot be pinned stops the staging, named */
 static void test_staged_pin_fails(void **state)
 {
@@ -436,6 +462,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_short_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_staged, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_staged_keep_pinned, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_staged_pin_fails, setup, teardown),
 	};
 
