@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 76
+plan 78
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -329,6 +329,7 @@ phosd_stop n1
 phosd_start n1 "gpu_stage_pool_gib: 1"
 pool_ready() { grep -q 'staging pool: 1 GiB ready' "$PD/n1.log"; }
 pool_ready_again() { [ "$(grep -c 'staging pool: 1 GiB ready' "$PD/n1.log")" -ge 2 ]; }
+pool_ready_n() { [ "$(grep -c 'staging pool: 1 GiB ready' "$PD/n1.log")" -ge "$1" ]; }
 wait_for 60 pool_ready
 ok $? "phosd fills a 1 GiB staging pool at start: $(grep -o 'staging pool: 1 GiB ready.*' "$PD/n1.log" | sed 's/.*ready //')" ||
 	diag_file "$PD/n1.log" 10
@@ -417,6 +418,39 @@ ok "$( (_has_lines "$f5" $((n + 3)) && ! grep -q CORRUPT "$f5") && echo 0 || ech
 kill -KILL "$rp" 2>/dev/null
 wait_for 10 _gone "$rp"
 rm -f "$f5"
+# a checkpoint does not take the pool while a restore still loads from it
+# (slow loads: 1 s a chunk): its GPU memory goes straight to storage
+phosd_stop n1
+FAKECUDA_HTOD_DELAY_MS=1000 phosd_start n1 "gpu_stage_pool_gib: 1" "gpu_concurrent_restore: true"
+wait_for 60 pool_ready_n 3
+fa=$PD/stageA.out fb=$PD/stageB.out
+start_app "$fa"; apa=$APP
+start_app "$fb"; apb=$APP
+wait_for 30 _has_lines "$fa" 3
+wait_for 30 _has_lines "$fb" 3
+pc_out n1 checkpoint --pid "$apa"
+wait_for 10 _gone "$apa"
+# (phosctl restore returns once the load is over: B's checkpoint is asked
+# for while it runs)
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+pc n1 restore --detach "$(ls -d "$(image_dir root "$apa")"/0* | tail -1)" \
+	>"$PD/restoreA.out" 2>&1 &
+rjob=$!
+loading() { log_since "$mark" | grep -q 'load from the staging pool'; }
+wait_for 20 loading
+pc_out n1 checkpoint --pid "$apb"
+like "$RC $(log_since "$mark" | grep -o 'staging pool in use by a restore that loads from it.*')" \
+	"^0 staging pool in use by a restore that loads from it: GPU memory goes straight to storage" \
+	"a checkpoint while a restore loads from the pool leaves the pool alone and succeeds" ||
+	diag "$(log_since "$mark" | head -10)"
+wait "$rjob"
+rpa=$(restored_pid "$(cat "$PD/restoreA.out")")
+track "$rpa"
+wait_for 30 _has_lines "$fa" $(($(wc -l <"$fa") + 3))
+ok "$( [ -n "$rpa" ] && ! grep -q CORRUPT "$fa" && echo 0 || echo 1)" \
+	"and the restore reading the pool goes on exactly" || diag_file "$PD/restoreA.out"
+kill -KILL "$rpa" 2>/dev/null
+
 # a leave-running checkpoint does not take the pool: the process keeps its buffers
 start_app "$f5"
 spid=$APP
