@@ -152,6 +152,9 @@ static void handle_status(struct client *c, struct phos_msg *req)
 	text_add(&t, "socket:          %s\n", cfg.socket);
 	text_add(&t, "checkpoint_dir:  %s\n", cfg.checkpoint_dir);
 	text_add(&t, "keep:            %d generations\n", cfg.keep_generations);
+	char pool[PATH_MAX + 128];
+	stage_describe(pool, sizeof(pool), c->privileged);
+	text_add(&t, "staging pool:    %s\n", pool);
 	text_add(&t, "you:             uid %u%s\n", (unsigned)c->uid,
 		 c->privileged ? " (privileged: all jobs)" : " (your own jobs only)");
 

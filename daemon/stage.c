@@ -46,7 +46,8 @@ static struct {
 	/* what it holds, for one restore of that generation (stage_keep) */
 	char held[PATH_MAX];
 	char pieces[1024];
-} pool = { PTHREAD_MUTEX_INITIALIZER, POOL_OFF, -1, 0, "", "" };
+	char kind[64];		/* of memory, for phosctl status */
+} pool = { PTHREAD_MUTEX_INITIALIZER, POOL_OFF, -1, 0, "", "", "" };
 
 /* The bracketed choice of a sysfs setting ("always [advise] never"). */
 static void sysfs_choice(const char *path, char *out, size_t n)
@@ -140,6 +141,8 @@ static void *fill_main(void *arg)
 	} else {
 		pool.fd = fd;
 		pool.st = POOL_READY;
+		snprintf(pool.kind, sizeof(pool.kind), "%s", strncmp(how, "hugetlb", 7) == 0 ?
+			 "hugetlb 2 MiB pages" : "shared memory");
 		log_notice("staging pool: %" PRIu64 " GiB ready in %" PRIu64 " ms (%s)", size >> 30,
 			   phos_now_ms() - t0, how);
 	}
@@ -265,6 +268,28 @@ int stage_lend(const char *path, char *pieces, size_t n, char *why, size_t whysz
 out:
 	pthread_mutex_unlock(&pool.lock);
 	return fd;
+}
+
+void stage_describe(char *buf, size_t n, bool held)
+{
+	pthread_mutex_lock(&pool.lock);
+	switch (pool.st) {
+	case POOL_OFF:
+		snprintf(buf, n, "%s", pool.size ? "none (it could not be made: see the log)" : "off");
+		break;
+	case POOL_FILLING:
+		snprintf(buf, n, "%" PRIu64 " GiB, being filled", pool.size >> 30);
+		break;
+	default:
+		snprintf(buf, n, "%" PRIu64 " GiB of %s, %s%s%s", pool.size >> 30, pool.kind,
+			 pool.st == POOL_TAKEN ? "in use by a checkpoint" :
+			 flock(pool.fd, LOCK_EX | LOCK_NB) < 0 ? "read by a restore" : "free",
+			 held && pool.held[0] ? "; holds " : "", held ? pool.held : "");
+		if (pool.st == POOL_READY)
+			flock(pool.fd, LOCK_UN);
+		break;
+	}
+	pthread_mutex_unlock(&pool.lock);
 }
 
 uint64_t stage_span(const struct phos_gpubuf *b, int n)

@@ -46,6 +46,8 @@ void stage_keep(struct stage_lease *l, const char *path, const char *pieces);
  * with a shared lock) and pieces ("TAG OFFSET" lines), once; -1 with why
  * when the pool does not hold path. */
 int stage_lend(const char *path, char *pieces, size_t n, char *why, size_t whysz);
+/* One line for phosctl status (held: with what it holds). */
+void stage_describe(char *buf, size_t n, bool held);
 /* Bytes n buffers of these sizes take in a pool. */
 uint64_t stage_span(const struct phos_gpubuf *b, int n);
 

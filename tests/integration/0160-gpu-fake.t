@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 78
+plan 79
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -333,6 +333,8 @@ pool_ready_n() { [ "$(grep -c 'staging pool: 1 GiB ready' "$PD/n1.log")" -ge "$1
 wait_for 60 pool_ready
 ok $? "phosd fills a 1 GiB staging pool at start: $(grep -o 'staging pool: 1 GiB ready.*' "$PD/n1.log" | sed 's/.*ready //')" ||
 	diag_file "$PD/n1.log" 10
+pc_out n1 status
+like "$OUT" "^staging pool: +1 GiB of (shared memory|hugetlb 2 MiB pages), free$" "phosctl status shows the pool and that it is free"
 for round in 1 2; do
 	f5=$PD/stage$round.out
 	start_app "$f5"
