@@ -28,6 +28,10 @@
 #                app: the Slurm part alone, on a machine without a GPU
 #   CONCURRENT_RESTORE=true  gpu_concurrent_restore: true in the nodes'
 #                phos.yaml (restored apps run while their buffers load)
+#   STAGE_POOL_GIB  gpu_stage_pool_gib of the nodes (default 0): a
+#                checkpoint's GPU copy goes through phosd's staging pool, and
+#                a restore on the node that checkpointed ((b) when Slurm
+#                puts the job back there) must load from that pool
 #   HIDE_SYSTEM=1  run in a private mount namespace in which the system's
 #                Slurm, munge, CRIU and every library .carry/lib has are
 #                empty files: proves, where they are installed, that only
@@ -186,6 +190,8 @@ stop_cluster() {
 rm -rf "$DIR"
 yaml=
 [ "$CONCURRENT_RESTORE" != true ] || yaml="gpu_concurrent_restore: true"
+STAGE_POOL_GIB=${STAGE_POOL_GIB:-0}
+[ "$STAGE_POOL_GIB" = 0 ] || yaml+=$'\n'"gpu_stage_pool_gib: $STAGE_POOL_GIB"
 log "starting the cluster in $DIR: Slurm from $SLURM, phosd and criu from $PHOS_BIN (gpu_concurrent_restore: $CONCURRENT_RESTORE)"
 trap stop_cluster EXIT
 trap 'exit 130' INT TERM
@@ -480,6 +486,16 @@ scenario_b() {
 	fi
 	if [ "$rnode" = n1 ]; then m=$m1 gm=$g1; else m=$m2 gm=$g2; fi
 	restored b "$rnode" "$m" "$B" 1 "$out" "$t0" "$gm"
+	# with a staging pool, a restore on the node that checkpointed loads
+	# from that node's pool, not from storage
+	if [ "$GPU_CHECKS" = 1 ] && [ "$STAGE_POOL_GIB" != 0 ] && [ "$rnode" = "$node" ]; then
+		if tail -n +$((gm + 1)) "$DIR/phos-gpu.$rnode.log" | grep -q 'phos-gpu: loaded .* from the staging pool'; then
+			pass "b: restored on $rnode, where it was checkpointed: the buffers came from $rnode's staging pool"
+		else
+			fail "b: restored on $rnode, where it was checkpointed, but not from its staging pool"
+			grep -E 'staging|stage-get' "$DIR/phosd.$rnode.log" | tail -5 | sed 's/^/    /'
+		fi
+	fi
 	if wait_for $((ITERS * SLEEP_MS / 1000 + 120)) job_is "$B" COMPLETED; then
 		pass "b: job $B completed"
 	else
@@ -497,6 +513,6 @@ scenario_b() {
 
 grep -hE 'error|ASan|AddressSanitizer' "$DIR"/phosd.n[12].log | head -5 | sed 's/^/  phosd: /'
 echo
-echo "==== summary ($([ "$NO_GPU" = 1 ] && echo "NO_GPU: CPU counter" || echo "GPU: app_state $APP_ARGS"), gpu_concurrent_restore: $CONCURRENT_RESTORE): $PASSES passed, $FAILS failed"
+echo "==== summary ($([ "$NO_GPU" = 1 ] && echo "NO_GPU: CPU counter" || echo "GPU: app_state $APP_ARGS"), gpu_concurrent_restore: $CONCURRENT_RESTORE, gpu_stage_pool_gib: $STAGE_POOL_GIB): $PASSES passed, $FAILS failed"
 printf '%s' "$SUMMARY"
 [ "$FAILS" = 0 ]
