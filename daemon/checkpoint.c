@@ -701,7 +701,7 @@ static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bo
 				 staged_ms);
 			gpu_bytes += holds[i].bytes;
 			gpu_hold_release(&holds[i]);
-		} else if (pieces) {
+		} else {
 			pieces[i] = -1;	/* not (all) in the pool */
 		}
 		if (saves[i].pid > 0 && gpu_save_finish(&saves[i], e) < 0) {

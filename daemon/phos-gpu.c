@@ -74,6 +74,7 @@
 #include "phos-hash-ptx.h"
 #include "proto.h"
 #include "savetab.h"
+#include "stage.h"
 #include "util.h"
 
 
@@ -208,14 +209,13 @@ static const struct gio_ops *io_ops(void)
 {
 	static struct gio_ops o;
 
-	o.host_register = host_register_portable;
-	o.host_unregister = cu.host_unregister;
-
 	o.set_current = cu.set_current;
 	o.host_alloc = host_alloc_portable;
 	o.host_free = cu.host_free;
 	o.dtoh = cu.dtoh;
 	o.htod = cu.htod;
+	o.host_register = host_register_portable;
+	o.host_unregister = cu.host_unregister;
 	o.err = cu_err;
 	return &o;
 }
@@ -485,8 +485,7 @@ static int chunk_get(void *arg, unsigned i, uint64_t off, void *data, size_t len
  * buffer's mapping and handle, its fd (phosd closes its own when told),
  * then the contexts (a GPU in EXCLUSIVE_PROCESS mode is free for the next
  * job).  What fails here only keeps memory longer: said, not fatal. */
-static void release_contexts(void);
-static void release_buffers(unsigned n, bool contexts)
+static void release_buffers(unsigned n)
 {
 	CUresult r = CUDA_SUCCESS;
 
@@ -497,8 +496,6 @@ static void release_buffers(unsigned n, bool contexts)
 			fprintf(stderr, "phos-gpu: letting go of buffer %u: %s\n", i, cu_err(r));
 		close(3 + (int)i);
 	}
-	if (contexts)
-		release_contexts();
 }
 
 static void release_contexts(void)
@@ -515,11 +512,6 @@ static void release_contexts(void)
 			fprintf(stderr, "phos-gpu: releasing the context of GPU %d: %s\n", d, cu_err(r));
 		ctx_of[d] = NULL;
 	}
-}
-
-static uint64_t stage_align(uint64_t size)
-{
-	return (size + (2u << 20) - 1) & ~(uint64_t)((2u << 20) - 1);
 }
 
 static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, uint64_t stage_off)
@@ -627,7 +619,7 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 	/* the pool's page tables in one go, now that phosd goes on (pinning
 	 * piece by piece then finds the pages mapped) */
 	if (staged)
-		(void)madvise(pool, span, 23 /* MADV_POPULATE_WRITE, Linux 5.14 */);
+		(void)madvise(pool, span, MADV_POPULATE_WRITE);
 
 	/* into the task's chunk store, which phosd made (chunks another
 	 * generation stored already are not written again) */
@@ -667,14 +659,15 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 	uint64_t tstage = 0, treleased = 0;
 	size_t piece = gio_piece();
 
-	/* each piece stays pinned until the GPU memory is released (unpinning
-	 * costs about what pinning does: not on the way to "released");
-	 * PHOS_GPU_STAGE_UNPIN_EACH=1: unpinned after its copy, for A/B */
-	const char *ue = getenv("PHOS_GPU_STAGE_UNPIN_EACH");
-	struct gio sg = { .dir = GIO_STAGE, .b = io, .n = n, .ops = io_ops(), .chunk = piece,
-			  .keep_pinned = !(ue && strcmp(ue, "1") == 0) };
-
 	if (staged) {
+		/* each piece stays pinned until the GPU memory is released
+		 * (unpinning costs about what pinning does: not on the way to
+		 * "released"); PHOS_GPU_STAGE_UNPIN_EACH=1: unpinned after its
+		 * copy, for A/B */
+		const char *ue = getenv("PHOS_GPU_STAGE_UNPIN_EACH");
+		struct gio sg = { .dir = GIO_STAGE, .b = io, .n = n, .ops = io_ops(), .chunk = piece,
+				  .keep_pinned = !(ue && strcmp(ue, "1") == 0) };
+
 		for (uint64_t i = 0, off = 0; i < n; off += stage_align(b[i].size), i++)
 			io[i].host = pool + off;
 		tstage = phos_now_ms();
@@ -683,7 +676,7 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 			goto failed;
 		}
 		tstage = phos_now_ms() - tstage;
-		release_buffers(n, false);
+		release_buffers(n);
 		treleased = phos_now_ms() - t0;
 		printf("released %" PRIu64 "\n", tstage);
 		fflush(stdout);
@@ -1000,6 +993,16 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 	return 0;
 }
 
+/* --stage FD:OFFSET: the staging pool's fd and a 2 MiB-aligned offset. */
+static bool parse_stage(const char *arg, int *fd, uint64_t *off)
+{
+	char *end;
+
+	*fd = (int)strtol(arg, &end, 10);
+	return *end == ':' && *fd > 2 && phos_parse_u64(end + 1, off) == 0 &&
+	       *off % STAGE_ALIGN == 0;
+}
+
 int main(int argc, char **argv)
 {
 	bool snap = false, ok = argc >= 3 && strchr(argv[2], '/') == NULL;
@@ -1010,16 +1013,11 @@ int main(int argc, char **argv)
 
 	if (ok && strcmp(argv[1], "load") == 0) {
 		for (int i = 3; ok && i < argc; i++) {
-			char *end;
-
 			if (strcmp(argv[i], "--concurrent") == 0)
 				concurrent = true;
-			else if (strcmp(argv[i], "--stage") == 0 && i + 1 < argc) {
-				stage_fd = (int)strtol(argv[++i], &end, 10);
-				ok = *end == ':' && stage_fd > 2 &&
-				     phos_parse_u64(end + 1, &stage_off) == 0 &&
-				     stage_off % (2u << 20) == 0;
-			} else
+			else if (strcmp(argv[i], "--stage") == 0 && i + 1 < argc)
+				ok = parse_stage(argv[++i], &stage_fd, &stage_off);
+			else
 				ok = false;
 		}
 	} else if (ok && strcmp(argv[1], "save") == 0) {
@@ -1032,10 +1030,7 @@ int main(int argc, char **argv)
 				tab_fd = (int)strtol(argv[++i], &end, 10);
 				ok = *end == '\0' && tab_fd > 2;
 			} else if (strcmp(argv[i], "--stage") == 0 && i + 1 < argc) {
-				stage_fd = (int)strtol(argv[++i], &end, 10);
-				ok = *end == ':' && stage_fd > 2 &&
-				     phos_parse_u64(end + 1, &stage_off) == 0 &&
-				     stage_off % (2u << 20) == 0;
+				ok = parse_stage(argv[++i], &stage_fd, &stage_off);
 			} else if (strcmp(argv[i], "--zstd") == 0 && i + 1 < argc) {
 				zstd_level = (int)strtol(argv[++i], &end, 10);
 				ok = *end == '\0' && zstd_level >= 0 && zstd_level <= 19;

@@ -32,9 +32,6 @@
 #ifndef MFD_HUGE_2MB
 #define MFD_HUGE_2MB (21U << 26)
 #endif
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
 
 enum pool_state { POOL_OFF, POOL_FILLING, POOL_READY, POOL_TAKEN };
 
@@ -297,6 +294,6 @@ uint64_t stage_span(const struct phos_gpubuf *b, int n)
 	uint64_t s = 0;
 
 	for (int i = 0; i < n; i++)
-		s += (b[i].size + STAGE_ALIGN - 1) / STAGE_ALIGN * STAGE_ALIGN;
+		s += stage_align(b[i].size);
 	return s;
 }

@@ -20,10 +20,21 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/mman.h>
 
 #include "proto.h"
 
 #define STAGE_ALIGN (2u << 20)	/* each buffer starts at a 2 MiB boundary */
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23	/* Linux 5.14 */
+#endif
+
+/* The bytes a buffer of size takes in a pool: the layout phosd, phos-gpu
+ * save and phos-gpu load agree on (doc/protocol.md, "STAGE_GET"). */
+static inline uint64_t stage_align(uint64_t size)
+{
+	return (size + STAGE_ALIGN - 1) / STAGE_ALIGN * STAGE_ALIGN;
+}
 
 struct stage_lease {
 	int fd;			/* -1: none */
