@@ -358,6 +358,15 @@ static uint8_t *pool_layout(struct gio_buf *b)
 	return pool_lo;
 }
 
+/* the end of a staged test: the files and the pool go */
+static void pool_free(struct gio_buf *b)
+{
+	for (int i = 0; i < NB; i++)
+		close(b[i].fd);
+	free(pool_lo);
+	pool_lo = pool_hi = NULL;
+}
+
 /* GIO_STAGE puts every byte in its place in the pool, each piece pinned
  * for its copy and let go after it; then a save from host memory, on
  * threads that never have a context, writes the files and the hashes */
@@ -399,10 +408,8 @@ static void test_staged(void **state)
 		phos_hash_add(h, (const uint32_t *)dev[i], 0, sizes[i] / 4);
 		assert_int_equal(b[i].h[0], h[0]);
 		assert_int_equal(b[i].h[1], h[1]);
-		close(b[i].fd);
 	}
-	free(pool_lo);
-	pool_lo = pool_hi = NULL;
+	pool_free(b);
 	(void)state;
 }
 
@@ -425,10 +432,7 @@ static void test_staged_keep_pinned(void **state)
 	assert_int_equal(npins, 1 + 2 + 2 + 1 + 4);	/* 2 MiB pieces */
 	gio_unpin(&g);
 	assert_int_equal(npins, 0);
-	for (int i = 0; i < NB; i++)
-		close(b[i].fd);
-	free(pool_lo);
-	pool_lo = pool_hi = NULL;
+	pool_free(b);
 	(void)state;
 }
 
@@ -447,10 +451,7 @@ static void test_staged_pin_fails(void **state)
 	assert_non_null(strstr(g.err, "pinning 1 MiB of the staging pool for buffer"));
 	assert_int_equal(npins, 0);
 	fail_pin_after = ~0u;
-	for (int i = 0; i < NB; i++)
-		close(b[i].fd);
-	free(pool_lo);
-	pool_lo = pool_hi = NULL;
+	pool_free(b);
 	(void)state;
 }
 
