@@ -34,7 +34,6 @@
 #define DIR_MODE	0700
 #define FILE_MODE	0600
 #define ROOT_MODE	0755
-#define RM_DEPTH_MAX	40
 #define WALK_DEPTH_MAX	16
 #define MAC_FILE_MAX	128
 
@@ -481,48 +480,6 @@ static int open_task(const struct phos_store *s, const struct phos_image_id *id,
 
 /* ---- removal helpers ---------------------------------------------------- */
 
-/* rm -rf name under dfd without following symlinks; ENOENT is success. */
-static int rm_tree_at(int dfd, const char *name, int depth)
-{
-	struct dirent *de;
-	struct stat st;
-	int fd, rc = 0, err = 0;
-	DIR *d;
-
-	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return errno == ENOENT ? 0 : -1;
-	if (!S_ISDIR(st.st_mode))
-		return unlinkat(dfd, name, 0) < 0 && errno != ENOENT ? -1 : 0;
-	if (depth > RM_DEPTH_MAX) {
-		errno = ELOOP;
-		return -1;
-	}
-	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? 0 : -1;
-	d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -1;
-	}
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		if (rm_tree_at(dirfd(d), de->d_name, depth + 1) < 0) {
-			rc = -1;
-			err = errno;
-		}
-	}
-	closedir(d);
-	if (unlinkat(dfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT) {
-		rc = -1;
-		err = errno;
-	}
-	if (rc < 0)
-		errno = err;
-	return rc;
-}
-
 /* Rename name (under dfd) out of sight, fsync dfd, then delete it. */
 static int remove_hidden(const struct phos_store *s, int dfd, const char *name, const char *path,
 			 struct phos_err *e)
@@ -536,7 +493,7 @@ static int remove_hidden(const struct phos_store *s, int dfd, const char *name, 
 		return phos_errnof(e, errno, "cannot remove %s: %s", path, strerror(errno));
 	if (fsync(dfd) < 0)
 		log_warn("fsync after renaming %s: %s", path, strerror(errno));
-	if (rm_tree_at(dfd, hidden, 0) < 0)
+	if (phos_rm_tree_at(dfd, hidden) < 0)
 		return phos_errnof(e, errno, "removing %s (now %s): %s", path, hidden, strerror(errno));
 	return 0;
 }
@@ -1086,7 +1043,7 @@ void phos_image_abort(struct phos_image_writer *w)
 		return;
 	closep(&w->dir_fd);
 	if (w->task_fd >= 0 && w->name[0]) {
-		if (rm_tree_at(w->task_fd, w->name, 0) < 0)
+		if (phos_rm_tree_at(w->task_fd, w->name) < 0)
 			log_warn("cannot remove staging directory %s: %s", w->path, strerror(errno));
 		else
 			fsync(w->task_fd);
@@ -1814,7 +1771,7 @@ static int clean_dir(struct phos_store *s, int fd, const char *path, time_t max_
 		}
 		if (!stale)
 			continue;
-		if (rm_tree_at(fd, de->d_name, 0) < 0) {
+		if (phos_rm_tree_at(fd, de->d_name) < 0) {
 			log_warn("cannot remove %s/%s: %s", path, de->d_name, strerror(errno));
 			continue;
 		}

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <dirent.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,4 +212,52 @@ int phos_unix_listen(const char *path, mode_t mode)
 		return -1;
 	}
 	return fd;
+}
+
+#define RM_DEPTH_MAX	40
+
+static int rm_tree(int dfd, const char *name, int depth)
+{
+	struct dirent *de;
+	struct stat st;
+	int fd, rc = 0, err = 0;
+	DIR *d;
+
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -1;
+	if (!S_ISDIR(st.st_mode))
+		return unlinkat(dfd, name, 0) < 0 && errno != ENOENT ? -1 : 0;
+	if (depth > RM_DEPTH_MAX) {
+		errno = ELOOP;
+		return -1;
+	}
+	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -1;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -1;
+	}
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (rm_tree(dirfd(d), de->d_name, depth + 1) < 0) {
+			rc = -1;
+			err = errno;
+		}
+	}
+	closedir(d);
+	if (unlinkat(dfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT) {
+		rc = -1;
+		err = errno;
+	}
+	if (rc < 0)
+		errno = err;
+	return rc;
+}
+
+int phos_rm_tree_at(int dfd, const char *name)
+{
+	return rm_tree(dfd, name, 0);
 }

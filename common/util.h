@@ -36,6 +36,10 @@ uint64_t phos_now_ns(void);
 /* mkdir -p with mode for each created component. */
 int phos_mkdir_p(const char *path, mode_t mode);
 
+/* rm -rf name under dfd (AT_FDCWD: a path), never following a symlink;
+ * a name that is not there is success.  -1 with errno otherwise. */
+int phos_rm_tree_at(int dfd, const char *name);
+
 /* Parse a decimal unsigned integer (whole string, no sign); -1 + EINVAL/ERANGE. */
 int phos_parse_u64(const char *s, uint64_t *v);
 

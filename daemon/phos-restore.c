@@ -80,6 +80,7 @@ struct opts {
 	bool have_uid;
 	bool new_netns;		/* the original still runs here: own network namespace */
 	bool gpu_concurrent;	/* phos.yaml gpu_concurrent_restore */
+	const char *state_dir;	/* phos.yaml state_dir: CRIU's work directory goes there */
 };
 
 static volatile pid_t forward_to = -1;
@@ -330,24 +331,32 @@ static void init_main(const struct opts *o, int dirfd, const struct phos_manifes
 		r.inherit[r.ninherit].key = keys[i];
 		r.ninherit++;
 	}
-	/* The restore log must not go into the verified image directory. */
-	char logdir[] = "/tmp/phos-restore.XXXXXX";
-	if (!mkdtemp(logdir) || (r.work_fd = open(logdir, O_DIRECTORY | O_CLOEXEC)) < 0) {
+	/* The restore log must not go into the verified image directory: a
+	 * directory of its own in the node's state directory (root's), or
+	 * /tmp where that cannot be had. */
+	char logdir[PATH_MAX];
+	if ((phos_snprintf(logdir, sizeof(logdir), "%s/restore.XXXXXX", o->state_dir) < 0 ||
+	     !mkdtemp(logdir)) &&
+	    (snprintf(logdir, sizeof(logdir), "/tmp/phos-restore.XXXXXX"), !mkdtemp(logdir))) {
 		snprintf(ir.msg, sizeof(ir.msg), "cannot create a log directory: %s", strerror(errno));
 		goto fail;
 	}
+	if ((r.work_fd = open(logdir, O_DIRECTORY | O_CLOEXEC)) < 0) {
+		snprintf(ir.msg, sizeof(ir.msg), "cannot open %.400s: %s", logdir, strerror(errno));
+		goto fail;
+	}
 	if (phos_criu_run(PHOS_CRIU_RESTORE, &r, &root, &e) < 0) {
-		snprintf(ir.msg, sizeof(ir.msg), "%s (in %s)", e.msg, logdir);
+		snprintf(ir.msg, sizeof(ir.msg), "%.300s (in %.200s)", e.msg, logdir);
 		goto fail;
 	}
 	/* Keep CRIU's log only when it explains a failure, or when asked to
-	 * (PHOS_DEBUG: its timestamps say where CRIU's time went). */
-	if (secure_getenv("PHOS_DEBUG")) {
+	 * (PHOS_DEBUG: its timestamps say where CRIU's time went).  The
+	 * directory also holds CRIU's stats-restore and, where its probes of
+	 * the kernel crash a child on purpose, a core file: all of it goes. */
+	if (secure_getenv("PHOS_DEBUG"))
 		log_info("CRIU's restore log (PHOS_DEBUG): %s/restore.log", logdir);
-	} else {
-		unlinkat(r.work_fd, "restore.log", 0);
-		rmdir(logdir);
-	}
+	else if (phos_rm_tree_at(AT_FDCWD, logdir) < 0)
+		log_warn("cannot remove %s: %m", logdir);
 	close(r.work_fd);
 	ir.ok = 1;
 	ir.nspid = root;
@@ -672,6 +681,7 @@ int main(int argc, char **argv)
 		if (!o.criu)
 			o.criu = cfg.criu_path;
 		o.gpu_concurrent = cfg.gpu_concurrent_restore;
+		o.state_dir = cfg.state_dir;
 	}
 	if (!o.image) {
 		fprintf(stderr, "phos-restore: --image DIR or --wait-fd N is required\n");

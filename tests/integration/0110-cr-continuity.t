@@ -12,7 +12,7 @@
 . "$(dirname "$0")/lib-phosd.sh"
 phosd_require
 require_built tests/progs/cr_tick tests/progs/cr_append tests/progs/cr_pair
-plan 35
+plan 36
 
 phosd_scratch
 phosd_start n1
@@ -29,15 +29,16 @@ cmd_of() {
 }
 
 # tick W R: send one byte on fd W, print the number of the next "count N"
-# line read on fd R (other lines: phosctl's reply, kept in $EXTRA).
-EXTRA=
+# line read on fd R (other lines: phosctl's reply, kept in the file $EXTRA:
+# tick runs in a command substitution, whose variables do not come back).
+EXTRA=$PD/extra
 tick() {
 	local line
 	printf x >&"$1" || return 1
 	while read -r -t 20 line <&"$2"; do
 		case $line in
 		count\ *) echo "${line#count }"; return 0 ;;
-		*) EXTRA+="$line"$'\n' ;;
+		*) printf '%s\n' "$line" >>"$EXTRA" ;;
 		esac
 	done
 	return 1
@@ -46,10 +47,10 @@ tick() {
 # get_rpid R: the pid in phosctl's reply, read on fd R if not seen yet.
 get_rpid() {
 	local l
-	while [ -z "$(restored_pid "$EXTRA")" ] && read -r -t 10 l <&"$1"; do
-		EXTRA+="$l"$'\n'
+	while [ -z "$(restored_pid "$(cat "$EXTRA")")" ] && read -r -t 10 l <&"$1"; do
+		printf '%s\n' "$l" >>"$EXTRA"
 	done
-	restored_pid "$EXTRA"
+	restored_pid "$(cat "$EXTRA")"
 }
 
 # A tick counter with its stdin and stdout on pipes to us: TW, TR, TPID.
@@ -79,7 +80,7 @@ gen=$(ckpt_path "$OUT")
 ok "$([ -f "$gen/manifest.yaml" ] && echo 0 || echo 1)" "generation published at $gen"
 wait_for 10 _gone "$TPID"
 ok $? "stop mode: the checkpointed process is gone"
-EXTRA=
+: >"$EXTRA"
 restore_tick n2 "$gen"
 n=$(tick "$RW" "$RR")
 is "$n" 5 "restored by n2, the counter goes on with 5 (no gap, no repeat)"
@@ -88,7 +89,7 @@ is "$n" 6 "and then 6"
 rpid=$(get_rpid "$RR")
 track "$rpid"
 like "$(cmd_of "$rpid")" "cr_tick" "the pid phosctl reports ($rpid) is the restored counter" ||
-	diag "phosctl said: $EXTRA" "$(cat "$PD/restore.err")"
+	diag "phosctl said: $(cat "$EXTRA")" "$(cat "$PD/restore.err")"
 
 # -- 2. chain: checkpoint the restored counter, restore it again on n1 ----------
 pc_out n2 checkpoint --pid "$rpid"
@@ -98,7 +99,7 @@ gen2=$(ckpt_path "$OUT")
 wait_for 10 _gone "$rpid"
 ok $? "and is gone (stop mode)"
 exec {RW}>&- {RR}<&-
-EXTRA=
+: >"$EXTRA"
 restore_tick n1 "$gen2"
 n=$(tick "$RW" "$RR")
 is "$n" 7 "restored again by n1, the counter goes on with 7"
@@ -123,7 +124,7 @@ n=$(tick "$TW" "$TR")
 is "$n" 4 "and 4"
 kill -KILL "$TPID"
 exec {TW}>&- {TR}<&-
-EXTRA=
+: >"$EXTRA"
 restore_tick n2 "$gen"
 n=$(tick "$RW" "$RR")
 is "$n" 3 "the copy restored by n2 resumes from the dump: 3"
@@ -223,6 +224,12 @@ else
 	like "$OUT" "pre-dump 2/2" "phosctl reports the pre-dump rounds"
 fi
 kill -KILL "$apid"
+
+# -- 8. what a good restore leaves behind ------------------------------------------
+# CRIU's work directory of each restore (log, stats, a core file of its kernel
+# probes) goes once the restore is good
+left=$(ls -d "$PD"/n1.state/restore.* "$PD"/n2.state/restore.* 2>/dev/null)
+is "$left" "" "good restores leave no work directory in state_dir" || diag "$(ls -la $left)"
 
 phosd_finish
 done_testing
