@@ -18,6 +18,7 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/user.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -97,15 +98,35 @@ static int keep_fd(int fd, int want)
 	return fd;
 }
 
-static void child_exec(const struct phos_criu_req *r, int sk) __attribute__((noreturn));
-static void child_exec(const struct phos_criu_req *r, int sk)
+/* In the child, before exec of criu: what every CRIU run gets. */
+static void child_env(void)
 {
-	char fdarg[16];
 	sigset_t none;
 
 	/* phosd blocks signals for its signalfd: criu must not inherit that. */
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* CRIU's probes of the kernel crash a child on purpose (the 32-bit
+	 * mmap test on kernels without ia32 emulation): no core file of it in
+	 * the image or work directory.  The restored tasks get their own
+	 * limits back from the image. */
+	if (!getenv("PHOS_DEBUG")) {
+		struct rlimit rl;
+
+		if (getrlimit(RLIMIT_CORE, &rl) == 0) {
+			rl.rlim_cur = 0;
+			setrlimit(RLIMIT_CORE, &rl);
+		}
+	}
+	if (no_breakpoints)
+		setenv("CRIU_FAULT", "130", 1);	/* FI_NO_BREAKPOINTS */
+}
+
+static void child_exec(const struct phos_criu_req *r, int sk) __attribute__((noreturn));
+static void child_exec(const struct phos_criu_req *r, int sk)
+{
+	char fdarg[16];
+
 	if (r->pidns_fd >= 0) {
 		pid_t p;
 		int st;
@@ -140,20 +161,7 @@ static void child_exec(const struct phos_criu_req *r, int sk)
 		if (keep_fd(r->inherit[i].fd, -1) < 0)
 			_exit(126);
 	snprintf(fdarg, sizeof(fdarg), "%d", hi);
-	/* CRIU's probes of the kernel crash a child on purpose (the 32-bit
-	 * mmap test on kernels without ia32 emulation): no core file of it in
-	 * the image or work directory.  The restored tasks get their own
-	 * limits back from the image. */
-	if (!getenv("PHOS_DEBUG")) {
-		struct rlimit rl;
-
-		if (getrlimit(RLIMIT_CORE, &rl) == 0) {
-			rl.rlim_cur = 0;
-			setrlimit(RLIMIT_CORE, &rl);
-		}
-	}
-	if (no_breakpoints)
-		setenv("CRIU_FAULT", "130", 1);	/* FI_NO_BREAKPOINTS */
+	child_env();
 	execl(r->criu_path, "criu", "swrk", fdarg, (char *)NULL);
 	_exit(127);
 }
@@ -253,6 +261,10 @@ static void fill_opts(enum phos_criu_op op, const struct phos_criu_req *r, CriuO
 	if (op == PHOS_CRIU_RESTORE) {
 		o->has_rst_sibling = true;
 		o->rst_sibling = r->rst_sibling;
+		if (r->lazy_pages) {
+			o->has_lazy_pages = true;
+			o->lazy_pages = true;
+		}
 		for (int i = 0; i < r->ninherit; i++) {
 			inherit_fd__init(&inh[i]);
 			inh[i].key = (char *)r->inherit[i].key;
@@ -407,6 +419,53 @@ out:
 	if (rc < 0)
 		errno = errno ? errno : EIO;
 	return rc;
+}
+
+pid_t phos_criu_lazy_start(const char *criu_path, const char *images_path, const char *work_path,
+			   struct phos_err *e)
+{
+	char sock[PATH_MAX];
+	struct stat st;
+	int status;
+	pid_t c;
+
+	if (phos_snprintf(sock, sizeof(sock), "%s/lazy-pages.socket", work_path) < 0) {
+		phos_errf(e, "lazy pages: work directory path too long");
+		return -1;
+	}
+	c = fork();
+	if (c < 0) {
+		phos_errf(e, "lazy pages: fork: %s", strerror(errno));
+		return -1;
+	}
+	if (c == 0) {
+		int null = open("/dev/null", O_RDWR);
+
+		if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0 ||
+		    chdir(work_path) < 0)
+			_exit(126);
+		child_env();
+		execl(criu_path, "criu", "lazy-pages", "--images-dir", images_path,
+		      "--work-dir", work_path, "--log-file", "lazy-pages.log", "-v4", (char *)NULL);
+		_exit(127);
+	}
+	/* It listens on its socket before the restore may connect. */
+	for (int i = 0; i < 1000; i++) {
+		if (stat(sock, &st) == 0 && S_ISSOCK(st.st_mode))
+			return c;
+		if (waitpid(c, &status, WNOHANG) == c) {
+			phos_errf(e, "criu lazy-pages exited with status %d before it listened "
+				     "(its log: %s/lazy-pages.log)", WIFEXITED(status) ?
+				     WEXITSTATUS(status) : 128 + WTERMSIG(status), work_path);
+			return -1;
+		}
+		usleep(5000);
+	}
+	kill(c, SIGKILL);
+	waitpid(c, &status, 0);
+	phos_errf(e, "criu lazy-pages did not listen within 5 s (its log: %s/lazy-pages.log)",
+		     work_path);
+	return -1;
 }
 
 int phos_criu_has_mem_track(const char *criu_path)

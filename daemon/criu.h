@@ -41,6 +41,9 @@ struct phos_criu_req {
 	const char *external[PHOS_CRIU_MAX_INHERIT];
 	/* restore */
 	bool rst_sibling;		/* restore the tree as a child of the caller */
+	bool lazy_pages;		/* private anonymous memory is served later, by
+					 * phos_criu_lazy_start()'s daemon (work_fd's
+					 * directory must be that daemon's) */
 	int ninherit;
 	struct {
 		int fd;			/* our fd, given to the restored tree */
@@ -81,6 +84,16 @@ int phos_criu_run(enum phos_criu_op op, const struct phos_criu_req *r, pid_t *re
  * Returns true if breakpoints work.
  */
 bool phos_criu_probe_breakpoints(void);
+
+/*
+ * Start `criu lazy-pages` for a restore with lazy_pages: it reads the pages
+ * of images_path and listens on lazy-pages.socket in work_path (the
+ * restore's work directory), serves the restored tasks' page faults and
+ * copies the rest in behind them, and exits once every page is in.  Returns
+ * its pid once it listens; -1 with e->msg if it did not start.
+ */
+pid_t phos_criu_lazy_start(const char *criu_path, const char *images_path, const char *work_path,
+			   struct phos_err *e);
 
 /* Ask criu whether it can track memory changes (soft-dirty), needed for
  * pre-dump rounds.  1 yes, 0 no, -1 cannot tell. */

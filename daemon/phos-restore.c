@@ -81,6 +81,7 @@ struct opts {
 	bool new_netns;		/* the original still runs here: own network namespace */
 	bool gpu_concurrent;	/* phos.yaml gpu_concurrent_restore */
 	const char *state_dir;	/* phos.yaml state_dir: CRIU's work directory goes there */
+	bool lazy_pages;	/* PHOS_CRIU_LAZY_PAGES=1: an experiment (doc/concurrent-restore.md) */
 };
 
 static volatile pid_t forward_to = -1;
@@ -260,9 +261,9 @@ static void wake_waiters(const struct phos_manifest *m)
 }
 
 static void init_main(const struct opts *o, int dirfd, const struct phos_manifest *m,
-		      int inherit[3], int rep) __attribute__((noreturn));
+		      int inherit[3], const char *logdir, bool lazy, int rep) __attribute__((noreturn));
 static void init_main(const struct opts *o, int dirfd, const struct phos_manifest *m,
-		      int inherit[3], int rep)
+		      int inherit[3], const char *logdir, bool lazy, int rep)
 {
 	struct phos_criu_req r;
 	struct init_report ir = { 0 };
@@ -331,16 +332,7 @@ static void init_main(const struct opts *o, int dirfd, const struct phos_manifes
 		r.inherit[r.ninherit].key = keys[i];
 		r.ninherit++;
 	}
-	/* The restore log must not go into the verified image directory: a
-	 * directory of its own in the node's state directory (root's), or
-	 * /tmp where that cannot be had. */
-	char logdir[PATH_MAX];
-	if ((phos_snprintf(logdir, sizeof(logdir), "%s/restore.XXXXXX", o->state_dir) < 0 ||
-	     !mkdtemp(logdir)) &&
-	    (snprintf(logdir, sizeof(logdir), "/tmp/phos-restore.XXXXXX"), !mkdtemp(logdir))) {
-		snprintf(ir.msg, sizeof(ir.msg), "cannot create a log directory: %s", strerror(errno));
-		goto fail;
-	}
+	r.lazy_pages = lazy;
 	if ((r.work_fd = open(logdir, O_DIRECTORY | O_CLOEXEC)) < 0) {
 		snprintf(ir.msg, sizeof(ir.msg), "cannot open %.400s: %s", logdir, strerror(errno));
 		goto fail;
@@ -355,7 +347,7 @@ static void init_main(const struct opts *o, int dirfd, const struct phos_manifes
 	 * the kernel crash a child on purpose, a core file: all of it goes. */
 	if (secure_getenv("PHOS_DEBUG"))
 		log_info("CRIU's restore log (PHOS_DEBUG): %s/restore.log", logdir);
-	else if (phos_rm_tree_at(AT_FDCWD, logdir) < 0)
+	else if (!lazy && phos_rm_tree_at(AT_FDCWD, logdir) < 0)
 		log_warn("cannot remove %s: %m", logdir);
 	close(r.work_fd);
 	ir.ok = 1;
@@ -479,6 +471,31 @@ static int restore_fail(const struct opts *o, const char *fmt, ...)
 	return 1;
 }
 
+/*
+ * The lazy-pages daemon exits once every page of the restored memory is
+ * in.  Should it fail first, the tasks must not run on: once its
+ * userfaultfd is closed, a page it never copied reads as zeros.
+ */
+static void wait_lazy(pid_t lazy, pid_t init, const char *logdir, uint64_t t_start)
+{
+	int st = 0;
+
+	while (waitpid(lazy, &st, 0) < 0 && errno == EINTR)
+		;
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+		log_info("criu lazy-pages: every page of the restored memory is in, %" PRIu64
+			 " ms after the restore began", phos_now_ms() - t_start);
+		if (!secure_getenv("PHOS_DEBUG") && phos_rm_tree_at(AT_FDCWD, logdir) < 0)
+			log_warn("cannot remove %s: %m", logdir);
+		return;
+	}
+	kill(init, SIGKILL);	/* the pid namespace's init: every task of it goes */
+	log_err("criu lazy-pages failed (%s %d) before the restored memory was complete: the "
+		"restored process is killed (its log: %s/lazy-pages.log)",
+		WIFEXITED(st) ? "status" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st),
+		logdir);
+}
+
 static int restore_mode(const struct opts *o)
 {
 	struct phos_manifest m;
@@ -488,7 +505,8 @@ static int restore_mode(const struct opts *o)
 	uint64_t t_start, t_criu, t_driver = 0;
 	int stdio[3] = { -1, -1, -1 };
 	int pp[2], dirfd, st, rc;
-	pid_t init, root;
+	pid_t init, root, lazy = 0;
+	char logdir[PATH_MAX];
 
 	if (geteuid() != 0) {
 		fprintf(stderr, "phos: phos-restore must run as root (it is started by phosd or the SPANK plugin)\n");
@@ -532,6 +550,26 @@ static int restore_mode(const struct opts *o)
 		close(stage_fd);	/* the loaders hold it (and the pool's lock) */
 	if (rc < 0)
 		return restore_fail(o, "restore of %s failed: %s", o->image, e.msg);
+	/* CRIU's work directory (its log must not go into the verified image
+	 * directory): one of its own in the node's state directory (root's),
+	 * or /tmp where that cannot be had.  Made here, in the node's pid
+	 * namespace, where a lazy-pages daemon starts too. */
+	if ((phos_snprintf(logdir, sizeof(logdir), "%s/restore.XXXXXX", o->state_dir) < 0 ||
+	     !mkdtemp(logdir)) &&
+	    (snprintf(logdir, sizeof(logdir), "/tmp/phos-restore.XXXXXX"), !mkdtemp(logdir))) {
+		gpu_load_free(loads);
+		return restore_fail(o, "restore: cannot create a work directory for CRIU: %s",
+				    strerror(errno));
+	}
+	if (o->lazy_pages) {
+		lazy = phos_criu_lazy_start(o->criu, o->image, logdir, &e);
+		if (lazy < 0) {
+			gpu_load_free(loads);
+			return restore_fail(o, "restore of %s failed: %s", o->image, e.msg);
+		}
+		log_info("criu lazy-pages %d serves the restored memory (log: %s/lazy-pages.log)",
+			 (int)lazy, logdir);
+	}
 	if (pipe2(pp, O_CLOEXEC) < 0 || unshare(CLONE_NEWPID) < 0) {
 		gpu_load_free(loads);
 		return restore_fail(o, "restore: cannot create a pid namespace: %s",
@@ -546,7 +584,7 @@ static int restore_mode(const struct opts *o)
 		close(pp[0]);
 		if (o->report_fd >= 0)
 			close(o->report_fd);
-		init_main(o, dirfd, &m, stdio, pp[1]);
+		init_main(o, dirfd, &m, stdio, logdir, lazy > 0, pp[1]);
 	}
 	close(pp[1]);
 	if (phos_read_full(pp[0], &ir, sizeof(ir)) != (ssize_t)sizeof(ir) || !ir.ok) {
@@ -574,21 +612,25 @@ static int restore_mode(const struct opts *o)
 	forward_signals();
 	/* what the restore took, for phosd's log (a Slurm task's restore has
 	 * no other way there) */
-	char what[768];
+	char what[768], said[640];
+	const char *gpu = gpu_load_said(loads);
 
+	snprintf(said, sizeof(said), "%s%s%s", lazy > 0 ? "memory pages served by criu lazy-pages" : "",
+		 lazy > 0 && gpu[0] ? "; " : "", gpu);
 	snprintf(what, sizeof(what), "CRIU %" PRIu64 " ms, driver %" PRIu64 " ms, GPU buffers "
 		 "handed over and loaded %" PRIu64 " ms%s%s", t_criu - t_start, t_driver - t_criu,
-		 phos_now_ms() - t_driver, gpu_load_said(loads)[0] ? "; " : "",
-		 gpu_load_said(loads));
+		 phos_now_ms() - t_driver, said[0] ? "; " : "", said);
 	log_info("restored %s as pid %d (pid %d in its namespace): %s", o->image, (int)root,
 		 (int)ir.nspid, what);
 	if (o->report_fd >= 0) {
-		/* pid, pid in its namespace, and what phos-gpu did, if anything */
-		dprintf(o->report_fd, "%d %d%s%s\n", (int)root, (int)ir.nspid,
-			gpu_load_said(loads)[0] ? " " : "", gpu_load_said(loads));
+		/* pid, pid in its namespace, and how the memory came back */
+		dprintf(o->report_fd, "%d %d%s%s\n", (int)root, (int)ir.nspid, said[0] ? " " : "",
+			said);
 		close(o->report_fd);
 	}
 	report_done(o, root, ir.nspid, what);
+	if (lazy > 0)
+		wait_lazy(lazy, init, logdir, t_start);
 	gpu_load_free(loads);
 	phos_manifest_free(&m);
 	close(dirfd);
@@ -682,6 +724,8 @@ int main(int argc, char **argv)
 			o.criu = cfg.criu_path;
 		o.gpu_concurrent = cfg.gpu_concurrent_restore;
 		o.state_dir = cfg.state_dir;
+		o.lazy_pages = secure_getenv("PHOS_CRIU_LAZY_PAGES") &&
+			       !strcmp(secure_getenv("PHOS_CRIU_LAZY_PAGES"), "1");
 	}
 	if (!o.image) {
 		fprintf(stderr, "phos-restore: --image DIR or --wait-fd N is required\n");

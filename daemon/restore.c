@@ -103,20 +103,23 @@ int restore_spawn(const char *path, uid_t uid, gid_t gid, const int stdio[3], bo
 	close(pp[0]);
 	if (n <= 0)
 		return phos_errnof(e, EIO, "restore of %s failed (phos-restore printed why on your "
-				   "terminal; CRIU's log is in /tmp/phos-restore.*)", path);
+				   "terminal; CRIU's log is in %s/restore.*)", path,
+				   phosd->cfg.state_dir);
 	buf[n] = '\0';
 	if (strncmp(buf, "error ", 6) == 0) {	/* phos-restore says why it failed */
 		buf[strcspn(buf, "\n")] = '\0';
 		return phos_errnof(e, EIO, "%s", buf + 6);
 	}
-	if (sscanf(buf, "%d %d", &rpid, &nspid) < 1 || rpid <= 0)
+	int end = 0;
+
+	if (sscanf(buf, "%d %d%n", &rpid, &nspid, &end) < 1 || rpid <= 0)
 		return phos_errnof(e, EIO, "restore of %s: phos-restore reported '%s'", path, buf);
 	*pid = rpid;
-	/* after the pids, what phos-gpu did with the GPU buffers */
-	char *gpu = strstr(buf, "phos-gpu:");
+	/* after the pids, how the memory came back (lazy pages, phos-gpu) */
+	char *how = buf + (end ? end : n);
 
-	if (gpu)
-		gpu[strcspn(gpu, "\n")] = '\0';
-	log_notice("restored %s as pid %d%s%s", path, rpid, gpu ? "; " : "", gpu ? gpu : "");
+	how += strspn(how, " ");
+	how[strcspn(how, "\n")] = '\0';
+	log_notice("restored %s as pid %d%s%s", path, rpid, how[0] ? "; " : "", how);
 	return 0;
 }

@@ -12,7 +12,7 @@
 . "$(dirname "$0")/lib-phosd.sh"
 phosd_require
 require_built tests/progs/cr_tick tests/progs/cr_append tests/progs/cr_pair
-plan 36
+plan 40
 
 phosd_scratch
 phosd_start n1
@@ -21,6 +21,12 @@ phosd_start n2
 # ckpt_path TEXT: the generation directory in phosctl's checkpoint reply.
 ckpt_path() {
 	sed -n 's/.*written to \(\/[^ ]*\) (.*/\1/p' <<<"$1" | tail -1
+}
+
+# _no_workdir: no restore's work directory is left in the nodes' state_dir
+# (a lazy restore's goes once its daemon has copied every page)
+_no_workdir() {
+	! ls -d "$PD"/n[123].state/restore.* >/dev/null 2>&1
 }
 
 # cmd_of PID: the process's command line, spaces between arguments.
@@ -225,10 +231,44 @@ else
 fi
 kill -KILL "$apid"
 
-# -- 8. what a good restore leaves behind ------------------------------------------
+# -- 8. lazy pages (PHOS_CRIU_LAZY_PAGES=1, an experiment) ---------------------------
+# node n3's restores leave the memory to `criu lazy-pages`: the process runs
+# before its pages are in, and each page it touches comes from the image
+if "$CRIU" check --feature uffd-noncoop >/dev/null 2>&1; then
+	PHOS_CRIU_LAZY_PAGES=1 phosd_start n3
+	f=$PD/lazy.txt
+	setsid "$PROGS/cr_append" "$f" 20 </dev/null >/dev/null 2>&1 &
+	apid=$!
+	disown
+	track "$apid"
+	wait_lines "$f" 20
+	pc_out n1 checkpoint --pid "$apid"
+	ok $RC "checkpoint of the appending process for a lazy restore" || diag "$OUT"
+	gen=$(ckpt_path "$OUT")
+	wait_for 10 _gone "$apid"
+	before=$(wc -l <"$f")
+	pc_out n3 restore --detach "$gen"
+	rpid=$(restored_pid "$OUT")
+	track "$rpid"
+	wait_lines "$f" $((before + 20))
+	ok $? "restored by n3 with lazy pages, the process appends again (past $before lines)" ||
+		diag "$OUT" "$(tail -5 "$PD/n3.log")"
+	like "$(grep "restored .* as pid $rpid" "$PD/n3.log")" "served by criu lazy-pages" \
+		"n3's log says the memory was served by criu lazy-pages"
+	kill -STOP "$rpid" 2>/dev/null
+	out=$(consecutive "$f")
+	ok $? "the lazily restored file holds 0..$(($(wc -l <"$f") - 1)) with no gap and no repeat" ||
+		diag "$out"
+	kill -KILL "$rpid" 2>/dev/null
+else
+	skip "no userfaultfd for criu lazy-pages on this kernel" 4
+fi
+
+# -- 9. what a good restore leaves behind ------------------------------------------
 # CRIU's work directory of each restore (log, stats, a core file of its kernel
 # probes) goes once the restore is good
-left=$(ls -d "$PD"/n1.state/restore.* "$PD"/n2.state/restore.* 2>/dev/null)
+wait_for 10 _no_workdir
+left=$(ls -d "$PD"/n[123].state/restore.* 2>/dev/null)
 is "$left" "" "good restores leave no work directory in state_dir" || diag "$(ls -la $left)"
 
 phosd_finish

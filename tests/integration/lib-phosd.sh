@@ -38,9 +38,9 @@ phosd_require() {
 	[ "${PHOS_INTEGRATION:-0}" = 1 ] || skip_all "set PHOS_INTEGRATION=1 to run integration tests"
 	[ "$(id -u)" = 0 ] || skip_all "integration tests need root"
 	require_built daemon/phosd daemon/phosctl daemon/phos-restore
-	local criu=${PHOS_CRIU:-/usr/local/sbin/criu}
-	[ -x "$criu" ] || criu=$(command -v criu) || skip_all "criu not installed"
-	"$criu" check >/dev/null 2>&1 || skip_all "criu check fails on this machine"
+	CRIU=${PHOS_CRIU:-/usr/local/sbin/criu}
+	[ -x "$CRIU" ] || CRIU=$(command -v criu) || skip_all "criu not installed"
+	"$CRIU" check >/dev/null 2>&1 || skip_all "criu check fails on this machine"
 }
 
 # A scratch dir: it must be traversable by other users (the user tests
