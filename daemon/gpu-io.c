@@ -30,6 +30,16 @@ struct run {
 	bool failed;
 };
 
+/* A worker's streams: one in each context it has copied in. */
+#define MAX_STREAMS 8
+struct streams {
+	const struct gio_ops *ops;
+	bool on;		/* the ops have streams, PHOS_GPU_SYNC_COPY is not 1 */
+	unsigned n;
+	CUcontext ctx[MAX_STREAMS];
+	CUstream s[MAX_STREAMS];
+};
+
 static unsigned env_num(const char *name, unsigned def, unsigned lo, unsigned hi)
 {
 	const char *v = getenv(name);
@@ -151,7 +161,68 @@ static void fold_hash(struct gio_buf *b, const void *stage, const struct chunk *
 	__atomic_fetch_add(&b->h[1], h[1], __ATOMIC_RELAXED);
 }
 
-static int save_chunk(struct run *r, const struct chunk *c, void *stage)
+static void streams_init(struct streams *ss, const struct gio_ops *ops)
+{
+	const char *v = getenv("PHOS_GPU_SYNC_COPY");
+
+	memset(ss, 0, sizeof(*ss));
+	ss->ops = ops;
+	ss->on = ops->stream_create && ops->stream_destroy && ops->stream_sync &&
+		 ops->dtoh_async && ops->htod_async && !(v && strcmp(v, "1") == 0);
+}
+
+/* The worker's stream in ctx (the current context), made on first use;
+ * NULL: copy on the context's default stream (no stream ops, a context
+ * too many, or the driver would not make one). */
+static CUstream stream_of(struct streams *ss, CUcontext ctx)
+{
+	CUstream s;
+
+	if (!ss->on)
+		return NULL;
+	for (unsigned k = 0; k < ss->n; k++)
+		if (ss->ctx[k] == ctx)
+			return ss->s[k];
+	if (ss->n == MAX_STREAMS || ss->ops->stream_create(&s) != CUDA_SUCCESS)
+		return NULL;
+	ss->ctx[ss->n] = ctx;
+	ss->s[ss->n++] = s;
+	return s;
+}
+
+static void streams_free(struct streams *ss)
+{
+	for (unsigned k = 0; k < ss->n; k++)
+		if (ss->ops->set_current(ss->ctx[k]) == CUDA_SUCCESS)
+			ss->ops->stream_destroy(ss->s[k]);
+	ss->n = 0;
+}
+
+/* Copies that are complete when they return. */
+static CUresult copy_dtoh(struct streams *ss, CUcontext ctx, void *dst, CUdeviceptr src, size_t n)
+{
+	CUstream s = stream_of(ss, ctx);
+	CUresult cr;
+
+	if (!s)
+		return ss->ops->dtoh(dst, src, n);
+	cr = ss->ops->dtoh_async(dst, src, n, s);
+	return cr != CUDA_SUCCESS ? cr : ss->ops->stream_sync(s);
+}
+
+static CUresult copy_htod(struct streams *ss, CUcontext ctx, CUdeviceptr dst, const void *src,
+			  size_t n)
+{
+	CUstream s = stream_of(ss, ctx);
+	CUresult cr;
+
+	if (!s)
+		return ss->ops->htod((void *)(uintptr_t)dst, src, n);
+	cr = ss->ops->htod_async((void *)(uintptr_t)dst, src, n, s);
+	return cr != CUDA_SUCCESS ? cr : ss->ops->stream_sync(s);
+}
+
+static int save_chunk(struct run *r, struct streams *ss, const struct chunk *c, void *stage)
 {
 	struct gio *g = r->g;
 	struct gio_buf *b = &g->b[c->i];
@@ -160,7 +231,7 @@ static int save_chunk(struct run *r, const struct chunk *c, void *stage)
 
 	if (g->from_host) {
 		stage = b->host + c->off;
-	} else if ((cr = g->ops->dtoh(stage, b->dptr + c->off, c->len)) != CUDA_SUCCESS) {
+	} else if ((cr = copy_dtoh(ss, b->ctx, stage, b->dptr + c->off, c->len)) != CUDA_SUCCESS) {
 		failf(r, "copying buffer %u at offset %llu: %s", c->i, (unsigned long long)c->off,
 		      g->ops->err(cr));
 		return -1;
@@ -193,7 +264,7 @@ static int save_chunk(struct run *r, const struct chunk *c, void *stage)
 }
 
 /* A piece device to host memory, pinned for the copy only. */
-static int stage_chunk(struct run *r, const struct chunk *c)
+static int stage_chunk(struct run *r, struct streams *ss, const struct chunk *c)
 {
 	struct gio *g = r->g;
 	struct gio_buf *b = &g->b[c->i];
@@ -205,7 +276,7 @@ static int stage_chunk(struct run *r, const struct chunk *c)
 		      g->ops->err(cr));
 		return -1;
 	}
-	cr = g->ops->dtoh(dst, b->dptr + c->off, c->len);
+	cr = copy_dtoh(ss, b->ctx, dst, b->dptr + c->off, c->len);
 	ur = g->keep_pinned ? CUDA_SUCCESS : g->ops->host_unregister(dst);
 	if (cr != CUDA_SUCCESS || ur != CUDA_SUCCESS) {
 		failf(r, "copying buffer %u at offset %llu into the staging pool: %s", c->i,
@@ -215,7 +286,7 @@ static int stage_chunk(struct run *r, const struct chunk *c)
 	return 0;
 }
 
-static int load_chunk(struct run *r, const struct chunk *c, void *stage)
+static int load_chunk(struct run *r, struct streams *ss, const struct chunk *c, void *stage)
 {
 	struct gio *g = r->g;
 	struct gio_buf *b = &g->b[c->i];
@@ -247,8 +318,7 @@ static int load_chunk(struct run *r, const struct chunk *c, void *stage)
 	}
 	if (g->hash)
 		fold_hash(b, stage, c);
-	if ((cr = g->ops->htod((void *)(uintptr_t)(b->dptr + c->off), stage, c->len)) !=
-	    CUDA_SUCCESS) {
+	if ((cr = copy_htod(ss, b->ctx, b->dptr + c->off, stage, c->len)) != CUDA_SUCCESS) {
 		failf(r, "loading buffer %u at offset %llu: %s", c->i, (unsigned long long)c->off,
 		      g->ops->err(cr));
 		return -1;
@@ -262,10 +332,13 @@ static void *worker(void *arg)
 	struct gio *g = r->g;
 	CUcontext ctx = NULL;
 	void *stage = NULL;
+	struct streams ss;
 	struct chunk c;
 	CUresult cr;
 
 	bool device = !(g->dir == GIO_SAVE && g->from_host);
+
+	streams_init(&ss, g->ops);
 
 	/* a new thread has no current context, and pinned memory needs one:
 	 * the first buffer's (its copies switch to each buffer's own) */
@@ -291,8 +364,9 @@ static void *worker(void *arg)
 				break;
 			}
 		}
-		if ((g->dir == GIO_SAVE ? save_chunk(r, &c, stage) :
-		     g->dir == GIO_STAGE ? stage_chunk(r, &c) : load_chunk(r, &c, stage)) < 0)
+		if ((g->dir == GIO_SAVE ? save_chunk(r, &ss, &c, stage) :
+		     g->dir == GIO_STAGE ? stage_chunk(r, &ss, &c) :
+		     load_chunk(r, &ss, &c, stage)) < 0)
 			break;
 		/* the worker that copies a buffer's last bytes completes it */
 		if (__atomic_sub_fetch(&g->b[c.i].left, c.len, __ATOMIC_ACQ_REL) == 0 && g->done &&
@@ -301,6 +375,7 @@ static void *worker(void *arg)
 			break;
 		}
 	}
+	streams_free(&ss);
 	if (stage && g->ops->host_free)
 		g->ops->host_free(stage);
 	return NULL;

@@ -52,6 +52,15 @@ struct gio_ops {
 	CUresult (*host_register)(void *, size_t);	/* GIO_STAGE: pin a piece */
 	CUresult (*host_unregister)(void *);
 	const char *(*err)(CUresult);
+	/* optional (all or none): each worker copies on a stream of its own
+	 * in each context, waiting for each copy, so that the workers' copies
+	 * run side by side instead of one after another on the context's
+	 * default stream (PHOS_GPU_SYNC_COPY=1: the default stream, for A/B) */
+	CUresult (*stream_create)(CUstream *);
+	CUresult (*stream_destroy)(CUstream);
+	CUresult (*stream_sync)(CUstream);
+	CUresult (*dtoh_async)(void *, CUdeviceptr, size_t, CUstream);
+	CUresult (*htod_async)(void *, const void *, size_t, CUstream);	/* dst first */
 };
 
 struct gio {

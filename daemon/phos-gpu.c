@@ -115,6 +115,12 @@ static struct {
 	CUresult (*addr_free)(CUdeviceptr, size_t);
 	CUresult (*release)(CUmemGenericAllocationHandle);
 	CUresult (*ctx_release)(CUdevice);
+	/* optional: the copy engine's streams */
+	CUresult (*stream_create)(CUstream *, unsigned);
+	CUresult (*stream_destroy)(CUstream);
+	CUresult (*stream_sync)(CUstream);
+	CUresult (*dtoh_async)(void *, CUdeviceptr, size_t, CUstream);
+	CUresult (*htod_async)(void *, const void *, size_t, CUstream);
 } cu;
 
 static CUcontext ctx_of[64];
@@ -167,6 +173,10 @@ static int load_driver(void)
 	      S(unmap, "cuMemUnmap") && S(addr_free, "cuMemAddressFree") &&
 	      S(release, "cuMemRelease") && S(ctx_release, "cuDevicePrimaryCtxRelease_v2")))
 		cu.host_register = NULL;
+	if (!(S(stream_create, "cuStreamCreate") && S(stream_destroy, "cuStreamDestroy_v2") &&
+	      S(stream_sync, "cuStreamSynchronize") && S(dtoh_async, "cuMemcpyDtoHAsync_v2") &&
+	      S(htod_async, "cuMemcpyHtoDAsync_v2")))
+		cu.stream_create = NULL;
 #undef S
 	if ((r = cu.init(0)) != CUDA_SUCCESS)
 		return fail("cuInit: %s", cu_err(r));
@@ -191,6 +201,19 @@ static int use_dev(unsigned dev)
 	return 0;
 }
 
+/* Wait for everything issued in every context made so far: the copy
+ * engine's streams do not wait for work on the default streams (a
+ * snapshot's device-to-device copies). */
+static CUresult sync_all(void)
+{
+	CUresult r = CUDA_SUCCESS;
+
+	for (unsigned d = 0; d < 64 && r == CUDA_SUCCESS; d++)
+		if (ctx_of[d] && (r = cu.set_current(ctx_of[d])) == CUDA_SUCCESS)
+			r = cu.ctx_sync();
+	return r;
+}
+
 /* Pinned staging usable with every device's context (buffers of several
  * GPUs share the workers). */
 static CUresult host_alloc_portable(void **p, size_t size)
@@ -204,10 +227,25 @@ static CUresult host_register_portable(void *p, size_t size)
 	return cu.host_register(p, size, CU_MEMHOSTREGISTER_PORTABLE);
 }
 
+/* A worker's stream: it must not wait for, nor be waited for by, the
+ * context's default stream. */
+static CUresult stream_nonblocking(CUstream *s)
+{
+	return cu.stream_create(s, CU_STREAM_NON_BLOCKING);
+}
+
 /* The engine's view of the driver. */
 static const struct gio_ops *io_ops(void)
 {
 	static struct gio_ops o;
+
+	if (cu.stream_create) {
+		o.stream_create = stream_nonblocking;
+		o.stream_destroy = cu.stream_destroy;
+		o.stream_sync = cu.stream_sync;
+		o.dtoh_async = cu.dtoh_async;
+		o.htod_async = cu.htod_async;
+	}
 
 	o.set_current = cu.set_current;
 	o.host_alloc = host_alloc_portable;
@@ -567,7 +605,7 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 				snapshot = false;
 			}
 		}
-		if (snapshot && cu.ctx_sync() != CUDA_SUCCESS)
+		if (snapshot && sync_all() != CUDA_SUCCESS)
 			snapshot = false;
 		tsnap = phos_now_ms() - t0;
 	}
@@ -579,7 +617,7 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 		cow = true;
 		for (unsigned i = 0; cow && i < n; i++)
 			cow = device_hash(i) == 0;
-		if (cow && cu.ctx_sync() != CUDA_SUCCESS)
+		if (cow && sync_all() != CUDA_SUCCESS)
 			cow = false;
 		tsnap = phos_now_ms() - t0;
 	}

@@ -592,12 +592,137 @@ FAKE(cuMemcpyHtoD_v2_ptds, (CUdeviceptr d, const void *s, size_t n))
 	return CUDA_SUCCESS;
 }
 
+/*
+ * Streams (phos-gpu's copy engine makes one per worker and context): a
+ * copy queued on one happens only at cuStreamSynchronize (or its
+ * destruction), so a caller that reads or hands on the data before it
+ * waits sees it missing.  A stream belongs to the context current when it
+ * was made; copying on it from another is refused.  Streams the fake did
+ * not make (an app's literals) keep the copy immediate.
+ */
+struct fake_copy {
+	void *d;
+	const void *s;
+	size_t n;
+};
+struct fake_stream {
+	CUcontext ctx;
+	unsigned n;
+	struct fake_copy q[16];
+};
+#define FAKE_STREAMS 256
+static struct fake_stream *streams[FAKE_STREAMS];
+static pthread_mutex_t streams_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct fake_stream *fake_stream(CUstream st)
+{
+	struct fake_stream *fs = NULL;
+
+	if (!st)
+		return NULL;
+	pthread_mutex_lock(&streams_lock);
+	for (unsigned k = 0; k < FAKE_STREAMS && !fs; k++)
+		if (streams[k] == (struct fake_stream *)st)
+			fs = streams[k];
+	pthread_mutex_unlock(&streams_lock);
+	return fs;
+}
+
+static void stream_run(struct fake_stream *fs)
+{
+	for (unsigned k = 0; k < fs->n; k++)
+		memcpy(fs->q[k].d, fs->q[k].s, fs->q[k].n);
+	fs->n = 0;
+}
+
+/* Queue a copy on a stream the fake made; CUDA_SUCCESS and *queued false
+ * for any other stream (the caller copies now). */
+static CUresult stream_queue(CUstream st, void *d, const void *s, size_t n, const char *dir,
+			     bool *queued)
+{
+	struct fake_stream *fs = fake_stream(st);
+	CUresult r;
+
+	*queued = false;
+	if (!fs)
+		return CUDA_SUCCESS;
+	if (!cur_ctx)
+		return CUDA_ERROR_INVALID_CONTEXT;
+	if (fs->ctx != cur_ctx)
+		return CUDA_ERROR_INVALID_HANDLE;
+	if ((r = chunk_fault(dir, n)) != CUDA_SUCCESS)
+		return r;
+	if (fs->n == sizeof(fs->q) / sizeof(fs->q[0]))
+		stream_run(fs);
+	fs->q[fs->n++] = (struct fake_copy){ d, s, n };
+	*queued = true;
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuStreamCreate, (CUstream *st, unsigned flags))
+{
+	struct fake_stream *fs;
+	CUresult r = CUDA_ERROR_OUT_OF_MEMORY;
+
+	(void)flags;
+	hit("cuStreamCreate");
+	if (!st)
+		return CUDA_ERROR_INVALID_VALUE;
+	if (!cur_ctx)
+		return CUDA_ERROR_INVALID_CONTEXT;
+	if (!(fs = calloc(1, sizeof(*fs))))
+		return r;
+	fs->ctx = cur_ctx;
+	pthread_mutex_lock(&streams_lock);
+	for (unsigned k = 0; k < FAKE_STREAMS && r != CUDA_SUCCESS; k++)
+		if (!streams[k]) {
+			streams[k] = fs;
+			r = CUDA_SUCCESS;
+		}
+	pthread_mutex_unlock(&streams_lock);
+	if (r != CUDA_SUCCESS)
+		free(fs);
+	else
+		*st = (CUstream)fs;
+	return r;
+}
+
+FAKE(cuStreamSynchronize, (CUstream st))
+{
+	struct fake_stream *fs = fake_stream(st);
+
+	hit("cuStreamSynchronize");
+	if (fs)
+		stream_run(fs);
+	return st && !fs ? CUDA_ERROR_INVALID_HANDLE : sync_result;
+}
+
+FAKE(cuStreamDestroy_v2, (CUstream st))
+{
+	struct fake_stream *fs = fake_stream(st);
+
+	hit("cuStreamDestroy_v2");
+	if (!fs)
+		return CUDA_ERROR_INVALID_HANDLE;
+	stream_run(fs);
+	pthread_mutex_lock(&streams_lock);
+	for (unsigned k = 0; k < FAKE_STREAMS; k++)
+		if (streams[k] == fs)
+			streams[k] = NULL;
+	pthread_mutex_unlock(&streams_lock);
+	free(fs);
+	return CUDA_SUCCESS;
+}
+
 FAKE(cuMemcpyHtoDAsync_v2, (CUdeviceptr d, const void *s, size_t n, CUstream st))
 {
-	(void)st;
+	bool queued;
+	CUresult r = stream_queue(st, P(d), s, n, "HTOD", &queued);
+
 	hit("cuMemcpyHtoDAsync_v2");
-	memcpy(P(d), s, n);
-	return CUDA_SUCCESS;
+	if (r == CUDA_SUCCESS && !queued)
+		memcpy(P(d), s, n);
+	return r;
 }
 
 FAKE(cuMemcpyDtoH_v2, (void *d, CUdeviceptr s, size_t n))
@@ -614,10 +739,13 @@ FAKE(cuMemcpyDtoH_v2, (void *d, CUdeviceptr s, size_t n))
 
 FAKE(cuMemcpyDtoHAsync_v2, (void *d, CUdeviceptr s, size_t n, CUstream st))
 {
-	(void)st;
+	bool queued;
+	CUresult r = stream_queue(st, d, P(s), n, "DTOH", &queued);
+
 	hit("cuMemcpyDtoHAsync_v2");
-	memcpy(d, P(s), n);
-	return CUDA_SUCCESS;
+	if (r == CUDA_SUCCESS && !queued)
+		memcpy(d, P(s), n);
+	return r;
 }
 
 /* The fake keeps no ranges: any pointer is its own one-byte range (so a
@@ -1080,6 +1208,10 @@ static const struct {
 	{ "cuMemcpyHtoD_v2_ptds", (void *)cuMemcpyHtoD_v2_ptds },
 	{ "cuMemcpyHtoDAsync_v2", (void *)cuMemcpyHtoDAsync_v2 },
 	{ "cuMemcpyDtoH_v2", (void *)cuMemcpyDtoH_v2 },
+	{ "cuMemcpyDtoHAsync_v2", (void *)cuMemcpyDtoHAsync_v2 },
+	{ "cuStreamCreate", (void *)cuStreamCreate },
+	{ "cuStreamSynchronize", (void *)cuStreamSynchronize },
+	{ "cuStreamDestroy_v2", (void *)cuStreamDestroy_v2 },
 	{ "cuMemcpyDtoD_v2", (void *)cuMemcpyDtoD_v2 },
 	{ "cuMemcpy", (void *)cuMemcpy },
 	{ "cuMemcpyAsync", (void *)cuMemcpyAsync },

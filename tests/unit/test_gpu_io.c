@@ -6,6 +6,8 @@
  * failure stops the copy with the buffer and offset named.  The staging
  * pool's two runs: GIO_STAGE copies into host memory with each piece
  * pinned for its copy only, and a save from host memory needs no context.
+ * With streams, each worker copies on one of its own, and a copy counts
+ * only once its stream has been waited for.
  */
 #include "config.h"
 
@@ -455,6 +457,177 @@ static void test_staged_pin_fails(void **state)
 	(void)state;
 }
 
+/* ---- streams: a queued copy happens at the stream's synchronize ------- */
+
+struct tstream {
+	CUcontext ctx;
+	unsigned n;
+	struct { void *d; const void *s; size_t len; } q[4];
+};
+static unsigned live_streams, made_streams;
+static const uint8_t *expect[NB];	/* what buffer i must hold when done */
+static uint8_t *const *expect_at;	/* where (dev[] or the pool's b[].host) */
+static unsigned early_done;		/* done() before its bytes were there */
+
+static void tstream_run(struct tstream *t)
+{
+	for (unsigned k = 0; k < t->n; k++)
+		memcpy(t->q[k].d, t->q[k].s, t->q[k].len);
+	t->n = 0;
+}
+
+static CUresult stream_create(CUstream *s)
+{
+	struct tstream *t;
+
+	if (!current)
+		return CUDA_ERROR_INVALID_CONTEXT;
+	t = calloc(1, sizeof(*t));
+	assert_non_null(t);
+	t->ctx = current;
+	pthread_mutex_lock(&lock);
+	live_streams++;
+	made_streams++;
+	pthread_mutex_unlock(&lock);
+	*s = (CUstream)t;
+	return CUDA_SUCCESS;
+}
+
+static CUresult stream_destroy(CUstream s)
+{
+	tstream_run((struct tstream *)s);
+	free(s);
+	pthread_mutex_lock(&lock);
+	live_streams--;
+	pthread_mutex_unlock(&lock);
+	return CUDA_SUCCESS;
+}
+
+static CUresult stream_sync(CUstream s)
+{
+	tstream_run((struct tstream *)s);
+	return CUDA_SUCCESS;
+}
+
+static CUresult queue(CUstream s, void *d, const void *src, size_t n, int buf)
+{
+	struct tstream *t = (struct tstream *)s;
+
+	if (!current || t->ctx != current)
+		return CUDA_ERROR_INVALID_CONTEXT;
+	if (buf == fail_buf)
+		return CUDA_ERROR_ILLEGAL_ADDRESS;
+	if (t->n == 4)
+		tstream_run(t);
+	t->q[t->n].d = d;
+	t->q[t->n].s = src;
+	t->q[t->n++].len = n;
+	return CUDA_SUCCESS;
+}
+
+static CUresult dtoh_async(void *d, CUdeviceptr s, size_t n, CUstream st)
+{
+	return queue(st, d, (const void *)(uintptr_t)s, n, buf_of(s));
+}
+
+static CUresult htod_async(void *d, const void *s, size_t n, CUstream st)
+{
+	return queue(st, d, s, n, buf_of((CUdeviceptr)(uintptr_t)d));
+}
+
+static const struct gio_ops sops = { .set_current = set_current, .host_alloc = host_alloc,
+				     .host_free = host_free, .dtoh = dtoh_checked, .htod = htod,
+				     .host_register = host_register,
+				     .host_unregister = host_unregister, .err = err,
+				     .stream_create = stream_create,
+				     .stream_destroy = stream_destroy, .stream_sync = stream_sync,
+				     .dtoh_async = dtoh_async, .htod_async = htod_async };
+
+static int done_check(void *arg, unsigned i)
+{
+	(void)arg;
+	if (memcmp(expect_at[i], expect[i], sizes[i]) != 0)
+		__atomic_fetch_add(&early_done, 1, __ATOMIC_RELAXED);
+	return done_cb(arg, i);
+}
+
+/* save, load and stage with streams: every buffer is whole when done()
+ * reports it, a failure names its buffer, and every stream is destroyed */
+static void test_streams(void **state)
+{
+	struct gio_buf b[NB];
+	uint8_t *copy[NB];
+	struct gio g;
+
+	live_streams = made_streams = early_done = 0;
+	/* save: the files are whole once the run is over */
+	init(&g, b, GIO_SAVE, 3, 1 << 20);
+	g.ops = &sops;
+	g.start = NULL;		/* (start_cb keeps one run's order) */
+	assert_int_equal(gio_run(&g), 0);
+	check_hashes(b);
+	assert_true(made_streams >= 1 && made_streams <= 3);
+	assert_int_equal(live_streams, 0);
+	/* load into wiped buffers: each is whole when done() says so */
+	for (int i = 0; i < NB; i++) {
+		copy[i] = malloc(sizes[i]);
+		memcpy(copy[i], dev[i], sizes[i]);
+		memset(dev[i], 0, sizes[i]);
+		expect[i] = copy[i];
+	}
+	expect_at = dev;
+	memset(done_count, 0, sizeof(done_count));
+	g.dir = GIO_LOAD;
+	g.done = done_check;
+	assert_int_equal(gio_run(&g), 0);
+	assert_int_equal(early_done, 0);
+	for (int i = 0; i < NB; i++) {
+		assert_memory_equal(dev[i], copy[i], sizes[i]);
+		assert_int_equal(done_count[i], 1);
+	}
+	assert_int_equal(live_streams, 0);
+	/* stage into the pool: the same */
+	uint8_t *host[NB];
+
+	pool_layout(b);
+	for (int i = 0; i < NB; i++)
+		host[i] = b[i].host;
+	expect_at = host;
+	for (int i = 0; i < NB; i++)
+		expect[i] = dev[i];
+	memset(done_count, 0, sizeof(done_count));
+	unpinned_copies = npins = 0;
+	g.dir = GIO_STAGE;
+	g.hash = false;
+	assert_int_equal(gio_run(&g), 0);
+	assert_int_equal(early_done, 0);
+	for (int i = 0; i < NB; i++)
+		assert_memory_equal(b[i].host, dev[i], sizes[i]);
+	assert_int_equal(live_streams, 0);
+	/* a copy that fails on its stream stops the run and names the buffer */
+	fail_buf = 4;
+	memset(done_count, 0, sizeof(done_count));
+	g.dir = GIO_LOAD;
+	g.hash = true;
+	assert_int_equal(gio_run(&g), -1);
+	assert_non_null(strstr(g.err, "buffer 4"));
+	assert_int_equal(done_count[4], 0);
+	assert_int_equal(live_streams, 0);
+	fail_buf = -1;
+	/* PHOS_GPU_SYNC_COPY=1: the default stream, no stream made */
+	made_streams = 0;
+	setenv("PHOS_GPU_SYNC_COPY", "1", 1);
+	g.dir = GIO_STAGE;
+	g.hash = false;
+	assert_int_equal(gio_run(&g), 0);
+	unsetenv("PHOS_GPU_SYNC_COPY");
+	assert_int_equal(made_streams, 0);
+	for (int i = 0; i < NB; i++)
+		free(copy[i]);
+	pool_free(b);
+	(void)state;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -465,6 +638,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_staged, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_staged_keep_pinned, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_staged_pin_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_streams, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
