@@ -27,6 +27,7 @@
 #include "log.h"
 #include "ops.h"
 #include "registry.h"
+#include "restore.h"
 #include "phosd.h"
 #include "server.h"
 #include "stage.h"
@@ -456,6 +457,7 @@ int main(int argc, char **argv)
 		teardown(d);
 		return 1;
 	}
+	restore_prune_logs(d->cfg.state_dir);
 	if (open_store(d) < 0) {
 		teardown(d);
 		return 1;

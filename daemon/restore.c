@@ -14,7 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -86,6 +89,8 @@ int restore_spawn(const char *path, uid_t uid, gid_t gid, const int stdio[3], bo
 	pid_t c;
 	int rpid = 0, nspid = 0;
 
+	restore_prune_logs(phosd->cfg.state_dir);
+
 	if (pipe2(pp, O_CLOEXEC) < 0)
 		return phos_errf(e, "pipe: %s", strerror(errno));
 	c = fork();
@@ -122,4 +127,31 @@ int restore_spawn(const char *path, uid_t uid, gid_t gid, const int stdio[3], bo
 	how[strcspn(how, "\n")] = '\0';
 	log_notice("restored %s as pid %d%s%s", path, rpid, how[0] ? "; " : "", how);
 	return 0;
+}
+
+int restore_prune_logs(const char *state_dir)
+{
+	time_t cut = time(NULL) - (time_t)PHOS_RESTORE_LOG_DAYS * 86400;
+	struct dirent *de;
+	struct stat st;
+	int n = 0;
+	DIR *d = opendir(state_dir);
+
+	if (!d)
+		return 0;
+	while ((de = readdir(d))) {
+		if (strncmp(de->d_name, "restore.", 8) != 0 ||
+		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISDIR(st.st_mode) || st.st_mtime > cut)
+			continue;
+		if (phos_rm_tree_at(dirfd(d), de->d_name) < 0)
+			log_warn("cannot remove %s/%s: %m", state_dir, de->d_name);
+		else
+			n++;
+	}
+	closedir(d);
+	if (n)
+		log_info("removed %d restore log director%s older than %d days from %s", n,
+			 n == 1 ? "y" : "ies", PHOS_RESTORE_LOG_DAYS, state_dir);
+	return n;
 }

@@ -12,7 +12,7 @@
 . "$(dirname "$0")/lib-phosd.sh"
 phosd_require
 require_built tests/progs/cr_tick tests/progs/cr_append tests/progs/cr_pair
-plan 40
+plan 42
 
 phosd_scratch
 phosd_start n1
@@ -27,6 +27,35 @@ ckpt_path() {
 # (a lazy restore's goes once its daemon has copied every page)
 _no_workdir() {
 	! ls -d "$PD"/n[123].state/restore.* >/dev/null 2>&1
+}
+
+# append_roundtrip NODE FILE LABEL: a process appending numbers to FILE,
+# which it keeps open, checkpointed (stop mode) on n1 and restored detached
+# on NODE, goes on with no gap and no repeat (4 tests; RPID: its pid).
+append_roundtrip() {
+	local node=$1 f=$2 label=$3 apid gen before out
+	setsid "$PROGS/cr_append" "$f" 20 </dev/null >/dev/null 2>&1 &
+	apid=$!
+	disown
+	track "$apid"
+	wait_lines "$f" 20
+	pc_out n1 checkpoint --pid "$apid"
+	ok $RC "${label}checkpoint of the appending process (stop mode)" || diag "$OUT"
+	gen=$(ckpt_path "$OUT")
+	wait_for 10 _gone "$apid"
+	before=$(wc -l <"$f")
+	pc_out "$node" restore --detach "$gen"
+	ok $RC "${label}restore --detach on $node" || diag "$OUT"
+	RPID=$(restored_pid "$OUT")
+	track "$RPID"
+	wait_lines "$f" $((before + 20))
+	ok $? "${label}the restored process appends again (past $before lines)" ||
+		diag "$(tail -5 "$PD/$node.log")"
+	kill -STOP "$RPID" 2>/dev/null
+	out=$(consecutive "$f")
+	ok $? "${label}the file holds 0..$(($(wc -l <"$f") - 1)) with no gap and no repeat" ||
+		diag "$out"
+	kill -KILL "$RPID" 2>/dev/null
 }
 
 # cmd_of PID: the process's command line, spaces between arguments.
@@ -137,27 +166,7 @@ is "$n" 3 "the copy restored by n2 resumes from the dump: 3"
 exec {RW}>&- {RR}<&-
 
 # -- 4. a file kept open and appended to -------------------------------------------
-f=$PD/append.txt
-setsid "$PROGS/cr_append" "$f" 20 </dev/null >/dev/null 2>&1 &
-apid=$!
-disown
-track "$apid"
-wait_lines "$f" 20
-pc_out n1 checkpoint --pid "$apid"
-ok $RC "checkpoint of the appending process (stop mode)" || diag "$OUT"
-gen=$(ckpt_path "$OUT")
-wait_for 10 _gone "$apid"
-before=$(wc -l <"$f")
-pc_out n2 restore --detach "$gen"
-ok $RC "restore --detach on n2" || diag "$OUT"
-rpid=$(restored_pid "$OUT")
-track "$rpid"
-wait_lines "$f" $((before + 20))
-ok $? "the restored process appends again (past $before lines)"
-kill -STOP "$rpid" 2>/dev/null
-out=$(consecutive "$f")
-ok $? "the file holds 0..$(($(wc -l <"$f") - 1)) with no gap and no repeat" || diag "$out"
-kill -KILL "$rpid" 2>/dev/null
+append_roundtrip n2 "$PD/append.txt" ""
 
 # -- 5. Python threads ----------------------------------------------------------------
 f=$PD/threads.txt
@@ -236,32 +245,11 @@ kill -KILL "$apid"
 # before its pages are in, and each page it touches comes from the image
 if "$CRIU" check --feature uffd-noncoop >/dev/null 2>&1; then
 	PHOS_CRIU_LAZY_PAGES=1 phosd_start n3
-	f=$PD/lazy.txt
-	setsid "$PROGS/cr_append" "$f" 20 </dev/null >/dev/null 2>&1 &
-	apid=$!
-	disown
-	track "$apid"
-	wait_lines "$f" 20
-	pc_out n1 checkpoint --pid "$apid"
-	ok $RC "checkpoint of the appending process for a lazy restore" || diag "$OUT"
-	gen=$(ckpt_path "$OUT")
-	wait_for 10 _gone "$apid"
-	before=$(wc -l <"$f")
-	pc_out n3 restore --detach "$gen"
-	rpid=$(restored_pid "$OUT")
-	track "$rpid"
-	wait_lines "$f" $((before + 20))
-	ok $? "restored by n3 with lazy pages, the process appends again (past $before lines)" ||
-		diag "$OUT" "$(tail -5 "$PD/n3.log")"
-	like "$(grep "restored .* as pid $rpid" "$PD/n3.log")" "served by criu lazy-pages" \
-		"n3's log says the memory was served by criu lazy-pages"
-	kill -STOP "$rpid" 2>/dev/null
-	out=$(consecutive "$f")
-	ok $? "the lazily restored file holds 0..$(($(wc -l <"$f") - 1)) with no gap and no repeat" ||
-		diag "$out"
-	kill -KILL "$rpid" 2>/dev/null
+	append_roundtrip n3 "$PD/lazy.txt" "lazy pages: "
+	like "$(grep "restored .* as pid $RPID" "$PD/n3.log")" "served by criu lazy-pages" \
+		"lazy pages: n3's log says the memory was served by criu lazy-pages"
 else
-	skip "no userfaultfd for criu lazy-pages on this kernel" 4
+	skip "no userfaultfd for criu lazy-pages on this kernel" 5
 fi
 
 # -- 9. what a good restore leaves behind ------------------------------------------
@@ -270,6 +258,16 @@ fi
 wait_for 10 _no_workdir
 left=$(ls -d "$PD"/n[123].state/restore.* 2>/dev/null)
 is "$left" "" "good restores leave no work directory in state_dir" || diag "$(ls -la $left)"
+# what failed restores leave (CRIU's log) goes after 7 days, when phosd
+# starts or restores
+mkdir "$PD/n2.state/restore.old" "$PD/n2.state/restore.new"
+echo "(00.1) Error" >"$PD/n2.state/restore.old/restore.log"
+touch -d '8 days ago' "$PD/n2.state/restore.old"
+phosd_stop n2
+phosd_start n2
+ok "$([ ! -e "$PD/n2.state/restore.old" ] && [ -d "$PD/n2.state/restore.new" ] && echo 0 || echo 1)" \
+	"phosd removes failed restores' logs older than 7 days, and keeps newer ones" ||
+	diag "$(ls -la "$PD/n2.state")"
 
 phosd_finish
 done_testing
