@@ -29,31 +29,39 @@ _no_workdir() {
 	! ls -d "$PD"/n[123].state/restore.* >/dev/null 2>&1
 }
 
-# append_roundtrip NODE FILE LABEL: a process appending numbers to FILE,
-# which it keeps open, checkpointed (stop mode) on n1 and restored detached
-# on NODE, goes on with no gap and no repeat (4 tests; RPID: its pid).
-append_roundtrip() {
-	local node=$1 f=$2 label=$3 apid gen before out
-	setsid "$PROGS/cr_append" "$f" 20 </dev/null >/dev/null 2>&1 &
-	apid=$!
+# ckpt_restore NODE PROG FILE WHAT: PROG writes FILE (20 lines a second),
+# is checkpointed (stop mode) on n1 once it has 20, and restored detached
+# on NODE (2 tests; RPID: the restored pid, BEFORE: FILE's lines then).
+ckpt_restore() {
+	local node=$1 prog=$2 f=$3 what=$4 pid gen
+	setsid "$PROGS/$prog" "$f" 20 </dev/null >/dev/null 2>&1 &
+	pid=$!
 	disown
-	track "$apid"
+	track "$pid"
 	wait_lines "$f" 20
-	pc_out n1 checkpoint --pid "$apid"
-	ok $RC "${label}checkpoint of the appending process (stop mode)" || diag "$OUT"
+	pc_out n1 checkpoint --pid "$pid"
+	ok $RC "checkpoint of $what (stop mode)" || diag "$OUT"
 	gen=$(ckpt_path "$OUT")
-	wait_for 10 _gone "$apid"
-	before=$(wc -l <"$f")
+	wait_for 10 _gone "$pid"
+	BEFORE=$(wc -l <"$f")
 	pc_out "$node" restore --detach "$gen"
-	ok $RC "${label}restore --detach on $node" || diag "$OUT"
+	ok $RC "restore of $what --detach on $node" || diag "$OUT"
 	RPID=$(restored_pid "$OUT")
 	track "$RPID"
-	wait_lines "$f" $((before + 20))
-	ok $? "${label}the restored process appends again (past $before lines)" ||
-		diag "$(tail -5 "$PD/$node.log")"
+}
+
+# append_roundtrip NODE FILE WHAT: a process appending numbers to FILE,
+# which it keeps open, goes on after ckpt_restore with no gap and no
+# repeat (4 tests).
+append_roundtrip() {
+	local f=$2 out
+	ckpt_restore "$1" cr_append "$f" "$3"
+	wait_lines "$f" $((BEFORE + 20))
+	ok $? "$3: the restored process appends again (past $BEFORE lines)" ||
+		diag "$(tail -5 "$PD/$1.log")"
 	kill -STOP "$RPID" 2>/dev/null
 	out=$(consecutive "$f")
-	ok $? "${label}the file holds 0..$(($(wc -l <"$f") - 1)) with no gap and no repeat" ||
+	ok $? "$3: the file holds 0..$(($(wc -l <"$f") - 1)) with no gap and no repeat" ||
 		diag "$out"
 	kill -KILL "$RPID" 2>/dev/null
 }
@@ -166,7 +174,7 @@ is "$n" 3 "the copy restored by n2 resumes from the dump: 3"
 exec {RW}>&- {RR}<&-
 
 # -- 4. a file kept open and appended to -------------------------------------------
-append_roundtrip n2 "$PD/append.txt" ""
+append_roundtrip n2 "$PD/append.txt" "the appending process"
 
 # -- 5. Python threads ----------------------------------------------------------------
 f=$PD/threads.txt
@@ -198,20 +206,8 @@ kill -KILL "$rpid" 2>/dev/null
 
 # -- 6. parent and child over pipes --------------------------------------------------
 f=$PD/pair.txt
-setsid "$PROGS/cr_pair" "$f" 20 </dev/null >/dev/null 2>&1 &
-qpid=$!
-disown
-track "$qpid"
-wait_lines "$f" 20
-pc_out n1 checkpoint --pid "$qpid"
-ok $RC "checkpoint of the parent and child" || diag "$OUT"
-gen=$(ckpt_path "$OUT")
-wait_for 10 _gone "$qpid"
-before=$(wc -l <"$f")
-pc_out n2 restore --detach "$gen"
-ok $RC "restore on n2" || diag "$OUT"
-rpid=$(restored_pid "$OUT")
-track "$rpid"
+ckpt_restore n2 cr_pair "$f" "the parent and child"
+rpid=$RPID before=$BEFORE
 kids=$(cat "/proc/$rpid/task/$rpid/children" 2>/dev/null)
 ok "$([ -n "$kids" ] && echo 0 || echo 1)" "the restored parent has its child back ($kids)"
 like "$(cmd_of "${kids%% *}")" cr_pair "the child is cr_pair"
@@ -245,7 +241,7 @@ kill -KILL "$apid"
 # before its pages are in, and each page it touches comes from the image
 if "$CRIU" check --feature uffd-noncoop >/dev/null 2>&1; then
 	PHOS_CRIU_LAZY_PAGES=1 phosd_start n3
-	append_roundtrip n3 "$PD/lazy.txt" "lazy pages: "
+	append_roundtrip n3 "$PD/lazy.txt" "the appending process, lazy pages"
 	like "$(grep "restored .* as pid $RPID" "$PD/n3.log")" "served by criu lazy-pages" \
 		"lazy pages: n3's log says the memory was served by criu lazy-pages"
 else
