@@ -471,6 +471,18 @@ static int restore_fail(const struct opts *o, const char *fmt, ...)
 	return 1;
 }
 
+/* A restore that failed: its lazy-pages daemon, if any, goes too. */
+static void lazy_stop(pid_t lazy)
+{
+	int st;
+
+	if (lazy <= 0)
+		return;
+	kill(lazy, SIGKILL);
+	while (waitpid(lazy, &st, 0) < 0 && errno == EINTR)
+		;
+}
+
 /*
  * The lazy-pages daemon exits once every page of the restored memory is
  * in.  Should it fail first, the tasks must not run on: once its
@@ -572,12 +584,14 @@ static int restore_mode(const struct opts *o)
 	}
 	if (pipe2(pp, O_CLOEXEC) < 0 || unshare(CLONE_NEWPID) < 0) {
 		gpu_load_free(loads);
+		lazy_stop(lazy);
 		return restore_fail(o, "restore: cannot create a pid namespace: %s",
 				    strerror(errno));
 	}
 	init = fork();
 	if (init < 0) {
 		gpu_load_free(loads);
+		lazy_stop(lazy);
 		return restore_fail(o, "restore: fork: %s", strerror(errno));
 	}
 	if (init == 0) {
@@ -592,6 +606,7 @@ static int restore_mode(const struct opts *o)
 			     ir.msg[0] ? ir.msg : "the namespace init died");
 		gpu_load_free(loads);
 		waitpid(init, &st, 0);
+		lazy_stop(lazy);
 		return 1;
 	}
 	root = child_of(init);
@@ -606,6 +621,7 @@ static int restore_mode(const struct opts *o)
 		if (root > 0)
 			kill(root, SIGKILL);
 		waitpid(init, &st, 0);
+		lazy_stop(lazy);
 		return 1;
 	}
 	forward_to = root;

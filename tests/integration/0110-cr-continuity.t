@@ -12,7 +12,7 @@
 . "$(dirname "$0")/lib-phosd.sh"
 phosd_require
 require_built tests/progs/cr_tick tests/progs/cr_append tests/progs/cr_pair
-plan 42
+plan 44
 
 phosd_scratch
 phosd_start n1
@@ -244,8 +244,40 @@ if "$CRIU" check --feature uffd-noncoop >/dev/null 2>&1; then
 	append_roundtrip n3 "$PD/lazy.txt" "the appending process, lazy pages"
 	like "$(grep "restored .* as pid $RPID" "$PD/n3.log")" "served by criu lazy-pages" \
 		"lazy pages: n3's log says the memory was served by criu lazy-pages"
+	# a daemon that dies before every page is in takes the restored
+	# process with it (the pages it never copied would read as zeros): a
+	# process with 1 GiB it does not touch, its daemon killed at once
+	f=$PD/lazybig.txt
+	setsid python3 -c '
+import sys, time
+big = bytearray(b"\x5a") * (1 << 30)
+f = open(sys.argv[1], "a", buffering=1)
+i = 0
+while True:
+    f.write(f"{i}\n"); i += 1; time.sleep(0.05)' "$f" </dev/null >/dev/null 2>&1 &
+	bpid=$!
+	disown
+	track "$bpid"
+	wait_lines "$f" 10
+	pc_out n1 checkpoint --pid "$bpid"
+	gen=$(ckpt_path "$OUT")
+	wait_for 10 _gone "$bpid"
+	pc_out n3 restore --detach "$gen"
+	if pkill -KILL -f "criu lazy-pages --images-dir $gen"; then
+		RPID=$(restored_pid "$OUT")
+		track "$RPID"
+		wait_for 10 _gone "$RPID"
+		ok $? "lazy pages: its daemon killed before every page was in, the restored process is killed too" ||
+			diag "$OUT" "$(tail -5 "$f")"
+		# that restore's logs stay for the admin (and go before section 9)
+		logs=$(ls "$PD"/n3.state/restore.*/lazy-pages.log 2>/dev/null | wc -l)
+		is "$logs" 1 "lazy pages: the failed restore's logs stay in state_dir"
+		rm -rf "$PD"/n3.state/restore.*
+	else
+		skip "the lazy-pages daemon had copied every page before it could be killed" 2
+	fi
 else
-	skip "no userfaultfd for criu lazy-pages on this kernel" 5
+	skip "no userfaultfd for criu lazy-pages on this kernel" 7
 fi
 
 # -- 9. what a good restore leaves behind ------------------------------------------
