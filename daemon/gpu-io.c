@@ -171,6 +171,14 @@ static void streams_init(struct streams *ss, const struct gio_ops *ops)
 		 ops->dtoh_async && ops->htod_async && !(v && strcmp(v, "1") == 0);
 }
 
+const char *gio_stream_note(const struct gio_ops *ops)
+{
+	struct streams ss;
+
+	streams_init(&ss, ops);
+	return ss.on ? "" : " on the default stream";
+}
+
 /* The worker's stream in ctx (the current context), made on first use;
  * NULL: copy on the context's default stream (no stream ops, a context
  * too many, or the driver would not make one). */

@@ -101,6 +101,9 @@ size_t gio_chunk(void);
  * pinned for its copy, and pinning costs less per byte in larger pieces,
  * doc/benchmarks.md) */
 size_t gio_piece(void);
+/* "" when the workers copy on streams of their own with these ops, else
+ * " on the default stream" (for the logs of an A/B run) */
+const char *gio_stream_note(const struct gio_ops *ops);
 
 /* 0, or -1 with g->err. */
 int gio_run(struct gio *g);

@@ -749,8 +749,9 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 	}
 	waited = sc.waited;
 	tcopy = phos_now_ms() - tcopy;
-	snprintf(rate, sizeof(rate), "; copy %.2f GB/s with %u threads, %zu MiB chunks",
-		 tcopy ? (double)total / 1e6 / (double)tcopy : 0.0, g.threads, g.chunk >> 20);
+	snprintf(rate, sizeof(rate), "; copy %.2f GB/s with %u threads%s, %zu MiB chunks",
+		 tcopy ? (double)total / 1e6 / (double)tcopy : 0.0, g.threads,
+		 gio_stream_note(g.ops), g.chunk >> 20);
 	size_t k = strlen(rate);
 
 	snprintf(rate + k, sizeof(rate) - k, "; %" PRIu64 " chunk(s) written (%" PRIu64 " MB), %"
@@ -800,10 +801,10 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 	else if (staged)
 		fprintf(stderr, "phos-gpu: saved %u buffer(s), %" PRIu64 " bytes in %" PRIu64
 			" ms (staged: GPU to host memory in %" PRIu64 " ms, %.2f GB/s with %zu MiB "
-			"pieces; GPU released after %" PRIu64 " ms; then to storage%s)\n", n, total,
+			"pieces%s; GPU released after %" PRIu64 " ms; then to storage%s)\n", n, total,
 			phos_now_ms() - t0, tstage,
-			tstage ? (double)total / 1e6 / (double)tstage : 0.0, piece >> 20, treleased,
-			rate);
+			tstage ? (double)total / 1e6 / (double)tstage : 0.0, piece >> 20,
+			gio_stream_note(io_ops()), treleased, rate);
 	else
 		fprintf(stderr, "phos-gpu: saved %u buffer(s), %" PRIu64 " bytes in %" PRIu64
 			" ms (%s)\n", n, total, phos_now_ms() - t0, rate + 2);
@@ -1022,10 +1023,11 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 		return 1;
 	fprintf(stderr, "phos-gpu: loaded %d buffer(s), %" PRIu64 " bytes in %" PRIu64 " ms%s%s (%"
 		PRIu64 " loaded first because the process was about to use them, %u in first-use "
-		"order; copy %.2f GB/s with %u threads, %zu MiB chunks)\n", n, total,
+		"order; copy %.2f GB/s with %u threads%s, %zu MiB chunks)\n", n, total,
 		phos_now_ms() - t0, pool != MAP_FAILED ? " from the staging pool" : "",
 		lc.tab ? " while the process ran" : "", lc.waited, ranked,
-		tcopy ? (double)total / 1e6 / (double)tcopy : 0.0, g.threads, g.chunk >> 20);
+		tcopy ? (double)total / 1e6 / (double)tcopy : 0.0, g.threads,
+		gio_stream_note(g.ops), g.chunk >> 20);
 	if (pool != MAP_FAILED)
 		munmap(pool, span);
 	return 0;

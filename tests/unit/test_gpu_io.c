@@ -614,9 +614,13 @@ static void test_streams(void **state)
 	assert_int_equal(done_count[4], 0);
 	assert_int_equal(live_streams, 0);
 	fail_buf = -1;
-	/* PHOS_GPU_SYNC_COPY=1: the default stream, no stream made */
+	/* PHOS_GPU_SYNC_COPY=1: the default stream, no stream made, and the
+	 * logs say so */
+	assert_string_equal(gio_stream_note(&sops), "");
+	assert_string_equal(gio_stream_note(&ops), " on the default stream");
 	made_streams = 0;
 	setenv("PHOS_GPU_SYNC_COPY", "1", 1);
+	assert_string_equal(gio_stream_note(&sops), " on the default stream");
 	g.dir = GIO_STAGE;
 	g.hash = false;
 	assert_int_equal(gio_run(&g), 0);
