@@ -129,29 +129,39 @@ int restore_spawn(const char *path, uid_t uid, gid_t gid, const int stdio[3], bo
 	return 0;
 }
 
-int restore_prune_logs(const char *state_dir)
+/* Remove dir's work directories named prefix* (root's, not links) older
+ * than the cut; the number removed. */
+static int prune_dir(const char *dir, const char *prefix, time_t cut)
 {
-	time_t cut = time(NULL) - (time_t)PHOS_RESTORE_LOG_DAYS * 86400;
 	struct dirent *de;
 	struct stat st;
 	int n = 0;
-	DIR *d = opendir(state_dir);
+	DIR *d = opendir(dir);
 
 	if (!d)
 		return 0;
 	while ((de = readdir(d))) {
-		if (strncmp(de->d_name, "restore.", 8) != 0 ||
+		if (strncmp(de->d_name, prefix, strlen(prefix)) != 0 ||
 		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-		    !S_ISDIR(st.st_mode) || st.st_mtime > cut)
+		    !S_ISDIR(st.st_mode) || st.st_uid != 0 || st.st_mtime > cut)
 			continue;
 		if (phos_rm_tree_at(dirfd(d), de->d_name) < 0)
-			log_warn("cannot remove %s/%s: %m", state_dir, de->d_name);
+			log_warn("cannot remove %s/%s: %m", dir, de->d_name);
 		else
 			n++;
 	}
 	closedir(d);
 	if (n)
 		log_info("removed %d restore log director%s older than %d days from %s", n,
-			 n == 1 ? "y" : "ies", PHOS_RESTORE_LOG_DAYS, state_dir);
+			 n == 1 ? "y" : "ies", PHOS_RESTORE_LOG_DAYS, dir);
 	return n;
+}
+
+int restore_prune_logs(const char *state_dir)
+{
+	time_t cut = time(NULL) - (time_t)PHOS_RESTORE_LOG_DAYS * 86400;
+
+	/* /tmp: where phos-restore falls back to, and where versions before
+	 * 2026-12 left one directory per restore */
+	return prune_dir(state_dir, "restore.", cut) + prune_dir("/tmp", "phos-restore.", cut);
 }

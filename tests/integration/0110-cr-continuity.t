@@ -288,14 +288,18 @@ left=$(ls -d "$PD"/n[123].state/restore.* 2>/dev/null)
 is "$left" "" "good restores leave no work directory in state_dir" || diag "$(ls -la $left)"
 # what failed restores leave (CRIU's log) goes after 7 days, when phosd
 # starts or restores
-mkdir "$PD/n2.state/restore.old" "$PD/n2.state/restore.new"
+# (and in /tmp, where earlier versions left one after every restore)
+old_tmp=/tmp/phos-restore.0110-$$
+mkdir "$PD/n2.state/restore.old" "$PD/n2.state/restore.new" "$old_tmp"
 echo "(00.1) Error" >"$PD/n2.state/restore.old/restore.log"
-touch -d '8 days ago' "$PD/n2.state/restore.old"
+touch -d '8 days ago' "$PD/n2.state/restore.old" "$old_tmp"
 phosd_stop n2
 phosd_start n2
-ok "$([ ! -e "$PD/n2.state/restore.old" ] && [ -d "$PD/n2.state/restore.new" ] && echo 0 || echo 1)" \
+ok "$([ ! -e "$PD/n2.state/restore.old" ] && [ ! -e "$old_tmp" ] &&
+	[ -d "$PD/n2.state/restore.new" ] && echo 0 || echo 1)" \
 	"phosd removes failed restores' logs older than 7 days, and keeps newer ones" ||
-	diag "$(ls -la "$PD/n2.state")"
+	diag "$(ls -la "$PD/n2.state")" "$(ls -ld "$old_tmp" 2>&1)"
+rm -rf "$old_tmp"
 
 phosd_finish
 done_testing
