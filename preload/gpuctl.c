@@ -33,6 +33,7 @@
 
 #include "phos_int.h"
 #include "../common/proto.h"
+#include "../common/util.h"
 
 int phos_ctl_connect(void);	/* ctl.c */
 
@@ -163,6 +164,30 @@ static void detach(void)
 		close(fds[i]);
 }
 
+int phos_first_launch;
+static uint64_t reattached_ms;
+
+uint64_t phos_first_launch_begin(void)
+{
+	int one = 1;
+
+	if (!__atomic_compare_exchange_n(&phos_first_launch, &one, 0, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_RELAXED))
+		return 0;
+	uint64_t now = phos_now_ms();
+
+	return now ? now : 1;
+}
+
+void phos_first_launch_end(uint64_t t0)
+{
+	uint64_t now = phos_now_ms();
+
+	phos_dbg("gpu: first kernel launch %llu ms after the reattach; the call took %llu ms "
+		 "(waits for buffers included)", (unsigned long long)(t0 - reattached_ms),
+		 (unsigned long long)(now - t0));
+}
+
 static void reattach(void)
 {
 	static struct phos_gpubuf bufs[PHOS_GPUBUF_MAX];
@@ -215,6 +240,10 @@ static void reattach(void)
 	PHOS_COUNT(reattaches, 1);
 	phos_dbg("gpu: %d buffer(s) reattached%s; CUDA calls go on", n,
 		 phos_cow_active() ? " while phosd saves them" : "");
+	if (phos_env.debug) {
+		reattached_ms = phos_now_ms();
+		__atomic_store_n(&phos_first_launch, 1, __ATOMIC_RELEASE);
+	}
 	phos_gate_open();
 }
 

@@ -253,6 +253,12 @@ void phos_cow_end(void);
 /* ---- gpuctl.c: DETACH/REATTACH with phosd -------------------------------- */
 /* Handle phosd's DETACH or REATTACH signal (libphos thread). */
 void phos_gpuctl(int sigval);
+/* PHOS_DEBUG: the first kernel launch after a reattach logs when it came
+ * and how long its call took, waits for buffers included (where the first
+ * step of a restored process goes, bench/torch_size.sh) */
+extern int phos_first_launch;	/* 1: the next launch is the first since then */
+uint64_t phos_first_launch_begin(void);	/* its start, or 0 if another took it */
+void phos_first_launch_end(uint64_t t0);
 
 /* ---- capture.c ------------------------------------------------------- */
 /* True when stream capture may be under way somewhere in the process

@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 79
+plan 80
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -47,8 +47,9 @@ no_corrupt() { ! grep -q CORRUPT "$f"; }
 log_since() { tail -n +"$1" "$PD/n1.log"; }
 
 # start_app OUT [indirect]: fake_gpu_app under libphos, as a job's task; $APP
+# (APP_DEBUG=1: with PHOS_DEBUG, libphos's lines in app.err)
 start_app() {
-	setsid env LD_PRELOAD="$LIBPHOS" PHOS_CHECKPOINT=1 PHOS_SOCKET="$S" \
+	setsid env LD_PRELOAD="$LIBPHOS" PHOS_CHECKPOINT=1 PHOS_SOCKET="$S" ${APP_DEBUG:+PHOS_DEBUG=1} \
 		"$PROGS/fake_gpu_app" "$1" "$NBUF" "$MIB" "${@:2}" </dev/null >>"$PD/app.err" 2>&1 \
 		3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &	# no test harness file in its image
 	APP=$!
@@ -56,7 +57,7 @@ start_app() {
 	track "$APP"
 }
 
-start_app "$f"
+APP_DEBUG=1 start_app "$f"
 apid=$APP
 wait_for 30 iter_past 5
 ok $? "the program runs under libphos on the fake driver (iter $(last_iter))" ||
@@ -173,6 +174,10 @@ like "$(log_since "$mark")" "loaded $NBUF buffer\\(s\\), .*, 0 in first-use orde
 	"(with PHOS_GPU_NO_RANKS=1 the loader goes by index)"
 wait_for 30 iter_past $((stopped + 5))
 ok $? "the restored program goes on (iter $stopped -> $(last_iter))"
+# (a restored process's stderr is its task's, here /dev/null: the leave-
+# running checkpoints' reattaches show the same lines)
+like "$(cat "$PD/app.err")" "first kernel launch [0-9]+ ms after the reattach; the call took [0-9]+ ms" \
+	"libphos (PHOS_DEBUG) says when the first launch after a reattach came and how long it took"
 ok "$(no_corrupt && echo 0 || echo 1)" "and finds every word of every buffer as it was at the stop" ||
 	diag_file "$f" 3
 ok "$(consecutive "$f" iter >/dev/null && echo 0 || echo 1)" \
