@@ -17,7 +17,8 @@ static CUresult impl_launch(launch_fn real, int pt, CUfunction f, unsigned gx, u
 			    unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned shm,
 			    CUstream s, void **kp, void **extra)
 {
-	uint64_t t0 = __builtin_expect(phos_first_launch, 0) ? phos_first_launch_begin() : 0;
+	uint64_t t0 = __builtin_expect(__atomic_load_n(&phos_first_launch, __ATOMIC_RELAXED), 0) ?
+		      phos_first_launch_begin() : 0;
 	PHOS_PROLOGUE();
 	phos_write_launch(f, pt, s, kp, extra, false);
 	phos_tma_launch(f, pt, s, kp, extra);
@@ -37,7 +38,8 @@ typedef CUresult (*launchex_fn)(const CUlaunchConfig *, CUfunction, void **, voi
 static CUresult impl_launchex(launchex_fn real, int pt, const CUlaunchConfig *cfg, CUfunction f,
 			      void **kp, void **extra)
 {
-	uint64_t t0 = __builtin_expect(phos_first_launch, 0) ? phos_first_launch_begin() : 0;
+	uint64_t t0 = __builtin_expect(__atomic_load_n(&phos_first_launch, __ATOMIC_RELAXED), 0) ?
+		      phos_first_launch_begin() : 0;
 	PHOS_PROLOGUE();
 	phos_write_launch(f, pt, cfg ? cfg->hStream : NULL, kp, extra, false);
 	phos_tma_launch(f, pt, cfg ? cfg->hStream : NULL, kp, extra);
