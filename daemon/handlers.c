@@ -512,12 +512,20 @@ static void handle_checkpoint(struct client *c, struct phos_msg *req)
 	reply_ckpt(c, req->seq, &res);
 }
 
-/* Periodic checkpoints: called once a second by the timer thread. */
+/* Periodic checkpoints, and once an hour the restore logs past their
+ * age: called once a second by the timer thread. */
 void periodic_tick(void)
 {
+	static uint64_t pruned;	/* phosd prunes at start too */
 	struct task_reg due[16];
 	unsigned n;
 
+	if (!pruned)
+		pruned = phos_now_ms();
+	if (phos_now_ms() - pruned >= 3600 * 1000) {
+		pruned = phos_now_ms();
+		restore_prune_logs(phosd->cfg.state_dir);
+	}
 	registry_reap();
 	job_end_tick();
 	n = registry_due(phos_now_ms(), due, 16);

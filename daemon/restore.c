@@ -89,8 +89,6 @@ int restore_spawn(const char *path, uid_t uid, gid_t gid, const int stdio[3], bo
 	pid_t c;
 	int rpid = 0, nspid = 0;
 
-	restore_prune_logs(phosd->cfg.state_dir);
-
 	if (pipe2(pp, O_CLOEXEC) < 0)
 		return phos_errf(e, "pipe: %s", strerror(errno));
 	c = fork();

@@ -22,7 +22,8 @@ int restore_spawn(const char *path, uid_t uid, gid_t gid, const int stdio[3], bo
  * Remove the work directories (restore.XXXXXX) that failed restores left
  * in state_dir with CRIU's log, and root's /tmp/phos-restore.* (the
  * fallback, and what earlier versions left after every restore), once
- * older than PHOS_RESTORE_LOG_DAYS; the number removed.
+ * older than PHOS_RESTORE_LOG_DAYS; the number removed.  phosd calls it
+ * at start and once an hour (not on a restore's way).
  */
 #define PHOS_RESTORE_LOG_DAYS 7
 int restore_prune_logs(const char *state_dir);

@@ -287,7 +287,7 @@ wait_for 10 _no_workdir
 left=$(ls -d "$PD"/n[123].state/restore.* 2>/dev/null)
 is "$left" "" "good restores leave no work directory in state_dir" || diag "$(ls -la $left)"
 # what failed restores leave (CRIU's log) goes after 7 days, when phosd
-# starts or restores
+# starts (and once an hour)
 # (and in /tmp, where earlier versions left one after every restore)
 old_tmp=/tmp/phos-restore.0110-$$
 mkdir "$PD/n2.state/restore.old" "$PD/n2.state/restore.new" "$old_tmp"
