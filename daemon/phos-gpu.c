@@ -552,6 +552,14 @@ static void release_contexts(void)
 	}
 }
 
+/* The copy engine's n buffers at their places in the pool: one after the
+ * other, each at a 2 MiB boundary (stage_span()). */
+static void in_pool(uint8_t *pool, unsigned n)
+{
+	for (uint64_t i = 0, off = 0; i < n; off += stage_align(io[i].size), i++)
+		io[i].host = pool + off;
+}
+
 static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, uint64_t stage_off)
 {
 	char line[256], name[300];
@@ -706,8 +714,7 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 		struct gio sg = { .dir = GIO_STAGE, .b = io, .n = n, .ops = io_ops(), .chunk = piece,
 				  .keep_pinned = !(ue && strcmp(ue, "1") == 0) };
 
-		for (uint64_t i = 0, off = 0; i < n; off += stage_align(b[i].size), i++)
-			io[i].host = pool + off;
+		in_pool(pool, n);
 		tstage = phos_now_ms();
 		if (gio_run(&sg) < 0) {
 			fail("%s", sg.err);
@@ -965,18 +972,15 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 	bool hashed = n > 0;
 	struct stat pst;
 
-	for (int i = 0; i < n; i++) {
-		span += stage_align(lb[i].size);
+	for (int i = 0; i < n; i++)
 		hashed &= want_hash[i].known;
-	}
+	span = stage_span(lb, n);
 	if (stage_fd >= 0 && hashed && fstat(stage_fd, &pst) == 0 &&
 	    (uint64_t)pst.st_size >= stage_off + span &&
 	    (pool = mmap(NULL, span, PROT_READ, MAP_SHARED, stage_fd, (off_t)stage_off)) != MAP_FAILED) {
-		for (uint64_t i = 0, off = 0; i < (uint64_t)n; off += stage_align(lb[i].size), i++) {
-			io[i].host = pool + off;
-			if (io[i].fd >= 0)
-				phos_closep(&io[i].fd);
-		}
+		in_pool(pool, (unsigned)n);
+		for (int i = 0; i < n; i++)
+			phos_closep(&io[i].fd);
 	} else if (stage_fd >= 0) {
 		fprintf(stderr, "phos-gpu: the staging pool cannot serve gpumem-%s (%s): loading "
 			"from storage\n", tag, !hashed ? "the map has no hashes" : strerror(errno));

@@ -288,12 +288,3 @@ void stage_describe(char *buf, size_t n, bool held)
 	}
 	pthread_mutex_unlock(&pool.lock);
 }
-
-uint64_t stage_span(const struct phos_gpubuf *b, int n)
-{
-	uint64_t s = 0;
-
-	for (int i = 0; i < n; i++)
-		s += stage_align(b[i].size);
-	return s;
-}

@@ -59,7 +59,15 @@ void stage_keep(struct stage_lease *l, const char *path, const char *pieces);
 int stage_lend(const char *path, char *pieces, size_t n, char *why, size_t whysz);
 /* One line for phosctl status (held: with what it holds). */
 void stage_describe(char *buf, size_t n, bool held);
-/* Bytes n buffers of these sizes take in a pool. */
-uint64_t stage_span(const struct phos_gpubuf *b, int n);
+/* Bytes n buffers of these sizes take in a pool, laid out one after the
+ * other (phos-gpu save and load place them the same way). */
+static inline uint64_t stage_span(const struct phos_gpubuf *b, int n)
+{
+	uint64_t s = 0;
+
+	for (int i = 0; i < n; i++)
+		s += stage_align(b[i].size);
+	return s;
+}
 
 #endif
