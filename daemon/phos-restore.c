@@ -740,8 +740,9 @@ int main(int argc, char **argv)
 			o.criu = cfg.criu_path;
 		o.gpu_concurrent = cfg.gpu_concurrent_restore;
 		o.state_dir = cfg.state_dir;
-		o.lazy_pages = secure_getenv("PHOS_CRIU_LAZY_PAGES") &&
-			       !strcmp(secure_getenv("PHOS_CRIU_LAZY_PAGES"), "1");
+		const char *lazy = secure_getenv("PHOS_CRIU_LAZY_PAGES");
+
+		o.lazy_pages = lazy && strcmp(lazy, "1") == 0;
 	}
 	if (!o.image) {
 		fprintf(stderr, "phos-restore: --image DIR or --wait-fd N is required\n");

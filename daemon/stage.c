@@ -164,6 +164,16 @@ void stage_start(unsigned gib)
 	pthread_detach(t);
 }
 
+/* A restore loads from the pool: it holds a shared lock on it (stage_lend).
+ * Called with pool.lock held and the pool ready. */
+static bool lent(void)
+{
+	if (flock(pool.fd, LOCK_EX | LOCK_NB) < 0)
+		return true;
+	flock(pool.fd, LOCK_UN);
+	return false;
+}
+
 int stage_take(struct stage_lease *l, char *why, size_t whysz)
 {
 	int ok = 0;
@@ -182,12 +192,10 @@ int stage_take(struct stage_lease *l, char *why, size_t whysz)
 		snprintf(why, whysz, "in use by another checkpoint");
 		break;
 	case POOL_READY:
-		/* a restore still loading from it holds a shared lock */
-		if (flock(pool.fd, LOCK_EX | LOCK_NB) < 0) {
+		if (lent()) {
 			snprintf(why, whysz, "in use by a restore that loads from it");
 			break;
 		}
-		flock(pool.fd, LOCK_UN);
 		if ((l->fd = fcntl(pool.fd, F_DUPFD_CLOEXEC, 3)) < 0) {
 			snprintf(why, whysz, "%s", strerror(errno));
 			break;
@@ -280,10 +288,8 @@ void stage_describe(char *buf, size_t n, bool held)
 	default:
 		snprintf(buf, n, "%" PRIu64 " GiB of %s, %s%s%s", pool.size >> 30, pool.kind,
 			 pool.st == POOL_TAKEN ? "in use by a checkpoint" :
-			 flock(pool.fd, LOCK_EX | LOCK_NB) < 0 ? "read by a restore" : "free",
+			 lent() ? "read by a restore" : "free",
 			 held && pool.held[0] ? "; holds " : "", held ? pool.held : "");
-		if (pool.st == POOL_READY)
-			flock(pool.fd, LOCK_UN);
 		break;
 	}
 	pthread_mutex_unlock(&pool.lock);
