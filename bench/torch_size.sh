@@ -41,6 +41,7 @@ for gb in $SIZES; do
 		log "$gb GiB: leave-running checkpoint failed"; tail -5 "$d/a.out"; kill -9 "$APP_PID"; BROKE=1; continue
 	fi
 	stall=$(sed -n 's/.*process frozen \([0-9]*\) ms.*/\1/p' <<<"$CKPT_LINE")
+	grep -h '^MEMINFO' "$d/a.out" | sed 's/^/  /'
 	grep -o 'phos-gpu: saved.*' "$LOG_DIR/phosd.log" | tail -1 | cut -c1-300 | sed 's/^/  /'
 	rm -rf "$IMG" "$(dirname "$IMG")/chunks"
 	# the stop checkpoint, once the copy is over (the checkpoint command
@@ -65,11 +66,14 @@ for gb in $SIZES; do
 		first=-
 		if wait_for "$d/b.out" '^at [0-9]+ [0-9]+' 300; then
 			first=$(( $(awk '$1 == "at" { print $3; exit }' "$d/b.out") - t0 / 1000000 ))
+			# that step's own time (it began before the checkpoint if
+			# the process was stopped inside it)
+			awk '$1 == "steptime" { print "  the first step after the restore (" $2 ") took " $3 " ms"; exit }' "$d/b.out"
 		fi
 		grep -o 'phos-gpu: loaded.*' "$LOG_DIR/phosd.log" | tail -1 | cut -c1-300 | sed 's/^/  /'
 		grep -h 'waits for every buffer' "$d/b.out" | sort -u | sed 's/^/  /'
 		# when the restored process's first launch came, and what it took
-		grep -h 'first kernel launch' "$d/b.out" | head -1 | sed 's/^/  /'
+		grep -hE 'first kernel launch|kernel launches after the reattach' "$d/b.out" | head -2 | sed 's/^/  /'
 		# the restore's phases, from phosd's and phos-restore's log lines
 		grep -E 'image verified|took its [0-9]+ GPU buffer' "$LOG_DIR/phosd.log" |
 			tail -2 | cut -c1-200 | sed 's/^/  /'

@@ -85,15 +85,20 @@ static void wait_one(uint32_t i)
 			break;
 		}
 		if (!t0) {
-			t0 = phos_now_ms();
+			t0 = phos_now_ns();
 			__atomic_store_n(phos_savetab_want(tab, i), 1, __ATOMIC_RELEASE);
 			PHOS_COUNT(cow_waits, 1);
-		} else if (phos_now_ms() - t0 > PHOS_COW_MAX_WAIT_S * 1000ull) {
+		} else if (phos_now_ns() - t0 > PHOS_COW_MAX_WAIT_S * 1000000000ull) {
 			phos_dbg("cow: buffer %u still not saved after %d s: going on (the save "
 				 "will fail its check)", i, PHOS_COW_MAX_WAIT_S);
 			return;
 		}
 		phos_futex_wait(st, s, 100);
+	}
+	if (t0 && __atomic_load_n(&phos_watch_left, __ATOMIC_RELAXED) > 0) {
+		__atomic_add_fetch(&phos_watch_waited_us, (phos_now_ns() - t0) / 1000,
+				   __ATOMIC_RELAXED);
+		__atomic_add_fetch(&phos_watch_waits, 1, __ATOMIC_RELAXED);
 	}
 	/* a buffer that could not be loaded: the process must not run on
 	 * memory that does not hold its data */

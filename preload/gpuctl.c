@@ -164,28 +164,58 @@ static void detach(void)
 		close(fds[i]);
 }
 
-int phos_first_launch;
-static uint64_t reattached_ms;
+/*
+ * PHOS_DEBUG: where a restored process's first step goes.  The first
+ * PHOS_WATCH_LAUNCHES kernel launches after a reattach are timed; the
+ * first one is reported at once, the whole window (the time inside the
+ * launch calls, and what of it waited for buffers still loading: cow.c)
+ * once it is over.  bench/torch_size.sh reads both lines.
+ */
+#define PHOS_WATCH_LAUNCHES 256
 
-uint64_t phos_first_launch_begin(void)
+int phos_watch_left;
+uint64_t phos_watch_waited_us;
+unsigned phos_watch_waits;
+static uint64_t reattached_ns;
+static uint64_t watch_in_us, watch_max_us;
+static unsigned watch_slow;
+
+uint64_t phos_watch_begin(void)
 {
-	int one = 1;
-
-	if (!__atomic_compare_exchange_n(&phos_first_launch, &one, 0, false, __ATOMIC_ACQ_REL,
-					 __ATOMIC_RELAXED))
-		return 0;
-	uint64_t now = phos_now_ms();
+	uint64_t now = phos_now_ns();
 
 	return now ? now : 1;
 }
 
-void phos_first_launch_end(uint64_t t0)
+void phos_watch_end(uint64_t t0)
 {
-	uint64_t now = phos_now_ms();
+	uint64_t now = phos_now_ns(), us = (now - t0) / 1000;
+	int left = __atomic_sub_fetch(&phos_watch_left, 1, __ATOMIC_ACQ_REL);
 
-	phos_dbg("gpu: first kernel launch %llu ms after the reattach; the call took %llu ms "
-		 "(waits for buffers included)", (unsigned long long)(t0 - reattached_ms),
-		 (unsigned long long)(now - t0));
+	if (left < 0)
+		return;		/* another thread took the last one */
+	__atomic_add_fetch(&watch_in_us, us, __ATOMIC_RELAXED);
+	if (us >= 1000)
+		__atomic_add_fetch(&watch_slow, 1, __ATOMIC_RELAXED);
+	for (uint64_t m = __atomic_load_n(&watch_max_us, __ATOMIC_RELAXED); us > m &&
+	     !__atomic_compare_exchange_n(&watch_max_us, &m, us, false, __ATOMIC_RELAXED,
+					  __ATOMIC_RELAXED);)
+		;
+	if (left == PHOS_WATCH_LAUNCHES - 1)
+		phos_dbg("gpu: first kernel launch %llu ms after the reattach; the call took %llu ms "
+			 "(waits for buffers included)",
+			 (unsigned long long)((t0 - reattached_ns) / 1000000),
+			 (unsigned long long)(us / 1000));
+	if (left == 0)
+		phos_dbg("gpu: the first %d kernel launches after the reattach: the last %llu ms "
+			 "after it; %llu ms inside the launch calls (%u took 1 ms or more, the "
+			 "longest %llu ms); CUDA calls waited %llu ms for %u buffer(s) still loading",
+			 PHOS_WATCH_LAUNCHES, (unsigned long long)((now - reattached_ns) / 1000000),
+			 (unsigned long long)(__atomic_load_n(&watch_in_us, __ATOMIC_RELAXED) / 1000),
+			 __atomic_load_n(&watch_slow, __ATOMIC_RELAXED),
+			 (unsigned long long)(__atomic_load_n(&watch_max_us, __ATOMIC_RELAXED) / 1000),
+			 (unsigned long long)(__atomic_load_n(&phos_watch_waited_us, __ATOMIC_RELAXED) / 1000),
+			 __atomic_load_n(&phos_watch_waits, __ATOMIC_RELAXED));
 }
 
 static void reattach(void)
@@ -241,8 +271,10 @@ static void reattach(void)
 	phos_dbg("gpu: %d buffer(s) reattached%s; CUDA calls go on", n,
 		 phos_cow_active() ? " while phosd saves them" : "");
 	if (phos_env.debug) {
-		reattached_ms = phos_now_ms();
-		__atomic_store_n(&phos_first_launch, 1, __ATOMIC_RELEASE);
+		reattached_ns = phos_now_ns();
+		watch_in_us = watch_max_us = phos_watch_waited_us = 0;
+		watch_slow = phos_watch_waits = 0;
+		__atomic_store_n(&phos_watch_left, PHOS_WATCH_LAUNCHES, __ATOMIC_RELEASE);
 	}
 	phos_gate_open();
 }

@@ -17,15 +17,15 @@ static CUresult impl_launch(launch_fn real, int pt, CUfunction f, unsigned gx, u
 			    unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned shm,
 			    CUstream s, void **kp, void **extra)
 {
-	uint64_t t0 = __builtin_expect(__atomic_load_n(&phos_first_launch, __ATOMIC_RELAXED), 0) ?
-		      phos_first_launch_begin() : 0;
+	uint64_t t0 = __builtin_expect(__atomic_load_n(&phos_watch_left, __ATOMIC_RELAXED) > 0, 0) ?
+		      phos_watch_begin() : 0;
 	PHOS_PROLOGUE();
 	phos_write_launch(f, pt, s, kp, extra, false);
 	phos_tma_launch(f, pt, s, kp, extra);
 	CUresult r = real(f, gx, gy, gz, bx, by, bz, shm, s, kp, extra);
 
 	if (t0)
-		phos_first_launch_end(t0);
+		phos_watch_end(t0);
 	return r;
 }
 #define LAUNCH_PARAMS (CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, \
@@ -38,15 +38,15 @@ typedef CUresult (*launchex_fn)(const CUlaunchConfig *, CUfunction, void **, voi
 static CUresult impl_launchex(launchex_fn real, int pt, const CUlaunchConfig *cfg, CUfunction f,
 			      void **kp, void **extra)
 {
-	uint64_t t0 = __builtin_expect(__atomic_load_n(&phos_first_launch, __ATOMIC_RELAXED), 0) ?
-		      phos_first_launch_begin() : 0;
+	uint64_t t0 = __builtin_expect(__atomic_load_n(&phos_watch_left, __ATOMIC_RELAXED) > 0, 0) ?
+		      phos_watch_begin() : 0;
 	PHOS_PROLOGUE();
 	phos_write_launch(f, pt, cfg ? cfg->hStream : NULL, kp, extra, false);
 	phos_tma_launch(f, pt, cfg ? cfg->hStream : NULL, kp, extra);
 	CUresult r = real(cfg, f, kp, extra);
 
 	if (t0)
-		phos_first_launch_end(t0);
+		phos_watch_end(t0);
 	return r;
 }
 PHOS_DEFINE_HOOK(cuLaunchKernelEx, impl_launchex, 0,

@@ -253,12 +253,14 @@ void phos_cow_end(void);
 /* ---- gpuctl.c: DETACH/REATTACH with phosd -------------------------------- */
 /* Handle phosd's DETACH or REATTACH signal (libphos thread). */
 void phos_gpuctl(int sigval);
-/* PHOS_DEBUG: the first kernel launch after a reattach logs when it came
- * and how long its call took, waits for buffers included (where the first
- * step of a restored process goes, bench/torch_size.sh) */
-extern int phos_first_launch;	/* 1: the next launch is the first since then */
-uint64_t phos_first_launch_begin(void);	/* its start, or 0 if another took it */
-void phos_first_launch_end(uint64_t t0);
+/* PHOS_DEBUG: the kernel launches right after a reattach are timed, and
+ * what they waited for buffers still loading (where the first step of a
+ * restored process goes: gpuctl.c, bench/torch_size.sh) */
+extern int phos_watch_left;	/* launches after a reattach still timed */
+extern uint64_t phos_watch_waited_us;	/* of which waiting for buffers (cow.c) */
+extern unsigned phos_watch_waits;
+uint64_t phos_watch_begin(void);	/* a timed launch's start */
+void phos_watch_end(uint64_t t0);
 
 /* ---- capture.c ------------------------------------------------------- */
 /* True when stream capture may be under way somewhere in the process

@@ -1,7 +1,8 @@
 """GPU test (c): deterministic training of a small GPT built from a config
 (no downloads).  Prints `step N loss <float.hex>` for each step (and
 `steptime N MS`, the step's wall time, and `at N MS`, the wall clock in ms
-when it ended, which are not compared), then DONE.
+when it ended, which are not compared), then DONE.  `MEMINFO` says how
+much of the GPU memory in use is outside PyTorch's allocator.
 usage: train.py STEPS SLEEP_S [DATA_GIB]
 DATA_GIB: the token batches come from a dataset of that many GiB kept on
 the GPU in 1 GiB shards (bench/torch_size.sh); step N reads shard
@@ -40,6 +41,11 @@ if data_gib > 0:
     torch.cuda.synchronize()
 print(f"READY pid {os.getpid()} params {sum(p.numel() for p in model.parameters())}"
       f" data_gib {data_gib}", flush=True)
+# what of the GPU's memory is outside PyTorch's allocator (the CUDA context,
+# its modules, libraries' workspaces): what the driver checkpoint moves
+free, total = torch.cuda.mem_get_info()
+print(f"MEMINFO reserved_mib {torch.cuda.memory_reserved() >> 20}"
+      f" device_used_mib {(total - free) >> 20}", flush=True)
 for step in range(1, steps + 1):
     t0 = time.perf_counter()
     if shards:
