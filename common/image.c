@@ -1304,6 +1304,37 @@ fail:
 	return -1;
 }
 
+int phos_image_parse_path(const struct phos_store *s, const char *path, struct phos_image_id *id,
+			  uint64_t *gen, struct phos_err *e)
+{
+	const char *root = s->root;
+	size_t rl = strlen(root);
+	char buf[4096], *parts[6], *save = NULL, *tok;
+	int n = 0;
+
+	while (rl > 1 && root[rl - 1] == '/')
+		rl--;
+	if (strncmp(path, root, rl) != 0 || path[rl] != '/')
+		return phos_errnof(e, EINVAL, "%s is not under the image root %s", path, root);
+	if (phos_strlcpy(buf, path + rl + 1, sizeof(buf)) < 0)
+		return phos_errnof(e, ENAMETOOLONG, "path too long");
+	for (tok = strtok_r(buf, "/", &save); tok && n < 6; tok = strtok_r(NULL, "/", &save))
+		parts[n++] = tok;
+	if (n != 5 || tok)
+		return phos_errnof(e, EINVAL, "%s is not a generation directory "
+				   "(<root>/<user>/<job>/<step>/<task>/<generation>)", path);
+	memset(id, 0, sizeof(*id));
+	if (phos_strlcpy(id->user, parts[0], sizeof(id->user)) < 0 ||
+	    phos_image_job_parse(parts[1], id) < 0 || phos_image_step_parse(parts[2], &id->step) < 0 ||
+	    phos_image_gen_parse(parts[4], gen) < 0)
+		return phos_errnof(e, EINVAL, "%s is not a generation directory", path);
+	uint64_t task;
+	if (phos_parse_u64(parts[3], &task) < 0 || task > UINT32_MAX)
+		return phos_errnof(e, EINVAL, "%s: bad task", path);
+	id->task = (uint32_t)task;
+	return phos_image_id_check(id, e);
+}
+
 static bool id_equal(const struct phos_image_id *a, const struct phos_image_id *b)
 {
 	return !strcmp(a->user, b->user) && a->kind == b->kind && a->job == b->job &&
@@ -1484,6 +1515,13 @@ fail:
 int phos_image_select(struct phos_store *s, const struct phos_image_id *id, uid_t allowed_uid,
 		      unsigned flags, uint64_t *gen, struct phos_manifest *m, struct phos_err *e)
 {
+	return phos_image_select_below(s, id, allowed_uid, flags, UINT64_MAX, gen, m, e);
+}
+
+int phos_image_select_below(struct phos_store *s, const struct phos_image_id *id,
+			    uid_t allowed_uid, unsigned flags, uint64_t below, uint64_t *gen,
+			    struct phos_manifest *m, struct phos_err *e)
+{
 	char taskpath[PATH_MAX];
 	struct phos_err first = { "" };
 	uint64_t *gens = NULL;
@@ -1502,6 +1540,13 @@ int phos_image_select(struct phos_store *s, const struct phos_image_id *id, uid_
 		goto out;
 	if (ngen == 0) {
 		phos_errnof(e, ENOENT, "no checkpoint exists for %s", taskpath);
+		goto out;
+	}
+	while (ngen && gens[ngen - 1] >= below)
+		ngen--;
+	if (ngen == 0) {
+		phos_errnof(e, ENOENT, "no checkpoint older than generation %" PRIu64 " exists for %s",
+			    below, taskpath);
 		goto out;
 	}
 	for (i = ngen; i-- > 0;) {

@@ -268,6 +268,18 @@ int phos_image_list_generations(struct phos_store *s, const struct phos_image_id
  */
 int phos_image_select(struct phos_store *s, const struct phos_image_id *id, uid_t allowed_uid,
 		      unsigned flags, uint64_t *gen, struct phos_manifest *m, struct phos_err *e);
+/* The same among the generations older than below (ENOENT: none). */
+int phos_image_select_below(struct phos_store *s, const struct phos_image_id *id,
+			    uid_t allowed_uid, unsigned flags, uint64_t below, uint64_t *gen,
+			    struct phos_manifest *m, struct phos_err *e);
+
+/*
+ * Parse "<checkpoint_dir>/<user>/<job>/<step>/<task>/<generation>" (a
+ * generation directory under s's root) into id and gen; EINVAL with a
+ * message when path is not one.
+ */
+int phos_image_parse_path(const struct phos_store *s, const char *path, struct phos_image_id *id,
+			  uint64_t *gen, struct phos_err *e);
 
 struct phos_image_task_info {
 	struct phos_image_id id;

@@ -557,36 +557,29 @@ void periodic_tick(void)
 
 /* ---- restore ------------------------------------------------------------- */
 
-/* Parse "<root>/<user>/<job>/<step>/<task>/<gen>" into id and gen. */
-static int parse_image_path(const char *path, struct phos_image_id *id, uint64_t *gen,
-			    struct phos_err *e)
+/* Start phos-restore for generation gen of id, whose manifest m passed
+ * its check (begun at tv; verify: the manifest only).  *pid is set on
+ * success, gpath to the generation's path. */
+static int restore_gen(struct client *c, const struct phos_msg *req,
+		       const struct phos_image_id *id, uint64_t gen, const struct phos_manifest *m,
+		       uint64_t tv, const int stdio[3], bool verify, pid_t *pid, char *gpath,
+		       size_t gsize, struct phos_err *e)
 {
-	const char *root = phosd->store.root;
-	size_t rl = strlen(root);
-	char buf[4096], *parts[6], *save = NULL, *tok;
-	int n = 0;
+	if (phos_image_gen_path(&phosd->store, id, gen, gpath, gsize, e) < 0)
+		return -1;
+	/* The original may still run here (a copy of a leave-running
+	 * checkpoint): same pids inside, same abstract socket names.  The copy
+	 * gets its own network namespace then. */
+	bool beside = strcmp(m->host, phosd->host) == 0 && m->root_pid > 1 &&
+		      kill(m->root_pid, 0) == 0;
 
-	while (rl > 1 && root[rl - 1] == '/')
-		rl--;
-	if (strncmp(path, root, rl) != 0 || path[rl] != '/')
-		return phos_errnof(e, EINVAL, "%s is not under the image root %s", path, root);
-	if (phos_strlcpy(buf, path + rl + 1, sizeof(buf)) < 0)
-		return phos_errnof(e, ENAMETOOLONG, "path too long");
-	for (tok = strtok_r(buf, "/", &save); tok && n < 6; tok = strtok_r(NULL, "/", &save))
-		parts[n++] = tok;
-	if (n != 5 || tok)
-		return phos_errnof(e, EINVAL, "%s is not a generation directory "
-				   "(<root>/<user>/<job>/<step>/<task>/<generation>)", path);
-	memset(id, 0, sizeof(*id));
-	if (phos_strlcpy(id->user, parts[0], sizeof(id->user)) < 0 ||
-	    phos_image_job_parse(parts[1], id) < 0 || phos_image_step_parse(parts[2], &id->step) < 0 ||
-	    phos_image_gen_parse(parts[4], gen) < 0)
-		return phos_errnof(e, EINVAL, "%s is not a generation directory", path);
-	uint64_t task;
-	if (phos_parse_u64(parts[3], &task) < 0 || task > UINT32_MAX)
-		return phos_errnof(e, EINVAL, "%s: bad task", path);
-	id->task = (uint32_t)task;
-	return phos_image_id_check(id, e);
+	log_info("restore of %s: %s in %" PRIu64 " ms", gpath, verify ? "manifest checked (the "
+		 "files are checked while CRIU restores)" : "image verified", phos_now_ms() - tv);
+	client_progress(c, req->seq, 0, 0, "restoring %s (%s)%s", gpath,
+			verify ? "manifest checked" : "verified", beside ?
+			"; its original still runs here: the copy gets its own network namespace "
+			"(loopback only)" : "");
+	return restore_spawn(gpath, m->uid, m->gid, stdio, beside, verify, pid, e);
 }
 
 static void handle_restore(struct client *c, struct phos_msg *req)
@@ -598,12 +591,12 @@ static void handle_restore(struct client *c, struct phos_msg *req)
 	const char *path;
 	char gpath[4096];
 	int stdio[3] = { -1, -1, -1 };
-	pid_t pid;
+	pid_t pid = 0;
 	uid_t allowed = c->privileged ? PHOS_UID_ANY : c->uid;
 
 	phos_manifest_init(&m);
 	if (phos_msg_get_str(req, PHOS_A_PATH, &path) == 0) {
-		if (parse_image_path(path, &id, &gen, &e) < 0) {
+		if (phos_image_parse_path(&phosd->store, path, &id, &gen, &e) < 0) {
 			client_reply(c, req->seq, EINVAL, "%s", e.msg);
 			return;
 		}
@@ -622,36 +615,57 @@ static void handle_restore(struct client *c, struct phos_msg *req)
 		client_reply(c, req->seq, EINVAL, "restore needs an image PATH or a JOB");
 		return;
 	}
-	uint64_t tv = phos_now_ms();	/* the check before a restore: a phase of its own */
+	/* The manifest is checked here (MAC, owner, every file there with its
+	 * size); phos-restore hashes the files while CRIU restores, and no
+	 * restored task runs before that passed (doc/concurrent-restore.md,
+	 * "The image check beside CRIU"). */
+	bool picked = gen == 0;	/* ours to pick: an older generation is the fallback */
+	uint64_t tv = phos_now_ms(), bad;
 
-	if (gen == 0) {
-		if (phos_image_select(&phosd->store, &id, allowed, 0, &gen, &m, &e) < 0) {
+	if (picked) {
+		if (phos_image_select(&phosd->store, &id, allowed, PHOS_VERIFY_QUICK, &gen, &m, &e) < 0) {
 			client_reply(c, req->seq, errno, "no usable image: %s", e.msg);
 			return;
 		}
-	} else if (phos_image_verify(&phosd->store, &id, gen, allowed, 0, &m, &e) < 0) {
+	} else if (phos_image_verify(&phosd->store, &id, gen, allowed, PHOS_VERIFY_QUICK, &m, &e) < 0) {
 		client_reply(c, req->seq, errno, "image refused: %s", e.msg);
-		return;
-	}
-	if (phos_image_gen_path(&phosd->store, &id, gen, gpath, sizeof(gpath), &e) < 0) {
-		client_reply(c, req->seq, errno, "%s", e.msg);
-		phos_manifest_free(&m);
 		return;
 	}
 	if (req->nfds == 3)
 		for (int i = 0; i < 3; i++)
 			stdio[i] = req->fds[i];
-	/* The original may still run here (a copy of a leave-running
-	 * checkpoint): same pids inside, same abstract socket names.  The copy
-	 * gets its own network namespace then. */
-	bool beside = strcmp(m.host, phosd->host) == 0 && m.root_pid > 1 &&
-		      kill(m.root_pid, 0) == 0;
-	log_info("restore of %s: image verified in %" PRIu64 " ms", gpath, phos_now_ms() - tv);
-	client_progress(c, req->seq, 0, 0, "restoring %s (verified)%s", gpath, beside ?
-			"; its original still runs here: the copy gets its own network namespace "
-			"(loopback only)" : "");
-	if (restore_spawn(gpath, m.uid, m.gid, stdio, beside, &pid, &e) < 0) {
-		client_reply(c, req->seq, errno, "%s", e.msg);
+	if (restore_gen(c, req, &id, gen, &m, tv, stdio, true, &pid, gpath, sizeof(gpath), &e) < 0 &&
+	    picked) {
+		struct phos_err ve = { "" };
+		int err = errno;
+
+		/* the check beside CRIU refused it, or something else failed */
+		if (phos_image_verify(&phosd->store, &id, gen, allowed, 0, NULL, &ve) == 0) {
+			errno = err;
+		} else {
+			bad = gen;
+			log_warn("restore of %s: generation %" PRIu64 " failed its check (%s): trying "
+				 "the older ones", gpath, bad, ve.msg);
+			client_progress(c, req->seq, 0, 0, "generation %" PRIu64 " failed its check "
+					"(%s); trying the older ones", bad, ve.msg);
+			phos_manifest_free(&m);
+			tv = phos_now_ms();
+			if (phos_image_select_below(&phosd->store, &id, allowed, 0, bad, &gen, &m,
+						    &e) < 0) {
+				client_reply(c, req->seq, errno, "generation %" PRIu64 " failed its "
+					     "check (%s), and no older one is usable: %s", bad, ve.msg,
+					     e.msg);
+				return;
+			}
+			restore_gen(c, req, &id, gen, &m, tv, stdio, false, &pid, gpath,
+				    sizeof(gpath), &e);
+		}
+	}
+	if (!pid) {
+		int err = errno;
+
+		log_warn("restore of %s failed: %s", gpath, e.msg);
+		client_reply(c, req->seq, err, "%s", e.msg);
 		phos_manifest_free(&m);
 		return;
 	}
@@ -787,7 +801,7 @@ static void handle_restore_done(struct client *c, struct phos_msg *req)
 	/* The period of periodic checkpoints travels in the manifest. */
 	phos_manifest_init(&m);
 	if (phos_msg_get_str(req, PHOS_A_PATH, &path) == 0 &&
-	    parse_image_path(path, &id, &gen, &e) == 0 &&
+	    phos_image_parse_path(&phosd->store, path, &id, &gen, &e) == 0 &&
 	    phos_image_verify(&phosd->store, &id, gen, PHOS_UID_ANY, PHOS_VERIFY_QUICK, &m, &e) == 0) {
 		const char *iv = phos_manifest_get_extra(&m, "phos.interval_ms");
 		uint64_t ms;

@@ -4,8 +4,8 @@
  * Restorer mode (root; exec'ed by phosd for `phosctl restore`, or forked
  * and exec'ed by the SPANK plugin inside a Slurm task):
  *
- *   phos-restore --image DIR [--control-fd N] [--socket S --job J --step S
- *                --task T] [--uid U --gid G] [--report-fd N]
+ *   phos-restore --image DIR [--verify] [--control-fd N] [--socket S --job J
+ *                --step S --task T] [--uid U --gid G] [--report-fd N]
  *
  *   1. stdio: fds received on the control fd (the task's 0,1,2, sent once
  *      Slurm has set them up), else our own 0,1,2;
@@ -14,7 +14,9 @@
  *   3. unshare a pid and a mount namespace and fork its init; init mounts
  *      a fresh /proc and runs CRIU with rst_sibling, so the restored tree
  *      is init's child, keeps its original pids and cannot clash with the
- *      pids of this node;
+ *      pids of this node; with --verify (phosd checked the manifest only),
+ *      a checker process hashes the image meanwhile, and CRIU's tasks
+ *      resume only once it passed (check_gate());
  *   4. init tells libphos in the processes that were waiting for their
  *      checkpoint that they were restored, drops privileges, reaps, and
  *      reports the root's wait status;
@@ -60,6 +62,7 @@
 #include "cuda.h"
 #include "gpu.h"
 #include "gpu-load.h"
+#include "image.h"
 #include "log.h"
 #include "manifest.h"
 #include "proc.h"
@@ -82,6 +85,8 @@ struct opts {
 	bool gpu_concurrent;	/* phos.yaml gpu_concurrent_restore */
 	const char *state_dir;	/* phos.yaml state_dir: CRIU's work directory goes there */
 	bool lazy_pages;	/* PHOS_CRIU_LAZY_PAGES=1: an experiment (doc/concurrent-restore.md) */
+	bool verify;		/* --verify: the full image check runs beside CRIU */
+	const char *checkpoint_dir, *key_file;	/* phos.yaml's, for that check */
 };
 
 static volatile pid_t forward_to = -1;
@@ -239,8 +244,104 @@ struct init_report {
 	int ok;			/* 1 restored, 0 failed */
 	pid_t nspid;		/* root pid inside the namespace */
 	int status;		/* root's wait status (second report) */
+	uint64_t check_ms;	/* --verify: what the image check took */
+	uint64_t check_wait_ms;	/* and how long CRIU's tasks waited for it */
 	char msg[PHOS_ERR_MAX];
 };
+
+/*
+ * --verify: the full image check (doc/concurrent-restore.md, "The image
+ * check beside CRIU"), in a process of its own started before anything
+ * else (no thread of ours is running then): phos_image_verify() without
+ * PHOS_VERIFY_QUICK, what phosd did before it started us in earlier
+ * versions.  It writes "ok MS" or the reason to out, and exits.
+ */
+static void check_main(const struct opts *o, int out) __attribute__((noreturn));
+static void check_main(const struct opts *o, int out)
+{
+	struct phos_key key = { 0 };
+	struct phos_store st = { .root_fd = -1 };
+	struct phos_image_id id;
+	struct phos_err e = { "" };
+	uint64_t t0 = phos_now_ms(), gen;
+	char msg[PHOS_ERR_MAX + 32];
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	signal(SIGPIPE, SIG_IGN);	/* a restore that failed before it asked */
+	if (phos_key_load(&key, o->key_file, &e) < 0 ||
+	    phos_store_open(&st, o->checkpoint_dir, &key, false, &e) < 0 ||
+	    phos_image_parse_path(&st, o->image, &id, &gen, &e) < 0 ||
+	    phos_image_verify(&st, &id, gen, PHOS_UID_ANY, 0, NULL, &e) < 0)
+		snprintf(msg, sizeof(msg), "%s\n", e.msg[0] ? e.msg : "the image check failed");
+	else
+		snprintf(msg, sizeof(msg), "ok %" PRIu64 "\n", phos_now_ms() - t0);
+	if (write(out, msg, strlen(msg)) < 0)
+		_exit(1);
+	_exit(0);
+}
+
+static pid_t check_start(const struct opts *o, int *answer)
+{
+	int p[2];
+	pid_t c;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -1;
+	c = fork();
+	if (c == 0) {
+		close(p[0]);
+		check_main(o, p[1]);
+	}
+	close(p[1]);
+	if (c < 0)
+		close(p[0]);
+	else
+		*answer = p[0];
+	return c;
+}
+
+static void check_stop(pid_t check)
+{
+	int st;
+
+	if (check <= 0)
+		return;
+	kill(check, SIGKILL);
+	while (waitpid(check, &st, 0) < 0 && errno == EINTR)
+		;
+}
+
+/* The gate at CRIU's post-restore notification: every task is restored
+ * and none runs yet (CRIU kills them all if we answer no). */
+struct check_gate {
+	int fd;			/* the checker's answer; -1 once read */
+	bool failed;
+	uint64_t ms, waited;
+	char msg[PHOS_ERR_MAX];
+};
+
+static int check_gate(void *arg, const char *script, pid_t pid)
+{
+	struct check_gate *g = arg;
+	char buf[PHOS_ERR_MAX + 32];
+	uint64_t t0 = phos_now_ms();
+	ssize_t n;
+
+	(void)pid;
+	if (g->fd < 0 || strcmp(script, "post-restore") != 0)
+		return 0;
+	n = phos_read_full(g->fd, buf, sizeof(buf) - 1);
+	g->waited = phos_now_ms() - t0;
+	phos_closep(&g->fd);
+	buf[n > 0 ? n : 0] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	if (sscanf(buf, "ok %" SCNu64, &g->ms) == 1)
+		return 0;
+	g->failed = true;
+	snprintf(g->msg, sizeof(g->msg), "%.500s", buf[0] ? buf : "the image check died before "
+		 "it answered");
+	return -1;
+}
 
 /* Signal the processes that waited in libphos for their checkpoint. */
 static void wake_waiters(const struct phos_manifest *m)
@@ -261,10 +362,12 @@ static void wake_waiters(const struct phos_manifest *m)
 }
 
 static void init_main(const struct opts *o, int dirfd, const struct phos_manifest *m,
-		      int inherit[3], const char *logdir, bool lazy, int rep) __attribute__((noreturn));
+		      int inherit[3], const char *logdir, bool lazy, int check_fd, int rep)
+	__attribute__((noreturn));
 static void init_main(const struct opts *o, int dirfd, const struct phos_manifest *m,
-		      int inherit[3], const char *logdir, bool lazy, int rep)
+		      int inherit[3], const char *logdir, bool lazy, int check_fd, int rep)
 {
+	struct check_gate gate = { .fd = check_fd };
 	struct phos_criu_req r;
 	struct init_report ir = { 0 };
 	struct phos_err e = { "" };
@@ -337,10 +440,30 @@ static void init_main(const struct opts *o, int dirfd, const struct phos_manifes
 		snprintf(ir.msg, sizeof(ir.msg), "cannot open %.400s: %s", logdir, strerror(errno));
 		goto fail;
 	}
+	if (check_fd >= 0) {
+		r.notify = check_gate;
+		r.notify_arg = &gate;
+	}
 	if (phos_criu_run(PHOS_CRIU_RESTORE, &r, &root, &e) < 0) {
-		snprintf(ir.msg, sizeof(ir.msg), "%.300s (in %.200s)", e.msg, logdir);
+		if (gate.failed)
+			snprintf(ir.msg, sizeof(ir.msg), "image refused: %.380s (found while CRIU "
+				 "restored it: CRIU killed the restored tasks before they ran)",
+				 gate.msg);
+		else
+			snprintf(ir.msg, sizeof(ir.msg), "%.300s (in %.200s)", e.msg, logdir);
 		goto fail;
 	}
+	/* No post-restore notification, no answer read: the tasks may run on
+	 * an image nobody checked.  Never. */
+	if (gate.fd >= 0) {
+		kill(-1, SIGKILL);	/* every task of this pid namespace but us */
+		snprintf(ir.msg, sizeof(ir.msg), "CRIU did not stop at post-restore for the image "
+			 "check: the restored tasks were killed (is %.200s a CRIU >= 4.1?)",
+			 r.criu_path);
+		goto fail;
+	}
+	ir.check_ms = gate.ms;
+	ir.check_wait_ms = gate.waited;
 	/* Keep CRIU's log only when it explains a failure, or when asked to
 	 * (PHOS_DEBUG: its timestamps say where CRIU's time went).  The
 	 * directory also holds CRIU's stats-restore and, where its probes of
@@ -516,8 +639,8 @@ static int restore_mode(const struct opts *o)
 	struct gpu_loads *loads = NULL;
 	uint64_t t_start, t_criu, t_driver = 0;
 	int stdio[3] = { -1, -1, -1 };
-	int pp[2], dirfd, st, rc;
-	pid_t init, root, lazy = 0;
+	int pp[2], dirfd, st, rc, check_fd = -1;
+	pid_t init, root, lazy = 0, check = 0;
 	char logdir[PATH_MAX];
 
 	if (geteuid() != 0) {
@@ -549,6 +672,11 @@ static int restore_mode(const struct opts *o)
 	if (cuda_restore_check(&m, &e) < 0) {
 		return restore_fail(o, "restore of %s refused: %s", o->image, e.msg);
 	}
+	/* --verify: the image is hashed while CRIU restores it (the checker
+	 * starts first: no thread of ours runs yet) */
+	if (o->verify && (check = check_start(o, &check_fd)) < 0)
+		return restore_fail(o, "restore of %s failed: cannot start the image check: %s",
+				    o->image, strerror(errno));
 	/* The GPU buffers' loaders start now, in our pid namespace (the
 	 * driver needs a /proc that matches): their CUDA contexts, the
 	 * buffers and (concurrent) the first of the data are ready by the
@@ -560,8 +688,10 @@ static int restore_mode(const struct opts *o)
 	rc = gpu_load_start(dirfd, o->gpu_concurrent, stage_fd, pieces, &loads, &e);
 	if (stage_fd >= 0)
 		close(stage_fd);	/* the loaders hold it (and the pool's lock) */
-	if (rc < 0)
+	if (rc < 0) {
+		check_stop(check);
 		return restore_fail(o, "restore of %s failed: %s", o->image, e.msg);
+	}
 	/* CRIU's work directory (its log must not go into the verified image
 	 * directory): one of its own in the node's state directory (root's),
 	 * or /tmp where that cannot be had.  Made here, in the node's pid
@@ -570,6 +700,7 @@ static int restore_mode(const struct opts *o)
 	     !mkdtemp(logdir)) &&
 	    (snprintf(logdir, sizeof(logdir), "/tmp/phos-restore.XXXXXX"), !mkdtemp(logdir))) {
 		gpu_load_free(loads);
+		check_stop(check);
 		return restore_fail(o, "restore: cannot create a work directory for CRIU: %s",
 				    strerror(errno));
 	}
@@ -577,6 +708,7 @@ static int restore_mode(const struct opts *o)
 		lazy = phos_criu_lazy_start(o->criu, o->image, logdir, &e);
 		if (lazy < 0) {
 			gpu_load_free(loads);
+			check_stop(check);
 			return restore_fail(o, "restore of %s failed: %s", o->image, e.msg);
 		}
 		log_info("criu lazy-pages %d serves the restored memory (log: %s/lazy-pages.log)",
@@ -585,6 +717,7 @@ static int restore_mode(const struct opts *o)
 	if (pipe2(pp, O_CLOEXEC) < 0 || unshare(CLONE_NEWPID) < 0) {
 		gpu_load_free(loads);
 		lazy_stop(lazy);
+		check_stop(check);
 		return restore_fail(o, "restore: cannot create a pid namespace: %s",
 				    strerror(errno));
 	}
@@ -592,23 +725,27 @@ static int restore_mode(const struct opts *o)
 	if (init < 0) {
 		gpu_load_free(loads);
 		lazy_stop(lazy);
+		check_stop(check);
 		return restore_fail(o, "restore: fork: %s", strerror(errno));
 	}
 	if (init == 0) {
 		close(pp[0]);
 		if (o->report_fd >= 0)
 			close(o->report_fd);
-		init_main(o, dirfd, &m, stdio, logdir, lazy > 0, pp[1]);
+		init_main(o, dirfd, &m, stdio, logdir, lazy > 0, check_fd, pp[1]);
 	}
 	close(pp[1]);
+	phos_closep(&check_fd);	/* init's now */
 	if (phos_read_full(pp[0], &ir, sizeof(ir)) != (ssize_t)sizeof(ir) || !ir.ok) {
 		restore_fail(o, "restore of %s failed: %s", o->image,
 			     ir.msg[0] ? ir.msg : "the namespace init died");
 		gpu_load_free(loads);
 		waitpid(init, &st, 0);
 		lazy_stop(lazy);
+		check_stop(check);
 		return 1;
 	}
+	check_stop(check);	/* it answered before CRIU let the tasks run */
 	root = child_of(init);
 	t_criu = phos_now_ms();
 	/* GPU: CRIU restored the tree running, its CUDA calls blocked (the
@@ -633,9 +770,15 @@ static int restore_mode(const struct opts *o)
 
 	snprintf(said, sizeof(said), "%s%s%s", lazy > 0 ? "memory pages served by criu lazy-pages" : "",
 		 lazy > 0 && gpu[0] ? "; " : "", gpu);
-	snprintf(what, sizeof(what), "CRIU %" PRIu64 " ms, driver %" PRIu64 " ms, GPU buffers "
-		 "handed over and loaded %" PRIu64 " ms%s%s", t_criu - t_start, t_driver - t_criu,
-		 phos_now_ms() - t_driver, said[0] ? "; " : "", said);
+	char checked[128] = "";
+
+	if (o->verify)
+		snprintf(checked, sizeof(checked), " (the image checked beside it in %" PRIu64
+			 " ms; the restored tasks waited %" PRIu64 " ms for that)", ir.check_ms,
+			 ir.check_wait_ms);
+	snprintf(what, sizeof(what), "CRIU %" PRIu64 " ms%s, driver %" PRIu64 " ms, GPU buffers "
+		 "handed over and loaded %" PRIu64 " ms%s%s", t_criu - t_start, checked,
+		 t_driver - t_criu, phos_now_ms() - t_driver, said[0] ? "; " : "", said);
 	log_info("restored %s as pid %d (pid %d in its namespace): %s", o->image, (int)root,
 		 (int)ir.nspid, what);
 	if (o->report_fd >= 0) {
@@ -680,6 +823,7 @@ int main(int argc, char **argv)
 		{ "image", required_argument, NULL, 'i' },
 		{ "criu", required_argument, NULL, 'C' },
 		{ "new-netns", no_argument, NULL, 'N' },
+		{ "verify", no_argument, NULL, 'V' },
 		{ "config", required_argument, NULL, 'F' },
 		{ "control-fd", required_argument, NULL, 'c' },
 		{ "report-fd", required_argument, NULL, 'r' },
@@ -706,6 +850,7 @@ int main(int argc, char **argv)
 		case 'i': o.image = optarg; break;
 		case 'C': o.criu = optarg; break;
 		case 'N': o.new_netns = true; break;
+		case 'V': o.verify = true; break;
 		case 'F': config = optarg; break;
 		case 's': o.socket = optarg; break;
 		case 'c': if (parse_u64("--control-fd", optarg, &v) < 0) return 2; o.control_fd = (int)v; break;
@@ -717,7 +862,7 @@ int main(int argc, char **argv)
 		case 'u': if (parse_u64("--uid", optarg, &v) < 0) return 2; o.uid = (uid_t)v; o.have_uid = true; break;
 		case 'g': if (parse_u64("--gid", optarg, &v) < 0) return 2; o.gid = (gid_t)v; break;
 		case 'h':
-			printf("Usage: phos-restore --image DIR [--criu PATH | --config FILE] [--control-fd N] [--report-fd N]\n"
+			printf("Usage: phos-restore --image DIR [--verify] [--criu PATH | --config FILE] [--control-fd N] [--report-fd N]\n"
 			       "                    [--socket S --job J --step S --task T] [--uid U --gid G]\n"
 			       "       phos-restore --wait-fd N\n"
 			       "Internal helper of phosd and the PhOS SPANK plugin; see phosd(8).\n");
@@ -740,6 +885,8 @@ int main(int argc, char **argv)
 			o.criu = cfg.criu_path;
 		o.gpu_concurrent = cfg.gpu_concurrent_restore;
 		o.state_dir = cfg.state_dir;
+		o.checkpoint_dir = cfg.checkpoint_dir;
+		o.key_file = cfg.key_file;
 		const char *lazy = secure_getenv("PHOS_CRIU_LAZY_PAGES");
 
 		o.lazy_pages = lazy && strcmp(lazy, "1") == 0;

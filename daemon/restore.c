@@ -1,7 +1,7 @@
 /*
  * restore.c - phosd's side of `phosctl restore`: run phos-restore.
  *
- *   fork -> setsid, fork -> exec phos-restore --image P --report-fd N
+ *   fork -> setsid, fork -> exec phos-restore --image P [--verify] --report-fd N
  *   (the middle child exits at once, so phosd never reaps the tree)
  *   read "PID NSPID" from the report pipe, or EOF = failed
  */
@@ -25,10 +25,14 @@
 #include "restore.h"
 #include "util.h"
 
-static void child(const char *path, uid_t uid, gid_t gid, const int stdio[3], bool netns, int rep)
-	__attribute__((noreturn));
-static void child(const char *path, uid_t uid, gid_t gid, const int stdio[3], bool netns, int rep)
+static void child(const char *path, uid_t uid, gid_t gid, const int stdio[3], bool netns,
+		  bool verify, int rep) __attribute__((noreturn));
+static void child(const char *path, uid_t uid, gid_t gid, const int stdio[3], bool netns,
+		  bool verify, int rep)
 {
+	const char *more[3] = { NULL, NULL, NULL };
+	int k = 0;
+
 	char repfd[16], suid[16], sgid[16];
 	sigset_t none;
 	int null = open("/dev/null", O_RDWR);
@@ -46,10 +50,14 @@ static void child(const char *path, uid_t uid, gid_t gid, const int stdio[3], bo
 	snprintf(repfd, sizeof(repfd), "%d", r);
 	snprintf(suid, sizeof(suid), "%u", (unsigned)uid);
 	snprintf(sgid, sizeof(sgid), "%u", (unsigned)gid);
+	if (netns)
+		more[k++] = "--new-netns";
+	if (verify)
+		more[k++] = "--verify";
 	execl(phosd->restore_helper, "phos-restore", "--image", path, "--report-fd", repfd,
 	      "--uid", suid, "--gid", sgid, "--criu", phosd->cfg.criu_path,
 	      "--config", phosd->config_path, "--socket", phosd->cfg.socket,
-	      netns ? "--new-netns" : (char *)NULL, (char *)NULL);
+	      more[0], more[1], (char *)NULL);
 	dprintf(2, "phos: cannot run %s: %s\n", phosd->restore_helper, strerror(errno));
 	_exit(127);
 }
@@ -81,7 +89,7 @@ static ssize_t read_line(int fd, char *buf, size_t size, int timeout_ms)
 }
 
 int restore_spawn(const char *path, uid_t uid, gid_t gid, const int stdio[3], bool new_netns,
-		  pid_t *pid, struct phos_err *e)
+		  bool verify, pid_t *pid, struct phos_err *e)
 {
 	int pp[2], st;
 	char buf[1100];
@@ -98,7 +106,7 @@ int restore_spawn(const char *path, uid_t uid, gid_t gid, const int stdio[3], bo
 		return phos_errf(e, "fork: %s", strerror(errno));
 	}
 	if (c == 0)
-		child(path, uid, gid, stdio, new_netns, pp[1]);
+		child(path, uid, gid, stdio, new_netns, verify, pp[1]);
 	close(pp[1]);
 	while (waitpid(c, &st, 0) < 0 && errno == EINTR)
 		;

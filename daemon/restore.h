@@ -13,10 +13,13 @@
  * Restore the generation at path, owned by uid/gid, with stdio[0..2] as
  * the tree's stdin/stdout/stderr (-1: /dev/null).  phos-restore runs
  * detached from phosd (re-parented to init); its error messages go to the
- * given stderr.  On success *pid is the restored root.  -1 + errno/e.
+ * given stderr.  verify: only the manifest was checked (PHOS_VERIFY_QUICK);
+ * phos-restore hashes the image while CRIU restores it and lets no
+ * restored task run before that passed.  On success *pid is the restored
+ * root.  -1 + errno/e.
  */
 int restore_spawn(const char *path, uid_t uid, gid_t gid, const int stdio[3], bool new_netns,
-		  pid_t *pid, struct phos_err *e);
+		  bool verify, pid_t *pid, struct phos_err *e);
 
 /*
  * Remove the work directories (restore.XXXXXX) that failed restores left

@@ -14,7 +14,7 @@ require_built tests/progs/cr_append
 command -v setpriv >/dev/null || skip_all "setpriv (util-linux) not installed"
 command -v openssl >/dev/null || skip_all "openssl not installed"
 id nobody >/dev/null 2>&1 || skip_all "no user nobody"
-plan 38
+plan 45
 
 phosd_scratch
 phosd_start n1
@@ -68,11 +68,28 @@ p=$(biggest "$(gen 1)")
 truncate -s -4096 "$p"
 refuse 1 "pages-[0-9]+\\.img has [0-9]+ bytes but the manifest says" "truncated pages file"
 
-# generation 2: one flipped byte
-p=$(biggest "$(gen 2)")
-b=$(od -An -tu1 -j 100 -N 1 "$p" | tr -d ' ')
-printf '%b' "\\0$(printf %03o $(((b + 1) % 256)))" | dd of="$p" bs=1 seek=100 conv=notrunc status=none
+# flip FILE: change byte 100 of FILE (its size stays)
+flip() {
+	local b
+	b=$(od -An -tu1 -j 100 -N 1 "$1" | tr -d ' ')
+	printf '%b' "\\0$(printf %03o $(((b + 1) % 256)))" | dd of="$1" bs=1 seek=100 conv=notrunc status=none
+}
+
+# generation 2: one flipped byte.  phosd checks the manifest only; the
+# hash check runs while CRIU restores, and no restored task may run before
+# it passed: a copy that ran would append a number the original already
+# wrote to the file both write.
+flip "$(biggest "$(gen 2)")"
 refuse 2 "content does not match the manifest" "one flipped byte"
+like "$OUT" "found while CRIU restored it: CRIU killed the restored tasks before they ran" \
+	"one flipped byte: found by the check beside CRIU"
+sleep 0.5
+ok "$(awk 'NR > 1 && $1 != p + 1 { bad = 1 } { p = $1 } END { exit bad }' "$f" && echo 0 || echo 1)" \
+	"no restored task of the refused generation ran (the file's numbers still go 0, 1, 2...)" ||
+	diag "$(awk 'NR > 1 && $1 != p + 1 { print NR ": " p " then " $1 } { p = $1 }' "$f" | head -5)"
+_copies() { [ "$(pgrep -fc "cr_append $f ")" = 1 ]; }
+wait_for 10 _copies
+ok $? "and none is left: only the original runs"
 
 # generation 3: a file that belongs to someone else
 chown nobody "$(gen 3)/core-$apid.img"
@@ -93,6 +110,22 @@ cp -a "$(gen 5)" "$rtask/000001"
 sed -i -e 's/^job: .*/job: 4242/' -e 's/^generation: .*/generation: 1/' "$rtask/000001/manifest.yaml"
 sign "$rtask/000001"
 refuse job "generation 99 does not exist" "missing generation"
+
+# generation 2 of that job: generation 5 with a flipped byte, signed.  Only
+# the hash check shows it; phosd picked it (no --generation) and goes on
+# to generation 1
+cp -a "$(gen 5)" "$rtask/000002"
+sed -i -e 's/^job: .*/job: 4242/' -e 's/^generation: .*/generation: 2/' "$rtask/000002/manifest.yaml"
+flip "$(biggest "$rtask/000002")"
+sign "$rtask/000002"
+pc_out n2 restore --detach --job 4242 --step 0 --task 0
+ok $RC "job 4242 restores although its newest generation is corrupt" || diag "$OUT"
+like "$OUT" "generation 2 failed its check \\(.*content does not match the manifest.*\\); trying the older ones" \
+	"phosctl says generation 2 failed its check"
+like "$OUT" "restored .*/4242/0/0/000001 as pid" "and that generation 1 was restored"
+rp=$(restored_pid "$OUT")
+[ -z "$rp" ] || { track "$rp"; kill -KILL "$rp"; }
+like "$(cat "$PD/n2.log")" "generation 2 failed its check .*: trying the older ones" "phosd's log says so too"
 
 # someone else's image: root's generation 5 placed in nobody's tree as a
 # Slurm job of nobody, properly signed, restored by nobody
