@@ -75,10 +75,10 @@ for gb in $SIZES; do
 		# when the restored process's first launch came, and what it took
 		grep -hE 'first kernel launch|kernel launches after the reattach' "$d/b.out" | head -2 | sed 's/^/  /'
 		# the restore's phases, from phosd's and phos-restore's log lines
-		grep -E 'image verified|took its [0-9]+ GPU buffer' "$LOG_DIR/phosd.log" |
+		grep -E 'image verified|manifest checked|took its [0-9]+ GPU buffer' "$LOG_DIR/phosd.log" |
 			tail -2 | cut -c1-200 | sed 's/^/  /'
-		grep -E 'phos-gpu [0-9]+ loads|restored in [0-9]+ ms|has its GPU buffers back|CRIU [0-9]+ ms, driver' \
-			"$d/b.out" | cut -c1-240 | sed 's/^/  /'
+		grep -E 'phos-gpu [0-9]+ loads|restored in [0-9]+ ms|has its GPU buffers back|CRIU [0-9]+ ms.*driver' \
+			"$d/b.out" | cut -c1-400 | sed 's/^/  /'
 		if wait_for "$d/b.out" '^DONE' 600 && suffix_of_ref "torch_$gb" "$d/b.out" "$d/ref.out"; then
 			losses=same
 		else
