@@ -26,6 +26,7 @@
 #include "log.h"
 #include "ops.h"
 #include "phosd.h"
+#include "prefetch.h"
 #include "proc.h"
 #include "proto.h"
 #include "server.h"
@@ -261,6 +262,18 @@ static int record_process(struct phos_image_writer *w, pid_t pid, struct phos_cr
 	}
 	if (proc_tree(pid, &tree, &n) < 0)
 		return phos_errf(e, "cannot list the processes of pid %d: %s", (int)pid, strerror(errno));
+	/* the file pages a restore reads ahead (prefetch.h): a hint, taken
+	 * while the tree still runs */
+	uint64_t t0 = phos_now_ms(), bytes;
+	size_t ranges;
+
+	if (prefetch_record(w->dir_fd, tree, n, &ranges, &bytes) < 0)
+		log_warn("checkpoint of pid %d: no %s (%m): its restore reads the files it maps "
+			 "on demand", (int)pid, PHOS_PREFETCH_NAME);
+	else
+		log_debug("checkpoint of pid %d: %s: %zu range(s), %" PRIu64 " MiB of mapped files, "
+			  "in %" PRIu64 " ms", (int)pid, PHOS_PREFETCH_NAME, ranges, bytes >> 20,
+			  phos_now_ms() - t0);
 	for (size_t i = 0; i < n; i++) {
 		struct proc_ids ids;
 

@@ -65,6 +65,7 @@
 #include "image.h"
 #include "log.h"
 #include "manifest.h"
+#include "prefetch.h"
 #include "proc.h"
 #include "proto.h"
 #include "util.h"
@@ -672,6 +673,9 @@ static int restore_mode(const struct opts *o)
 	if (cuda_restore_check(&m, &e) < 0) {
 		return restore_fail(o, "restore of %s refused: %s", o->image, e.msg);
 	}
+	/* the file pages the process had in memory, read ahead while CRIU
+	 * restores it (prefetch.h) */
+	prefetch_start(dirfd, m.uid, m.gid);
 	/* --verify: the image is hashed while CRIU restores it (the checker
 	 * starts first: no thread of ours runs yet) */
 	if (o->verify && (check = check_start(o, &check_fd)) < 0)

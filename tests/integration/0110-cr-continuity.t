@@ -12,7 +12,7 @@
 . "$(dirname "$0")/lib-phosd.sh"
 phosd_require
 require_built tests/progs/cr_tick tests/progs/cr_append tests/progs/cr_pair
-plan 44
+plan 49
 
 phosd_scratch
 phosd_start n1
@@ -300,6 +300,39 @@ ok "$([ ! -e "$PD/n2.state/restore.old" ] && [ ! -e "$old_tmp" ] &&
 	"phosd removes failed restores' logs older than 7 days, and keeps newer ones" ||
 	diag "$(ls -la "$PD/n2.state")" "$(ls -ld "$old_tmp" 2>&1)"
 rm -rf "$old_tmp"
+
+# -- 10. the file pages a process had in memory are read ahead at its restore ---
+# (daemon/prefetch.c) cr_mapped reads the first 8 MiB of a 32 MiB file it
+# maps, then never touches it again: after a restore, what of the file is in
+# the page cache was read ahead by phos-restore, not faulted in.
+if command -v fincore >/dev/null; then
+	data=$PD/mapped.bin
+	dd if=/dev/urandom of="$data" bs=1M count=32 status=none
+	setsid "$PROGS/cr_mapped" "$data" 8 </dev/null >/dev/null 2>&1 &
+	mpid=$!
+	disown
+	track "$mpid"
+	wait_for 10 test -e "$data.ready"
+	pc_out n1 checkpoint --pid "$mpid"
+	ok $RC "checkpoint of a process that maps a file" || diag "$OUT"
+	gen=$(ckpt_path "$OUT")
+	like "$(cat "$gen/prefetch.list" 2>&1)" "^0 8[0-9a-f]{5} $data\$" \
+		"prefetch.list names the first 8 MiB of the file, the pages it had read"
+	wait_for 10 _gone "$mpid"
+	cached() { fincore --bytes --noheadings --output RES "$data" | tr -d ' '; }
+	sync "$data"
+	dd if="$data" iflag=nocache count=0 status=none
+	is "$(cached)" 0 "the file's pages are out of the page cache"
+	pc_out n2 restore --detach "$gen"
+	ok $RC "restore of the process on n2" || diag "$OUT"
+	track "$(restored_pid "$OUT")"
+	_read_ahead() { [ "$(cached)" -ge $((8 << 20)) ]; }
+	wait_for 10 _read_ahead
+	ok $? "the restore read the 8 MiB ahead (in the page cache: $(cached) bytes)"
+	kill -KILL "$(restored_pid "$OUT")" 2>/dev/null
+else
+	skip "no fincore (util-linux)" 5
+fi
 
 phosd_finish
 done_testing

@@ -1,0 +1,291 @@
+/*
+ * prefetch.c - record the file pages a process tree has in memory at a
+ * checkpoint; read them ahead at its restore (prefetch.h).
+ *
+ * Record (phosd, before the tree is frozen: no part of the stall): for
+ * each file-backed mapping in /proc/PID/maps, /proc/PID/pagemap's present
+ * bit says which of its pages the process has mapped; those pages, as
+ * byte ranges of the file, go into prefetch.list, which the publish then
+ * hashes and signs with the rest of the generation.
+ *
+ * Restore (phos-restore, before CRIU starts): a detached process, with
+ * the image owner's credentials, reads the ranges ahead (readahead(2),
+ * PREFETCH_THREADS at a time) while CRIU and the driver restore the
+ * process, and exits.  Nothing waits for it: it only warms the cache.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "prefetch.h"
+#include "util.h"
+
+#define PREFETCH_GAP_PAGES 16		/* runs this close read as one */
+#define PREFETCH_MAX_LINES (1u << 18)	/* per generation */
+#define PREFETCH_MAX_BYTES (2ull << 30)	/* what a restore reads ahead at most */
+#define PREFETCH_THREADS 4
+#define PAGEMAP_BATCH 8192		/* entries per pread (64 KiB) */
+#define PM_PRESENT (1ull << 63)
+
+/* ---- record --------------------------------------------------------------- */
+
+/* A mapping worth recording: a regular file by absolute path, not a
+ * device (the GPU's), not deleted, nothing the list's format cannot
+ * carry. */
+static bool wanted_path(const char *path)
+{
+	size_t l = strlen(path);
+
+	return path[0] == '/' && strncmp(path, "/dev/", 5) != 0 && !strchr(path, '\\') &&
+	       !(l > 10 && strcmp(path + l - 10, " (deleted)") == 0);
+}
+
+struct rec {
+	FILE *out;
+	size_t lines;
+	uint64_t bytes;
+	long page;
+};
+
+/* Full: a tree mapping big files (a memory-mapped data set) gets its
+ * first PREFETCH_MAX_BYTES read ahead, and the scan stops there. */
+static bool full(const struct rec *r)
+{
+	return r->lines >= PREFETCH_MAX_LINES || r->bytes >= PREFETCH_MAX_BYTES;
+}
+
+static void emit(struct rec *r, uint64_t off, uint64_t len, const char *path)
+{
+	if (full(r))
+		return;
+	fprintf(r->out, "%" PRIx64 " %" PRIx64 " %s\n", off, len, path);
+	r->lines++;
+	r->bytes += len;
+}
+
+/* The present pages of [start, end), file offset off, as ranges. */
+static void scan_vma(struct rec *r, int pm, uint64_t start, uint64_t end, uint64_t off,
+		     const char *path)
+{
+	static uint64_t e[PAGEMAP_BATCH];
+	uint64_t ps = (uint64_t)r->page, run = 0, run_end = 0;
+	bool in = false;
+
+	for (uint64_t a = start; a < end && !full(r);) {
+		size_t want = (size_t)((end - a) / ps);
+		ssize_t got;
+
+		if (want > PAGEMAP_BATCH)
+			want = PAGEMAP_BATCH;
+		got = pread(pm, e, want * sizeof(e[0]), (off_t)(a / ps * sizeof(e[0])));
+		if (got <= 0)
+			break;
+		for (size_t i = 0; i < (size_t)got / sizeof(e[0]); i++, a += ps) {
+			if (!(e[i] & PM_PRESENT))
+				continue;
+			if (in && a - run_end <= PREFETCH_GAP_PAGES * ps) {
+				run_end = a + ps;
+				continue;
+			}
+			if (in)
+				emit(r, off + (run - start), run_end - run, path);
+			in = true;
+			run = a;
+			run_end = a + ps;
+		}
+	}
+	if (in)
+		emit(r, off + (run - start), run_end - run, path);
+}
+
+static void scan_process(struct rec *r, pid_t pid)
+{
+	char p[64], *line = NULL;
+	size_t cap = 0;
+	FILE *maps;
+	int pm;
+
+	snprintf(p, sizeof(p), "/proc/%d/maps", (int)pid);
+	if (!(maps = fopen(p, "re")))
+		return;
+	snprintf(p, sizeof(p), "/proc/%d/pagemap", (int)pid);
+	if ((pm = open(p, O_RDONLY | O_CLOEXEC)) < 0) {
+		fclose(maps);
+		return;
+	}
+	while (!full(r) && getline(&line, &cap, maps) > 0) {
+		unsigned long long start, end, off, ino;
+		unsigned maj, min;
+		char perms[8];
+		int at = 0;
+
+		if (sscanf(line, "%llx-%llx %7s %llx %x:%x %llu %n", &start, &end, perms, &off, &maj,
+			   &min, &ino, &at) < 7 || !ino || !at)
+			continue;
+		line[strcspn(line, "\n")] = '\0';
+		if (wanted_path(line + at))
+			scan_vma(r, pm, start, end, off, line + at);
+	}
+	free(line);
+	close(pm);
+	fclose(maps);
+}
+
+int prefetch_record(int dir_fd, const pid_t *tree, size_t n, size_t *ranges, uint64_t *bytes)
+{
+	struct rec r = { .page = sysconf(_SC_PAGESIZE) };
+	int fd;
+
+	*ranges = 0;
+	*bytes = 0;
+	fd = openat(dir_fd, PHOS_PREFETCH_NAME, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+		    0600);
+	if (fd < 0)
+		return -1;
+	if (!(r.out = fdopen(fd, "w"))) {
+		close(fd);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++)
+		scan_process(&r, tree[i]);
+	if (fclose(r.out) != 0)
+		return -1;
+	*ranges = r.lines;
+	*bytes = r.bytes;
+	return 0;
+}
+
+/* ---- restore ------------------------------------------------------------- */
+
+struct item {
+	uint64_t off, len;
+	char *path;
+};
+
+struct pf {
+	struct item *it;
+	size_t n, next;
+	uint64_t bytes;
+	unsigned files;
+	pthread_mutex_t lock;
+};
+
+static void *reader(void *arg)
+{
+	struct pf *f = arg;
+	const char *cur = NULL;
+	int fd = -1;
+
+	for (;;) {
+		pthread_mutex_lock(&f->lock);
+		size_t i = f->next < f->n ? f->next++ : f->n;
+		pthread_mutex_unlock(&f->lock);
+		if (i == f->n)
+			break;
+		struct item *t = &f->it[i];
+
+		if (!cur || strcmp(cur, t->path) != 0) {
+			struct stat st;
+
+			phos_closep(&fd);
+			cur = t->path;
+			fd = open(cur, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+			if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)))
+				phos_closep(&fd);
+			if (fd >= 0)
+				__atomic_add_fetch(&f->files, 1, __ATOMIC_RELAXED);
+		}
+		if (fd >= 0 && readahead(fd, (off_t)t->off, (size_t)t->len) == 0)
+			__atomic_add_fetch(&f->bytes, t->len, __ATOMIC_RELAXED);
+	}
+	phos_closep(&fd);
+	return NULL;
+}
+
+static void prefetch_run(FILE *in, uid_t uid, gid_t gid) __attribute__((noreturn));
+static void prefetch_run(FILE *in, uid_t uid, gid_t gid)
+{
+	struct pf f = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	pthread_t t[PREFETCH_THREADS];
+	uint64_t t0 = phos_now_ms();
+	char *line = NULL;
+	size_t cap = 0, alloc = 0;
+	unsigned nt = 0;
+
+	/* the owner's view of the files: nothing root alone may read */
+	if (uid != 0 && (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0))
+		_exit(1);
+	while (getline(&line, &cap, in) > 0 && f.n < PREFETCH_MAX_LINES) {
+		unsigned long long off, len;
+		int at = 0;
+
+		line[strcspn(line, "\n")] = '\0';
+		if (sscanf(line, "%llx %llx %n", &off, &len, &at) < 2 || !at || line[at] != '/')
+			continue;
+		if (f.n == alloc) {
+			size_t na = alloc ? alloc * 2 : 1024;
+			struct item *ni = realloc(f.it, na * sizeof(*ni));
+
+			if (!ni)
+				break;
+			f.it = ni;
+			alloc = na;
+		}
+		if (!(f.it[f.n].path = strdup(line + at)))
+			break;
+		f.it[f.n].off = off;
+		f.it[f.n].len = len;
+		f.n++;
+	}
+	free(line);
+	fclose(in);
+	for (; nt < PREFETCH_THREADS; nt++)
+		if (pthread_create(&t[nt], NULL, reader, &f) != 0)
+			break;
+	if (nt == 0)
+		reader(&f);
+	for (unsigned i = 0; i < nt; i++)
+		pthread_join(t[i], NULL);
+	log_debug("prefetch: %" PRIu64 " MiB of %u file(s) read ahead (%zu range(s)) in %" PRIu64
+		  " ms", f.bytes >> 20, f.files, f.n, phos_now_ms() - t0);
+	_exit(0);
+}
+
+void prefetch_start(int dir_fd, uid_t uid, gid_t gid)
+{
+	const char *no = getenv("PHOS_NO_PREFETCH");
+	FILE *in;
+	pid_t c;
+	int fd;
+
+	if (no && strcmp(no, "1") == 0)
+		return;
+	fd = openat(dir_fd, PHOS_PREFETCH_NAME, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	c = fork();
+	if (c == 0) {
+		/* detached: nobody waits for it, nothing is left to reap */
+		if (fork() != 0)
+			_exit(0);
+		if (!(in = fdopen(fd, "r")))
+			_exit(1);
+		prefetch_run(in, uid, gid);
+	}
+	close(fd);
+	if (c > 0)
+		while (waitpid(c, NULL, 0) < 0 && errno == EINTR)
+			;
+}
