@@ -301,14 +301,16 @@ static pid_t check_start(const struct opts *o, int *answer)
 	return c;
 }
 
-static void check_stop(pid_t check)
+/* A helper child of ours (the checker, the lazy-pages daemon) goes: killed
+ * and reaped.  Nothing for pid <= 0. */
+static void stop_child(pid_t pid)
 {
 	int st;
 
-	if (check <= 0)
+	if (pid <= 0)
 		return;
-	kill(check, SIGKILL);
-	while (waitpid(check, &st, 0) < 0 && errno == EINTR)
+	kill(pid, SIGKILL);
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 		;
 }
 
@@ -595,17 +597,6 @@ static int restore_fail(const struct opts *o, const char *fmt, ...)
 	return 1;
 }
 
-/* A restore that failed: its lazy-pages daemon, if any, goes too. */
-static void lazy_stop(pid_t lazy)
-{
-	int st;
-
-	if (lazy <= 0)
-		return;
-	kill(lazy, SIGKILL);
-	while (waitpid(lazy, &st, 0) < 0 && errno == EINTR)
-		;
-}
 
 /*
  * The lazy-pages daemon exits once every page of the restored memory is
@@ -693,7 +684,7 @@ static int restore_mode(const struct opts *o)
 	if (stage_fd >= 0)
 		close(stage_fd);	/* the loaders hold it (and the pool's lock) */
 	if (rc < 0) {
-		check_stop(check);
+		stop_child(check);
 		return restore_fail(o, "restore of %s failed: %s", o->image, e.msg);
 	}
 	/* CRIU's work directory (its log must not go into the verified image
@@ -704,7 +695,7 @@ static int restore_mode(const struct opts *o)
 	     !mkdtemp(logdir)) &&
 	    (snprintf(logdir, sizeof(logdir), "/tmp/phos-restore.XXXXXX"), !mkdtemp(logdir))) {
 		gpu_load_free(loads);
-		check_stop(check);
+		stop_child(check);
 		return restore_fail(o, "restore: cannot create a work directory for CRIU: %s",
 				    strerror(errno));
 	}
@@ -712,7 +703,7 @@ static int restore_mode(const struct opts *o)
 		lazy = phos_criu_lazy_start(o->criu, o->image, logdir, &e);
 		if (lazy < 0) {
 			gpu_load_free(loads);
-			check_stop(check);
+			stop_child(check);
 			return restore_fail(o, "restore of %s failed: %s", o->image, e.msg);
 		}
 		log_info("criu lazy-pages %d serves the restored memory (log: %s/lazy-pages.log)",
@@ -720,16 +711,16 @@ static int restore_mode(const struct opts *o)
 	}
 	if (pipe2(pp, O_CLOEXEC) < 0 || unshare(CLONE_NEWPID) < 0) {
 		gpu_load_free(loads);
-		lazy_stop(lazy);
-		check_stop(check);
+		stop_child(lazy);
+		stop_child(check);
 		return restore_fail(o, "restore: cannot create a pid namespace: %s",
 				    strerror(errno));
 	}
 	init = fork();
 	if (init < 0) {
 		gpu_load_free(loads);
-		lazy_stop(lazy);
-		check_stop(check);
+		stop_child(lazy);
+		stop_child(check);
 		return restore_fail(o, "restore: fork: %s", strerror(errno));
 	}
 	if (init == 0) {
@@ -745,11 +736,11 @@ static int restore_mode(const struct opts *o)
 			     ir.msg[0] ? ir.msg : "the namespace init died");
 		gpu_load_free(loads);
 		waitpid(init, &st, 0);
-		lazy_stop(lazy);
-		check_stop(check);
+		stop_child(lazy);
+		stop_child(check);
 		return 1;
 	}
-	check_stop(check);	/* it answered before CRIU let the tasks run */
+	stop_child(check);	/* it answered before CRIU let the tasks run */
 	root = child_of(init);
 	t_criu = phos_now_ms();
 	/* GPU: CRIU restored the tree running, its CUDA calls blocked (the
@@ -762,7 +753,7 @@ static int restore_mode(const struct opts *o)
 		if (root > 0)
 			kill(root, SIGKILL);
 		waitpid(init, &st, 0);
-		lazy_stop(lazy);
+		stop_child(lazy);
 		return 1;
 	}
 	forward_to = root;

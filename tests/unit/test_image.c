@@ -839,6 +839,36 @@ static void test_select(void **state)
 	assert_int_equal(sel, 2);
 	assert_int_equal(m.generation, 2);
 	phos_manifest_free(&m);
+	/* a quick check (phosctl restore: the hash runs beside CRIU) does not
+	 * see generation 3's content; below it, the full check picks 2, and
+	 * below 1 there is nothing */
+	assert_int_equal(phos_image_select(&f->s, &f->id, 1000, PHOS_VERIFY_QUICK, &sel, NULL, &e), 0);
+	assert_int_equal(sel, 3);
+	assert_int_equal(phos_image_select_below(&f->s, &f->id, 1000, 0, 3, &sel, NULL, &e), 0);
+	assert_int_equal(sel, 2);
+	assert_int_equal(phos_image_select_below(&f->s, &f->id, 1000, 0, 2, &sel, NULL, &e), 0);
+	assert_int_equal(sel, 1);
+	errno = 0;
+	assert_int_equal(phos_image_select_below(&f->s, &f->id, 1000, 0, 1, &sel, NULL, &e), -1);
+	assert_int_equal(errno, ENOENT);
+	assert_non_null(strstr(e.msg, "older than generation 1"));
+	/* a generation's path names its id and number, and nothing else does */
+	{
+		struct phos_image_id pid;
+		char gp[PATH_MAX], bad[PATH_MAX + 16];
+		uint64_t g = 0;
+
+		assert_int_equal(phos_image_gen_path(&f->s, &f->id, 2, gp, sizeof(gp), &e), 0);
+		assert_int_equal(phos_image_parse_path(&f->s, gp, &pid, &g, &e), 0);
+		assert_int_equal(g, 2);
+		assert_string_equal(pid.user, f->id.user);
+		assert_int_equal(pid.job, f->id.job);
+		assert_int_equal(pid.task, f->id.task);
+		snprintf(bad, sizeof(bad), "%s/x", gp);
+		assert_int_equal(phos_image_parse_path(&f->s, bad, &pid, &g, &e), -1);
+		assert_int_equal(phos_image_parse_path(&f->s, "/elsewhere/a/1/0/0/000001", &pid, &g, &e), -1);
+		assert_non_null(strstr(e.msg, "not under the image root"));
+	}
 	/* listing shows all with reasons */
 	assert_int_equal(phos_image_list_generations(&f->s, &f->id, 1000, 0, &info, &n, &e), 0);
 	assert_int_equal(n, 3);
