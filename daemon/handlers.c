@@ -589,7 +589,7 @@ static void handle_restore(struct client *c, struct phos_msg *req)
 	struct phos_err e = { "" };
 	uint64_t gen = 0, job;
 	const char *path;
-	char gpath[4096];
+	char gpath[4096] = "";
 	int stdio[3] = { -1, -1, -1 };
 	pid_t pid = 0;
 	uid_t allowed = c->privileged ? PHOS_UID_ANY : c->uid;
