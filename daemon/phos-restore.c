@@ -269,6 +269,14 @@ static void check_main(const struct opts *o, int out)
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	signal(SIGPIPE, SIG_IGN);	/* a restore that failed before it asked */
+	/* its answer and stderr: nothing else of ours (phosd's report pipe,
+	 * the Slurm task's sockets) stays open in it */
+	if (out != 3) {
+		if (dup2(out, 3) < 0)
+			_exit(1);
+		out = 3;
+	}
+	closefrom(4);
 	if (phos_key_load(&key, o->key_file, &e) < 0 ||
 	    phos_store_open(&st, o->checkpoint_dir, &key, false, &e) < 0 ||
 	    phos_image_parse_path(&st, o->image, &id, &gen, &e) < 0 ||

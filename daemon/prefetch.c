@@ -251,6 +251,9 @@ static void prefetch_run(FILE *in, uid_t uid, gid_t gid)
 	}
 	free(line);
 	fclose(in);
+	/* nothing of phos-restore's stays open in a process that may outlive
+	 * it (phosd's report pipe would not see its EOF) */
+	closefrom(3);
 	for (; nt < PREFETCH_THREADS; nt++)
 		if (pthread_create(&t[nt], NULL, reader, &f) != 0)
 			break;
