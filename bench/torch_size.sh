@@ -75,7 +75,7 @@ for gb in $SIZES; do
 		grep -o 'phos-gpu: loaded.*' "$LOG_DIR/phosd.log" | tail -1 | cut -c1-300 | sed 's/^/  /'
 		grep -h 'waits for every buffer' "$d/b.out" | sort -u | sed 's/^/  /'
 		# when the restored process's first launch came, and what it took
-		grep -hE 'first kernel launch|kernel launches after the reattach' "$d/b.out" | head -2 | sed 's/^/  /'
+		grep -hE 'first kernel launch|kernel launches after the reattach|prefetch: ' "$d/b.out" | head -3 | sed 's/^/  /'
 		# the restore's phases, from phosd's and phos-restore's log lines
 		grep -E 'image verified|manifest checked|took its [0-9]+ GPU buffer' "$LOG_DIR/phosd.log" |
 			tail -2 | cut -c1-200 | sed 's/^/  /'
