@@ -23,12 +23,9 @@ STEPS=${STEPS:-300}
 OUT=${OUT:-/tmp/phos-restore-ab}
 pool=$((SIZE + 2))
 mkdir -p "$OUT"
-old=$(cat /proc/sys/vm/nr_hugepages)
-trap 'echo "$old" >/proc/sys/vm/nr_hugepages' EXIT
-if [ "$old" -lt $((pool * 512)) ] && ! echo $((pool * 512)) >/proc/sys/vm/nr_hugepages; then
-	echo "restore_ab: cannot reserve $pool GiB of 2 MiB pages (vm.nr_hugepages): run as root" >&2
-	exit 2
-fi
+# shellcheck source=tests/gpu/lib.sh
+. "$here/../tests/gpu/lib.sh"
+reserve_hugepages restore_ab "$pool" || exit 2
 # first: what one value of a "NAME N ms" phrase says in FILE
 num() { grep -oE "$2 [0-9]+" "$1" | tail -1 | grep -oE '[0-9]+$'; }
 printf '%-10s %8s %8s %9s %12s %13s %11s %7s\n' run CRIU_ms check_ms driver_ms \

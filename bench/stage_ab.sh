@@ -22,12 +22,9 @@ OUT=${OUT:-/tmp/phos-stage-ab}
 ARCH=${ARCH:-sm_90}
 pool=$((SIZE + 2))
 mkdir -p "$OUT"
-old=$(cat /proc/sys/vm/nr_hugepages)
-trap 'echo "$old" >/proc/sys/vm/nr_hugepages' EXIT
-if [ "$old" -lt $((pool * 512)) ] && ! echo $((pool * 512)) >/proc/sys/vm/nr_hugepages; then
-	echo "stage_ab: cannot reserve $pool GiB of 2 MiB pages (vm.nr_hugepages): run as root" >&2
-	exit 2
-fi
+# shellcheck source=tests/gpu/lib.sh
+. "$here/../tests/gpu/lib.sh"
+reserve_hugepages stage_ab "$pool" || exit 2
 rows=""
 for mode in streams default; do
 	out=$OUT/torch_size-$mode.out

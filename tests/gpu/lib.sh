@@ -34,6 +34,19 @@ PASSES=0
 FAILS=0
 SUMMARY=""
 
+# reserve_hugepages WHO GIB: at least GIB GiB of 2 MiB pages
+# (vm.nr_hugepages, for a staging pool) for this script's run, the old
+# setting put back when it exits (an EXIT trap); 2 with a message when they
+# cannot be had.
+reserve_hugepages() {
+	HP_OLD=$(cat /proc/sys/vm/nr_hugepages)
+	trap 'echo "$HP_OLD" >/proc/sys/vm/nr_hugepages' EXIT
+	if [ "$HP_OLD" -lt $(($2 * 512)) ] && ! echo $(($2 * 512)) >/proc/sys/vm/nr_hugepages; then
+		echo "$1: cannot reserve $2 GiB of 2 MiB pages (vm.nr_hugepages): run as root" >&2
+		return 2
+	fi
+}
+
 log() { printf '%s %s\n' "$(date +%T)" "$*"; }
 pass() { PASSES=$((PASSES + 1)); SUMMARY+="PASS $*"$'\n'; log "PASS $*"; }
 fail() { FAILS=$((FAILS + 1)); SUMMARY+="FAIL $*"$'\n'; log "FAIL $*"; }
