@@ -4,8 +4,9 @@
  * Restorer mode (root; exec'ed by phosd for `phosctl restore`, or forked
  * and exec'ed by the SPANK plugin inside a Slurm task):
  *
- *   phos-restore --image DIR [--verify] [--control-fd N] [--socket S --job J
- *                --step S --task T] [--uid U --gid G] [--report-fd N]
+ *   phos-restore --image DIR [--verify [--checkpoint-dir D --key-file K]]
+ *                [--control-fd N] [--socket S --job J --step S --task T]
+ *                [--uid U --gid G] [--report-fd N]
  *
  *   1. stdio: fds received on the control fd (the task's 0,1,2, sent once
  *      Slurm has set them up), else our own 0,1,2;
@@ -827,6 +828,8 @@ int main(int argc, char **argv)
 		{ "criu", required_argument, NULL, 'C' },
 		{ "new-netns", no_argument, NULL, 'N' },
 		{ "verify", no_argument, NULL, 'V' },
+		{ "checkpoint-dir", required_argument, NULL, 'D' },
+		{ "key-file", required_argument, NULL, 'K' },
 		{ "config", required_argument, NULL, 'F' },
 		{ "control-fd", required_argument, NULL, 'c' },
 		{ "report-fd", required_argument, NULL, 'r' },
@@ -854,6 +857,8 @@ int main(int argc, char **argv)
 		case 'C': o.criu = optarg; break;
 		case 'N': o.new_netns = true; break;
 		case 'V': o.verify = true; break;
+		case 'D': o.checkpoint_dir = optarg; break;
+		case 'K': o.key_file = optarg; break;
 		case 'F': config = optarg; break;
 		case 's': o.socket = optarg; break;
 		case 'c': if (parse_u64("--control-fd", optarg, &v) < 0) return 2; o.control_fd = (int)v; break;
@@ -865,7 +870,8 @@ int main(int argc, char **argv)
 		case 'u': if (parse_u64("--uid", optarg, &v) < 0) return 2; o.uid = (uid_t)v; o.have_uid = true; break;
 		case 'g': if (parse_u64("--gid", optarg, &v) < 0) return 2; o.gid = (gid_t)v; break;
 		case 'h':
-			printf("Usage: phos-restore --image DIR [--verify] [--criu PATH | --config FILE] [--control-fd N] [--report-fd N]\n"
+			printf("Usage: phos-restore --image DIR [--verify [--checkpoint-dir DIR --key-file FILE]]\n"
+			       "                    [--criu PATH | --config FILE] [--control-fd N] [--report-fd N]\n"
 			       "                    [--socket S --job J --step S --task T] [--uid U --gid G]\n"
 			       "       phos-restore --wait-fd N\n"
 			       "Internal helper of phosd and the PhOS SPANK plugin; see phosd(8).\n");
@@ -888,8 +894,10 @@ int main(int argc, char **argv)
 			o.criu = cfg.criu_path;
 		o.gpu_concurrent = cfg.gpu_concurrent_restore;
 		o.state_dir = cfg.state_dir;
-		o.checkpoint_dir = cfg.checkpoint_dir;
-		o.key_file = cfg.key_file;
+		if (!o.checkpoint_dir)
+			o.checkpoint_dir = cfg.checkpoint_dir;
+		if (!o.key_file)
+			o.key_file = cfg.key_file;
 		const char *lazy = secure_getenv("PHOS_CRIU_LAZY_PAGES");
 
 		o.lazy_pages = lazy && strcmp(lazy, "1") == 0;

@@ -54,9 +54,12 @@ static void child(const char *path, uid_t uid, gid_t gid, const int stdio[3], bo
 		more[k++] = "--new-netns";
 	if (verify)
 		more[k++] = "--verify";
+	/* the image root and key phosd runs with, whatever phos.yaml says
+	 * by now (the check beside CRIU needs both) */
 	execl(phosd->restore_helper, "phos-restore", "--image", path, "--report-fd", repfd,
 	      "--uid", suid, "--gid", sgid, "--criu", phosd->cfg.criu_path,
 	      "--config", phosd->config_path, "--socket", phosd->cfg.socket,
+	      "--checkpoint-dir", phosd->store.root, "--key-file", phosd->cfg.key_file,
 	      more[0], more[1], (char *)NULL);
 	dprintf(2, "phos: cannot run %s: %s\n", phosd->restore_helper, strerror(errno));
 	_exit(127);
