@@ -161,22 +161,26 @@ static void fold_hash(struct gio_buf *b, const void *stage, const struct chunk *
 	__atomic_fetch_add(&b->h[1], h[1], __ATOMIC_RELAXED);
 }
 
-static void streams_init(struct streams *ss, const struct gio_ops *ops)
+/* The workers copy on streams of their own: the ops have streams and
+ * PHOS_GPU_SYNC_COPY is not 1. */
+static bool streams_on(const struct gio_ops *ops)
 {
 	const char *v = getenv("PHOS_GPU_SYNC_COPY");
 
+	return ops->stream_create && ops->stream_destroy && ops->stream_sync &&
+	       ops->dtoh_async && ops->htod_async && !(v && strcmp(v, "1") == 0);
+}
+
+static void streams_init(struct streams *ss, const struct gio_ops *ops)
+{
 	memset(ss, 0, sizeof(*ss));
 	ss->ops = ops;
-	ss->on = ops->stream_create && ops->stream_destroy && ops->stream_sync &&
-		 ops->dtoh_async && ops->htod_async && !(v && strcmp(v, "1") == 0);
+	ss->on = streams_on(ops);
 }
 
 const char *gio_stream_note(const struct gio_ops *ops)
 {
-	struct streams ss;
-
-	streams_init(&ss, ops);
-	return ss.on ? "" : " on the default stream";
+	return streams_on(ops) ? "" : " on the default stream";
 }
 
 /* The worker's stream in ctx (the current context), made on first use;

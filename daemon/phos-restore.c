@@ -88,7 +88,7 @@ struct opts {
 	const char *state_dir;	/* phos.yaml state_dir: CRIU's work directory goes there */
 	bool lazy_pages;	/* PHOS_CRIU_LAZY_PAGES=1: an experiment (doc/concurrent-restore.md) */
 	bool verify;		/* --verify: the full image check runs beside CRIU */
-	const char *checkpoint_dir, *key_file;	/* phos.yaml's, for that check */
+	const char *checkpoint_dir, *key_file;	/* for that check: phosd's, else phos.yaml's */
 };
 
 static volatile pid_t forward_to = -1;
@@ -606,7 +606,6 @@ static int restore_fail(const struct opts *o, const char *fmt, ...)
 	return 1;
 }
 
-
 /*
  * The lazy-pages daemon exits once every page of the restored memory is
  * in.  Should it fail first, the tasks must not run on: once its
@@ -641,7 +640,7 @@ static int restore_mode(const struct opts *o)
 	uint64_t t_start, t_criu, t_driver = 0;
 	int stdio[3] = { -1, -1, -1 };
 	int pp[2], dirfd, st, rc, check_fd = -1;
-	pid_t init, root, lazy = 0, check = 0;
+	pid_t init = 0, root = 0, lazy = 0, check = 0;
 	char logdir[PATH_MAX];
 
 	if (geteuid() != 0) {
@@ -693,8 +692,8 @@ static int restore_mode(const struct opts *o)
 	if (stage_fd >= 0)
 		close(stage_fd);	/* the loaders hold it (and the pool's lock) */
 	if (rc < 0) {
-		stop_child(check);
-		return restore_fail(o, "restore of %s failed: %s", o->image, e.msg);
+		restore_fail(o, "restore of %s failed: %s", o->image, e.msg);
+		goto failed;
 	}
 	/* CRIU's work directory (its log must not go into the verified image
 	 * directory): one of its own in the node's state directory (root's),
@@ -703,34 +702,27 @@ static int restore_mode(const struct opts *o)
 	if ((phos_snprintf(logdir, sizeof(logdir), "%s/restore.XXXXXX", o->state_dir) < 0 ||
 	     !mkdtemp(logdir)) &&
 	    (snprintf(logdir, sizeof(logdir), "/tmp/phos-restore.XXXXXX"), !mkdtemp(logdir))) {
-		gpu_load_free(loads);
-		stop_child(check);
-		return restore_fail(o, "restore: cannot create a work directory for CRIU: %s",
-				    strerror(errno));
+		restore_fail(o, "restore: cannot create a work directory for CRIU: %s",
+			     strerror(errno));
+		goto failed;
 	}
 	if (o->lazy_pages) {
 		lazy = phos_criu_lazy_start(o->criu, o->image, logdir, &e);
 		if (lazy < 0) {
-			gpu_load_free(loads);
-			stop_child(check);
-			return restore_fail(o, "restore of %s failed: %s", o->image, e.msg);
+			restore_fail(o, "restore of %s failed: %s", o->image, e.msg);
+			goto failed;
 		}
 		log_info("criu lazy-pages %d serves the restored memory (log: %s/lazy-pages.log)",
 			 (int)lazy, logdir);
 	}
 	if (pipe2(pp, O_CLOEXEC) < 0 || unshare(CLONE_NEWPID) < 0) {
-		gpu_load_free(loads);
-		stop_child(lazy);
-		stop_child(check);
-		return restore_fail(o, "restore: cannot create a pid namespace: %s",
-				    strerror(errno));
+		restore_fail(o, "restore: cannot create a pid namespace: %s", strerror(errno));
+		goto failed;
 	}
 	init = fork();
 	if (init < 0) {
-		gpu_load_free(loads);
-		stop_child(lazy);
-		stop_child(check);
-		return restore_fail(o, "restore: fork: %s", strerror(errno));
+		restore_fail(o, "restore: fork: %s", strerror(errno));
+		goto failed;
 	}
 	if (init == 0) {
 		close(pp[0]);
@@ -743,13 +735,10 @@ static int restore_mode(const struct opts *o)
 	if (phos_read_full(pp[0], &ir, sizeof(ir)) != (ssize_t)sizeof(ir) || !ir.ok) {
 		restore_fail(o, "restore of %s failed: %s", o->image,
 			     ir.msg[0] ? ir.msg : "the namespace init died");
-		gpu_load_free(loads);
-		waitpid(init, &st, 0);
-		stop_child(lazy);
-		stop_child(check);
-		return 1;
+		goto failed;
 	}
 	stop_child(check);	/* it answered before CRIU let the tasks run */
+	check = 0;
 	root = child_of(init);
 	t_criu = phos_now_ms();
 	/* GPU: CRIU restored the tree running, its CUDA calls blocked (the
@@ -758,12 +747,7 @@ static int restore_mode(const struct opts *o)
 	if (cuda_restore_tree(root, &m, NULL, &e) < 0 ||
 	    (t_driver = phos_now_ms(), gpu_load_finish(loads, root, o->socket, &e) < 0)) {
 		restore_fail(o, "restore of %s failed: %s", o->image, e.msg);
-		gpu_load_free(loads);
-		if (root > 0)
-			kill(root, SIGKILL);
-		waitpid(init, &st, 0);
-		stop_child(lazy);
-		return 1;
+		goto failed;
 	}
 	forward_to = root;
 	forward_signals();
@@ -810,6 +794,17 @@ static int restore_mode(const struct opts *o)
 	while (waitpid(init, &st, 0) < 0 && errno == EINTR)
 		;
 	exit_like(ir.status);
+failed:
+	/* what was started goes: the loaders, the restored tree (init takes
+	 * every task of its pid namespace with it), the helpers */
+	gpu_load_free(loads);
+	if (root > 0)
+		kill(root, SIGKILL);
+	if (init > 0)
+		waitpid(init, &st, 0);
+	stop_child(lazy);
+	stop_child(check);
+	return 1;
 }
 
 static int parse_u64(const char *name, const char *v, uint64_t *out)

@@ -30,11 +30,10 @@ static void child(const char *path, uid_t uid, gid_t gid, const int stdio[3], bo
 static void child(const char *path, uid_t uid, gid_t gid, const int stdio[3], bool netns,
 		  bool verify, int rep)
 {
-	const char *more[3] = { NULL, NULL, NULL };
-	int k = 0;
-
+	const char *more[3] = { NULL, NULL, NULL };	/* the optional flags */
 	char repfd[16], suid[16], sgid[16];
 	sigset_t none;
+	int k = 0;
 	int null = open("/dev/null", O_RDWR);
 
 	sigemptyset(&none);
