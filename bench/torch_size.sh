@@ -55,6 +55,7 @@ for gb in $SIZES; do
 	# how the stop checkpoint's GPU copy went (through the staging pool
 	# with STAGE_POOL_GIB), and the whole checkpoint
 	grep -oE 'released [0-9]+ ms after .*|phos-gpu: saved.*' "$LOG_DIR/phosd.log" | tail -2 | cut -c1-330 | sed 's/^/  /'
+	grep -o 'phos-gpu: staged copy began.*' "$LOG_DIR/phosd.log" | tail -1 | sed 's/^/  /'
 	grep -o 'checkpoint .*: generation .*' "$LOG_DIR/phosd.log" | tail -1 | sed 's/^/  /'
 	wait "$APP_PID" 2>/dev/null
 	before=$(awk '$1 == "steptime" && $2 >= 5 && $2 <= 9 { printf "%s%d", n++ ? "," : "", $3 }' "$d/a.out")

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gpu-io.h"
@@ -26,6 +27,7 @@ struct run {
 	struct gio *g;
 	pthread_mutex_t lock;
 	int cur;		/* buffer being handed out, -1: pick the next */
+	uint64_t t0, total, moved;	/* for g->eighths */
 	unsigned seq;		/* next buffer in order when no pick() */
 	bool failed;
 };
@@ -338,6 +340,28 @@ static int load_chunk(struct run *r, struct streams *ss, const struct chunk *c, 
 	return 0;
 }
 
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Record when each eighth of the bytes was reached. */
+static void note_moved(struct run *r, size_t len)
+{
+	uint64_t after = __atomic_add_fetch(&r->moved, len, __ATOMIC_RELAXED), before = after - len;
+	uint64_t t = now_ms() - r->t0;
+
+	for (unsigned k = 0; k < 8; k++) {
+		uint64_t mark = r->total / 8 * (k + 1);
+
+		if (before < mark && after >= mark)
+			r->g->eighths[k] = t;	/* one worker crosses each mark */
+	}
+}
+
 static void *worker(void *arg)
 {
 	struct run *r = arg;
@@ -380,6 +404,7 @@ static void *worker(void *arg)
 		     g->dir == GIO_STAGE ? stage_chunk(r, &ss, &c) :
 		     load_chunk(r, &ss, &c, stage)) < 0)
 			break;
+		note_moved(r, c.len);
 		/* the worker that copies a buffer's last bytes completes it */
 		if (__atomic_sub_fetch(&g->b[c.i].left, c.len, __ATOMIC_ACQ_REL) == 0 && g->done &&
 		    g->done(g->arg, c.i) != 0) {
@@ -407,6 +432,8 @@ int gio_run(struct gio *g)
 	unsigned nt = 0;
 
 	g->err[0] = '\0';
+	memset(g->eighths, 0, sizeof(g->eighths));
+	r.t0 = now_ms();
 	if (!g->threads)
 		g->threads = gio_threads();
 	if (g->threads > MAX_THREADS)
@@ -418,6 +445,7 @@ int gio_run(struct gio *g)
 		g->b[i].left = g->b[i].size;
 		g->b[i].started = false;
 		g->b[i].h[0] = g->b[i].h[1] = 0;
+		r.total += g->b[i].size;
 	}
 	pthread_mutex_init(&r.lock, NULL);
 	for (; nt < g->threads; nt++) {

@@ -91,6 +91,9 @@ struct gio {
 		   size_t errsz);
 	void *arg;
 	char err[256];		/* why gio_run() failed */
+	/* out: ms after gio_run() began at which 1/8, 2/8 ... of the bytes
+	 * had been moved (where the rate changed, for the logs) */
+	uint64_t eighths[8];
 };
 
 /* Workers and chunk size: PHOS_GPU_IO_THREADS (default half the CPUs, 4

@@ -526,40 +526,62 @@ fail:
 	return -1;
 }
 
+/*
+ * Read the helper's stderr to EOF (a chatty helper must not block on a
+ * full pipe).  Its last line says what happened and is returned in last;
+ * every line before it (a fallback taken, where the time went) is logged
+ * as it comes.  Lines are cut at the buffer's size.
+ */
+static void helper_lines(int fd, pid_t tag, char *last, size_t n)
+{
+	char line[1024], tmp[512];
+	size_t len = 0;
+	bool cut = false;
+	ssize_t r;
+
+	last[0] = '\0';
+	while ((r = read(fd, tmp, sizeof(tmp))) > 0 || (r < 0 && errno == EINTR)) {
+		for (ssize_t i = 0; i < r; i++) {
+			if (tmp[i] != '\n') {
+				if (len < sizeof(line) - 1)
+					line[len++] = tmp[i];
+				else
+					cut = true;
+				continue;
+			}
+			if (!len)
+				continue;
+			if (last[0])
+				log_info("pid %d: %s", (int)tag, last);
+			line[len] = '\0';
+			if (phos_strlcpy(last, line, n) < 0 || cut)
+				phos_strlcpy(last + (n > 7 ? n - 7 : 0), " [...]", 7);
+			len = 0;
+			cut = false;
+		}
+	}
+	if (len) {	/* no newline at the end */
+		if (last[0])
+			log_info("pid %d: %s", (int)tag, last);
+		line[len] = '\0';
+		phos_strlcpy(last, line, n);
+	}
+}
+
 int gpu_save_finish(struct gpu_save *sv, struct phos_err *e)
 {
-	char errbuf[512] = "", tmp[512];
-	ssize_t n = 0, r;
+	char why[1024];
 	int st = 0;
 
 	if (sv->pid <= 0)
 		return phos_errf(e, "no GPU save under way");
-	/* read to EOF (a chatty helper must not block on a full pipe), keep
-	 * the last bytes */
-	while ((r = read(sv->err_fd, tmp, sizeof(tmp))) > 0 || (r < 0 && errno == EINTR)) {
-		if (r <= 0)
-			continue;
-		if ((size_t)(n + r) > sizeof(errbuf) - 1) {
-			size_t keep = sizeof(errbuf) - 1 - (size_t)r < (size_t)n ?
-				      sizeof(errbuf) - 1 - (size_t)r : (size_t)n;
-			memmove(errbuf, errbuf + n - keep, keep);
-			n = (ssize_t)keep;
-		}
-		memcpy(errbuf + n, tmp, (size_t)r);
-		n += r;
-	}
-	errbuf[n] = '\0';
+	helper_lines(sv->err_fd, sv->tag, why, sizeof(why));
 	phos_closep(&sv->err_fd);
 	phos_closep(&sv->out_fd);
 	while (waitpid(sv->pid, &st, 0) < 0 && errno == EINTR)
 		;
 	sv->pid = -1;
 	table_close(sv);
-	/* the helper's last line says what happened */
-	while (n > 0 && errbuf[n - 1] == '\n')
-		errbuf[--n] = '\0';
-	char *last = strrchr(errbuf, '\n');
-	const char *why = last ? last + 1 : errbuf;
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 3 && sv->cow) {
 		sv->mismatch = true;
 		return phos_errnof(e, ESTALE, "saving the GPU buffers of pid %d while it ran "

@@ -560,6 +560,29 @@ static void in_pool(uint8_t *pool, unsigned n)
 		io[i].host = pool + off;
 }
 
+/* Where the rate of a copy changed (the staged copy runs beside the
+ * driver's checkpoint and CRIU's dump of the process for its first part):
+ * when each eighth of the bytes was in, and the rate of each eighth. */
+static void log_eighths(const struct gio *g, uint64_t total, uint64_t began)
+{
+	char at[160] = "", rates[160] = "";
+	size_t a = 0, r = 0;
+
+	for (unsigned k = 0; k < 8; k++) {
+		uint64_t dt = g->eighths[k] - (k ? g->eighths[k - 1] : 0);
+
+		a += (size_t)snprintf(at + a, sizeof(at) - a, "%s%" PRIu64, k ? " " : "",
+				      g->eighths[k]);
+		r += (size_t)snprintf(rates + r, sizeof(rates) - r, "%s%.1f", k ? " " : "",
+				      dt ? (double)total / 8 / 1e6 / (double)dt : 0.0);
+		if (a >= sizeof(at) || r >= sizeof(rates))
+			break;
+	}
+	fprintf(stderr, "phos-gpu: staged copy began %" PRIu64 " ms after the helper started; "
+		"each eighth of the bytes in at %s ms after it began (GB/s: %s)\n", began, at,
+		rates);
+}
+
 static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, uint64_t stage_off)
 {
 	char line[256], name[300];
@@ -720,12 +743,15 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 			fail("%s", sg.err);
 			goto failed;
 		}
+		uint64_t tbegan = tstage - t0;
+
 		tstage = phos_now_ms() - tstage;
 		release_buffers(n);
 		treleased = phos_now_ms() - t0;
 		printf("released %" PRIu64 "\n", tstage);
 		fflush(stdout);
 		fclose(stdout);
+		log_eighths(&sg, total, tbegan);
 		/* then the pins and the contexts (a GPU in EXCLUSIVE_PROCESS
 		 * mode is free for the next job once they are gone) */
 		if (sg.keep_pinned)
