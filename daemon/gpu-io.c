@@ -16,6 +16,7 @@
 #include "savetab.h"
 
 #define MAX_THREADS 64
+#define MAX_PINNERS 8
 
 struct chunk {
 	unsigned i;
@@ -27,10 +28,23 @@ struct run {
 	struct gio *g;
 	pthread_mutex_t lock;
 	int cur;		/* buffer being handed out, -1: pick the next */
-	uint64_t t0, total, moved;	/* for g->eighths */
 	unsigned seq;		/* next buffer in order when no pick() */
+	uint64_t t0, total, moved;	/* for g->eighths */
 	bool failed;
+	/* GIO_STAGE with g->pinners: the pieces pinned ahead of the copies,
+	 * in the order the workers take them (buffer by buffer) */
+	struct {
+		unsigned n;		/* pieces */
+		unsigned *buf;		/* each piece's buffer and offset */
+		uint64_t *off;
+		uint8_t *st;		/* PIN_* */
+		unsigned next;		/* the next piece to pin */
+		unsigned left;		/* pinners still running */
+		pthread_cond_t cv;	/* under lock: a piece's state changed */
+	} pin;
 };
+
+enum { PIN_WAIT, PIN_DONE, PIN_SELF };	/* PIN_SELF: its worker pins it */
 
 /* A worker's streams: one in each context it has copied in. */
 #define MAX_STREAMS 8
@@ -69,9 +83,22 @@ size_t gio_chunk(void)
 	return (size_t)env_num("PHOS_GPU_IO_CHUNK_MB", 8, 1, 1024) << 20;
 }
 
+unsigned gio_pinners(void)
+{
+	return env_num("PHOS_GPU_STAGE_PINNERS", 2, 0, MAX_PINNERS);
+}
+
 size_t gio_piece(void)
 {
 	return (size_t)env_num("PHOS_GPU_STAGE_PIECE_MB", 64, 2, 1024) << 20;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static void failf(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -86,6 +113,8 @@ static void failf(struct run *r, const char *fmt, ...)
 		vsnprintf(r->g->err, sizeof(r->g->err), fmt, ap);
 		va_end(ap);
 	}
+	if (r->pin.st)	/* workers waiting for a piece: stop */
+		pthread_cond_broadcast(&r->pin.cv);
 	pthread_mutex_unlock(&r->lock);
 }
 
@@ -277,19 +306,116 @@ static int save_chunk(struct run *r, struct streams *ss, const struct chunk *c, 
 	return 0;
 }
 
+/* The piece a chunk of a GIO_STAGE run is (pieces are numbered buffer by
+ * buffer, g->chunk bytes each, the last of a buffer shorter). */
+static unsigned piece_of(const struct run *r, const struct chunk *c)
+{
+	unsigned lo = 0, hi = r->pin.n;
+
+	while (hi - lo > 1) {	/* the last piece of buffer <= c->i at offset <= c->off */
+		unsigned mid = lo + (hi - lo) / 2;
+
+		if (r->pin.buf[mid] < c->i || (r->pin.buf[mid] == c->i && r->pin.off[mid] <= c->off))
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* A pinner: pins the pieces in the workers' order, ahead of them, so that
+ * a copy does not wait for its pinning (pinning on the way costs a fifth
+ * of the rate, bench/pool_probe.c).  A piece it cannot pin is left to its
+ * worker, which pins it and reports the error if that fails too. */
+static void *pinner(void *arg)
+{
+	struct run *r = arg;
+	struct gio *g = r->g;
+	bool ok = g->ops->set_current(g->b[0].ctx) == CUDA_SUCCESS;
+
+	for (;;) {
+		unsigned k = __atomic_fetch_add(&r->pin.next, 1, __ATOMIC_RELAXED);
+
+		if (k >= r->pin.n || __atomic_load_n(&r->failed, __ATOMIC_RELAXED))
+			break;
+		struct gio_buf *b = &g->b[r->pin.buf[k]];
+		uint64_t len = b->size - r->pin.off[k] < g->chunk ? b->size - r->pin.off[k] : g->chunk;
+		uint8_t st = ok && g->ops->host_register(b->host + r->pin.off[k], len) == CUDA_SUCCESS ?
+			     PIN_DONE : PIN_SELF;
+
+		pthread_mutex_lock(&r->lock);
+		r->pin.st[k] = st;
+		pthread_cond_broadcast(&r->pin.cv);
+		pthread_mutex_unlock(&r->lock);
+	}
+	/* the last one out hands whatever no pinner took to the workers */
+	pthread_mutex_lock(&r->lock);
+	if (--r->pin.left == 0) {
+		for (unsigned k = 0; k < r->pin.n; k++)
+			if (r->pin.st[k] == PIN_WAIT)
+				r->pin.st[k] = PIN_SELF;
+		g->pinned_ms = now_ms() - r->t0;
+		pthread_cond_broadcast(&r->pin.cv);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
+/* Number the pieces of a GIO_STAGE run for its pinners; false when there
+ * is no memory for that (the workers then pin their own). */
+static bool pins_init(struct run *r)
+{
+	struct gio *g = r->g;
+	size_t n = 0;
+
+	for (unsigned i = 0; i < g->n; i++)
+		n += (g->b[i].size + g->chunk - 1) / g->chunk;
+	r->pin.buf = calloc(n ? n : 1, sizeof(*r->pin.buf));
+	r->pin.off = calloc(n ? n : 1, sizeof(*r->pin.off));
+	r->pin.st = calloc(n ? n : 1, sizeof(*r->pin.st));
+	if (!r->pin.buf || !r->pin.off || !r->pin.st || n > UINT32_MAX) {
+		free(r->pin.buf);
+		free(r->pin.off);
+		free(r->pin.st);
+		r->pin.st = NULL;
+		return false;
+	}
+	n = 0;
+	for (unsigned i = 0; i < g->n; i++)
+		for (uint64_t off = 0; off < g->b[i].size; off += g->chunk, n++) {
+			r->pin.buf[n] = i;
+			r->pin.off[n] = off;
+		}
+	r->pin.n = (unsigned)n;
+	pthread_cond_init(&r->pin.cv, NULL);
+	return true;
+}
+
 /* A piece device to host memory, pinned for the copy only. */
 static int stage_chunk(struct run *r, struct streams *ss, const struct chunk *c)
 {
 	struct gio *g = r->g;
 	struct gio_buf *b = &g->b[c->i];
 	void *dst = b->host + c->off;
-	CUresult cr, ur;
+	CUresult cr = CUDA_SUCCESS, ur;
 
+	if (r->pin.st) {
+		unsigned k = piece_of(r, c);
+
+		pthread_mutex_lock(&r->lock);
+		while (r->pin.st[k] == PIN_WAIT && !r->failed)
+			pthread_cond_wait(&r->pin.cv, &r->lock);
+		bool self = r->pin.st[k] != PIN_DONE;
+		pthread_mutex_unlock(&r->lock);
+		if (!self)
+			goto pinned;
+	}
 	if ((cr = g->ops->host_register(dst, c->len)) != CUDA_SUCCESS) {
 		failf(r, "pinning %zu MiB of the staging pool for buffer %u: %s", c->len >> 20, c->i,
 		      g->ops->err(cr));
 		return -1;
 	}
+pinned:
 	cr = copy_dtoh(ss, b->ctx, dst, b->dptr + c->off, c->len);
 	ur = g->keep_pinned ? CUDA_SUCCESS : g->ops->host_unregister(dst);
 	if (cr != CUDA_SUCCESS || ur != CUDA_SUCCESS) {
@@ -338,14 +464,6 @@ static int load_chunk(struct run *r, struct streams *ss, const struct chunk *c, 
 		return -1;
 	}
 	return 0;
-}
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 /* Record when each eighth of the bytes was reached. */
@@ -427,9 +545,9 @@ void gio_unpin(struct gio *g)
 
 int gio_run(struct gio *g)
 {
-	pthread_t t[MAX_THREADS];
+	pthread_t t[MAX_THREADS], pt[MAX_PINNERS];
 	struct run r = { .g = g, .cur = -1 };
-	unsigned nt = 0;
+	unsigned nt = 0, np = 0;
 
 	g->err[0] = '\0';
 	memset(g->eighths, 0, sizeof(g->eighths));
@@ -448,6 +566,30 @@ int gio_run(struct gio *g)
 		r.total += g->b[i].size;
 	}
 	pthread_mutex_init(&r.lock, NULL);
+	g->pinned_ms = 0;
+	if (g->pinners > MAX_PINNERS)
+		g->pinners = MAX_PINNERS;
+	if (g->dir == GIO_STAGE && g->keep_pinned && g->pinners && g->n && pins_init(&r)) {
+		r.pin.left = g->pinners;
+		for (; np < g->pinners; np++)
+			if (pthread_create(&pt[np], NULL, pinner, &r) != 0)
+				break;
+		if (np < g->pinners) {	/* as if the missing ones had finished */
+			pthread_mutex_lock(&r.lock);
+			r.pin.left -= g->pinners - np;
+			if (np == 0) {	/* none: the workers pin their own */
+				free(r.pin.buf);
+				free(r.pin.off);
+				free(r.pin.st);
+				r.pin.st = NULL;
+				pthread_cond_destroy(&r.pin.cv);
+			}
+			pthread_mutex_unlock(&r.lock);
+			g->pinners = np;
+		}
+	} else {
+		g->pinners = 0;
+	}
 	for (; nt < g->threads; nt++) {
 		int e = pthread_create(&t[nt], NULL, worker, &r);
 
@@ -459,6 +601,16 @@ int gio_run(struct gio *g)
 	}
 	for (unsigned i = 0; i < nt; i++)
 		pthread_join(t[i], NULL);
+	if (nt == 0)
+		failf(&r, "no copy thread");	/* lets the pinners stop */
+	for (unsigned i = 0; i < np; i++)
+		pthread_join(pt[i], NULL);
+	if (r.pin.st) {
+		pthread_cond_destroy(&r.pin.cv);
+		free(r.pin.buf);
+		free(r.pin.off);
+		free(r.pin.st);
+	}
 	pthread_mutex_destroy(&r.lock);
 	/* every byte must have been moved */
 	for (unsigned i = 0; !r.failed && i < g->n; i++)

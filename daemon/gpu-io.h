@@ -74,6 +74,10 @@ struct gio {
 	bool from_host;		/* GIO_SAVE: the bytes are at b[i].host */
 	bool keep_pinned;	/* GIO_STAGE: do not unpin each piece after its
 				 * copy (gio_unpin) */
+	unsigned pinners;	/* GIO_STAGE with keep_pinned: threads that pin
+				 * the pieces ahead of the workers' copies (0:
+				 * each worker pins its piece); out: how many ran.
+				 * After a failed run some pieces may be pinned. */
 	const struct gio_ops *ops;
 	/* optional: the next buffer to start (-1: none left; NULL: in order),
 	 * whether buffer i is wanted now (started before the others), and
@@ -94,6 +98,7 @@ struct gio {
 	/* out: ms after gio_run() began at which 1/8, 2/8 ... of the bytes
 	 * had been moved (where the rate changed, for the logs) */
 	uint64_t eighths[8];
+	uint64_t pinned_ms;	/* out: when the pinners were done */
 };
 
 /* Workers and chunk size: PHOS_GPU_IO_THREADS (default half the CPUs, 4
@@ -104,6 +109,9 @@ size_t gio_chunk(void);
  * pinned for its copy, and pinning costs less per byte in larger pieces,
  * doc/benchmarks.md) */
 size_t gio_piece(void);
+/* GIO_STAGE's pinners: PHOS_GPU_STAGE_PINNERS (default 2, 0..8; 0: each
+ * worker pins its own piece just before its copy, as before session 10) */
+unsigned gio_pinners(void);
 /* "" when the workers copy on streams of their own with these ops, else
  * " on the default stream" (for the logs of an A/B run) */
 const char *gio_stream_note(const struct gio_ops *ops);

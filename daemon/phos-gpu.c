@@ -565,8 +565,14 @@ static void in_pool(uint8_t *pool, unsigned n)
  * when each eighth of the bytes was in, and the rate of each eighth. */
 static void log_eighths(const struct gio *g, uint64_t total, uint64_t began)
 {
-	char at[160] = "", rates[160] = "";
+	char at[160] = "", rates[160] = "", pins[96];
 	size_t a = 0, r = 0;
+
+	if (g->pinners)
+		snprintf(pins, sizeof(pins), "pieces pinned ahead by %u thread(s), all by %" PRIu64
+			 " ms", g->pinners, g->pinned_ms);
+	else
+		snprintf(pins, sizeof(pins), "each piece pinned by its copy's worker");
 
 	for (unsigned k = 0; k < 8; k++) {
 		uint64_t dt = g->eighths[k] - (k ? g->eighths[k - 1] : 0);
@@ -579,8 +585,8 @@ static void log_eighths(const struct gio *g, uint64_t total, uint64_t began)
 			break;
 	}
 	fprintf(stderr, "phos-gpu: staged copy began %" PRIu64 " ms after the helper started; "
-		"each eighth of the bytes in at %s ms after it began (GB/s: %s)\n", began, at,
-		rates);
+		"each eighth of the bytes in at %s ms after it began (GB/s: %s); %s\n", began, at,
+		rates, pins);
 }
 
 static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, uint64_t stage_off)
@@ -735,7 +741,8 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 		 * copy, for A/B */
 		const char *ue = getenv("PHOS_GPU_STAGE_UNPIN_EACH");
 		struct gio sg = { .dir = GIO_STAGE, .b = io, .n = n, .ops = io_ops(), .chunk = piece,
-				  .keep_pinned = !(ue && strcmp(ue, "1") == 0) };
+				  .keep_pinned = !(ue && strcmp(ue, "1") == 0),
+				  .pinners = gio_pinners() };
 
 		in_pool(pool, n);
 		tstage = phos_now_ms();

@@ -14,7 +14,7 @@ require_built tests/progs/cr_append
 command -v setpriv >/dev/null || skip_all "setpriv (util-linux) not installed"
 command -v openssl >/dev/null || skip_all "openssl not installed"
 id nobody >/dev/null 2>&1 || skip_all "no user nobody"
-plan 45
+plan 48
 
 phosd_scratch
 phosd_start n1
@@ -126,6 +126,27 @@ like "$OUT" "restored .*/4242/0/0/000001 as pid" "and that generation 1 was rest
 rp=$(restored_pid "$OUT")
 [ -z "$rp" ] || { track "$rp"; kill -KILL "$rp"; }
 like "$(cat "$PD/n2.log")" "generation 2 failed its check .*: trying the older ones" "phosd's log says so too"
+
+# job 4243 has one generation, corrupt the same way: nothing to fall back to
+t3=$PD/images/root/4243/0/0
+mkdir -p "$t3"
+chmod 0700 "$PD/images/root/4243" "$PD/images/root/4243/0" "$t3"
+cp -a "$(gen 5)" "$t3/000001"
+sed -i -e 's/^job: .*/job: 4243/' -e 's/^generation: .*/generation: 1/' "$t3/000001/manifest.yaml"
+flip "$(biggest "$t3/000001")"
+sign "$t3/000001"
+wait_for 10 _copies	# the copy of job 4242 is gone
+lines_before=$(wc -l <"$f")
+pc_out n2 restore --detach --job 4243 --step 0 --task 0
+is "$RC" 1 "job 4243, whose only generation is corrupt: phosctl restore exits 1" || diag "$OUT"
+like "$OUT" "generation 1 failed its check \\(.*content does not match the manifest.*\\), and no older one is usable" \
+	"the message says that generation 1 failed its check and nothing older is usable"
+rp=$(restored_pid "$OUT")
+[ -z "$rp" ] || { track "$rp"; kill -KILL "$rp"; }
+sleep 0.5
+ok "$(tail -n +"$lines_before" "$f" | awk 'NR > 1 && $1 != p + 1 { bad = 1 } { p = $1 } END { exit bad }' &&
+	echo 0 || echo 1)" "no restored task of job 4243 ran (the numbers written since go on one by one)" ||
+	diag "$(tail -n +"$lines_before" "$f" | head -20 | tr '\n' ' ')"
 
 # someone else's image: root's generation 5 placed in nobody's tree as a
 # Slurm job of nobody, properly signed, restored by nobody

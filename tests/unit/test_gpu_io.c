@@ -95,6 +95,7 @@ static const char *err(CUresult r)
  * pinned is counted (GIO_STAGE must pin every piece it copies into) */
 static struct { void *p; size_t n; } pins[64];
 static unsigned npins, max_pins, unpinned_copies, fail_pin_after = ~0u, pin_calls;
+static unsigned fail_pin_only = ~0u;	/* that call alone fails */
 
 static bool is_pinned(const void *p, size_t n)
 {
@@ -115,8 +116,9 @@ static CUresult host_register(void *p, size_t n)
 	if (!current)
 		return CUDA_ERROR_INVALID_CONTEXT;
 	pthread_mutex_lock(&lock);
-	if (pin_calls++ >= fail_pin_after)
+	if (pin_calls >= fail_pin_after || pin_calls == fail_pin_only)
 		r = CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED;
+	pin_calls++;
 	for (unsigned k = 0; k < 64 && r == CUDA_ERROR_OUT_OF_MEMORY; k++) {
 		if (pins[k].p)
 			continue;
@@ -438,7 +440,41 @@ static void test_staged_keep_pinned(void **state)
 	(void)state;
 }
 
-/* a piece that cannot be pinned stops the staging, named */
+/* pinners: every piece pinned once, ahead of its copy, and left pinned;
+ * a piece a pinner could not pin is pinned by its worker */
+static void test_staged_pinners(void **state)
+{
+	for (unsigned fail = 0; fail < 2; fail++) {
+		struct gio_buf b[NB];
+		struct gio g;
+
+		init(&g, b, GIO_STAGE, 3, 2 << 20);
+		pool_layout(b);
+		unpinned_copies = max_pins = npins = pin_calls = 0;
+		fail_pin_only = fail ? 3 : ~0u;
+		g.hash = false;
+		g.keep_pinned = true;
+		g.pinners = 2;
+		assert_int_equal(gio_run(&g), 0);
+		assert_int_equal(g.pinners, 2);
+		for (int i = 0; i < NB; i++) {
+			assert_memory_equal(b[i].host, dev[i], sizes[i]);
+			assert_int_equal(done_count[i], 1);
+		}
+		assert_int_equal(unpinned_copies, 0);
+		assert_int_equal(npins, 1 + 2 + 2 + 1 + 4);	/* 2 MiB pieces */
+		assert_int_equal(pin_calls, 10 + fail);		/* once each, one again */
+		gio_unpin(&g);
+		assert_int_equal(npins, 0);
+		fail_pin_only = ~0u;
+		memset(done_count, 0, sizeof(done_count));
+		pool_free(b);
+	}
+	(void)state;
+}
+
+/* a piece that cannot be pinned stops the staging, named (also when the
+ * pinners gave it to its worker) */
 static void test_staged_pin_fails(void **state)
 {
 	struct gio_buf b[NB];
@@ -451,6 +487,15 @@ static void test_staged_pin_fails(void **state)
 	g.hash = false;
 	assert_int_equal(gio_run(&g), -1);
 	assert_non_null(strstr(g.err, "pinning 1 MiB of the staging pool for buffer"));
+	assert_int_equal(npins, 0);
+	/* with pinners: pieces 4.. fail for them and for their workers */
+	npins = pin_calls = 0;
+	g.keep_pinned = true;
+	g.pinners = 3;
+	assert_int_equal(gio_run(&g), -1);
+	assert_non_null(strstr(g.err, "pinning 1 MiB of the staging pool for buffer"));
+	assert_int_equal(npins, 4);	/* pinned ahead: let go by the caller (or its exit) */
+	gio_unpin(&g);
 	assert_int_equal(npins, 0);
 	fail_pin_after = ~0u;
 	pool_free(b);
@@ -641,6 +686,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_short_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_staged, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_staged_keep_pinned, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_staged_pinners, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_staged_pin_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streams, setup, teardown),
 	};
