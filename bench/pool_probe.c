@@ -18,6 +18,10 @@
  *           pool    one hugetlb mapping for all; the pieces are handed out
  *                   in order from a shared counter, every thread working on
  *                   the same buffer (phos-gpu's gpu-io.c)
+ *   bounce  no piece of the pool is pinned: each thread copies into a
+ *           pinned buffer of its own (cuMemHostAlloc, 8 MiB, its
+ *           allocation timed in the row) and memcpy()s that into the pool
+ *           (phos-gpu's PHOS_GPU_STAGE_BOUNCE=1), with 8 and 16 threads
  *   busy    a second process with a context of its own copies 1 GiB
  *           device to pageable host memory over and over while the row
  *           runs (the app's context being checkpointed by the driver
@@ -153,6 +157,7 @@ static void free_buffers(int vmm)
 
 struct row {
 	int pool;
+	int bounce;
 	uint8_t *shared;		/* pool: nbuf GiB */
 	uint8_t *own[MAX_THREADS];	/* split: each thread's */
 	size_t next;			/* pool: next piece, atomically */
@@ -176,11 +181,25 @@ static void *worker(void *arg)
 	struct worker *w = arg;
 	struct row *r = w->r;
 	size_t per = GIB / piece;
+	void *bb = NULL;
 	CUstream s;
 
 	ck(cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
 	ck(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
-	if (r->pool) {
+	if (r->bounce) {
+		ck(cuMemHostAlloc(&bb, piece, CU_MEMHOSTALLOC_PORTABLE), "cuMemHostAlloc");
+		for (;;) {
+			size_t k = __atomic_fetch_add(&r->next, 1, __ATOMIC_RELAXED);
+			size_t b = k / per, off = (k % per) * piece;
+
+			if (b >= nbuf)
+				break;
+			ck(cuMemcpyDtoHAsync(bb, dptr[b] + off, piece, s), "cuMemcpyDtoHAsync");
+			ck(cuStreamSynchronize(s), "cuStreamSynchronize");
+			memcpy(r->shared + b * GIB + off, bb, piece);
+		}
+		ck(cuMemFreeHost(bb), "cuMemFreeHost");
+	} else if (r->pool) {
 		for (;;) {
 			size_t k = __atomic_fetch_add(&r->next, 1, __ATOMIC_RELAXED);
 			size_t b = k / per, off = (k % per) * piece;
@@ -250,16 +269,16 @@ static pid_t busy_start(void)
 	return pid;
 }
 
-static void row(int vmm, int pool, int busy, CUdevice dev)
+static void row(int vmm, int pool, int busy, int bounce, CUdevice dev)
 {
-	struct row r = { .pool = pool };
+	struct row r = { .pool = pool || bounce, .bounce = bounce };
 	struct worker w[MAX_THREADS];
 	pthread_t th[MAX_THREADS];
 	size_t own_len = ((nbuf + nthreads - 1) / nthreads) * GIB;
 	pid_t bp = 0;
 	double secs, t_unpin;
 
-	if (pool)
+	if (r.pool)
 		r.shared = hugetlb(nbuf * GIB);
 	else
 		for (unsigned t = 0; t < nthreads; t++)
@@ -285,7 +304,9 @@ static void row(int vmm, int pool, int busy, CUdevice dev)
 	/* every piece was left pinned: undo (phos-gpu does it after the
 	 * GPU memory is released) */
 	t_unpin = now();
-	if (pool) {
+	if (bounce) {
+		munmap(r.shared, nbuf * GIB);
+	} else if (pool) {
 		for (size_t off = 0; off < nbuf * GIB; off += piece)
 			ck(cuMemHostUnregister(r.shared + off), "cuMemHostUnregister");
 		munmap(r.shared, nbuf * GIB);
@@ -303,7 +324,7 @@ static void row(int vmm, int pool, int busy, CUdevice dev)
 	free_buffers(vmm);
 	printf("POOL source=%s layout=%s busy=%s piece_MiB=%zu GB/s=%.2f seconds=%.3f "
 	       "unpin_seconds=%.3f GiB=%u threads=%u\n", vmm ? "vmm" : "malloc",
-	       pool ? "pool" : "split", busy ? "yes" : "no", piece >> 20,
+	       bounce ? "bounce" : pool ? "pool" : "split", busy ? "yes" : "no", piece >> 20,
 	       (double)nbuf * (double)GIB / 1e9 / secs, secs, t_unpin, nbuf, nthreads);
 }
 
@@ -331,14 +352,25 @@ int main(int argc, char **argv)
 	ck(cuDevicePrimaryCtxRetain(&ctx, dev), "cuDevicePrimaryCtxRetain");
 	ck(cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
 	piece = base;
-	row(0, 0, 0, dev);	/* stage_probe's hugetlb row */
-	row(0, 1, 0, dev);
-	row(1, 0, 0, dev);
-	row(1, 1, 0, dev);	/* phos-gpu's */
-	row(1, 1, 1, dev);	/* ... beside a busy context */
+	row(0, 0, 0, 0, dev);	/* a first row, for the GPU to warm up (not read) */
+	row(0, 0, 0, 0, dev);	/* stage_probe's hugetlb row */
+	row(0, 1, 0, 0, dev);
+	row(1, 0, 0, 0, dev);
+	row(1, 1, 0, 0, dev);	/* phos-gpu's */
+	row(1, 1, 1, 0, dev);	/* ... beside a busy context */
 	if (base * 4 <= GIB) {
 		piece = base * 4;
-		row(1, 1, 0, dev);
+		row(1, 1, 0, 0, dev);
+	}
+	/* through pinned buffers of 8 MiB, 8 and 16 threads, alone and busy */
+	piece = (size_t)8 << 20;
+	row(1, 0, 0, 1, dev);
+	row(1, 0, 1, 1, dev);
+	if (nthreads * 2 <= MAX_THREADS) {
+		nthreads *= 2;
+		row(1, 0, 0, 1, dev);
+		row(1, 0, 1, 1, dev);
+		nthreads /= 2;
 	}
 	printf("DONE\n");
 	return 0;

@@ -83,9 +83,14 @@ size_t gio_chunk(void)
 	return (size_t)env_num("PHOS_GPU_IO_CHUNK_MB", 8, 1, 1024) << 20;
 }
 
+bool gio_bounce(void)
+{
+	return env_num("PHOS_GPU_STAGE_BOUNCE", 0, 0, 1) == 1;
+}
+
 unsigned gio_pinners(void)
 {
-	return env_num("PHOS_GPU_STAGE_PINNERS", 2, 0, MAX_PINNERS);
+	return env_num("PHOS_GPU_STAGE_PINNERS", 0, 0, MAX_PINNERS);
 }
 
 size_t gio_piece(void)
@@ -324,9 +329,12 @@ static unsigned piece_of(const struct run *r, const struct chunk *c)
 }
 
 /* A pinner: pins the pieces in the workers' order, ahead of them, so that
- * a copy does not wait for its pinning (pinning on the way costs a fifth
- * of the rate, bench/pool_probe.c).  A piece it cannot pin is left to its
- * worker, which pins it and reports the error if that fails too. */
+ * a copy does not wait for its pinning.  Off by default: on an H200
+ * (session 10, 64 GiB) two pinners took 2.8 s for the pool, and the
+ * copies hardly ran meanwhile (2.9 GB/s; 55 GB/s once all was pinned), so
+ * the GPU was free later than with each worker pinning its own piece.  A
+ * piece a pinner cannot pin is left to its worker, which pins it and
+ * reports the error if that fails too. */
 static void *pinner(void *arg)
 {
 	struct run *r = arg;
@@ -391,14 +399,25 @@ static bool pins_init(struct run *r)
 	return true;
 }
 
-/* A piece device to host memory, pinned for the copy only. */
-static int stage_chunk(struct run *r, struct streams *ss, const struct chunk *c)
+/* A piece device to host memory: pinned for the copy (and, with
+ * keep_pinned, after it), or with bounce through the worker's pinned
+ * buffer and memcpy()ed into place. */
+static int stage_chunk(struct run *r, struct streams *ss, const struct chunk *c, void *stage)
 {
 	struct gio *g = r->g;
 	struct gio_buf *b = &g->b[c->i];
 	void *dst = b->host + c->off;
 	CUresult cr = CUDA_SUCCESS, ur;
 
+	if (g->bounce) {
+		if ((cr = copy_dtoh(ss, b->ctx, stage, b->dptr + c->off, c->len)) != CUDA_SUCCESS) {
+			failf(r, "copying buffer %u at offset %llu: %s", c->i,
+			      (unsigned long long)c->off, g->ops->err(cr));
+			return -1;
+		}
+		memcpy(dst, stage, c->len);
+		return 0;
+	}
 	if (r->pin.st) {
 		unsigned k = piece_of(r, c);
 
@@ -500,7 +519,7 @@ static void *worker(void *arg)
 		failf(r, "buffer 0: %s", g->ops->err(cr));
 		return NULL;
 	}
-	if (device && g->dir != GIO_STAGE &&
+	if (device && (g->dir != GIO_STAGE || g->bounce) &&
 	    (cr = g->ops->host_alloc(&stage, g->chunk)) != CUDA_SUCCESS) {
 		failf(r, "pinned staging buffer of %zu MiB: %s", g->chunk >> 20, g->ops->err(cr));
 		return NULL;
@@ -519,7 +538,7 @@ static void *worker(void *arg)
 			}
 		}
 		if ((g->dir == GIO_SAVE ? save_chunk(r, &ss, &c, stage) :
-		     g->dir == GIO_STAGE ? stage_chunk(r, &ss, &c) :
+		     g->dir == GIO_STAGE ? stage_chunk(r, &ss, &c, stage) :
 		     load_chunk(r, &ss, &c, stage)) < 0)
 			break;
 		note_moved(r, c.len);
@@ -538,6 +557,8 @@ static void *worker(void *arg)
 
 void gio_unpin(struct gio *g)
 {
+	if (g->bounce)
+		return;	/* nothing of the pool was pinned */
 	for (unsigned i = 0; i < g->n; i++)
 		for (uint64_t off = 0; off < g->b[i].size; off += g->chunk)
 			g->ops->host_unregister(g->b[i].host + off);
@@ -569,7 +590,8 @@ int gio_run(struct gio *g)
 	g->pinned_ms = 0;
 	if (g->pinners > MAX_PINNERS)
 		g->pinners = MAX_PINNERS;
-	if (g->dir == GIO_STAGE && g->keep_pinned && g->pinners && g->n && pins_init(&r)) {
+	if (g->dir == GIO_STAGE && !g->bounce && g->keep_pinned && g->pinners && g->n &&
+	    pins_init(&r)) {
 		r.pin.left = g->pinners;
 		for (; np < g->pinners; np++)
 			if (pthread_create(&pt[np], NULL, pinner, &r) != 0)

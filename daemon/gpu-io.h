@@ -74,6 +74,9 @@ struct gio {
 	bool from_host;		/* GIO_SAVE: the bytes are at b[i].host */
 	bool keep_pinned;	/* GIO_STAGE: do not unpin each piece after its
 				 * copy (gio_unpin) */
+	bool bounce;		/* GIO_STAGE: each chunk through a pinned buffer
+				 * of its worker's (host_alloc), then memcpy()ed
+				 * into b[i].host: nothing of it is pinned */
 	unsigned pinners;	/* GIO_STAGE with keep_pinned: threads that pin
 				 * the pieces ahead of the workers' copies (0:
 				 * each worker pins its piece); out: how many ran.
@@ -109,9 +112,13 @@ size_t gio_chunk(void);
  * pinned for its copy, and pinning costs less per byte in larger pieces,
  * doc/benchmarks.md) */
 size_t gio_piece(void);
-/* GIO_STAGE's pinners: PHOS_GPU_STAGE_PINNERS (default 2, 0..8; 0: each
- * worker pins its own piece just before its copy, as before session 10) */
+/* GIO_STAGE's pinners: PHOS_GPU_STAGE_PINNERS (0..8, default 0: each
+ * worker pins its own piece just before its copy; pinning ahead held the
+ * copies back on an H200, doc/benchmarks.md session 10) */
 unsigned gio_pinners(void);
+/* GIO_STAGE through pinned buffers: PHOS_GPU_STAGE_BOUNCE=1 (an A/B of
+ * session 10: pinning the pool piece by piece is what costs the rate) */
+bool gio_bounce(void);
 /* "" when the workers copy on streams of their own with these ops, else
  * " on the default stream" (for the logs of an A/B run) */
 const char *gio_stream_note(const struct gio_ops *ops);

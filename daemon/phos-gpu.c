@@ -568,7 +568,9 @@ static void log_eighths(const struct gio *g, uint64_t total, uint64_t began)
 	char at[160] = "", rates[160] = "", pins[96];
 	size_t a = 0, r = 0;
 
-	if (g->pinners)
+	if (g->bounce)
+		snprintf(pins, sizeof(pins), "each chunk through a pinned buffer of its worker's");
+	else if (g->pinners)
 		snprintf(pins, sizeof(pins), "pieces pinned ahead by %u thread(s), all by %" PRIu64
 			 " ms", g->pinners, g->pinned_ms);
 	else
@@ -732,7 +734,8 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 	order_set(by, n);
 	/* staged: every buffer into the pool, then let go of the GPU */
 	uint64_t tstage = 0, treleased = 0;
-	size_t piece = gio_piece();
+	bool bounce = gio_bounce();
+	size_t piece = bounce ? gio_chunk() : gio_piece();
 
 	if (staged) {
 		/* each piece stays pinned until the GPU memory is released
@@ -742,7 +745,7 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 		const char *ue = getenv("PHOS_GPU_STAGE_UNPIN_EACH");
 		struct gio sg = { .dir = GIO_STAGE, .b = io, .n = n, .ops = io_ops(), .chunk = piece,
 				  .keep_pinned = !(ue && strcmp(ue, "1") == 0),
-				  .pinners = gio_pinners() };
+				  .pinners = gio_pinners(), .bounce = bounce };
 
 		in_pool(pool, n);
 		tstage = phos_now_ms();
@@ -841,10 +844,10 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 	else if (staged)
 		fprintf(stderr, "phos-gpu: saved %u buffer(s), %" PRIu64 " bytes in %" PRIu64
 			" ms (staged: GPU to host memory in %" PRIu64 " ms, %.2f GB/s with %zu MiB "
-			"pieces%s; GPU released after %" PRIu64 " ms; then to storage%s)\n", n, total,
+			"%s%s; GPU released after %" PRIu64 " ms; then to storage%s)\n", n, total,
 			phos_now_ms() - t0, tstage,
 			tstage ? (double)total / 1e6 / (double)tstage : 0.0, piece >> 20,
-			gio_stream_note(io_ops()), treleased, rate);
+			bounce ? "chunks through pinned buffers" : "pieces", gio_stream_note(io_ops()), treleased, rate);
 	else
 		fprintf(stderr, "phos-gpu: saved %u buffer(s), %" PRIu64 " bytes in %" PRIu64
 			" ms (%s)\n", n, total, phos_now_ms() - t0, rate + 2);

@@ -473,6 +473,35 @@ static void test_staged_pinners(void **state)
 	(void)state;
 }
 
+/* bounce: every byte in its place, through the workers' pinned buffers;
+ * nothing of the pool pinned, and gio_unpin() has nothing to let go */
+static void test_staged_bounce(void **state)
+{
+	struct gio_buf b[NB];
+	struct gio g;
+
+	init(&g, b, GIO_STAGE, 3, 1 << 20);
+	pool_layout(b);
+	unpinned_copies = max_pins = npins = pin_calls = 0;
+	g.hash = false;
+	g.bounce = true;
+	g.keep_pinned = true;
+	g.pinners = 2;		/* no pinners with bounce */
+	assert_int_equal(gio_run(&g), 0);
+	assert_int_equal(g.pinners, 0);
+	for (int i = 0; i < NB; i++) {
+		assert_memory_equal(b[i].host, dev[i], sizes[i]);
+		assert_int_equal(done_count[i], 1);
+	}
+	assert_int_equal(unpinned_copies, 0);	/* no device copy into the pool itself */
+	assert_int_equal(pin_calls, 0);
+	gio_unpin(&g);
+	assert_int_equal(pin_calls, 0);
+	assert_int_equal(npins, 0);
+	pool_free(b);
+	(void)state;
+}
+
 /* a piece that cannot be pinned stops the staging, named (also when the
  * pinners gave it to its worker) */
 static void test_staged_pin_fails(void **state)
@@ -687,6 +716,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_staged, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_staged_keep_pinned, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_staged_pinners, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_staged_bounce, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_staged_pin_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streams, setup, teardown),
 	};
