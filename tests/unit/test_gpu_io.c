@@ -371,6 +371,16 @@ static void pool_free(struct gio_buf *b)
 	pool_lo = pool_hi = NULL;
 }
 
+/* A GIO_STAGE run of every buffer into a pool, no hashes, the pin
+ * counters at 0 */
+static void stage_init(struct gio *g, struct gio_buf *b, unsigned threads, size_t chunk)
+{
+	init(g, b, GIO_STAGE, threads, chunk);
+	pool_layout(b);
+	unpinned_copies = max_pins = npins = pin_calls = 0;
+	g->hash = false;
+}
+
 /* GIO_STAGE puts every byte in its place in the pool, each piece pinned
  * for its copy and let go after it; then a save from host memory, on
  * threads that never have a context, writes the files and the hashes */
@@ -379,10 +389,7 @@ static void test_staged(void **state)
 	struct gio_buf b[NB];
 	struct gio g;
 
-	init(&g, b, GIO_STAGE, 3, 1 << 20);
-	pool_layout(b);
-	unpinned_copies = max_pins = npins = pin_calls = 0;
-	g.hash = false;
+	stage_init(&g, b, 3, 1 << 20);
 	assert_int_equal(gio_run(&g), 0);
 	for (int i = 0; i < NB; i++) {
 		assert_memory_equal(b[i].host, dev[i], sizes[i]);
@@ -424,10 +431,7 @@ static void test_staged_keep_pinned(void **state)
 	struct gio_buf b[NB];
 	struct gio g;
 
-	init(&g, b, GIO_STAGE, 3, 2 << 20);
-	pool_layout(b);
-	unpinned_copies = max_pins = npins = pin_calls = 0;
-	g.hash = false;
+	stage_init(&g, b, 3, 2 << 20);
 	g.keep_pinned = true;
 	assert_int_equal(gio_run(&g), 0);
 	for (int i = 0; i < NB; i++)
@@ -448,11 +452,8 @@ static void test_staged_pinners(void **state)
 		struct gio_buf b[NB];
 		struct gio g;
 
-		init(&g, b, GIO_STAGE, 3, 2 << 20);
-		pool_layout(b);
-		unpinned_copies = max_pins = npins = pin_calls = 0;
+		stage_init(&g, b, 3, 2 << 20);
 		fail_pin_only = fail ? 3 : ~0u;
-		g.hash = false;
 		g.keep_pinned = true;
 		g.pinners = 2;
 		assert_int_equal(gio_run(&g), 0);
@@ -480,10 +481,7 @@ static void test_staged_bounce(void **state)
 	struct gio_buf b[NB];
 	struct gio g;
 
-	init(&g, b, GIO_STAGE, 3, 1 << 20);
-	pool_layout(b);
-	unpinned_copies = max_pins = npins = pin_calls = 0;
-	g.hash = false;
+	stage_init(&g, b, 3, 1 << 20);
 	g.bounce = true;
 	g.keep_pinned = true;
 	g.pinners = 2;		/* no pinners with bounce */
@@ -509,11 +507,8 @@ static void test_staged_pin_fails(void **state)
 	struct gio_buf b[NB];
 	struct gio g;
 
-	init(&g, b, GIO_STAGE, 2, 1 << 20);
-	pool_layout(b);
-	npins = pin_calls = 0;
+	stage_init(&g, b, 2, 1 << 20);
 	fail_pin_after = 4;
-	g.hash = false;
 	assert_int_equal(gio_run(&g), -1);
 	assert_non_null(strstr(g.err, "pinning 1 MiB of the staging pool for buffer"));
 	assert_int_equal(npins, 0);
