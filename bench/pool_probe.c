@@ -18,10 +18,11 @@
  *           pool    one hugetlb mapping for all; the pieces are handed out
  *                   in order from a shared counter, every thread working on
  *                   the same buffer (phos-gpu's gpu-io.c)
- *   bounce  no piece of the pool is pinned: each thread copies into a
- *           pinned buffer of its own (cuMemHostAlloc, 8 MiB, its
- *           allocation timed in the row) and memcpy()s that into the pool
- *           (phos-gpu's PHOS_GPU_STAGE_BOUNCE=1), with 8 and 16 threads
+ *   bounce  no piece of the pool is pinned: each thread copies into one
+ *           of two pinned buffers of its own (cuMemHostAlloc, 8 MiB, their
+ *           allocation timed in the row) and memcpy()s the other into the
+ *           pool meanwhile (phos-gpu's PHOS_GPU_STAGE_BOUNCE=1), with 8 and
+ *           16 threads
  *   busy    a second process with a context of its own copies 1 GiB
  *           device to pageable host memory over and over while the row
  *           runs (the app's context being checkpointed by the driver
@@ -181,24 +182,39 @@ static void *worker(void *arg)
 	struct worker *w = arg;
 	struct row *r = w->r;
 	size_t per = GIB / piece;
-	void *bb = NULL;
+	void *bb[2] = { NULL, NULL };
 	CUstream s;
 
 	ck(cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
 	ck(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
 	if (r->bounce) {
-		ck(cuMemHostAlloc(&bb, piece, CU_MEMHOSTALLOC_PORTABLE), "cuMemHostAlloc");
+		/* two buffers: the CPU copies one chunk while the next one's
+		 * device copy runs (phos-gpu's gpu-io.c, bounce_loop) */
+		size_t pend = 0;
+		unsigned cur = 0;
+		int have = 0;
+
+		ck(cuMemHostAlloc(&bb[0], piece, CU_MEMHOSTALLOC_PORTABLE), "cuMemHostAlloc");
+		ck(cuMemHostAlloc(&bb[1], piece, CU_MEMHOSTALLOC_PORTABLE), "cuMemHostAlloc");
 		for (;;) {
 			size_t k = __atomic_fetch_add(&r->next, 1, __ATOMIC_RELAXED);
 			size_t b = k / per, off = (k % per) * piece;
 
+			if (b < nbuf)
+				ck(cuMemcpyDtoHAsync(bb[cur], dptr[b] + off, piece, s),
+				   "cuMemcpyDtoHAsync");
+			if (have)
+				memcpy(r->shared + pend / per * GIB + pend % per * piece, bb[cur ^ 1],
+				       piece);
 			if (b >= nbuf)
 				break;
-			ck(cuMemcpyDtoHAsync(bb, dptr[b] + off, piece, s), "cuMemcpyDtoHAsync");
 			ck(cuStreamSynchronize(s), "cuStreamSynchronize");
-			memcpy(r->shared + b * GIB + off, bb, piece);
+			pend = k;
+			have = 1;
+			cur ^= 1;
 		}
-		ck(cuMemFreeHost(bb), "cuMemFreeHost");
+		ck(cuMemFreeHost(bb[0]), "cuMemFreeHost");
+		ck(cuMemFreeHost(bb[1]), "cuMemFreeHost");
 	} else if (r->pool) {
 		for (;;) {
 			size_t k = __atomic_fetch_add(&r->next, 1, __ATOMIC_RELAXED);

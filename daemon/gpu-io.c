@@ -399,25 +399,15 @@ static bool pins_init(struct run *r)
 	return true;
 }
 
-/* A piece device to host memory: pinned for the copy (and, with
- * keep_pinned, after it), or with bounce through the worker's pinned
- * buffer and memcpy()ed into place. */
-static int stage_chunk(struct run *r, struct streams *ss, const struct chunk *c, void *stage)
+/* A piece device to host memory, pinned for the copy (and, with
+ * keep_pinned, after it). */
+static int stage_chunk(struct run *r, struct streams *ss, const struct chunk *c)
 {
 	struct gio *g = r->g;
 	struct gio_buf *b = &g->b[c->i];
 	void *dst = b->host + c->off;
 	CUresult cr = CUDA_SUCCESS, ur;
 
-	if (g->bounce) {
-		if ((cr = copy_dtoh(ss, b->ctx, stage, b->dptr + c->off, c->len)) != CUDA_SUCCESS) {
-			failf(r, "copying buffer %u at offset %llu: %s", c->i,
-			      (unsigned long long)c->off, g->ops->err(cr));
-			return -1;
-		}
-		memcpy(dst, stage, c->len);
-		return 0;
-	}
 	if (r->pin.st) {
 		unsigned k = piece_of(r, c);
 
@@ -499,6 +489,84 @@ static void note_moved(struct run *r, size_t len)
 	}
 }
 
+/* A chunk is in place: counted, and its buffer completed if it was the
+ * last.  -1 when done() failed (reported). */
+static int chunk_moved(struct run *r, const struct chunk *c)
+{
+	struct gio *g = r->g;
+
+	note_moved(r, c->len);
+	/* the worker that moves a buffer's last bytes completes it */
+	if (__atomic_sub_fetch(&g->b[c->i].left, c->len, __ATOMIC_ACQ_REL) == 0 && g->done &&
+	    g->done(g->arg, c->i) != 0) {
+		failf(r, "buffer %u: %s", c->i, g->err[0] ? g->err : "failed");
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * GIO_STAGE with bounce: each chunk is copied device to host into one of
+ * the worker's two pinned buffers, and while that copy runs (on the
+ * worker's stream) the CPU copies the chunk before it from the other
+ * buffer into the pool.  Without streams each copy is waited for.
+ */
+static void bounce_loop(struct run *r, struct streams *ss, CUcontext ctx, void *buf[2])
+{
+	struct gio *g = r->g;
+	struct chunk c, pend;
+	CUstream inflight = NULL;
+	bool have = false;
+	unsigned cur = 0;
+	CUresult cr;
+
+	for (;;) {
+		pthread_mutex_lock(&r->lock);
+		bool got = next_chunk(r, &c);
+		pthread_mutex_unlock(&r->lock);
+		if (got) {
+			struct gio_buf *b = &g->b[c.i];
+
+			if (b->ctx != ctx && (cr = g->ops->set_current(ctx = b->ctx)) != CUDA_SUCCESS) {
+				failf(r, "buffer %u: %s", c.i, g->ops->err(cr));
+				break;
+			}
+			CUstream s = stream_of(ss, ctx);
+
+			cr = s ? g->ops->dtoh_async(buf[cur], b->dptr + c.off, c.len, s) :
+				 g->ops->dtoh(buf[cur], b->dptr + c.off, c.len);
+			if (cr != CUDA_SUCCESS) {
+				failf(r, "copying buffer %u at offset %llu: %s", c.i,
+				      (unsigned long long)c.off, g->ops->err(cr));
+				break;
+			}
+			inflight = s;
+		}
+		if (have) {
+			memcpy(g->b[pend.i].host + pend.off, buf[cur ^ 1], pend.len);
+			have = false;
+			if (chunk_moved(r, &pend) < 0)
+				break;
+		}
+		if (!got)
+			break;
+		if (inflight) {
+			cr = g->ops->stream_sync(inflight);
+			inflight = NULL;
+			if (cr != CUDA_SUCCESS) {
+				failf(r, "copying buffer %u at offset %llu: %s", c.i,
+				      (unsigned long long)c.off, g->ops->err(cr));
+				break;
+			}
+		}
+		pend = c;
+		have = true;
+		cur ^= 1;
+	}
+	if (inflight)	/* a failure with a copy under way: not into freed memory */
+		g->ops->stream_sync(inflight);
+}
+
 static void *worker(void *arg)
 {
 	struct run *r = arg;
@@ -524,6 +592,18 @@ static void *worker(void *arg)
 		failf(r, "pinned staging buffer of %zu MiB: %s", g->chunk >> 20, g->ops->err(cr));
 		return NULL;
 	}
+	if (g->dir == GIO_STAGE && g->bounce) {
+		void *buf[2] = { stage, NULL };
+
+		if ((cr = g->ops->host_alloc(&buf[1], g->chunk)) != CUDA_SUCCESS)
+			failf(r, "pinned staging buffer of %zu MiB: %s", g->chunk >> 20,
+			      g->ops->err(cr));
+		else
+			bounce_loop(r, &ss, ctx, buf);
+		if (buf[1] && g->ops->host_free)
+			g->ops->host_free(buf[1]);
+		goto out;
+	}
 	for (;;) {
 		pthread_mutex_lock(&r->lock);
 		bool got = next_chunk(r, &c);
@@ -538,17 +618,13 @@ static void *worker(void *arg)
 			}
 		}
 		if ((g->dir == GIO_SAVE ? save_chunk(r, &ss, &c, stage) :
-		     g->dir == GIO_STAGE ? stage_chunk(r, &ss, &c, stage) :
+		     g->dir == GIO_STAGE ? stage_chunk(r, &ss, &c) :
 		     load_chunk(r, &ss, &c, stage)) < 0)
 			break;
-		note_moved(r, c.len);
-		/* the worker that copies a buffer's last bytes completes it */
-		if (__atomic_sub_fetch(&g->b[c.i].left, c.len, __ATOMIC_ACQ_REL) == 0 && g->done &&
-		    g->done(g->arg, c.i) != 0) {
-			failf(r, "buffer %u: %s", c.i, g->err[0] ? g->err : "failed");
+		if (chunk_moved(r, &c) < 0)
 			break;
-		}
 	}
+out:
 	streams_free(&ss);
 	if (stage && g->ops->host_free)
 		g->ops->host_free(stage);

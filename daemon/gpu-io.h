@@ -74,9 +74,11 @@ struct gio {
 	bool from_host;		/* GIO_SAVE: the bytes are at b[i].host */
 	bool keep_pinned;	/* GIO_STAGE: do not unpin each piece after its
 				 * copy (gio_unpin) */
-	bool bounce;		/* GIO_STAGE: each chunk through a pinned buffer
-				 * of its worker's (host_alloc), then memcpy()ed
-				 * into b[i].host: nothing of it is pinned */
+	bool bounce;		/* GIO_STAGE: each chunk through one of its
+				 * worker's two pinned buffers (host_alloc), then
+				 * memcpy()ed into b[i].host while the next chunk's
+				 * device copy runs: nothing of b[i].host is
+				 * pinned */
 	unsigned pinners;	/* GIO_STAGE with keep_pinned: threads that pin
 				 * the pieces ahead of the workers' copies (0:
 				 * each worker pins its piece); out: how many ran.

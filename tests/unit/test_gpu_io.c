@@ -673,6 +673,20 @@ static void test_streams(void **state)
 	for (int i = 0; i < NB; i++)
 		assert_memory_equal(b[i].host, dev[i], sizes[i]);
 	assert_int_equal(live_streams, 0);
+	/* and through the workers' two pinned buffers each (bounce): a
+	 * chunk reaches the pool only after its device copy completed */
+	for (int i = 0; i < NB; i++)
+		memset(b[i].host, 0, sizes[i]);
+	memset(done_count, 0, sizeof(done_count));
+	g.bounce = true;
+	assert_int_equal(gio_run(&g), 0);
+	assert_int_equal(early_done, 0);
+	for (int i = 0; i < NB; i++) {
+		assert_memory_equal(b[i].host, dev[i], sizes[i]);
+		assert_int_equal(done_count[i], 1);
+	}
+	assert_int_equal(live_streams, 0);
+	g.bounce = false;
 	/* a copy that fails on its stream stops the run and names the buffer */
 	fail_buf = 4;
 	memset(done_count, 0, sizeof(done_count));
