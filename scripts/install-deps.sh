@@ -43,7 +43,8 @@ PKGS=(
 
 missing=()
 for p in "${PKGS[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	grep -q 'install ok installed' <<<"$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" ||
+		missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
 	log "installing ${#missing[@]} packages: ${missing[*]}"
@@ -119,6 +120,8 @@ if [ $have = 0 ]; then
 fi
 
 ldconfig
-ldconfig -p | grep -q 'libcriu\.so\.2' || die "libcriu.so.2 is installed but not in the loader cache: check /etc/ld.so.conf.d"
+# (grep reads a saved copy: with pipefail, grep -q leaving early would fail
+# the pipeline with ldconfig's SIGPIPE)
+grep -q 'libcriu\.so\.2' <<<"$(ldconfig -p)" || die "libcriu.so.2 is installed but not in the loader cache: check /etc/ld.so.conf.d"
 "$PREFIX/sbin/criu" check >/dev/null 2>&1 || log "warning: 'criu check' reports problems: run '$PREFIX/sbin/criu check' for details"
 log "done"
