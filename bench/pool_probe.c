@@ -23,6 +23,10 @@
  *           allocation timed in the row) and memcpy()s the other into the
  *           pool meanwhile (phos-gpu's PHOS_GPU_STAGE_BOUNCE=1), with 8 and
  *           16 threads
+ *   prepinned  the pool layout, but every piece registered before the
+ *           row's clock starts (the pinning timed apart, pin_seconds): the
+ *           copy a pool pinned ahead by a long-lived process would get
+ *           (doc/concurrent-checkpoint.md, "A pool pinned ahead")
  *   busy    a second process with a context of its own copies 1 GiB
  *           device to pageable host memory over and over while the row
  *           runs (the app's context being checkpointed by the driver
@@ -159,15 +163,17 @@ static void free_buffers(int vmm)
 struct row {
 	int pool;
 	int bounce;
+	int prepinned;
 	uint8_t *shared;		/* pool: nbuf GiB */
 	uint8_t *own[MAX_THREADS];	/* split: each thread's */
 	size_t next;			/* pool: next piece, atomically */
 	double t0;
 };
 
-static void copy_piece(CUstream s, uint8_t *dst, CUdeviceptr src, size_t len)
+static void copy_piece(CUstream s, uint8_t *dst, CUdeviceptr src, size_t len, int pinned)
 {
-	ck(cuMemHostRegister(dst, len, CU_MEMHOSTREGISTER_PORTABLE), "cuMemHostRegister");
+	if (!pinned)
+		ck(cuMemHostRegister(dst, len, CU_MEMHOSTREGISTER_PORTABLE), "cuMemHostRegister");
 	ck(cuMemcpyDtoHAsync(dst, src, len, s), "cuMemcpyDtoHAsync");
 	ck(cuStreamSynchronize(s), "cuStreamSynchronize");
 }
@@ -222,14 +228,14 @@ static void *worker(void *arg)
 
 			if (b >= nbuf)
 				break;
-			copy_piece(s, r->shared + b * GIB + off, dptr[b] + off, piece);
+			copy_piece(s, r->shared + b * GIB + off, dptr[b] + off, piece, r->prepinned);
 		}
 	} else {
 		size_t at = 0;
 
 		for (unsigned b = w->t; b < nbuf; b += nthreads)
 			for (size_t off = 0; off < GIB; off += piece, at += piece)
-				copy_piece(s, r->own[w->t] + at, dptr[b] + off, piece);
+				copy_piece(s, r->own[w->t] + at, dptr[b] + off, piece, 0);
 	}
 	ck(cuStreamDestroy(s), "cuStreamDestroy");
 	return NULL;
@@ -285,14 +291,15 @@ static pid_t busy_start(void)
 	return pid;
 }
 
-static void row(int vmm, int pool, int busy, int bounce, CUdevice dev)
+static void row(int vmm, int pool, int busy, int bounce, int prepinned, CUdevice dev)
 {
-	struct row r = { .pool = pool || bounce, .bounce = bounce };
+	struct row r = { .pool = pool || bounce || prepinned, .bounce = bounce,
+			 .prepinned = prepinned };
 	struct worker w[MAX_THREADS];
 	pthread_t th[MAX_THREADS];
 	size_t own_len = ((nbuf + nthreads - 1) / nthreads) * GIB;
 	pid_t bp = 0;
-	double secs, t_unpin;
+	double secs, t_unpin, t_pin = 0;
 
 	if (r.pool)
 		r.shared = hugetlb(nbuf * GIB);
@@ -300,6 +307,13 @@ static void row(int vmm, int pool, int busy, int bounce, CUdevice dev)
 		for (unsigned t = 0; t < nthreads; t++)
 			r.own[t] = hugetlb(own_len);
 	make_buffers(vmm, dev);
+	if (prepinned) {
+		t_pin = now();
+		for (size_t off = 0; off < nbuf * GIB; off += piece)
+			ck(cuMemHostRegister(r.shared + off, piece, CU_MEMHOSTREGISTER_PORTABLE),
+			   "cuMemHostRegister");
+		t_pin = now() - t_pin;
+	}
 	if (busy)
 		bp = busy_start();
 	r.t0 = now();
@@ -322,7 +336,7 @@ static void row(int vmm, int pool, int busy, int bounce, CUdevice dev)
 	t_unpin = now();
 	if (bounce) {
 		munmap(r.shared, nbuf * GIB);
-	} else if (pool) {
+	} else if (r.pool) {
 		for (size_t off = 0; off < nbuf * GIB; off += piece)
 			ck(cuMemHostUnregister(r.shared + off), "cuMemHostUnregister");
 		munmap(r.shared, nbuf * GIB);
@@ -339,9 +353,10 @@ static void row(int vmm, int pool, int busy, int bounce, CUdevice dev)
 	t_unpin = now() - t_unpin;
 	free_buffers(vmm);
 	printf("POOL source=%s layout=%s busy=%s piece_MiB=%zu GB/s=%.2f seconds=%.3f "
-	       "unpin_seconds=%.3f GiB=%u threads=%u\n", vmm ? "vmm" : "malloc",
-	       bounce ? "bounce" : pool ? "pool" : "split", busy ? "yes" : "no", piece >> 20,
-	       (double)nbuf * (double)GIB / 1e9 / secs, secs, t_unpin, nbuf, nthreads);
+	       "unpin_seconds=%.3f pin_seconds=%.3f GiB=%u threads=%u\n", vmm ? "vmm" : "malloc",
+	       bounce ? "bounce" : prepinned ? "prepinned" : pool ? "pool" : "split",
+	       busy ? "yes" : "no", piece >> 20, (double)nbuf * (double)GIB / 1e9 / secs, secs,
+	       t_unpin, t_pin, nbuf, nthreads);
 }
 
 int main(int argc, char **argv)
@@ -368,24 +383,26 @@ int main(int argc, char **argv)
 	ck(cuDevicePrimaryCtxRetain(&ctx, dev), "cuDevicePrimaryCtxRetain");
 	ck(cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
 	piece = base;
-	row(0, 0, 0, 0, dev);	/* a first row, for the GPU to warm up (not read) */
-	row(0, 0, 0, 0, dev);	/* stage_probe's hugetlb row */
-	row(0, 1, 0, 0, dev);
-	row(1, 0, 0, 0, dev);
-	row(1, 1, 0, 0, dev);	/* phos-gpu's */
-	row(1, 1, 1, 0, dev);	/* ... beside a busy context */
+	row(0, 0, 0, 0, 0, dev);	/* a first row, for the GPU to warm up (not read) */
+	row(0, 0, 0, 0, 0, dev);	/* stage_probe's hugetlb row */
+	row(0, 1, 0, 0, 0, dev);
+	row(1, 0, 0, 0, 0, dev);
+	row(1, 1, 0, 0, 0, dev);	/* phos-gpu's */
+	row(1, 1, 1, 0, 0, dev);	/* ... beside a busy context */
+	row(1, 1, 0, 0, 1, dev);	/* the pool pinned before the clock starts */
+	row(1, 1, 1, 0, 1, dev);
 	if (base * 4 <= GIB) {
 		piece = base * 4;
-		row(1, 1, 0, 0, dev);
+		row(1, 1, 0, 0, 0, dev);
 	}
 	/* through pinned buffers of 8 MiB, 8 and 16 threads, alone and busy */
 	piece = (size_t)8 << 20;
-	row(1, 0, 0, 1, dev);
-	row(1, 0, 1, 1, dev);
+	row(1, 0, 0, 1, 0, dev);
+	row(1, 0, 1, 1, 0, dev);
 	if (nthreads * 2 <= MAX_THREADS) {
 		nthreads *= 2;
-		row(1, 0, 0, 1, dev);
-		row(1, 0, 1, 1, dev);
+		row(1, 0, 0, 1, 0, dev);
+		row(1, 0, 1, 1, 0, dev);
 		nthreads /= 2;
 	}
 	printf("DONE\n");

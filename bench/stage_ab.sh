@@ -17,8 +17,9 @@
 # Prints one line a run: the rate into the pool, when the GPU was free (and
 # the goal), and whether the losses were identical, then the probe's rows.
 # Root, a GPU, gcc; sets vm.nr_hugepages for the run and puts it back.
-# Environment: SIZE (32), MODES ("pieces bounce"), STEPS (300), OUT (folder
-# for the runs' output, default /tmp/phos-stage-ab), and tests/gpu/lib.sh's.
+# Environment: SIZE (32), MODES ("pieces bounce"; MODES= runs the probe
+# only), STEPS (300), OUT (folder for the runs' output, default
+# /tmp/phos-stage-ab), and tests/gpu/lib.sh's.
 # About 2.5 minutes a mode at 32 GiB on an H200, plus a minute of probe.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -39,7 +40,7 @@ if gcc -O2 -pthread -I"$cuda/include" -o "$probe" "$here/pool_probe.c" -L"$cuda/
 	"$probe" "$SIZE" 8 64 >"$OUT/pool_probe.out" 2>&1
 	probed=$(grep '^POOL' "$OUT/pool_probe.out" | sed -n '2,$p')
 fi
-for mode in ${MODES:-pieces bounce}; do
+for mode in ${MODES-pieces bounce}; do
 	out=$OUT/torch_size-$mode.out
 	env=()
 	case $mode in
