@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 80
+plan 82
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -333,15 +333,24 @@ like "$RC $(tail -1 <<<"$OUT")" "^1 .*chunk ${chunk:0:16}\\.\\.\\. does not hold
 phosd_stop n1
 phosd_start n1 "gpu_stage_pool_gib: 1"
 pool_ready() { grep -q 'staging pool: 1 GiB ready' "$PD/n1.log"; }
-pool_ready_again() { [ "$(grep -c 'staging pool: 1 GiB ready' "$PD/n1.log")" -ge 2 ]; }
 pool_ready_n() { [ "$(grep -c 'staging pool: 1 GiB ready' "$PD/n1.log")" -ge "$1" ]; }
 wait_for 60 pool_ready
 ok $? "phosd fills a 1 GiB staging pool at start: $(grep -o 'staging pool: 1 GiB ready.*' "$PD/n1.log" | sed 's/.*ready //')" ||
 	diag_file "$PD/n1.log" 10
 pc_out n1 status
 like "$OUT" "^staging pool: +1 GiB of (shared memory|hugetlb 2 MiB pages), free$" "phosctl status shows the pool and that it is free"
+# round 1 pins each piece of the pool for its copy (the default); round 2
+# copies through two pinned buffers a worker (PHOS_GPU_STAGE_BOUNCE=1 in
+# phosd's environment, which its phos-gpu inherits)
 for round in 1 2; do
 	f5=$PD/stage$round.out
+	how="each piece pinned by its copy's worker"
+	if [ "$round" = 2 ]; then
+		phosd_stop n1
+		PHOS_GPU_STAGE_BOUNCE=1 phosd_start n1 "gpu_stage_pool_gib: 1"
+		wait_for 60 pool_ready_n 2
+		how="each chunk through a pinned buffer of its worker's"
+	fi
 	start_app "$f5"
 	spid=$APP
 	n=$(cat "$f5" 2>/dev/null | wc -l)
@@ -354,6 +363,8 @@ for round in 1 2; do
 	ok "$([ -n "$rel" ] && [ -n "$sav" ] && [ "$rel" -lt "$sav" ] && echo 0 || echo 1)" \
 		"phosd let go of the GPU memory once it was in the pool, before phos-gpu had stored it (log lines $rel < $sav)" ||
 		diag "$(log_since "$mark" | grep -E 'released|saved|staging' | head -5)"
+	like "$(log_since "$mark" | grep -o 'phos-gpu: staged copy began.*')" "; $how\$" \
+		"round $round: the staged copy went the way asked ($how)"
 	early=$(log_since "$mark" | grep -n "the $NBUF GPU buffer(s) of pid $spid go to the staging pool while the rest is checkpointed" | cut -d: -f1 | head -1)
 	cuda=$(log_since "$mark" | grep -n "CUDA state of 1 process(es) checkpointed" | cut -d: -f1 | head -1)
 	ok "$([ -n "$early" ] && [ -n "$cuda" ] && [ "$early" -lt "$cuda" ] && echo 0 || echo 1)" \
@@ -395,7 +406,7 @@ f5=$PD/stage3.out
 phosd_stop n1
 busy=$PD/busy-once
 FAKECUDA_BUSY_ONCE=$busy phosd_start n1 "gpu_stage_pool_gib: 1"
-wait_for 60 pool_ready_again
+wait_for 60 pool_ready_n 3
 start_app "$f5"
 spid=$APP
 wait_for 30 _has_lines "$f5" 3
@@ -429,7 +440,7 @@ rm -f "$f5"
 # (slow loads: 1 s a chunk): its GPU memory goes straight to storage
 phosd_stop n1
 FAKECUDA_HTOD_DELAY_MS=1000 phosd_start n1 "gpu_stage_pool_gib: 1" "gpu_concurrent_restore: true"
-wait_for 60 pool_ready_n 3
+wait_for 60 pool_ready_n 4
 fa=$PD/stageA.out fb=$PD/stageB.out
 start_app "$fa"; apa=$APP
 start_app "$fb"; apb=$APP
