@@ -269,6 +269,7 @@ static void check_main(const struct opts *o, int out)
 	char msg[PHOS_ERR_MAX + 32];
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	prctl(PR_SET_NAME, "phos-check");	/* what ps and top show */
 	signal(SIGPIPE, SIG_IGN);	/* a restore that failed before it asked */
 	/* its answer and stderr: nothing else of ours (phosd's report pipe,
 	 * the Slurm task's sockets) stays open in it */

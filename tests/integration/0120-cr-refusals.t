@@ -2,7 +2,8 @@
 # 0120-cr-refusals.t: a restore refuses a damaged or foreign image, each
 # with its own message (truncated file, flipped byte, file of another
 # owner, manifest changed without the key, unknown manifest version,
-# missing generation, another user's image), and an ordinary user
+# missing generation, another user's image), a restore whose image
+# check is killed before it answers fails and runs nothing, and an ordinary user
 # (nobody) cannot checkpoint another user's process nor write into the
 # image tree.  Real phosd and CRIU, no Slurm.
 # shellcheck source=lib.sh source-path=SCRIPTDIR
@@ -14,7 +15,7 @@ require_built tests/progs/cr_append
 command -v setpriv >/dev/null || skip_all "setpriv (util-linux) not installed"
 command -v openssl >/dev/null || skip_all "openssl not installed"
 id nobody >/dev/null 2>&1 || skip_all "no user nobody"
-plan 48
+plan 52
 
 phosd_scratch
 phosd_start n1
@@ -181,6 +182,54 @@ rp=$(restored_pid "$OUT")
 track "$rp"
 ok "$(alive "$rp" && echo 0 || echo 1)" "and runs (pid $rp)"
 kill -KILL "$rp" 2>/dev/null
+
+# -- the image check dies before it answers (the checker is killed): the
+# restore fails, no restored task runs, and the image restores on a retry
+# (doc/concurrent-restore.md, "The image check beside CRIU").  1 GiB of
+# memory gives the check a few hundred ms to be caught in.
+fb=$PD/big.txt
+setsid python3 -c '
+import sys, time
+big = bytearray(b"\x5a") * (1 << 30)
+f = open(sys.argv[1], "a", buffering=1)
+i = 0
+while True:
+    f.write(f"{i}\n"); i += 1; time.sleep(0.05)' "$fb" </dev/null >/dev/null 2>&1 &
+bpid=$!
+disown
+track "$bpid"
+wait_lines "$fb" 5
+pc_out n1 checkpoint --pid "$bpid"
+[ "$RC" = 0 ] || diag "$OUT"
+wait_for 10 _gone "$bpid"
+bgen=$(ls -d "$(image_dir root "$bpid")"/0* | tail -1)
+nb=$(wc -l <"$fb")
+(pc_out n2 restore --detach "$bgen"; printf '%s\n%s\n' "$RC" "$OUT" >"$PD/checker-killed.out") &
+rbg=$!
+killed=1
+for _ in $(seq 1000); do
+	pkill -KILL -x phos-check && { killed=0; break; }
+	[ -s "$PD/checker-killed.out" ] && break
+	sleep 0.01
+done
+wait "$rbg"
+if [ "$killed" = 0 ]; then
+	is "$(head -1 "$PD/checker-killed.out")" 1 "the image check killed before it answered: phosctl restore exits 1" ||
+		diag_file "$PD/checker-killed.out"
+	like "$(cat "$PD/checker-killed.out")" "the image check died before it answered" "and says the check died"
+	sleep 0.5
+	is "$(wc -l <"$fb")" "$nb" "no restored task ran (its file did not grow)"
+else
+	skip "the image check had answered before it could be killed" 3
+fi
+pc_out n2 restore --detach "$bgen"
+rp=$(restored_pid "$OUT")
+[ -z "$rp" ] || track "$rp"
+wait_lines "$fb" $((nb + 3))
+ok "$( [ "$RC" = 0 ] && consecutive "$fb" >/dev/null && echo 0 || echo 1)" \
+	"the same image restores afterwards, and its numbers go on without a gap or repeat" ||
+	diag "$OUT" "$(consecutive "$fb")"
+[ -z "$rp" ] || kill -KILL "$rp" 2>/dev/null
 
 # -- an ordinary user -------------------------------------------------------------
 setsid sleep 600 </dev/null >/dev/null 2>&1 &
