@@ -3,9 +3,9 @@
 # with its own message (truncated file, flipped byte, file of another
 # owner, manifest changed without the key, unknown manifest version,
 # missing generation, another user's image), a restore whose image
-# check is killed before it answers fails and runs nothing, and an ordinary user
-# (nobody) cannot checkpoint another user's process nor write into the
-# image tree.  Real phosd and CRIU, no Slurm.
+# check is killed before it answers fails and runs nothing, and an
+# ordinary user (nobody) cannot checkpoint another user's process nor
+# write into the image tree.  Real phosd and CRIU, no Slurm.
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 . "$(dirname "$0")/lib.sh"
 # shellcheck source=lib-phosd.sh source-path=SCRIPTDIR
