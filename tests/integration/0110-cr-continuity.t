@@ -248,16 +248,8 @@ if "$CRIU" check --feature uffd-noncoop >/dev/null 2>&1; then
 	# process with it (the pages it never copied would read as zeros): a
 	# process with 1 GiB it does not touch, its daemon killed at once
 	f=$PD/lazybig.txt
-	setsid python3 -c '
-import sys, time
-big = bytearray(b"\x5a") * (1 << 30)
-f = open(sys.argv[1], "a", buffering=1)
-i = 0
-while True:
-    f.write(f"{i}\n"); i += 1; time.sleep(0.05)' "$f" </dev/null >/dev/null 2>&1 &
-	bpid=$!
-	disown
-	track "$bpid"
+	start_big "$f"
+	bpid=$BIG_PID
 	wait_lines "$f" 10
 	pc_out n1 checkpoint --pid "$bpid"
 	gen=$(ckpt_path "$OUT")
@@ -326,9 +318,13 @@ if command -v fincore >/dev/null; then
 	pc_out n2 restore --detach "$gen"
 	ok $RC "restore of the process on n2" || diag "$OUT"
 	track "$(restored_pid "$OUT")"
-	_read_ahead() { [ "$(cached)" -ge $((8 << 20)) ]; }
+	# readahead(2) is advice: the kernel may leave out a few pages (its
+	# page allocations there give up at once under pressure; a CI run with
+	# another test's 1 GiB restore beside this one had 8 MiB - 72 KiB).
+	# Without the read-ahead the restored process reads none of the file.
+	_read_ahead() { [ "$(cached)" -ge $((7 << 20)) ]; }
 	wait_for 10 _read_ahead
-	ok $? "the restore read the 8 MiB ahead (in the page cache: $(cached) bytes)"
+	ok $? "the restore read the 8 MiB ahead (at least 7 MiB in the page cache: $(cached) bytes)"
 	kill -KILL "$(restored_pid "$OUT")" 2>/dev/null
 else
 	skip "no fincore (util-linux)" 5

@@ -188,16 +188,8 @@ kill -KILL "$rp" 2>/dev/null
 # (doc/concurrent-restore.md, "The image check beside CRIU").  1 GiB of
 # memory gives the check a few hundred ms to be caught in.
 fb=$PD/big.txt
-setsid python3 -c '
-import sys, time
-big = bytearray(b"\x5a") * (1 << 30)
-f = open(sys.argv[1], "a", buffering=1)
-i = 0
-while True:
-    f.write(f"{i}\n"); i += 1; time.sleep(0.05)' "$fb" </dev/null >/dev/null 2>&1 &
-bpid=$!
-disown
-track "$bpid"
+start_big "$fb"
+bpid=$BIG_PID
 wait_lines "$fb" 5
 pc_out n1 checkpoint --pid "$bpid"
 [ "$RC" = 0 ] || diag "$OUT"

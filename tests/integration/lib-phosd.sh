@@ -76,6 +76,22 @@ track() {
 	TRACKED+=("$@")
 }
 
+# start_big FILE: a process holding 1 GiB of memory it never touches
+# again (for a restore that takes long enough to act during), appending
+# 0, 1, 2... to FILE every 50 ms; its pid in BIG_PID, tracked.
+start_big() {
+	setsid python3 -c '
+import sys, time
+big = bytearray(b"\x5a") * (1 << 30)
+f = open(sys.argv[1], "a", buffering=1)
+i = 0
+while True:
+    f.write(f"{i}\n"); i += 1; time.sleep(0.05)' "$1" </dev/null >/dev/null 2>&1 &
+	BIG_PID=$!
+	disown
+	track "$BIG_PID"
+}
+
 _phosd_up() {
 	kill -0 "$1" 2>/dev/null && [ -S "$2" ] && "$PHOSCTL" -s "$2" status >/dev/null 2>&1
 }
