@@ -198,9 +198,15 @@ bgen=$(ls -d "$(image_dir root "$bpid")"/0* | tail -1)
 nb=$(wc -l <"$fb")
 (pc_out n2 restore --detach "$bgen"; printf '%s\n%s\n' "$RC" "$OUT" >"$PD/checker-killed.out") &
 rbg=$!
+# only this restore's checker: a test running beside this one has its own
+kill_checker() {
+	local pr
+	pr=$(pgrep -d, -f "^phos-restore --image $bgen ") || return 1
+	pkill -KILL -x phos-check -P "$pr"
+}
 killed=1
 for _ in $(seq 1000); do
-	pkill -KILL -x phos-check && { killed=0; break; }
+	kill_checker && { killed=0; break; }
 	[ -s "$PD/checker-killed.out" ] && break
 	sleep 0.01
 done
