@@ -2,7 +2,8 @@
 # stage_ab.sh - A/B of phos-gpu's copy into the staging pool, the step that
 # decides how soon the GPU is free after a preemption (issue [6]: 64 GB in
 # 1.3 x 64 GB / 55 GB/s + 1 s).  First bench/pool_probe.c for SIZE GiB (what
-# the hardware gives each way, no phosd involved), then bench/torch_size.sh
+# the hardware gives each way, no phosd involved) and bench/hostpool_probe.c
+# (a pool the driver pins once, held as fds), then bench/torch_size.sh
 # at SIZE GiB through a pool of SIZE + 2 GiB of hugetlb pages, once for
 # each of MODES:
 #   pieces    each worker pins a 64 MiB piece of the pool just before its
@@ -40,6 +41,15 @@ if gcc -O2 -pthread -I"$cuda/include" -o "$probe" "$here/pool_probe.c" -L"$cuda/
 	"$probe" "$SIZE" 8 64 >"$OUT/pool_probe.out" 2>&1
 	probed=$(grep '^POOL' "$OUT/pool_probe.out" | sed -n '2,$p')
 fi
+# a pool the driver pins once, held as fds (bench/README.md, hostpool_probe.c)
+hostprobe=$OUT/hostpool_probe
+hosted="(hostpool_probe not built: see $OUT/gcc-hostpool.log)"
+if gcc -O2 -pthread -I"$cuda/include" -o "$hostprobe" "$here/hostpool_probe.c" \
+	-L"$cuda/lib64/stubs" -lcuda >"$OUT/gcc-hostpool.log" 2>&1; then
+	"$hostprobe" "$SIZE" 8 >"$OUT/hostpool_probe.out" 2>&1
+	hosted=$(grep '^HOSTPOOL' "$OUT/hostpool_probe.out")
+	[ -n "$hosted" ] || hosted="(hostpool_probe printed nothing: see $OUT/hostpool_probe.out)"
+fi
 for mode in ${MODES-pieces bounce}; do
 	out=$OUT/torch_size-$mode.out
 	env=()
@@ -65,3 +75,5 @@ echo "==== staging pool copy, $SIZE GiB of PyTorch buffers, pool of $pool GiB (o
 printf '%s' "$rows"
 echo "pool_probe, $SIZE GiB, 8 threads (16 where it says):"
 echo "$probed"
+echo "hostpool_probe, $SIZE GiB, 8 threads:"
+echo "$hosted"
