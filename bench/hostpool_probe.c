@@ -12,7 +12,9 @@
  *      CU_MEM_LOCATION_TYPE_HOST_NUMA memory exportable as a POSIX fd,
  *      in 1 GiB pieces, exports the fds, passes them over a socket and
  *      exits: the time that takes is the pinning paid once (phosd's start)
- *   3. this process, after the creator is gone, imports the fds, maps them
+ *   3. what the fds are (readlink of /proc/self/fd/N) and whether flock()
+ *      works on them (phosd counts a pool's borrowers with flock); then
+ *      this process, after the creator is gone, imports the fds, maps them
  *      with device and host (HOST_NUMA) access: the memory outlived its
  *      creator, as the app's GPU buffers outlive the app while phosd holds
  *      their fds
@@ -38,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -293,6 +296,19 @@ int main(int argc, char **argv)
 	waitpid(cp, &st, 0);
 	printf("HOSTPOOL step=creator-gone ok (exit %d): the pool is held by %u fds only\n",
 	       WIFEXITED(st) ? WEXITSTATUS(st) : -1, ngib);
+
+	char self[64], what[256] = "";
+	ssize_t wl;
+
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", fds[0]);
+	wl = readlink(self, what, sizeof(what) - 1);
+	what[wl > 0 ? wl : 0] = '\0';
+	int fl = flock(fds[0], LOCK_SH | LOCK_NB);
+
+	printf("HOSTPOOL step=fd ok it is '%s'; flock: %s\n", what,
+	       fl == 0 ? "works" : strerror(errno));
+	if (fl == 0)
+		flock(fds[0], LOCK_UN);
 
 	ck(cuInit(0), "import", "cuInit");
 	ck(cuDeviceGet(&dev, 0), "import", "cuDeviceGet");

@@ -405,6 +405,28 @@ EXPORT int fakecuda_last_handle_types(void)
 	return __atomic_load_n(&last_handle_types, __ATOMIC_SEQ_CST);
 }
 
+/* What bench/hostpool_probe.c asks (for running it on the fake): the
+ * device is next to NUMA node 0 and offers HOST_NUMA memory with POSIX fd
+ * handles (the fake's VMM memory is a memfd wherever it "lives"); any
+ * other attribute reads 0. */
+FAKE(cuDeviceGetAttribute, (int *v, CUdevice_attribute a, CUdevice d))
+{
+	(void)d;
+	if (!v)
+		return CUDA_ERROR_INVALID_VALUE;
+	*v = a == CU_DEVICE_ATTRIBUTE_HOST_NUMA_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED ||
+	     a == CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED;
+	return CUDA_SUCCESS;
+}
+
+FAKE(cuGetErrorString, (CUresult r, const char **s))
+{
+	if (!s)
+		return CUDA_ERROR_INVALID_VALUE;
+	*s = r == CUDA_SUCCESS ? "no error" : "an error of the fake driver";
+	return CUDA_SUCCESS;
+}
+
 FAKE(cuMemGetAllocationGranularity, (size_t *g, const CUmemAllocationProp *prop,
 				     CUmemAllocationGranularity_flags opt))
 {
