@@ -25,6 +25,8 @@
  *      and with a second context copying device to pageable memory beside
  *      (the app's driver checkpoint); the bytes checked by the CPU
  *   6. back to the device (a restore from the pool on the same node)
+ *   7. the CPU reads the pool after the last context is released (phos-gpu
+ *      lets go of its contexts before it writes the pool to storage)
  *
  *   hostpool_probe [GIB [THREADS]]      (defaults 32 8)
  * Prints "HOSTPOOL step=... ok|FAIL ..." lines and DONE.  Needs GIB GiB
@@ -389,6 +391,20 @@ int main(int argc, char **argv)
 
 	ck(cuMemcpyDtoH(&probe, dev_buf[ngib - 1] + GIB - 4, 4), "htod", "cuMemcpyDtoH");
 	printf("HOSTPOOL step=htod-check %s\n", probe == 0x01020304u + ngib - 1 ? "ok" : "FAIL");
+	/* step 7: phos-gpu lets go of its contexts once the GPU memory is
+	 * released (EXCLUSIVE_PROCESS), then writes the pool to storage: is
+	 * the mapping still the CPU's then? */
+	if (cpu) {
+		for (unsigned i = 0; i < ngib; i++)
+			ck(cuMemFree(dev_buf[i]), "release", "cuMemFree");
+		ck(cuCtxSetCurrent(NULL), "release", "cuCtxSetCurrent");
+		ck(cuDevicePrimaryCtxRelease(dev), "release", "cuDevicePrimaryCtxRelease");
+		const volatile uint32_t *w = (const volatile uint32_t *)(uintptr_t)pool;
+
+		printf("HOSTPOOL step=after-release %s the CPU reads the pool with no context left\n",
+		       w[0] == 0x01020304u && w[(ngib - 1) * (GIB / 4)] == 0x01020304u + ngib - 1 ?
+		       "ok" : "FAIL");
+	}
 	printf("DONE\n");
 	return 0;
 }
