@@ -83,6 +83,7 @@ static const struct key keys[] = {
 	{ "gpu_concurrent_restore", K_BOOL, offsetof(struct phos_config, gpu_concurrent_restore), 0, 0, 0 },
 	{ "gpu_compress_level", INT(gpu_compress_level, 0, 19) },
 	{ "gpu_stage_pool_gib", INT(gpu_stage_pool_gib, 0, 65536) },
+	{ "gpu_stage_pool_pinned", K_BOOL, offsetof(struct phos_config, gpu_stage_pool_pinned), 0, 0, 0 },
 	{ "predump_rounds", INT(predump_rounds, 0, 10) },
 	{ "checkpoint_timeout", INT(checkpoint_timeout, 1, 86400) },
 	{ "listen", STR(K_LISTEN, listen) },

@@ -36,6 +36,8 @@ struct phos_config {
 	int gpu_stage_pool_gib;		/* host memory a stop/preempt checkpoint's GPU
 					 * copy goes through (doc/concurrent-
 					 * checkpoint.md), 0: off */
+	bool gpu_stage_pool_pinned;	/* the pool is host memory the NVIDIA driver
+					 * pins once (phos-gpu pool-create) */
 	int predump_rounds;		/* default pre-dump rounds */
 	int checkpoint_timeout;		/* seconds for one checkpoint */
 	char listen[64];		/* "host:port" for munge-authenticated TCP, "" = off */

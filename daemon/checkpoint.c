@@ -406,7 +406,7 @@ static int start_save(struct ctx *c, uint64_t step, struct gpu_hold *h, struct g
 	progress(c, step, step, "saving %d GPU buffer(s) of pid %d", h->n, (int)h->pid);
 	/* named by the pid the image gives the process (CRIU restores it) */
 	return gpu_save_start(h, dir_fd, h->nspid, how, off >= 0 ? pool->fd : -1,
-			      off >= 0 ? (uint64_t)off : 0, sv, e);
+			      off >= 0 ? (uint64_t)off : 0, off >= 0 ? &pool->cuda : NULL, sv, e);
 }
 
 /* One attempt; cow: the GPU buffers may be saved while the process runs

@@ -408,6 +408,8 @@ static int stage_chunk(struct run *r, struct streams *ss, const struct chunk *c)
 	void *dst = b->host + c->off;
 	CUresult cr = CUDA_SUCCESS, ur;
 
+	if (g->prepinned)
+		goto pinned;
 	if (r->pin.st) {
 		unsigned k = piece_of(r, c);
 
@@ -426,7 +428,7 @@ static int stage_chunk(struct run *r, struct streams *ss, const struct chunk *c)
 	}
 pinned:
 	cr = copy_dtoh(ss, b->ctx, dst, b->dptr + c->off, c->len);
-	ur = g->keep_pinned ? CUDA_SUCCESS : g->ops->host_unregister(dst);
+	ur = g->keep_pinned || g->prepinned ? CUDA_SUCCESS : g->ops->host_unregister(dst);
 	if (cr != CUDA_SUCCESS || ur != CUDA_SUCCESS) {
 		failf(r, "copying buffer %u at offset %llu into the staging pool: %s", c->i,
 		      (unsigned long long)c->off, g->ops->err(cr != CUDA_SUCCESS ? cr : ur));
@@ -633,8 +635,8 @@ out:
 
 void gio_unpin(struct gio *g)
 {
-	if (g->bounce)
-		return;	/* nothing of the pool was pinned */
+	if (g->bounce || g->prepinned)
+		return;	/* nothing of the pool was pinned here */
 	for (unsigned i = 0; i < g->n; i++)
 		for (uint64_t off = 0; off < g->b[i].size; off += g->chunk)
 			g->ops->host_unregister(g->b[i].host + off);

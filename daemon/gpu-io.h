@@ -74,6 +74,9 @@ struct gio {
 	bool from_host;		/* GIO_SAVE: the bytes are at b[i].host */
 	bool keep_pinned;	/* GIO_STAGE: do not unpin each piece after its
 				 * copy (gio_unpin) */
+	bool prepinned;		/* GIO_STAGE: the host memory is pinned already
+				 * (a pool the driver pinned): nothing is
+				 * registered, nothing to unpin */
 	bool bounce;		/* GIO_STAGE: each chunk through one of its
 				 * worker's two pinned buffers (host_alloc), then
 				 * memcpy()ed into b[i].host while the next chunk's

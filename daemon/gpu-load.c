@@ -18,6 +18,7 @@
 #include "log.h"
 #include "proc.h"
 #include "proto.h"
+#include "stage.h"
 #include "util.h"
 
 /* PHOS_GPU_BIN and gpu_helper(), without the rest of gpu.h */
@@ -97,10 +98,11 @@ static long long piece_of(const char *pieces, const char *tag)
 }
 
 static int spawn(struct loader *ld, int dirfd, bool concurrent, int stage_fd, long long off,
-		 struct phos_err *e)
+		 const struct stage_cuda *cuda, struct phos_err *e)
 {
 	int sk[2], ep[2];
-	char stagearg[48];
+	char stagearg[48], cudaarg[64];
+	unsigned ncuda = off >= 0 && cuda && cuda->fd ? cuda->n : 0;
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sk) < 0)
 		return phos_errf(e, "socketpair: %s", strerror(errno));
@@ -111,12 +113,19 @@ static int spawn(struct loader *ld, int dirfd, bool concurrent, int stage_fd, lo
 	}
 	ld->pid = fork();
 	if (ld->pid == 0) {
-		char *args[8];
-		int k = 0;
+		char *args[10];
+		int k = 0, high = 8 + STAGE_CUDA_MAX, moved[STAGE_CUDA_MAX];
 
+		/* a driver-pinned pool's pieces go to 5...: out of the way first */
+		for (unsigned i = 0; i < ncuda; i++)
+			if ((moved[i] = fcntl(cuda->fd[i], F_DUPFD, high)) < 0)
+				_exit(127);
 		if (fchdir(dirfd) < 0 || dup2(sk[1], 3) < 0 || dup2(ep[1], 2) < 0 ||
 		    (off >= 0 && dup2(stage_fd, 4) < 0))
 			_exit(127);
+		for (unsigned i = 0; i < ncuda; i++)
+			if (dup2(moved[i], 5 + (int)i) < 0)
+				_exit(127);
 		args[k++] = "phos-gpu";
 		args[k++] = "load";
 		args[k++] = ld->tag;
@@ -126,6 +135,12 @@ static int spawn(struct loader *ld, int dirfd, bool concurrent, int stage_fd, lo
 			snprintf(stagearg, sizeof(stagearg), "4:%lld", off);
 			args[k++] = "--stage";
 			args[k++] = stagearg;
+		}
+		if (ncuda) {
+			snprintf(cudaarg, sizeof(cudaarg), "5:%u:%llu", ncuda,
+				 (unsigned long long)(cuda->piece >> 20));
+			args[k++] = "--stage-cuda";
+			args[k++] = cudaarg;
 		}
 		args[k] = NULL;
 		execv(gpu_helper(), args);
@@ -144,8 +159,8 @@ static int spawn(struct loader *ld, int dirfd, bool concurrent, int stage_fd, lo
 	return 0;
 }
 
-int gpu_load_start(int dirfd, bool concurrent, int stage_fd, const char *pieces,
-		   struct gpu_loads **out, struct phos_err *e)
+int gpu_load_start(int dirfd, bool concurrent, int stage_fd, const struct stage_cuda *cuda,
+		   const char *pieces, struct gpu_loads **out, struct phos_err *e)
 {
 	struct gpu_loads *l = calloc(1, sizeof(*l));
 	int dfd = dup(dirfd);
@@ -178,7 +193,7 @@ int gpu_load_start(int dirfd, bool concurrent, int stage_fd, const char *pieces,
 		ld->sk = ld->ep = -1;
 		long long off = stage_fd >= 0 ? piece_of(pieces, ld->tag) : -1;
 
-		if ((rc = spawn(ld, dirfd, concurrent, stage_fd, off, e)) == 0) {
+		if ((rc = spawn(ld, dirfd, concurrent, stage_fd, off, cuda, e)) == 0) {
 			log_debug("phos-gpu %d loads the GPU buffers of pid %s%s%s", (int)ld->pid,
 				  ld->tag, concurrent ? " (concurrent)" : "",
 				  off >= 0 ? " from the staging pool" : "");

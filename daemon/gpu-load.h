@@ -23,9 +23,11 @@ struct gpu_loads;
  * empty set).  Call it in the node's pid namespace (the driver needs a
  * /proc that matches).  stage_fd >= 0: phosd's staging pool, which holds
  * the buffers of the maps pieces names ("TAG OFFSET" lines, STAGE_GET):
- * those helpers load from it.  0, or -1 with e (no helper left running). */
-int gpu_load_start(int dirfd, bool concurrent, int stage_fd, const char *pieces,
-		   struct gpu_loads **out, struct phos_err *e);
+ * those helpers load from it; cuda (NULL or .fd NULL: none): the pieces of
+ * a driver-pinned pool.  0, or -1 with e (no helper left running). */
+struct stage_cuda;
+int gpu_load_start(int dirfd, bool concurrent, int stage_fd, const struct stage_cuda *cuda,
+		   const char *pieces, struct gpu_loads **out, struct phos_err *e);
 
 /* The restored tree is root's: hand each helper's buffers to the process
  * of its TAG through phosd at socket, then wait for every helper to end.

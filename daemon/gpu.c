@@ -26,6 +26,7 @@
 
 #include "gpu.h"
 #include "log.h"
+#include "stage.h"
 #include "savetab.h"
 #include "server.h"
 #include "util.h"
@@ -396,9 +397,11 @@ static void read_line(int fd, char *line, size_t size)
 }
 
 int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how, int stage_fd,
-		   uint64_t stage_off, struct gpu_save *sv, struct phos_err *e)
+		   uint64_t stage_off, const struct stage_cuda *cuda, struct gpu_save *sv,
+		   struct phos_err *e)
 {
-	char tagstr[32], line[64] = "", tabarg[16] = "", stagearg[48] = "";
+	char tagstr[32], line[64] = "", tabarg[16] = "", stagearg[48] = "", cudaarg[64] = "";
+	unsigned ncuda = stage_fd >= 0 && cuda && cuda->fd ? cuda->n : 0;
 	int in[2] = { -1, -1 }, outp[2] = { -1, -1 }, errp[2] = { -1, -1 };
 	pid_t c;
 
@@ -423,6 +426,10 @@ int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how, int 
 	/* the pool goes to the fd after the table's place */
 	if (stage_fd >= 0)
 		snprintf(stagearg, sizeof(stagearg), "%d:%" PRIu64, 4 + h->n, stage_off);
+	/* a driver-pinned pool's pieces after it */
+	if (ncuda)
+		snprintf(cudaarg, sizeof(cudaarg), "%d:%u:%" PRIu64, 5 + h->n, ncuda,
+			 cuda->piece >> 20);
 	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
 		phos_errf(e, "pipe: %s", strerror(errno));
 		goto fail;
@@ -434,8 +441,8 @@ int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how, int 
 	}
 	if (c == 0) {
 		sigset_t none;
-		int base = 3 + PHOS_GPUBUF_MAX;
-		int moved[PHOS_GPUBUF_MAX];
+		int base = 8 + PHOS_GPUBUF_MAX + STAGE_CUDA_MAX;
+		int moved[PHOS_GPUBUF_MAX], cmoved[STAGE_CUDA_MAX];
 
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
@@ -448,6 +455,8 @@ int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how, int 
 
 		for (int i = 0; i < h->n; i++)
 			moved[i] = fcntl(h->fds[i], F_DUPFD, base);
+		for (unsigned i = 0; i < ncuda; i++)
+			cmoved[i] = fcntl(cuda->fd[i], F_DUPFD, base);
 		if (din < 0 || dout < 0 || derr < 0 || ddir < 0 || dup2(din, 0) < 0 ||
 		    dup2(dout, 1) < 0 || dup2(derr, 2) < 0 || fchdir(ddir) < 0 ||
 		    (sv->tab_fd >= 0 && (dtab < 0 || dup2(dtab, 3 + h->n) < 0)) ||
@@ -456,7 +465,10 @@ int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how, int 
 		for (int i = 0; i < h->n; i++)
 			if (moved[i] < 0 || dup2(moved[i], 3 + i) < 0)
 				_exit(127);
-		char *args[12];
+		for (unsigned i = 0; i < ncuda; i++)
+			if (cmoved[i] < 0 || dup2(cmoved[i], 5 + h->n + (int)i) < 0)
+				_exit(127);
+		char *args[14];
 		int k = 0;
 
 		args[k++] = "phos-gpu";
@@ -475,6 +487,10 @@ int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how, int 
 		if (stagearg[0]) {
 			args[k++] = "--stage";
 			args[k++] = stagearg;
+		}
+		if (cudaarg[0]) {
+			args[k++] = "--stage-cuda";
+			args[k++] = cudaarg;
 		}
 		args[k] = NULL;
 		execv(gpu_helper(), args);

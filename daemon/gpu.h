@@ -90,9 +90,12 @@ void gpu_save_init(struct gpu_save *sv);
 #define GPU_SAVE_COW 2u		/* else a copy while the process runs */
 #define GPU_SAVE_ZSTD(level) ((unsigned)(level) << 8)	/* compress chunks (1-19) */
 /* stage_fd >= 0 (stop and preempt only): the staging pool's fd, of which
- * the helper may use stage_span() bytes from stage_off (stage.h) */
+ * the helper may use stage_span() bytes from stage_off (stage.h); cuda
+ * (NULL, or .fd NULL: none) the pieces of a driver-pinned pool */
+struct stage_cuda;
 int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how, int stage_fd,
-		   uint64_t stage_off, struct gpu_save *sv, struct phos_err *e);
+		   uint64_t stage_off, const struct stage_cuda *cuda, struct gpu_save *sv,
+		   struct phos_err *e);
 /* A staged save: wait until the helper has the buffers in the pool and
  * has let go of them; true then (the caller closes its fds: the GPU memory
  * is free), false when it failed first (gpu_save_finish says why). */

@@ -749,8 +749,9 @@ static void handle_stage_get(struct client *c, struct phos_msg *req)
 {
 	const char *path;
 	char pieces[1024], why[PATH_MAX + 64];
+	struct stage_cuda cuda = { NULL, 0, 0 };
 	struct phos_msg *r;
-	int fd;
+	int fd, fds[1 + STAGE_CUDA_MAX];
 
 	if (!require_root(c, req))
 		return;
@@ -758,12 +759,18 @@ static void handle_stage_get(struct client *c, struct phos_msg *req)
 		client_reply(c, req->seq, EINVAL, "stage-get needs PATH");
 		return;
 	}
-	if ((fd = stage_lend(path, pieces, sizeof(pieces), why, sizeof(why))) < 0) {
+	if ((fd = stage_lend(path, pieces, sizeof(pieces), &cuda, why, sizeof(why))) < 0) {
 		client_reply(c, req->seq, ENOENT, "%s", why);
 		return;
 	}
+	/* a driver-pinned pool: its pieces' fds after the token, and their size */
+	fds[0] = fd;
+	for (unsigned i = 0; i < cuda.n; i++)
+		fds[1 + i] = cuda.fd[i];
 	r = phos_reply_new(req->seq, 0, NULL);
-	if (!r || phos_msg_put_str(r, PHOS_A_TEXT, pieces) < 0 || phos_msg_send(c->fd, r, &fd, 1) < 0)
+	if (!r || phos_msg_put_str(r, PHOS_A_TEXT, pieces) < 0 ||
+	    (cuda.n && phos_msg_put_u64(r, PHOS_A_BYTES, cuda.piece) < 0) ||
+	    phos_msg_send(c->fd, r, fds, 1 + (int)cuda.n) < 0)
 		log_warn("stage-get: cannot answer pid %d: %m", (int)c->pid);
 	else
 		log_info("restore of %s: its GPU buffers load from the staging pool (pid %d)", path,

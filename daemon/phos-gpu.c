@@ -65,6 +65,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cuda.h>
@@ -121,7 +122,15 @@ static struct {
 	CUresult (*stream_sync)(CUstream);
 	CUresult (*dtoh_async)(void *, CUdeviceptr, size_t, CUstream);
 	CUresult (*htod_async)(void *, const void *, size_t, CUstream);
+	/* optional: pool-create's questions */
+	CUresult (*dev_attr)(int *, CUdevice_attribute, CUdevice);
 } cu;
+
+/* --stage-cuda FIRST:COUNT:PIECE_MIB: a staging pool of host memory the
+ * driver pinned (pool-create), COUNT fds from FIRST, PIECE bytes each */
+static int cpool_first = -1;
+static unsigned cpool_n;
+static uint64_t cpool_piece;
 
 static CUcontext ctx_of[64];
 
@@ -177,6 +186,8 @@ static int load_driver(void)
 	      S(stream_sync, "cuStreamSynchronize") && S(dtoh_async, "cuMemcpyDtoHAsync_v2") &&
 	      S(htod_async, "cuMemcpyHtoDAsync_v2")))
 		cu.stream_create = NULL;
+	if (!S(dev_attr, "cuDeviceGetAttribute"))
+		cu.dev_attr = NULL;
 #undef S
 	if ((r = cu.init(0)) != CUDA_SUCCESS)
 		return fail("cuInit: %s", cu_err(r));
@@ -560,6 +571,122 @@ static void in_pool(uint8_t *pool, unsigned n)
 		io[i].host = pool + off;
 }
 
+/*
+ * [off, off + span) of a driver-pinned pool (--stage-cuda): the pieces
+ * that cover it, mapped one after the other in a reservation of their own,
+ * for every GPU with a context here and for the CPU.  The memory is pinned
+ * already: nothing is registered.  NULL with why.
+ */
+static uint8_t *cpool_map(uint64_t off, uint64_t span, char *why, size_t whysz)
+{
+	uint64_t p = cpool_piece, first = off / p, last = (off + span - 1) / p, len;
+	CUmemAccessDesc acc[65];
+	CUdeviceptr base;
+	size_t na = 0;
+	CUresult r;
+
+	if (!span || last >= cpool_n) {
+		snprintf(why, whysz, "%" PRIu64 " MiB at %" PRIu64 " MiB do not fit its %u "
+			 "piece(s) of %" PRIu64 " MiB", span >> 20, off >> 20, cpool_n, p >> 20);
+		return NULL;
+	}
+	len = (last - first + 1) * p;
+	if ((r = cu.reserve(&base, len, 0, 0, 0)) != CUDA_SUCCESS)
+		goto cuda;
+	for (uint64_t k = first; k <= last; k++) {
+		CUmemGenericAllocationHandle h;
+
+		if ((r = cu.import_fd(&h, (void *)(intptr_t)(cpool_first + (int)k),
+				      CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)) != CUDA_SUCCESS ||
+		    (r = cu.map(base + (k - first) * p, p, 0, h, 0)) != CUDA_SUCCESS)
+			goto cuda;
+		if (cu.release)
+			cu.release(h);	/* the mapping keeps it */
+	}
+	for (int d = 0; d < 64; d++)
+		if (ctx_of[d])
+			acc[na++] = (CUmemAccessDesc){
+				.location = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = d },
+				.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
+	acc[na++] = (CUmemAccessDesc){ .location = { .type = CU_MEM_LOCATION_TYPE_HOST_NUMA },
+				       .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
+	if ((r = cu.set_access(base, len, acc, na)) != CUDA_SUCCESS)
+		goto cuda;
+	return (uint8_t *)(uintptr_t)(base + off % p);
+cuda:
+	snprintf(why, whysz, "%s", cu_err(r));
+	return NULL;
+}
+
+/*
+ * pool-create N PIECE_GIB: N pieces of host memory that the driver pins
+ * as it makes them, next to GPU 0 (its NUMA node), exported as fds and
+ * sent over fd 3 (phosd's socket); then exit.  The memory lives as long as
+ * phosd holds one of the fds (doc/concurrent-checkpoint.md, "A pool pinned
+ * ahead").  The last line on stderr says what was made, or why not.
+ */
+static int pool_create(unsigned n, unsigned piece_gib)
+{
+	uint64_t t0 = phos_now_ms(), piece = (uint64_t)piece_gib << 30;
+	int numa = 0, v = 1, fds[64];
+	CUdevice d;
+	CUresult r;
+
+	if (use_dev(0))
+		return 1;
+	if ((r = cu.dev_get(&d, 0)) != CUDA_SUCCESS)
+		return fail("GPU 0: %s", cu_err(r));
+	if (cu.dev_attr &&
+	    cu.dev_attr(&v, CU_DEVICE_ATTRIBUTE_HOST_NUMA_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED, d) ==
+		    CUDA_SUCCESS && !v)
+		return fail("this GPU and driver cannot make host memory through the virtual memory "
+			    "API (HOST_NUMA_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED is 0)");
+	if (cu.dev_attr && (cu.dev_attr(&numa, CU_DEVICE_ATTRIBUTE_HOST_NUMA_ID, d) != CUDA_SUCCESS ||
+			    numa < 0))
+		numa = 0;
+	CUmemAllocationProp prop = {
+		.type = CU_MEM_ALLOCATION_TYPE_PINNED,
+		.requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+		.location = { .type = CU_MEM_LOCATION_TYPE_HOST_NUMA, .id = numa },
+	};
+
+	for (unsigned i = 0; i < n;) {
+		unsigned k = 0;
+
+		for (; k < 64 && i + k < n; k++) {
+			CUmemGenericAllocationHandle h;
+
+			if ((r = cu.create(&h, piece, &prop, 0)) != CUDA_SUCCESS)
+				return fail("piece %u of %u (%u GiB of host memory next to NUMA node "
+					    "%d): %s", i + k + 1, n, piece_gib, numa, cu_err(r));
+			r = cu.export_fd(&fds[k], h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
+			if (cu.release)
+				cu.release(h);	/* the fd holds it */
+			if (r != CUDA_SUCCESS)
+				return fail("exporting piece %u of %u: %s", i + k + 1, n, cu_err(r));
+		}
+		char c = 'p', cbuf[CMSG_SPACE(sizeof(int) * 64)];
+		struct iovec iov = { .iov_base = &c, .iov_len = 1 };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+				     .msg_controllen = CMSG_SPACE(sizeof(int) * k) };
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * k);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * k);
+		if (sendmsg(3, &mh, MSG_NOSIGNAL) != 1)
+			return fail("handing the pool to phosd: %s", strerror(errno));
+		for (unsigned j = 0; j < k; j++)
+			close(fds[j]);
+		i += k;
+	}
+	fprintf(stderr, "%" PRIu64 " GiB of host memory pinned by the NVIDIA driver (NUMA node %d, "
+		"%u piece(s)) in %" PRIu64 " ms\n", (uint64_t)n * piece_gib, numa, n,
+		phos_now_ms() - t0);
+	return 0;
+}
+
 /* Where the rate of a copy changed (the staged copy runs beside the
  * driver's checkpoint and CRIU's dump of the process for its first part):
  * when each eighth of the bytes was in, and the rate of each eighth. */
@@ -568,7 +695,9 @@ static void log_eighths(const struct gio *g, uint64_t total, uint64_t began)
 	char at[160] = "", rates[160] = "", pins[96];
 	size_t a = 0, r = 0;
 
-	if (g->bounce)
+	if (g->prepinned)
+		snprintf(pins, sizeof(pins), "the pool pinned by the driver beforehand");
+	else if (g->bounce)
 		snprintf(pins, sizeof(pins), "each chunk through a pinned buffer of its worker's");
 	else if (g->pinners)
 		snprintf(pins, sizeof(pins), "pieces pinned ahead by %u thread(s), all by %" PRIu64
@@ -675,15 +804,28 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 	uint8_t *pool = MAP_FAILED;
 	uint64_t span = 0;
 
-	if (staged && !cu.host_register) {
+	bool cpool = cpool_first >= 0;
+
+	if (staged && !cu.host_register && !cpool) {
 		fprintf(stderr, "phos-gpu: this driver cannot pin host memory for the staging pool: "
 			"straight to storage\n");
 		staged = false;
 	}
 	for (unsigned i = 0; staged && i < n; i++)
 		span += stage_align(b[i].size);
-	if (staged && (pool = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_SHARED, stage_fd,
-				   (off_t)stage_off)) == MAP_FAILED) {
+	if (staged && cpool) {
+		char why[200];
+		uint8_t *p = cpool_map(stage_off, span, why, sizeof(why));
+
+		if (p) {
+			pool = p;
+		} else {
+			fprintf(stderr, "phos-gpu: cannot map the staging pool the driver pinned (%s): "
+				"straight to storage\n", why);
+			staged = false;
+		}
+	} else if (staged && (pool = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_SHARED, stage_fd,
+					  (off_t)stage_off)) == MAP_FAILED) {
 		fprintf(stderr, "phos-gpu: cannot map %" PRIu64 " MiB of the staging pool at %" PRIu64
 			" MiB (%s): straight to storage\n", span >> 20, stage_off >> 20,
 			strerror(errno));
@@ -695,7 +837,7 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 		fclose(stdout);
 	/* the pool's page tables in one go, now that phosd goes on (pinning
 	 * piece by piece then finds the pages mapped) */
-	if (staged)
+	if (staged && !cpool)
 		(void)madvise(pool, span, MADV_POPULATE_WRITE);
 
 	/* into the task's chunk store, which phosd made (chunks another
@@ -734,7 +876,7 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 	order_set(by, n);
 	/* staged: every buffer into the pool, then let go of the GPU */
 	uint64_t tstage = 0, treleased = 0;
-	bool bounce = gio_bounce();
+	bool bounce = gio_bounce() && !cpool;
 	size_t piece = bounce ? gio_chunk() : gio_piece();
 
 	if (staged) {
@@ -744,8 +886,9 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 		 * copy, for A/B */
 		const char *ue = getenv("PHOS_GPU_STAGE_UNPIN_EACH");
 		struct gio sg = { .dir = GIO_STAGE, .b = io, .n = n, .ops = io_ops(), .chunk = piece,
-				  .keep_pinned = !(ue && strcmp(ue, "1") == 0),
-				  .pinners = gio_pinners(), .bounce = bounce };
+				  .keep_pinned = !cpool && !(ue && strcmp(ue, "1") == 0),
+				  .pinners = cpool ? 0 : gio_pinners(), .bounce = bounce,
+				  .prepinned = cpool };
 
 		in_pool(pool, n);
 		tstage = phos_now_ms();
@@ -766,7 +909,10 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 		 * mode is free for the next job once they are gone) */
 		if (sg.keep_pinned)
 			gio_unpin(&sg);
-		release_contexts();
+		/* a pool the driver pinned stays mapped through this
+		 * process's contexts: they go when it exits */
+		if (!cpool)
+			release_contexts();
 	}
 	struct copy_ctx sc = { .tab = tab, .bad = -1 };
 	uint64_t tcopy = phos_now_ms();
@@ -847,11 +993,12 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 			"%s%s; GPU released after %" PRIu64 " ms; then to storage%s)\n", n, total,
 			phos_now_ms() - t0, tstage,
 			tstage ? (double)total / 1e6 / (double)tstage : 0.0, piece >> 20,
-			bounce ? "chunks through pinned buffers" : "pieces", gio_stream_note(io_ops()), treleased, rate);
+			bounce ? "chunks through pinned buffers" : cpool ? "pieces, the pool pinned "
+			"by the driver" : "pieces", gio_stream_note(io_ops()), treleased, rate);
 	else
 		fprintf(stderr, "phos-gpu: saved %u buffer(s), %" PRIu64 " bytes in %" PRIu64
 			" ms (%s)\n", n, total, phos_now_ms() - t0, rate + 2);
-	if (pool != MAP_FAILED)
+	if (pool != MAP_FAILED && !cpool)
 		munmap(pool, span);
 	return 0;
 failed:
@@ -1011,7 +1158,19 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 	for (int i = 0; i < n; i++)
 		hashed &= want_hash[i].known;
 	span = stage_span(lb, n);
-	if (stage_fd >= 0 && hashed && fstat(stage_fd, &pst) == 0 &&
+	char cwhy[200] = "";
+	uint8_t *cp = stage_fd >= 0 && hashed && cpool_first >= 0 ?
+		      cpool_map(stage_off, span, cwhy, sizeof(cwhy)) : NULL;
+
+	if (cp) {
+		pool = cp;
+		in_pool(pool, (unsigned)n);
+		for (int i = 0; i < n; i++)
+			phos_closep(&io[i].fd);
+	} else if (cwhy[0]) {
+		fprintf(stderr, "phos-gpu: cannot map the staging pool the driver pinned (%s): loading "
+			"from storage\n", cwhy);
+	} else if (stage_fd >= 0 && hashed && cpool_first < 0 && fstat(stage_fd, &pst) == 0 &&
 	    (uint64_t)pst.st_size >= stage_off + span &&
 	    (pool = mmap(NULL, span, PROT_READ, MAP_SHARED, stage_fd, (off_t)stage_off)) != MAP_FAILED) {
 		in_pool(pool, (unsigned)n);
@@ -1068,9 +1227,25 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 		lc.tab ? " while the process ran" : "", lc.waited, ranked,
 		tcopy ? (double)total / 1e6 / (double)tcopy : 0.0, g.threads,
 		gio_stream_note(g.ops), g.chunk >> 20);
-	if (pool != MAP_FAILED)
+	if (pool != MAP_FAILED && !cp)
 		munmap(pool, span);
 	return 0;
+}
+
+/* --stage-cuda FIRST:COUNT:PIECE_MIB (a pool the driver pinned) */
+static bool parse_stage_cuda(const char *arg)
+{
+	unsigned long long mib;
+	int first, used = 0;
+	unsigned n;
+
+	if (sscanf(arg, "%d:%u:%llu%n", &first, &n, &mib, &used) != 3 || arg[used] || first < 3 ||
+	    !n || n > STAGE_CUDA_MAX || !mib || mib % 1024)
+		return false;
+	cpool_first = first;
+	cpool_n = n;
+	cpool_piece = (uint64_t)mib << 20;
+	return true;
 }
 
 /* --stage FD:OFFSET: the staging pool's fd and a 2 MiB-aligned offset. */
@@ -1086,6 +1261,7 @@ static bool parse_stage(const char *arg, int *fd, uint64_t *off)
 int main(int argc, char **argv)
 {
 	bool snap = false, ok = argc >= 3 && strchr(argv[2], '/') == NULL;
+	unsigned pc_n = 0, pc_gib = 0;
 	int tab_fd = -1, stage_fd = -1;
 	uint64_t stage_off = 0;
 
@@ -1097,6 +1273,8 @@ int main(int argc, char **argv)
 				concurrent = true;
 			else if (strcmp(argv[i], "--stage") == 0 && i + 1 < argc)
 				ok = parse_stage(argv[++i], &stage_fd, &stage_off);
+			else if (strcmp(argv[i], "--stage-cuda") == 0 && i + 1 < argc)
+				ok = parse_stage_cuda(argv[++i]);
 			else
 				ok = false;
 		}
@@ -1111,20 +1289,31 @@ int main(int argc, char **argv)
 				ok = *end == '\0' && tab_fd > 2;
 			} else if (strcmp(argv[i], "--stage") == 0 && i + 1 < argc) {
 				ok = parse_stage(argv[++i], &stage_fd, &stage_off);
+			} else if (strcmp(argv[i], "--stage-cuda") == 0 && i + 1 < argc) {
+				ok = parse_stage_cuda(argv[++i]);
 			} else if (strcmp(argv[i], "--zstd") == 0 && i + 1 < argc) {
 				zstd_level = (int)strtol(argv[++i], &end, 10);
 				ok = *end == '\0' && zstd_level >= 0 && zstd_level <= 19;
 			} else
 				ok = false;
 		}
+	} else if (argc == 4 && strcmp(argv[1], "pool-create") == 0) {
+		char *e1, *e2;
+
+		pc_n = (unsigned)strtoul(argv[2], &e1, 10);
+		pc_gib = (unsigned)strtoul(argv[3], &e2, 10);
+		ok = !*e1 && !*e2 && pc_n && pc_n <= STAGE_CUDA_MAX && pc_gib && pc_gib <= 1024;
 	} else
 		ok = false;
 	if (!ok) {
 		fprintf(stderr, "usage: phos-gpu save TAG [--snapshot] [--table FD] [--zstd LEVEL] "
-			"[--stage FD:OFFSET] | "
-			"load TAG [--concurrent] [--stage FD:OFFSET] (run by phosd and phos-restore)\n");
+			"[--stage FD:OFFSET [--stage-cuda FIRST:COUNT:PIECE_MIB]] | "
+			"load TAG [--concurrent] [--stage FD:OFFSET [--stage-cuda ...]] | "
+			"pool-create COUNT PIECE_GIB (run by phosd and phos-restore)\n");
 		return 2;
 	}
+	if (pc_n)
+		return load_driver() ? 1 : pool_create(pc_n, pc_gib);
 	if (load_driver()) {
 		printf("direct\n");	/* save: phosd reads this line first */
 		return 1;

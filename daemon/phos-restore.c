@@ -69,6 +69,7 @@
 #include "prefetch.h"
 #include "proc.h"
 #include "proto.h"
+#include "stage.h"
 #include "util.h"
 
 struct opts {
@@ -532,12 +533,14 @@ static pid_t child_of(pid_t init)
 
 /* phosd's staging pool, if it holds this image's GPU buffers (a stop or
  * preempt checkpoint on this node: doc/protocol.md, "STAGE_GET"): its fd
- * and the pieces, else -1 (the loaders read storage). */
-static int stage_get(const struct opts *o, char *pieces, size_t n)
+ * and the pieces, else -1 (the loaders read storage); a driver-pinned
+ * pool's pieces in cuda (cfd, theirs to close). */
+static int stage_get(const struct opts *o, char *pieces, size_t n, struct stage_cuda *cuda,
+		     int *cfd)
 {
 	struct phos_msg *m, *r = NULL;
 	const char *text = NULL, *why = NULL;
-	uint64_t err = EIO;
+	uint64_t err = EIO, piece = 0;
 	int fd, pool = -1;
 
 	if (!o->socket || (fd = phos_unix_connect(o->socket)) < 0)
@@ -545,10 +548,18 @@ static int stage_get(const struct opts *o, char *pieces, size_t n)
 	m = phos_msg_new(PHOS_MSG_STAGE_GET, 1);
 	if (m && phos_msg_put_str(m, PHOS_A_PATH, o->image) == 0 && phos_msg_send(fd, m, NULL, 0) == 0 &&
 	    (r = phos_msg_recv(fd, 10000)) && phos_msg_get_u64(r, PHOS_A_ERRNO, &err) == 0 && !err &&
-	    r->nfds == 1 && phos_msg_get_str(r, PHOS_A_TEXT, &text) == 0 &&
-	    phos_strlcpy(pieces, text, n) >= 0) {
+	    r->nfds >= 1 && r->nfds <= 1 + STAGE_CUDA_MAX &&
+	    (r->nfds == 1 || (phos_msg_get_u64(r, PHOS_A_BYTES, &piece) == 0 && piece)) &&
+	    phos_msg_get_str(r, PHOS_A_TEXT, &text) == 0 && phos_strlcpy(pieces, text, n) >= 0) {
 		pool = r->fds[0];
 		r->fds[0] = -1;	/* ours now */
+		for (int i = 1; i < r->nfds; i++) {
+			cfd[i - 1] = r->fds[i];
+			r->fds[i] = -1;
+		}
+		if (r->nfds > 1)
+			*cuda = (struct stage_cuda){ .fd = cfd, .n = (unsigned)r->nfds - 1,
+						     .piece = piece };
 		r->nfds = 0;
 		log_info("the GPU buffers load from phosd's staging pool, not from storage");
 	} else if (r && phos_msg_get_str(r, PHOS_A_MSG, &why) == 0) {
@@ -687,11 +698,15 @@ static int restore_mode(const struct opts *o)
 	 * time CRIU and the driver have restored the process. */
 	t_start = phos_now_ms();
 	char pieces[1024] = "";
-	int stage_fd = stage_get(o, pieces, sizeof(pieces));
+	struct stage_cuda cuda = { NULL, 0, 0 };
+	int cfd[STAGE_CUDA_MAX];
+	int stage_fd = stage_get(o, pieces, sizeof(pieces), &cuda, cfd);
 
-	rc = gpu_load_start(dirfd, o->gpu_concurrent, stage_fd, pieces, &loads, &e);
+	rc = gpu_load_start(dirfd, o->gpu_concurrent, stage_fd, &cuda, pieces, &loads, &e);
 	if (stage_fd >= 0)
 		close(stage_fd);	/* the loaders hold it (and the pool's lock) */
+	for (unsigned i = 0; i < cuda.n; i++)
+		close(cfd[i]);
 	if (rc < 0) {
 		restore_fail(o, "restore of %s failed: %s", o->image, e.msg);
 		goto failed;

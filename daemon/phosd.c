@@ -28,6 +28,7 @@
 #include "ops.h"
 #include "registry.h"
 #include "restore.h"
+#include "gpu.h"
 #include "phosd.h"
 #include "server.h"
 #include "stage.h"
@@ -90,6 +91,7 @@ static void print_config(const struct phos_config *c)
 	printf("gpu_concurrent_restore: %s\n", c->gpu_concurrent_restore ? "true" : "false");
 	printf("gpu_compress_level: %d\n", c->gpu_compress_level);
 	printf("gpu_stage_pool_gib: %d\n", c->gpu_stage_pool_gib);
+	printf("gpu_stage_pool_pinned: %s\n", c->gpu_stage_pool_pinned ? "true" : "false");
 	printf("predump_rounds: %d\n", c->predump_rounds);
 	printf("checkpoint_timeout: %d\n", c->checkpoint_timeout);
 	printf("listen: \"%s\"\n", c->listen);
@@ -126,6 +128,9 @@ static void reload(struct phosd *d)
 	if (c.gpu_stage_pool_gib != d->cfg.gpu_stage_pool_gib)
 		log_warn("reload: gpu_stage_pool_gib changed to %d: takes effect after a restart",
 			 c.gpu_stage_pool_gib);
+	if (c.gpu_stage_pool_pinned != d->cfg.gpu_stage_pool_pinned)
+		log_warn("reload: gpu_stage_pool_pinned changed to %s: takes effect after a restart",
+			 c.gpu_stage_pool_pinned ? "true" : "false");
 	phos_strlcpy(c.socket, d->cfg.socket, sizeof(c.socket));
 	d->cfg = c;
 	d->slurm_uid = lookup_uid(c.slurm_user);
@@ -463,7 +468,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	report_images(d);
-	stage_start((unsigned)d->cfg.gpu_stage_pool_gib);
+	stage_start((unsigned)d->cfg.gpu_stage_pool_gib,
+		    d->cfg.gpu_stage_pool_pinned ? gpu_helper() : NULL);
 	if (!phos_criu_probe_breakpoints())
 		log_notice("hardware breakpoints do not fire on this machine (a virtual machine?): "
 			   "CRIU will trace syscalls instead (slower parasite exit, same images)");

@@ -7,6 +7,13 @@
  * shmem_enabled allows).  Filling it writes every page once, which takes
  * seconds per 10 GiB: a thread does it while phosd serves.  phos-gpu maps
  * the fd it is given and registers (pins) each piece only for its copy.
+ *
+ * gpu_stage_pool_pinned: the pool is host memory the NVIDIA driver pins
+ * when it is made, by a one-shot `phos-gpu pool-create`, exported as fds
+ * that phosd holds (the memory lives as long as one of them does); the
+ * memfd is then empty, a token whose locks count borrowers.  phos-gpu
+ * imports and maps those pieces, and nothing is pinned on the way.  Any
+ * failure to make it: logged, and the memfd pool as above.
  */
 #include "config.h"
 
@@ -19,7 +26,10 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -44,7 +54,10 @@ static struct {
 	char held[PATH_MAX];
 	char pieces[1024];
 	char kind[64];		/* of memory, for phosctl status */
-} pool = { PTHREAD_MUTEX_INITIALIZER, POOL_OFF, -1, 0, "", "", "" };
+	const char *pin;	/* phos-gpu, for a driver-pinned pool */
+	int cfd[STAGE_CUDA_MAX];
+	struct stage_cuda cuda;	/* .fd = cfd once it is made */
+} pool = { PTHREAD_MUTEX_INITIALIZER, POOL_OFF, -1, 0, "", "", "", NULL, { 0 }, { NULL, 0, 0 } };
 
 /* The bracketed choice of a sysfs setting ("always [advise] never"). */
 static void sysfs_choice(const char *path, char *out, size_t n)
@@ -112,14 +125,126 @@ fail:
 	return -1;
 }
 
+/* Receive want fds from sock (SCM_RIGHTS, over several messages): the
+ * number received. */
+static unsigned recv_fds(int sock, int *fds, unsigned want)
+{
+	unsigned got = 0;
+
+	while (got < want) {
+		char c, cbuf[CMSG_SPACE(sizeof(int) * 64)];
+		struct iovec iov = { .iov_base = &c, .iov_len = 1 };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+				     .msg_controllen = sizeof(cbuf) };
+		ssize_t r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+			if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+				continue;
+			unsigned k = (unsigned)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			int *p = (int *)(void *)CMSG_DATA(cm);
+
+			for (unsigned i = 0; i < k; i++) {
+				if (got < want)
+					fds[got++] = p[i];
+				else
+					close(p[i]);
+			}
+		}
+		if (mh.msg_flags & MSG_CTRUNC)
+			break;
+	}
+	return got;
+}
+
+/* The pool as host memory the driver pins: `phos-gpu pool-create N
+ * PIECE_GIB`, its socket on fd 3, its stderr to us (the last line says
+ * what it made, or why not).  0, or -1 with why. */
+static int make_pinned(unsigned gib, char *why, size_t whysz, char *how, size_t howsz)
+{
+	unsigned pg = (gib + STAGE_CUDA_MAX - 1) / STAGE_CUDA_MAX, n = (gib + pg - 1) / pg, got;
+	int sv[2] = { -1, -1 }, ep[2] = { -1, -1 }, st = 0;
+	char a1[16], a2[16], err[1024] = "", *last;
+	size_t len = 0;
+	ssize_t r;
+	pid_t c;
+
+	snprintf(a1, sizeof(a1), "%u", n);
+	snprintf(a2, sizeof(a2), "%u", pg);
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(ep, O_CLOEXEC) < 0 ||
+	    (c = fork()) < 0) {
+		snprintf(why, whysz, "%s", strerror(errno));
+		for (int i = 0; i < 2; i++) {
+			if (sv[i] >= 0)
+				close(sv[i]);
+			if (ep[i] >= 0)
+				close(ep[i]);
+		}
+		return -1;
+	}
+	if (c == 0) {
+		if (dup2(sv[1], 3) < 0 || dup2(ep[1], 2) < 0)
+			_exit(127);
+		execl(pool.pin, "phos-gpu", "pool-create", a1, a2, (char *)NULL);
+		dprintf(2, "cannot run %s: %s\n", pool.pin, strerror(errno));
+		_exit(127);
+	}
+	close(sv[1]);
+	close(ep[1]);
+	got = recv_fds(sv[0], pool.cfd, n);
+	close(sv[0]);
+	while (len < sizeof(err) - 1 &&
+	       ((r = read(ep[0], err + len, sizeof(err) - 1 - len)) > 0 || (r < 0 && errno == EINTR)))
+		len += r > 0 ? (size_t)r : 0;
+	err[len] = '\0';
+	close(ep[0]);
+	while (waitpid(c, &st, 0) < 0 && errno == EINTR)
+		;
+	while (len && err[len - 1] == '\n')
+		err[--len] = '\0';
+	last = strrchr(err, '\n');
+	last = last ? last + 1 : err;
+	if (got != n || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		for (unsigned i = 0; i < got; i++)
+			close(pool.cfd[i]);
+		snprintf(why, whysz, "%s", *last ? last : "phos-gpu pool-create failed");
+		return -1;
+	}
+	pool.cuda = (struct stage_cuda){ .fd = pool.cfd, .n = n, .piece = (uint64_t)pg << 30 };
+	pool.size = pool.cuda.piece * n;
+	snprintf(how, howsz, "%s", *last ? last : "host memory pinned by the NVIDIA driver");
+	return 0;
+}
+
 static void *fill_main(void *arg)
 {
 	uint64_t size = pool.size, t0 = phos_now_ms();
-	char why[128] = "", how[256];
-	int fd;
+	char why[512] = "", how[512];
+	int fd = -1;
 
 	(void)arg;
-	if ((fd = fill_hugetlb(size)) >= 0) {
+	if (pool.pin) {
+		if (make_pinned((unsigned)(size >> 30), why, sizeof(why), how, sizeof(how)) == 0 &&
+		    (fd = memfd_create("phos-stage-token", MFD_CLOEXEC)) < 0) {
+			for (unsigned i = 0; i < pool.cuda.n; i++)
+				close(pool.cfd[i]);
+			pool.cuda = (struct stage_cuda){ NULL, 0, 0 };
+			snprintf(why, sizeof(why), "%s", strerror(errno));
+		}
+		if (fd < 0) {
+			log_warn("staging pool: no host memory pinned by the NVIDIA driver for it (%s): "
+				 "a pool pinned piece by piece instead (gpu_stage_pool_pinned)", why);
+			pool.size = size;
+			why[0] = '\0';
+		}
+	}
+	if (fd >= 0) {
+		size = pool.size;
+	} else if ((fd = fill_hugetlb(size)) >= 0) {
 		snprintf(how, sizeof(how), "hugetlb 2 MiB pages");
 	} else if ((fd = fill_shmem(size, why, sizeof(why))) >= 0) {
 		char thp[32];
@@ -138,7 +263,8 @@ static void *fill_main(void *arg)
 	} else {
 		pool.fd = fd;
 		pool.st = POOL_READY;
-		snprintf(pool.kind, sizeof(pool.kind), "%s", strncmp(how, "hugetlb", 7) == 0 ?
+		snprintf(pool.kind, sizeof(pool.kind), "%s", pool.cuda.fd ?
+			 "host memory pinned by the NVIDIA driver" : strncmp(how, "hugetlb", 7) == 0 ?
 			 "hugetlb 2 MiB pages" : "shared memory");
 		log_notice("staging pool: %" PRIu64 " GiB ready in %" PRIu64 " ms (%s)", size >> 30,
 			   phos_now_ms() - t0, how);
@@ -147,13 +273,14 @@ static void *fill_main(void *arg)
 	return NULL;
 }
 
-void stage_start(unsigned gib)
+void stage_start(unsigned gib, const char *pin)
 {
 	pthread_t t;
 
 	if (!gib)
 		return;
 	pool.size = (uint64_t)gib << 30;
+	pool.pin = pin;
 	pool.st = POOL_FILLING;
 	log_info("staging pool: filling %u GiB", gib);
 	if (pthread_create(&t, NULL, fill_main, NULL) != 0) {
@@ -180,6 +307,7 @@ int stage_take(struct stage_lease *l, char *why, size_t whysz)
 
 	l->fd = -1;
 	l->size = l->used = 0;
+	l->cuda = (struct stage_cuda){ NULL, 0, 0 };
 	pthread_mutex_lock(&pool.lock);
 	switch (pool.st) {
 	case POOL_OFF:
@@ -202,6 +330,7 @@ int stage_take(struct stage_lease *l, char *why, size_t whysz)
 		}
 		pool.held[0] = '\0';	/* overwritten from here on */
 		l->size = pool.size;
+		l->cuda = pool.cuda;
 		pool.st = POOL_TAKEN;
 		ok = 1;
 		break;
@@ -245,7 +374,8 @@ void stage_keep(struct stage_lease *l, const char *path, const char *pieces)
 	pthread_mutex_unlock(&pool.lock);
 }
 
-int stage_lend(const char *path, char *pieces, size_t n, char *why, size_t whysz)
+int stage_lend(const char *path, char *pieces, size_t n, struct stage_cuda *cuda, char *why,
+	       size_t whysz)
 {
 	char real[PATH_MAX], self[64];
 	int fd = -1;
@@ -270,6 +400,7 @@ int stage_lend(const char *path, char *pieces, size_t n, char *why, size_t whysz
 		goto out;
 	}
 	pool.held[0] = '\0';	/* one restore: a retry reads storage */
+	*cuda = pool.cuda;
 out:
 	pthread_mutex_unlock(&pool.lock);
 	return fd;

@@ -4,7 +4,9 @@
  * storage is written (doc/concurrent-checkpoint.md, "Preemption: the
  * staging pool").
  *
- *   stage_start(gib)   make the pool and fill it, in a thread (phosd's start)
+ *   stage_start(gib, pin)  make the pool and fill it, in a thread (phosd's
+ *                      start); pin: phos-gpu, to make it of host memory
+ *                      the NVIDIA driver pins (gpu_stage_pool_pinned)
  *   stage_take()       the pool for one checkpoint (a dup of its fd)
  *   stage_give()       done with it
  *
@@ -36,14 +38,28 @@ static inline uint64_t stage_align(uint64_t size)
 	return (size + STAGE_ALIGN - 1) / STAGE_ALIGN * STAGE_ALIGN;
 }
 
+#define STAGE_CUDA_MAX 128	/* pieces of a driver-pinned pool */
+
+/* A pool of host memory the NVIDIA driver pinned (phos-gpu pool-create,
+ * doc/concurrent-checkpoint.md, "A pool pinned ahead"): n exported fds of
+ * piece bytes each, laid end to end; the pool's memfd is then only a token
+ * (its locks count the restores that read the pool). */
+struct stage_cuda {
+	const int *fd;		/* NULL: the memfd is the pool */
+	unsigned n;
+	uint64_t piece;
+};
+
 struct stage_lease {
+	struct stage_cuda cuda;
 	int fd;			/* -1: none */
 	uint64_t size;		/* the pool's bytes */
 	uint64_t used;		/* handed out so far (the next piece starts here) */
 };
 
-/* Make a pool of gib GiB (0: none) and fill it in the background. */
-void stage_start(unsigned gib);
+/* Make a pool of gib GiB (0: none) and fill it in the background; with
+ * pin (the phos-gpu helper) first try host memory the driver pins. */
+void stage_start(unsigned gib, const char *pin);
 /* 1: l has the pool; 0: not now, why says so (off, not filled yet, in use
  * by another checkpoint). */
 int stage_take(struct stage_lease *l, char *why, size_t whysz);
@@ -54,9 +70,11 @@ void stage_give(struct stage_lease *l);
 /* l's pool now holds the buffers of generation path: "TAG OFFSET" lines. */
 void stage_keep(struct stage_lease *l, const char *path, const char *pieces);
 /* For a restore of path: an fd of the pool (a description of its own,
- * with a shared lock) and pieces ("TAG OFFSET" lines), once; -1 with why
- * when the pool does not hold path. */
-int stage_lend(const char *path, char *pieces, size_t n, char *why, size_t whysz);
+ * with a shared lock), pieces ("TAG OFFSET" lines) and, for a driver-
+ * pinned pool, its fds in cuda (phosd's: not to be closed), once; -1 with
+ * why when the pool does not hold path. */
+int stage_lend(const char *path, char *pieces, size_t n, struct stage_cuda *cuda, char *why,
+	       size_t whysz);
 /* One line for phosctl status (held: with what it holds). */
 void stage_describe(char *buf, size_t n, bool held);
 /* Bytes n buffers of these sizes take in a pool, laid out one after the

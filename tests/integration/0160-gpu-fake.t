@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 82
+plan 91
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -478,6 +478,55 @@ pc_out n1 checkpoint --leave-running --pid "$spid"
 like "$RC $(log_since "$mark" | grep -c 'staged\|staging pool')" "^0 0$" \
 	"a leave-running checkpoint succeeds without the pool"
 kill -KILL "$spid" 2>/dev/null
+
+# -- a pool the driver pins (gpu_stage_pool_pinned): `phos-gpu pool-create`
+# makes it when phosd starts (on the fake driver, memfds behind the fds), a
+# stop checkpoint copies into it with nothing pinned on the way, and the
+# restore on this node loads from it (doc/concurrent-checkpoint.md)
+phosd_stop n1
+phosd_start n1 "gpu_stage_pool_gib: 2" "gpu_stage_pool_pinned: true"
+pinned_ready() { grep -q 'staging pool: 2 GiB ready .*pinned by the NVIDIA driver' "$PD/n1.log"; }
+wait_for 60 pinned_ready
+ok $? "phosd has phos-gpu make a 2 GiB pool the driver pins: $(grep -o 'staging pool: 2 GiB ready.*' "$PD/n1.log" | tail -1)" ||
+	diag "$(grep 'staging pool' "$PD/n1.log" | tail -3)"
+pc_out n1 status
+like "$OUT" "staging pool: +2 GiB of host memory pinned by the NVIDIA driver, free" \
+	"phosctl status says what the pool is"
+f6=$PD/stage6.out
+start_app "$f6"
+spid=$APP
+wait_for 30 _has_lines "$f6" 3
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+pc_out n1 checkpoint --pid "$spid"
+ok $RC "a stop checkpoint through the driver-pinned pool succeeds" || { diag "$OUT"; diag_file "$PD/n1.log" 20; }
+like "$(log_since "$mark" | grep -o 'phos-gpu: staged copy began.*')" "; the pool pinned by the driver beforehand\$" \
+	"its copy into the pool pinned nothing on the way"
+like "$(log_since "$mark" | grep -o "of pid $spid .* released [0-9]* ms after the checkpoint began")" "released" \
+	"and phosd let go of the GPU memory once it was in the pool"
+wait_for 10 _gone "$spid"
+n=$(wc -l <"$f6")
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+pc_out n1 restore --detach "$(ls -d "$(image_dir root "$spid")"/0* | tail -1)"
+rp=$(restored_pid "$OUT")
+track "$rp"
+wait_for 30 _has_lines "$f6" $((n + 3))
+ok "$( (_has_lines "$f6" $((n + 3)) && ! grep -q CORRUPT "$f6") && echo 0 || echo 1)" \
+	"restored on the same node, the program finds every word as it was" || { diag "$OUT"; diag_file "$f6" 3; }
+like "$(log_since "$mark" | grep -o "loaded $NBUF buffer(s), [0-9]* bytes in [0-9]* ms[a-z ]*")" \
+	"from the staging pool" "its buffers came from the driver-pinned pool"
+kill -KILL "$rp" 2>/dev/null
+wait_for 10 _gone "$rp"
+# a pool-create that fails (here: no phos-gpu at all) leaves a pool pinned
+# on the way, and the log says why
+phosd_stop n1
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+PHOS_GPU_HELPER=$PD/no-such-phos-gpu phosd_start n1 "gpu_stage_pool_gib: 1" "gpu_stage_pool_pinned: true"
+fallback_ready() { log_since "$mark" | grep -q 'staging pool: 1 GiB ready .*(shared memory\|hugetlb)'; }
+wait_for 60 fallback_ready
+ok $? "without a pool the driver pins, phosd fills one pinned on the way" ||
+	diag "$(grep 'staging pool' "$PD/n1.log" | tail -3)"
+like "$(grep -o 'no host memory pinned by the NVIDIA driver for it (.*' "$PD/n1.log" | tail -1)" \
+	"no-such-phos-gpu.*a pool pinned piece by piece instead" "and its log says why"
 
 # -- phos-gpu refuses what it cannot use, and says what --------------------------------
 GPUH=$PHOS_GPU_HELPER

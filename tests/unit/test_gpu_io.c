@@ -500,6 +500,39 @@ static void test_staged_bounce(void **state)
 	(void)state;
 }
 
+/* prepinned (a pool the driver pinned): the copies go straight into the
+ * pool, which the engine neither pins nor unpins; here the test pins it
+ * beforehand, standing in for the driver */
+static void test_staged_prepinned(void **state)
+{
+	struct gio_buf b[NB];
+	struct gio g;
+
+	stage_init(&g, b, 3, 1 << 20);
+	set_current(b[0].ctx);
+	for (int i = 0; i < NB; i++)
+		assert_int_equal(host_register(b[i].host, sizes[i]), CUDA_SUCCESS);
+	pin_calls = 0;
+	g.prepinned = true;
+	g.keep_pinned = false;	/* would unpin each piece after its copy */
+	g.pinners = 2;
+	assert_int_equal(gio_run(&g), 0);
+	for (int i = 0; i < NB; i++) {
+		assert_memory_equal(b[i].host, dev[i], sizes[i]);
+		assert_int_equal(done_count[i], 1);
+	}
+	assert_int_equal(unpinned_copies, 0);	/* every copy into pinned memory */
+	assert_int_equal(pin_calls, 0);		/* none pinned on the way */
+	assert_int_equal(npins, NB);		/* and none let go */
+	gio_unpin(&g);
+	assert_int_equal(npins, NB);
+	for (int i = 0; i < NB; i++)
+		assert_int_equal(host_unregister(b[i].host), CUDA_SUCCESS);
+	set_current(NULL);
+	pool_free(b);
+	(void)state;
+}
+
 /* a piece that cannot be pinned stops the staging, named (also when the
  * pinners gave it to its worker) */
 static void test_staged_pin_fails(void **state)
@@ -726,6 +759,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_staged_keep_pinned, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_staged_pinners, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_staged_bounce, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_staged_prepinned, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_staged_pin_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streams, setup, teardown),
 	};

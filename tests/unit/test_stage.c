@@ -24,6 +24,7 @@
 #include "stage.h"
 
 static char dir[PATH_MAX], gen[PATH_MAX + 8], other[PATH_MAX + 8];
+static struct stage_cuda cu;
 
 static void describe(char *buf, size_t n)
 {
@@ -50,7 +51,7 @@ static void test_fill(void **state)
 	char d[512] = "";
 
 	(void)state;
-	stage_start(1);
+	stage_start(1, NULL);
 	for (int i = 0; i < 1000; i++) {
 		describe(d, sizeof(d));
 		if (strstr(d, ", free"))
@@ -99,13 +100,14 @@ static void test_lend(void **state)
 
 	(void)state;
 	/* not the generation it holds */
-	assert_int_equal(stage_lend(other, pieces, sizeof(pieces), why, sizeof(why)), -1);
+	assert_int_equal(stage_lend(other, pieces, sizeof(pieces), &cu, why, sizeof(why)), -1);
 	assert_non_null(strstr(why, "the staging pool does not hold"));
-	fd = stage_lend(gen, pieces, sizeof(pieces), why, sizeof(why));
+	fd = stage_lend(gen, pieces, sizeof(pieces), &cu, why, sizeof(why));
 	assert_true(fd >= 0);
 	assert_string_equal(pieces, "100 0\n200 268435456\n");
+	assert_null(cu.fd);	/* the memfd is the pool */
 	/* one restore: the next one of the same generation reads storage */
-	fd2 = stage_lend(gen, pieces, sizeof(pieces), why, sizeof(why));
+	fd2 = stage_lend(gen, pieces, sizeof(pieces), &cu, why, sizeof(why));
 	assert_int_equal(fd2, -1);
 	assert_non_null(strstr(why, "does not hold"));
 	/* the borrower holds a shared lock: no checkpoint takes the pool */
@@ -118,7 +120,7 @@ static void test_lend(void **state)
 	describe(d, sizeof(d));
 	assert_null(strstr(d, "holds"));	/* a new checkpoint overwrites it */
 	stage_give(&l);
-	assert_int_equal(stage_lend(gen, pieces, sizeof(pieces), why, sizeof(why)), -1);
+	assert_int_equal(stage_lend(gen, pieces, sizeof(pieces), &cu, why, sizeof(why)), -1);
 }
 
 /* a lease whose checkpoint used no piece keeps nothing */
@@ -133,7 +135,7 @@ static void test_keep_nothing(void **state)
 	stage_give(&l);
 	describe(d, sizeof(d));
 	assert_null(strstr(d, "holds"));
-	assert_int_equal(stage_lend(gen, pieces, sizeof(pieces), why, sizeof(why)), -1);
+	assert_int_equal(stage_lend(gen, pieces, sizeof(pieces), &cu, why, sizeof(why)), -1);
 }
 
 int main(void)
