@@ -6,6 +6,9 @@
 # (a pool the driver pins once, held as fds), then bench/torch_size.sh
 # at SIZE GiB through a pool of SIZE + 2 GiB of hugetlb pages, once for
 # each of MODES:
+#   pinned    STAGE_POOL_PINNED=true: the pool is host memory the driver
+#             pinned when phosd started (gpu_stage_pool_pinned), nothing
+#             pinned during the checkpoint
 #   pieces    each worker pins a 64 MiB piece of the pool just before its
 #             copy (the default)
 #   bounce    PHOS_GPU_STAGE_BOUNCE=1: nothing of the pool is pinned; each
@@ -55,6 +58,7 @@ for mode in ${MODES-pieces bounce}; do
 	env=()
 	case $mode in
 	pieces) ;;
+	pinned) env=(STAGE_POOL_PINNED=true) ;;
 	bounce) env=(PHOS_GPU_STAGE_BOUNCE=1) ;;
 	bounce16) env=(PHOS_GPU_STAGE_BOUNCE=1 PHOS_GPU_IO_THREADS=16) ;;
 	pinners) env=(PHOS_GPU_STAGE_PINNERS=2) ;;

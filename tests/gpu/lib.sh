@@ -12,6 +12,8 @@
 #              else /tmp/phos-gpu)
 #   STAGE_POOL_GIB  phosd's gpu_stage_pool_gib (default 0: no staging
 #              pool); start_phosd waits until the pool is filled
+#   STAGE_POOL_PINNED  phosd's gpu_stage_pool_pinned (default false: the
+#              pool pinned piece by piece during a checkpoint)
 #   COMPRESS_LEVEL  phosd's gpu_compress_level (default 0)
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -70,6 +72,7 @@ keep_generations: 1
 checkpoint_timeout: ${CKPT_TIMEOUT:-300}
 gpu_concurrent_restore: ${CONCURRENT_RESTORE:-false}
 gpu_stage_pool_gib: ${STAGE_POOL_GIB:-0}
+gpu_stage_pool_pinned: ${STAGE_POOL_PINNED:-false}
 gpu_compress_level: ${COMPRESS_LEVEL:-0}
 YAML
 	PHOS_RESTORE_HELPER=$PHOS_BIN/phos-restore PHOS_GPU_HELPER=$PHOS_BIN/phos-gpu PHOS_DEBUG=1 \
