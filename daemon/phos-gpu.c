@@ -65,7 +65,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cuda.h>
@@ -628,7 +627,7 @@ cuda:
 static int pool_create(unsigned n, unsigned piece_gib)
 {
 	uint64_t t0 = phos_now_ms(), piece = (uint64_t)piece_gib << 30;
-	int numa = 0, v = 1, fds[64];
+	int numa = 0, v = 1, fds[STAGE_CUDA_MAX];
 	CUdevice d;
 	CUresult r;
 
@@ -650,37 +649,26 @@ static int pool_create(unsigned n, unsigned piece_gib)
 		.location = { .type = CU_MEM_LOCATION_TYPE_HOST_NUMA, .id = numa },
 	};
 
-	for (unsigned i = 0; i < n;) {
-		unsigned k = 0;
+	for (unsigned i = 0; i < n; i++) {
+		CUmemGenericAllocationHandle h;
 
-		for (; k < 64 && i + k < n; k++) {
-			CUmemGenericAllocationHandle h;
-
-			if ((r = cu.create(&h, piece, &prop, 0)) != CUDA_SUCCESS)
-				return fail("piece %u of %u (%u GiB of host memory next to NUMA node "
-					    "%d): %s", i + k + 1, n, piece_gib, numa, cu_err(r));
-			r = cu.export_fd(&fds[k], h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
-			if (cu.release)
-				cu.release(h);	/* the fd holds it */
-			if (r != CUDA_SUCCESS)
-				return fail("exporting piece %u of %u: %s", i + k + 1, n, cu_err(r));
-		}
-		char c = 'p', cbuf[CMSG_SPACE(sizeof(int) * 64)];
-		struct iovec iov = { .iov_base = &c, .iov_len = 1 };
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-				     .msg_controllen = CMSG_SPACE(sizeof(int) * k) };
-		struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int) * k);
-		memcpy(CMSG_DATA(cm), fds, sizeof(int) * k);
-		if (sendmsg(3, &mh, MSG_NOSIGNAL) != 1)
-			return fail("handing the pool to phosd: %s", strerror(errno));
-		for (unsigned j = 0; j < k; j++)
-			close(fds[j]);
-		i += k;
+		if ((r = cu.create(&h, piece, &prop, 0)) != CUDA_SUCCESS)
+			return fail("piece %u of %u (%u GiB of host memory next to NUMA node %d): %s",
+				    i + 1, n, piece_gib, numa, cu_err(r));
+		r = cu.export_fd(&fds[i], h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
+		if (cu.release)
+			cu.release(h);	/* the fd holds it */
+		if (r != CUDA_SUCCESS)
+			return fail("exporting piece %u of %u: %s", i + 1, n, cu_err(r));
 	}
+	/* one REPLY with every fd and a piece's size (STAGE_CUDA_MAX fds fit
+	 * in one message) */
+	struct phos_msg *m = phos_reply_new(0, 0, NULL);
+
+	if (!m || phos_msg_put_u64(m, PHOS_A_BYTES, piece) < 0 ||
+	    phos_msg_send(3, m, fds, (int)n) < 0)
+		return fail("handing the pool to phosd: %s", strerror(errno));
+	phos_msg_free(m);
 	fprintf(stderr, "%" PRIu64 " GiB of host memory pinned by the NVIDIA driver (NUMA node %d, "
 		"%u piece(s)) in %" PRIu64 " ms\n", (uint64_t)n * piece_gib, numa, n,
 		phos_now_ms() - t0);

@@ -125,48 +125,15 @@ fail:
 	return -1;
 }
 
-/* Receive want fds from sock (SCM_RIGHTS, over several messages): the
- * number received. */
-static unsigned recv_fds(int sock, int *fds, unsigned want)
-{
-	unsigned got = 0;
-
-	while (got < want) {
-		char c, cbuf[CMSG_SPACE(sizeof(int) * 64)];
-		struct iovec iov = { .iov_base = &c, .iov_len = 1 };
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-				     .msg_controllen = sizeof(cbuf) };
-		ssize_t r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
-			if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-				continue;
-			unsigned k = (unsigned)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-			int *p = (int *)(void *)CMSG_DATA(cm);
-
-			for (unsigned i = 0; i < k; i++) {
-				if (got < want)
-					fds[got++] = p[i];
-				else
-					close(p[i]);
-			}
-		}
-		if (mh.msg_flags & MSG_CTRUNC)
-			break;
-	}
-	return got;
-}
-
 /* The pool as host memory the driver pins: `phos-gpu pool-create N
- * PIECE_GIB`, its socket on fd 3, its stderr to us (the last line says
- * what it made, or why not).  0, or -1 with why. */
+ * PIECE_GIB`, its socket on fd 3 (one REPLY: the N fds, BYTES a piece's
+ * size), its stderr to us (the last line says what it made, or why not).
+ * 0, or -1 with why. */
 static int make_pinned(unsigned gib, char *why, size_t whysz, char *how, size_t howsz)
 {
-	unsigned pg = (gib + STAGE_CUDA_MAX - 1) / STAGE_CUDA_MAX, n = (gib + pg - 1) / pg, got;
+	unsigned pg = (gib + STAGE_CUDA_MAX - 1) / STAGE_CUDA_MAX, n = (gib + pg - 1) / pg, got = 0;
+	struct phos_msg *m;
+	uint64_t piece = 0;
 	int sv[2] = { -1, -1 }, ep[2] = { -1, -1 }, st = 0;
 	char a1[16], a2[16], err[1024] = "", *last;
 	size_t len = 0;
@@ -175,7 +142,7 @@ static int make_pinned(unsigned gib, char *why, size_t whysz, char *how, size_t 
 
 	snprintf(a1, sizeof(a1), "%u", n);
 	snprintf(a2, sizeof(a2), "%u", pg);
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(ep, O_CLOEXEC) < 0 ||
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(ep, O_CLOEXEC) < 0 ||
 	    (c = fork()) < 0) {
 		snprintf(why, whysz, "%s", strerror(errno));
 		for (int i = 0; i < 2; i++) {
@@ -195,8 +162,23 @@ static int make_pinned(unsigned gib, char *why, size_t whysz, char *how, size_t 
 	}
 	close(sv[1]);
 	close(ep[1]);
-	got = recv_fds(sv[0], pool.cfd, n);
+	/* pinning takes seconds per 10 GiB: up to checkpoint_timeout's
+	 * default, 10 minutes */
+	if ((m = phos_msg_recv(sv[0], 600000))) {
+		if (m->nfds == (int)n && phos_msg_get_u64(m, PHOS_A_BYTES, &piece) == 0 &&
+		    piece == (uint64_t)pg << 30) {
+			for (unsigned i = 0; i < n; i++) {
+				pool.cfd[i] = m->fds[i];
+				m->fds[i] = -1;	/* ours now */
+			}
+			m->nfds = 0;
+			got = n;
+		}
+		phos_msg_free(m);
+	}
 	close(sv[0]);
+	if (got != n)
+		kill(c, SIGKILL);	/* a helper that hangs or said something else */
 	while (len < sizeof(err) - 1 &&
 	       ((r = read(ep[0], err + len, sizeof(err) - 1 - len)) > 0 || (r < 0 && errno == EINTR)))
 		len += r > 0 ? (size_t)r : 0;
