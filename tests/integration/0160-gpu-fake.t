@@ -333,6 +333,19 @@ like "$RC $(tail -1 <<<"$OUT")" "^1 .*chunk ${chunk:0:16}\\.\\.\\. does not hold
 phosd_stop n1
 phosd_start n1 "gpu_stage_pool_gib: 1"
 pool_ready() { grep -q 'staging pool: 1 GiB ready' "$PD/n1.log"; }
+# restore_latest PID FILE DESCRIPTION: restore PID's newest generation on n1
+# and check, as one test, that the program goes on (FILE gets 3 more lines)
+# and finds every word as it was; the restored pid in RP (tracked)
+restore_latest() {
+	local n
+	n=$(wc -l <"$2")
+	pc_out n1 restore --detach "$(ls -d "$(image_dir root "$1")"/0* | tail -1)"
+	RP=$(restored_pid "$OUT")
+	track "$RP"
+	wait_for 30 _has_lines "$2" $((n + 3))
+	ok "$( (_has_lines "$2" $((n + 3)) && ! grep -q CORRUPT "$2") && echo 0 || echo 1)" "$3" ||
+		{ diag "$OUT"; diag_file "$2" 3; }
+}
 pool_ready_n() { [ "$(grep -c 'staging pool: 1 GiB ready' "$PD/n1.log")" -ge "$1" ]; }
 wait_for 60 pool_ready
 ok $? "phosd fills a 1 GiB staging pool at start: $(grep -o 'staging pool: 1 GiB ready.*' "$PD/n1.log" | sed 's/.*ready //')" ||
@@ -427,12 +440,8 @@ pc_out n1 restore --detach "$(ls -d "$(image_dir root "$spid")"/0* | tail -1)"
 like "$RC $(tail -1 <<<"$OUT")" "^1 .*the staging pool does not hold what was saved .*restore again, from storage" \
 	"a pool that does not hold what was saved fails the restore with the reason (fd $pfd of phosd written)" ||
 	diag "$OUT"
-pc_out n1 restore --detach "$(ls -d "$(image_dir root "$spid")"/0* | tail -1)"
-rp=$(restored_pid "$OUT")
-track "$rp"
-wait_for 30 _has_lines "$f5" $((n + 3))
-ok "$( (_has_lines "$f5" $((n + 3)) && ! grep -q CORRUPT "$f5") && echo 0 || echo 1)" \
-	"and the retry restores from storage with every word as it was" || { diag "$OUT"; diag_file "$f5" 3; }
+restore_latest "$spid" "$f5" "and the retry restores from storage with every word as it was"
+rp=$RP
 kill -KILL "$rp" 2>/dev/null
 wait_for 10 _gone "$rp"
 rm -f "$f5"
@@ -504,14 +513,9 @@ like "$(log_since "$mark" | grep -o 'phos-gpu: staged copy began.*')" "; the poo
 like "$(log_since "$mark" | grep -o "of pid $spid .* released [0-9]* ms after the checkpoint began")" "released" \
 	"and phosd let go of the GPU memory once it was in the pool"
 wait_for 10 _gone "$spid"
-n=$(wc -l <"$f6")
 mark=$(($(wc -l <"$PD/n1.log") + 1))
-pc_out n1 restore --detach "$(ls -d "$(image_dir root "$spid")"/0* | tail -1)"
-rp=$(restored_pid "$OUT")
-track "$rp"
-wait_for 30 _has_lines "$f6" $((n + 3))
-ok "$( (_has_lines "$f6" $((n + 3)) && ! grep -q CORRUPT "$f6") && echo 0 || echo 1)" \
-	"restored on the same node, the program finds every word as it was" || { diag "$OUT"; diag_file "$f6" 3; }
+restore_latest "$spid" "$f6" "restored on the same node, the program finds every word as it was"
+rp=$RP
 like "$(log_since "$mark" | grep -o "loaded $NBUF buffer(s), [0-9]* bytes in [0-9]* ms[a-z ]*")" \
 	"from the staging pool" "its buffers came from the driver-pinned pool"
 kill -KILL "$rp" 2>/dev/null
