@@ -794,7 +794,8 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 
 	bool cpool = cpool_first >= 0;
 
-	if (staged && !cu.host_register && !cpool) {
+	/* (the same entry points let go of the buffers after the copy) */
+	if (staged && !cu.host_register) {
 		fprintf(stderr, "phos-gpu: this driver cannot pin host memory for the staging pool: "
 			"straight to storage\n");
 		staged = false;
