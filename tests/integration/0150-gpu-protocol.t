@@ -20,7 +20,7 @@
 phosd_require
 require_built tests/progs/gpu_peer
 command -v setpriv >/dev/null || skip_all "setpriv (util-linux) not installed"
-plan 15
+plan 23
 
 phosd_scratch
 phosd_start n1
@@ -60,11 +60,17 @@ like "$out" "^errno $EBADMSG malformed GPU_DETACH \\(48 record bytes for 1 fds\\
 
 GPU=$top_builddir/daemon/phos-gpu
 out=$("$GPU" save 2>&1); rc=$?
-like "$rc $out" "^2 usage: phos-gpu save TAG \\[--snapshot\\] \\[--table FD\\] \\[--zstd LEVEL\\] \\[--stage FD:OFFSET\\] \\| load TAG \\[--concurrent\\] \\[--stage FD:OFFSET\\]" \
+like "$rc $out" "^2 usage: phos-gpu save TAG \\[--snapshot\\] \\[--table FD\\] \\[--zstd LEVEL\\] \\[--stage FD:OFFSET \\[--stage-cuda FIRST:COUNT:PIECE_MIB\\]\\] \\| load TAG \\[--concurrent\\] \\[--stage FD:OFFSET \\[--stage-cuda \\.\\.\\.\\]\\] \\| pool-create COUNT PIECE_GIB" \
 	"phos-gpu with missing arguments exits 2 with its usage"
-for bad in "--stage 4" "--stage 4:1048576" "--stage 2:0" "--stage 4:x"; do
+for bad in "--stage 4" "--stage 4:1048576" "--stage 2:0" "--stage 4:x" \
+	"--stage 4:0 --stage-cuda 5:0:1024" "--stage 4:0 --stage-cuda 5:2:1000" \
+	"--stage 4:0 --stage-cuda 2:1:1024" "--stage 4:0 --stage-cuda 5:129:1024"; do
 	out=$("$GPU" load 9 $bad 2>&1); rc=$?
-	like "$rc $out" "^2 usage:" "phos-gpu load $bad (no fd:offset at a 2 MiB boundary) is a usage error"
+	like "$rc $out" "^2 usage:" "phos-gpu load $bad (no fd:offset at a 2 MiB boundary, or no first fd:count:whole GiB pieces) is a usage error"
+done
+for bad in "0 1" "1 0" "129 1" "1 x"; do
+	out=$("$GPU" pool-create $bad 2>&1); rc=$?
+	like "$rc $out" "^2 usage:" "phos-gpu pool-create $bad is a usage error"
 done
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	skip "this node has the NVIDIA driver"
