@@ -6,8 +6,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
+#include "util.h"
 
 static const char *log_ident = "phos";
 static enum phos_log_target log_target = PHOS_LOG_STDERR;
@@ -95,4 +97,40 @@ void phos_log(int prio, const char *fmt, ...)
 	}
 	va_end(ap);
 	errno = saved;
+}
+
+void phos_log_lines(int fd, const char *who, char *last, size_t n)
+{
+	char line[1024], tmp[512];
+	size_t len = 0;
+	bool cut = false;
+	ssize_t r;
+
+	last[0] = '\0';
+	while ((r = read(fd, tmp, sizeof(tmp))) > 0 || (r < 0 && errno == EINTR)) {
+		for (ssize_t i = 0; i < r; i++) {
+			if (tmp[i] != '\n') {
+				if (len < sizeof(line) - 1)
+					line[len++] = tmp[i];
+				else
+					cut = true;
+				continue;
+			}
+			if (!len)
+				continue;
+			if (last[0])
+				log_info("%s: %s", who, last);
+			line[len] = '\0';
+			if (phos_strlcpy(last, line, n) < 0 || cut)
+				phos_strlcpy(last + (n > 7 ? n - 7 : 0), " [...]", 7);
+			len = 0;
+			cut = false;
+		}
+	}
+	if (len) {	/* no newline at the end */
+		if (last[0])
+			log_info("%s: %s", who, last);
+		line[len] = '\0';
+		phos_strlcpy(last, line, n);
+	}
 }

@@ -10,6 +10,7 @@
 #define PHOS_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <syslog.h>
 
 enum phos_log_target {
@@ -28,6 +29,15 @@ int phos_log_level_parse(const char *s);
 const char *phos_log_level_name(int level);
 
 void phos_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Read fd, a helper's stderr, to EOF (a chatty helper must not block on a
+ * full pipe).  Its last line says what happened and is returned in last;
+ * every line before it (a fallback taken, where the time went) is logged
+ * at info as "WHO: line" as it comes.  Lines are cut at the buffer's size
+ * (marked " [...]").
+ */
+void phos_log_lines(int fd, const char *who, char *last, size_t n);
 
 #define log_err(...)     phos_log(LOG_ERR, __VA_ARGS__)
 #define log_warn(...)    phos_log(LOG_WARNING, __VA_ARGS__)

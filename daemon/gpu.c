@@ -542,56 +542,15 @@ fail:
 	return -1;
 }
 
-/*
- * Read the helper's stderr to EOF (a chatty helper must not block on a
- * full pipe).  Its last line says what happened and is returned in last;
- * every line before it (a fallback taken, where the time went) is logged
- * as it comes.  Lines are cut at the buffer's size.
- */
-static void helper_lines(int fd, pid_t tag, char *last, size_t n)
-{
-	char line[1024], tmp[512];
-	size_t len = 0;
-	bool cut = false;
-	ssize_t r;
-
-	last[0] = '\0';
-	while ((r = read(fd, tmp, sizeof(tmp))) > 0 || (r < 0 && errno == EINTR)) {
-		for (ssize_t i = 0; i < r; i++) {
-			if (tmp[i] != '\n') {
-				if (len < sizeof(line) - 1)
-					line[len++] = tmp[i];
-				else
-					cut = true;
-				continue;
-			}
-			if (!len)
-				continue;
-			if (last[0])
-				log_info("pid %d: %s", (int)tag, last);
-			line[len] = '\0';
-			if (phos_strlcpy(last, line, n) < 0 || cut)
-				phos_strlcpy(last + (n > 7 ? n - 7 : 0), " [...]", 7);
-			len = 0;
-			cut = false;
-		}
-	}
-	if (len) {	/* no newline at the end */
-		if (last[0])
-			log_info("pid %d: %s", (int)tag, last);
-		line[len] = '\0';
-		phos_strlcpy(last, line, n);
-	}
-}
-
 int gpu_save_finish(struct gpu_save *sv, struct phos_err *e)
 {
-	char why[1024];
+	char why[1024], who[24];
 	int st = 0;
 
 	if (sv->pid <= 0)
 		return phos_errf(e, "no GPU save under way");
-	helper_lines(sv->err_fd, sv->tag, why, sizeof(why));
+	snprintf(who, sizeof(who), "pid %d", (int)sv->tag);
+	phos_log_lines(sv->err_fd, who, why, sizeof(why));
 	phos_closep(&sv->err_fd);
 	phos_closep(&sv->out_fd);
 	while (waitpid(sv->pid, &st, 0) < 0 && errno == EINTR)

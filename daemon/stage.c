@@ -135,9 +135,7 @@ static int make_pinned(unsigned gib, char *why, size_t whysz, char *how, size_t 
 	struct phos_msg *m;
 	uint64_t piece = 0;
 	int sv[2] = { -1, -1 }, ep[2] = { -1, -1 }, st = 0;
-	char a1[16], a2[16], err[1024] = "", *last;
-	size_t len = 0;
-	ssize_t r;
+	char a1[16], a2[16], last[512];
 	pid_t c;
 
 	snprintf(a1, sizeof(a1), "%u", n);
@@ -179,17 +177,10 @@ static int make_pinned(unsigned gib, char *why, size_t whysz, char *how, size_t 
 	close(sv[0]);
 	if (got != n)
 		kill(c, SIGKILL);	/* a helper that hangs or said something else */
-	while (len < sizeof(err) - 1 &&
-	       ((r = read(ep[0], err + len, sizeof(err) - 1 - len)) > 0 || (r < 0 && errno == EINTR)))
-		len += r > 0 ? (size_t)r : 0;
-	err[len] = '\0';
+	phos_log_lines(ep[0], "phos-gpu pool-create", last, sizeof(last));
 	close(ep[0]);
 	while (waitpid(c, &st, 0) < 0 && errno == EINTR)
 		;
-	while (len && err[len - 1] == '\n')
-		err[--len] = '\0';
-	last = strrchr(err, '\n');
-	last = last ? last + 1 : err;
 	if (got != n || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 		for (unsigned i = 0; i < got; i++)
 			close(pool.cfd[i]);
