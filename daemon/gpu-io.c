@@ -668,8 +668,8 @@ int gio_run(struct gio *g)
 	g->pinned_ms = 0;
 	if (g->pinners > MAX_PINNERS)
 		g->pinners = MAX_PINNERS;
-	if (g->dir == GIO_STAGE && !g->bounce && g->keep_pinned && g->pinners && g->n &&
-	    pins_init(&r)) {
+	if (g->dir == GIO_STAGE && !g->bounce && !g->prepinned && g->keep_pinned && g->pinners &&
+	    g->n && pins_init(&r)) {
 		r.pin.left = g->pinners;
 		for (; np < g->pinners; np++)
 			if (pthread_create(&pt[np], NULL, pinner, &r) != 0)

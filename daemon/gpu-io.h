@@ -76,7 +76,7 @@ struct gio {
 				 * copy (gio_unpin) */
 	bool prepinned;		/* GIO_STAGE: the host memory is pinned already
 				 * (a pool the driver pinned): nothing is
-				 * registered, nothing to unpin */
+				 * registered, nothing to unpin, no pinners */
 	bool bounce;		/* GIO_STAGE: each chunk through one of its
 				 * worker's two pinned buffers (host_alloc), then
 				 * memcpy()ed into b[i].host while the next chunk's

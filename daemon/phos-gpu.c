@@ -875,9 +875,8 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 		 * copy, for A/B */
 		const char *ue = getenv("PHOS_GPU_STAGE_UNPIN_EACH");
 		struct gio sg = { .dir = GIO_STAGE, .b = io, .n = n, .ops = io_ops(), .chunk = piece,
-				  .keep_pinned = !cpool && !(ue && strcmp(ue, "1") == 0),
-				  .pinners = cpool ? 0 : gio_pinners(), .bounce = bounce,
-				  .prepinned = cpool };
+				  .keep_pinned = !(ue && strcmp(ue, "1") == 0),
+				  .pinners = gio_pinners(), .bounce = bounce, .prepinned = cpool };
 
 		in_pool(pool, n);
 		tstage = phos_now_ms();

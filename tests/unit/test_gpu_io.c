@@ -505,31 +505,35 @@ static void test_staged_bounce(void **state)
  * beforehand, standing in for the driver */
 static void test_staged_prepinned(void **state)
 {
-	struct gio_buf b[NB];
-	struct gio g;
+	for (unsigned keep = 0; keep < 2; keep++) {
+		struct gio_buf b[NB];
+		struct gio g;
 
-	stage_init(&g, b, 3, 1 << 20);
-	set_current(b[0].ctx);
-	for (int i = 0; i < NB; i++)
-		assert_int_equal(host_register(b[i].host, sizes[i]), CUDA_SUCCESS);
-	pin_calls = 0;
-	g.prepinned = true;
-	g.keep_pinned = false;	/* would unpin each piece after its copy */
-	g.pinners = 2;
-	assert_int_equal(gio_run(&g), 0);
-	for (int i = 0; i < NB; i++) {
-		assert_memory_equal(b[i].host, dev[i], sizes[i]);
-		assert_int_equal(done_count[i], 1);
+		stage_init(&g, b, 3, 1 << 20);
+		set_current(b[0].ctx);
+		for (int i = 0; i < NB; i++)
+			assert_int_equal(host_register(b[i].host, sizes[i]), CUDA_SUCCESS);
+		pin_calls = 0;
+		g.prepinned = true;
+		g.keep_pinned = keep;	/* false: would unpin each piece after its copy */
+		g.pinners = 2;		/* true: would pin ahead */
+		assert_int_equal(gio_run(&g), 0);
+		assert_int_equal(g.pinners, 0);
+		for (int i = 0; i < NB; i++) {
+			assert_memory_equal(b[i].host, dev[i], sizes[i]);
+			assert_int_equal(done_count[i], 1);
+		}
+		assert_int_equal(unpinned_copies, 0);	/* every copy into pinned memory */
+		assert_int_equal(pin_calls, 0);		/* none pinned on the way */
+		assert_int_equal(npins, NB);		/* and none let go */
+		gio_unpin(&g);
+		assert_int_equal(npins, NB);
+		for (int i = 0; i < NB; i++)
+			assert_int_equal(host_unregister(b[i].host), CUDA_SUCCESS);
+		set_current(NULL);
+		memset(done_count, 0, sizeof(done_count));
+		pool_free(b);
 	}
-	assert_int_equal(unpinned_copies, 0);	/* every copy into pinned memory */
-	assert_int_equal(pin_calls, 0);		/* none pinned on the way */
-	assert_int_equal(npins, NB);		/* and none let go */
-	gio_unpin(&g);
-	assert_int_equal(npins, NB);
-	for (int i = 0; i < NB; i++)
-		assert_int_equal(host_unregister(b[i].host), CUDA_SUCCESS);
-	set_current(NULL);
-	pool_free(b);
 	(void)state;
 }
 
