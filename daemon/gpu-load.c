@@ -137,8 +137,7 @@ static int spawn(struct loader *ld, int dirfd, bool concurrent, int stage_fd, lo
 			args[k++] = stagearg;
 		}
 		if (ncuda) {
-			snprintf(cudaarg, sizeof(cudaarg), "5:%u:%llu", ncuda,
-				 (unsigned long long)(cuda->piece >> 20));
+			stage_cuda_arg(cudaarg, sizeof(cudaarg), 5, cuda);
 			args[k++] = "--stage-cuda";
 			args[k++] = cudaarg;
 		}

@@ -428,8 +428,7 @@ int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how, int 
 		snprintf(stagearg, sizeof(stagearg), "%d:%" PRIu64, 4 + h->n, stage_off);
 	/* a driver-pinned pool's pieces after it */
 	if (ncuda)
-		snprintf(cudaarg, sizeof(cudaarg), "%d:%u:%" PRIu64, 5 + h->n, ncuda,
-			 cuda->piece >> 20);
+		stage_cuda_arg(cudaarg, sizeof(cudaarg), 5 + h->n, cuda);
 	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
 		phos_errf(e, "pipe: %s", strerror(errno));
 		goto fail;

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/mman.h>
 
 #include "proto.h"
@@ -49,6 +50,13 @@ struct stage_cuda {
 	unsigned n;
 	uint64_t piece;
 };
+
+/* phos-gpu's --stage-cuda argument for c's pieces passed as fds first,
+ * first + 1, ...: "FIRST:COUNT:PIECE_MIB" (phos-gpu parse_stage_cuda()) */
+static inline void stage_cuda_arg(char *buf, size_t n, int first, const struct stage_cuda *c)
+{
+	snprintf(buf, n, "%d:%u:%llu", first, c->n, (unsigned long long)(c->piece >> 20));
+}
 
 struct stage_lease {
 	struct stage_cuda cuda;
