@@ -48,6 +48,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "probe_busy.h"
+
 #define GIB ((size_t)1 << 30)
 #define PIECE ((size_t)64 << 20)
 #define MAX_GIB 512
@@ -166,52 +168,6 @@ static int creator(int sock)
 	return 0;
 }
 
-/* A second context copying device to pageable memory until killed. */
-static int busy(int fd)
-{
-	CUdevice dev;
-	CUcontext c;
-	CUdeviceptr d;
-	void *h = malloc(GIB);
-
-	ck(cuInit(0), "busy", "cuInit");
-	ck(cuDeviceGet(&dev, 0), "busy", "cuDeviceGet");
-	ck(cuDevicePrimaryCtxRetain(&c, dev), "busy", "retain");
-	ck(cuCtxSetCurrent(c), "busy", "set");
-	ck(cuMemAlloc(&d, GIB), "busy", "cuMemAlloc");
-	if (!h)
-		return 2;
-	memset(h, 0, GIB);
-	if (write(fd, "r", 1) != 1)
-		return 2;
-	close(fd);
-	for (;;)
-		ck(cuMemcpyDtoH(h, d, GIB), "busy", "cuMemcpyDtoH");
-}
-
-static pid_t busy_start(void)
-{
-	char arg[16], c;
-	int p[2];
-	pid_t pid;
-
-	if (pipe(p) < 0 || (pid = fork()) < 0)
-		exit(2);
-	if (pid == 0) {
-		close(p[0]);
-		snprintf(arg, sizeof(arg), "%d", p[1]);
-		execl("/proc/self/exe", "hostpool_probe", "--busy", arg, (char *)NULL);
-		_exit(127);
-	}
-	close(p[1]);
-	if (read(p[0], &c, 1) != 1) {
-		printf("HOSTPOOL step=busy FAIL the busy process did not start\n");
-		exit(2);
-	}
-	close(p[0]);
-	return pid;
-}
-
 static void *worker(void *arg)
 {
 	CUstream s;
@@ -241,9 +197,13 @@ static void *worker(void *arg)
 static double copy_all(int up, int with_busy)
 {
 	pthread_t th[MAX_THREADS];
-	pid_t bp = with_busy ? busy_start() : 0;
+	pid_t bp = with_busy ? busy_start("hostpool_probe") : 0;
 	double t0;
 
+	if (bp < 0) {
+		printf("HOSTPOOL step=busy FAIL the busy process did not start\nDONE\n");
+		exit(2);
+	}
 	copy_up = up;
 	next_piece = 0;
 	t0 = now();
@@ -267,7 +227,7 @@ int main(int argc, char **argv)
 	pid_t cp;
 
 	if (argc == 3 && strcmp(argv[1], "--busy") == 0)
-		return busy(atoi(argv[2]));
+		return busy_main("hostpool_probe", atoi(argv[2]));
 	ngib = argc > 1 ? (unsigned)atoi(argv[1]) : 32;
 	nthreads = argc > 2 ? (unsigned)atoi(argv[2]) : 8;
 	if (!ngib || ngib > MAX_GIB || !nthreads || nthreads > MAX_THREADS) {

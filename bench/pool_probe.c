@@ -52,6 +52,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "probe_busy.h"
+
 #ifndef MFD_HUGETLB
 #define MFD_HUGETLB 0x0004U
 #endif
@@ -241,56 +243,6 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-/* A second process, a context of its own, copying device to pageable
- * memory until killed ("--busy FD": this program again, since a fork of a
- * process with CUDA in it cannot use CUDA). */
-static int busy_main(int fd)
-{
-	CUcontext c2;
-	CUdevice dev;
-	CUdeviceptr d;
-	void *h = malloc(GIB);
-
-	ck(cuInit(0), "cuInit (busy)");
-	ck(cuDeviceGet(&dev, 0), "cuDeviceGet (busy)");
-	ck(cuDevicePrimaryCtxRetain(&c2, dev), "cuDevicePrimaryCtxRetain (busy)");
-	ck(cuCtxSetCurrent(c2), "cuCtxSetCurrent (busy)");
-	ck(cuMemAlloc(&d, GIB), "cuMemAlloc (busy)");
-	if (!h)
-		return 2;
-	memset(h, 0, GIB);
-	if (write(fd, "r", 1) != 1)
-		return 2;
-	close(fd);
-	for (;;)
-		ck(cuMemcpyDtoH(h, d, GIB), "cuMemcpyDtoH (busy)");
-}
-
-static pid_t busy_start(void)
-{
-	char arg[16], c;
-	int p[2];
-	pid_t pid;
-
-	if (pipe(p) < 0 || (pid = fork()) < 0) {
-		fprintf(stderr, "pool_probe: fork: %s\n", strerror(errno));
-		exit(2);
-	}
-	if (pid == 0) {
-		close(p[0]);
-		snprintf(arg, sizeof(arg), "%d", p[1]);
-		execl("/proc/self/exe", "pool_probe", "--busy", arg, (char *)NULL);
-		_exit(127);
-	}
-	close(p[1]);
-	if (read(p[0], &c, 1) != 1) {
-		fprintf(stderr, "pool_probe: the busy process did not start\n");
-		exit(2);
-	}
-	close(p[0]);
-	return pid;
-}
-
 static void row(int vmm, int pool, int busy, int bounce, int prepinned, CUdevice dev)
 {
 	struct row r = { .pool = pool || bounce || prepinned, .bounce = bounce,
@@ -314,8 +266,10 @@ static void row(int vmm, int pool, int busy, int bounce, int prepinned, CUdevice
 			   "cuMemHostRegister");
 		t_pin = now() - t_pin;
 	}
-	if (busy)
-		bp = busy_start();
+	if (busy && (bp = busy_start("pool_probe")) < 0) {
+		fprintf(stderr, "pool_probe: the busy process did not start\n");
+		exit(2);
+	}
 	r.t0 = now();
 	for (unsigned t = 0; t < nthreads; t++) {
 		w[t] = (struct worker){ .r = &r, .t = t };
@@ -365,7 +319,7 @@ int main(int argc, char **argv)
 	size_t base;
 
 	if (argc == 3 && strcmp(argv[1], "--busy") == 0)
-		return busy_main(atoi(argv[2]));
+		return busy_main("pool_probe", atoi(argv[2]));
 	nbuf = argc > 1 ? (unsigned)atoi(argv[1]) : 32;
 	nthreads = argc > 2 ? (unsigned)atoi(argv[2]) : 8;
 	base = (size_t)(argc > 3 ? atoi(argv[3]) : 64) << 20;
