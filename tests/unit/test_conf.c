@@ -96,6 +96,7 @@ static const struct {
 	{ "log_level: loud\n", ":1:", "log_level: expected error, warning" },
 	{ "log_target: file\n", ":1:", "log_target" },
 	{ "keep_images_after_job: maybe\n", ":1:", "expected true or false" },
+	{ "gpu_stage_pool_pinned: 66\n", ":1:", "gpu_stage_pool_pinned: expected true or false" },
 	{ "checkpoint_dir: relative/path\n", ":1:", "absolute path" },
 	{ "listen: nohostport\n", ":1:", "HOST:PORT" },
 	{ "listen: \"h:70000\"\n", ":1:", "HOST:PORT" },
