@@ -27,6 +27,11 @@
  *   6. back to the device (a restore from the pool on the same node)
  *   7. the CPU reads the pool after the last context is released (phos-gpu
  *      lets go of its contexts before it writes the pool to storage)
+ *   8. what mapping the pool costs a process (phos-gpu maps it at every
+ *      staged checkpoint, on the way to "GPU free"): import and map, device
+ *      access and host access timed apart; the same by THREADS threads a
+ *      piece each; a copy into a mapping with device access only, host
+ *      access granted after it, the CPU reading what was copied
  *
  *   hostpool_probe [GIB [THREADS]]      (defaults 32 8)
  * Prints "HOSTPOOL step=... ok|FAIL ..." lines and DONE.  Needs GIB GiB
@@ -220,6 +225,111 @@ static double copy_all(int up, int with_busy)
 	return (double)ngib * (double)GIB / 1e9 / t0;
 }
 
+/* Step 8: the pool mapped again from its fds, in a reservation of its own;
+ * the seconds of each part added to t[0] (import, map), t[1] (device
+ * access), t[2] (host access, when host). */
+static int *map_fds;
+static CUdeviceptr map_base;
+static size_t next_map;
+static CUdevice map_dev;
+
+static void map_one(unsigned i, double *t, int host)
+{
+	CUmemGenericAllocationHandle h;
+	CUmemAccessDesc dacc = { .location = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = map_dev },
+				 .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
+	CUmemAccessDesc hacc = { .location = { .type = CU_MEM_LOCATION_TYPE_HOST_NUMA,
+					       .id = numa_id(map_dev) },
+				 .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
+	double t0 = now();
+
+	ck(cuMemImportFromShareableHandle(&h, (void *)(intptr_t)map_fds[i],
+					  CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR), "mapcost",
+	   "cuMemImportFromShareableHandle");
+	ck(cuMemMap(map_base + i * GIB, GIB, 0, h, 0), "mapcost", "cuMemMap");
+	ck(cuMemRelease(h), "mapcost", "cuMemRelease");
+	double t1 = now();
+
+	ck(cuMemSetAccess(map_base + i * GIB, GIB, &dacc, 1), "mapcost", "cuMemSetAccess (device)");
+	double t2 = now();
+
+	if (host)
+		ck(cuMemSetAccess(map_base + i * GIB, GIB, &hacc, 1), "mapcost",
+		   "cuMemSetAccess (host)");
+	t[0] += t1 - t0;
+	t[1] += t2 - t1;
+	t[2] += now() - t2;
+}
+
+static void *mapper(void *arg)
+{
+	double t[3] = { 0, 0, 0 };
+
+	(void)arg;
+	ck(cuCtxSetCurrent(ctx), "mapcost", "cuCtxSetCurrent");
+	for (size_t i; (i = __atomic_fetch_add(&next_map, 1, __ATOMIC_RELAXED)) < ngib;)
+		map_one((unsigned)i, t, 0);
+	return NULL;
+}
+
+static void unmap_pool(CUdeviceptr base)
+{
+	ck(cuMemUnmap(base, ngib * GIB), "mapcost", "cuMemUnmap");
+	ck(cuMemAddressFree(base, ngib * GIB), "mapcost", "cuMemAddressFree");
+}
+
+static void map_costs(int *fds, CUdevice dev)
+{
+	double t[3] = { 0, 0, 0 }, t0;
+	pthread_t th[MAX_THREADS];
+
+	map_fds = fds;
+	map_dev = dev;
+	/* one thread, piece by piece, host access too */
+	ck(cuMemAddressReserve(&map_base, ngib * GIB, 0, 0, 0), "mapcost", "cuMemAddressReserve");
+	t0 = now();
+	for (unsigned i = 0; i < ngib; i++)
+		map_one(i, t, 1);
+	printf("HOSTPOOL step=mapcost ok seconds=%.3f import_map=%.3f device_access=%.3f "
+	       "host_access=%.3f GiB=%u threads=1\n", now() - t0, t[0], t[1], t[2], ngib);
+	unmap_pool(map_base);
+	/* THREADS threads, device access only */
+	ck(cuMemAddressReserve(&map_base, ngib * GIB, 0, 0, 0), "mapcost", "cuMemAddressReserve");
+	next_map = 0;
+	t0 = now();
+	for (unsigned k = 0; k < nthreads; k++)
+		if (pthread_create(&th[k], NULL, mapper, NULL) != 0)
+			exit(2);
+	for (unsigned k = 0; k < nthreads; k++)
+		pthread_join(th[k], NULL);
+	printf("HOSTPOOL step=mapcost ok seconds=%.3f device access only, GiB=%u threads=%u\n",
+	       now() - t0, ngib, nthreads);
+	/* a copy into that mapping (no host access yet), then host access:
+	 * does the CPU see what the device wrote? */
+	CUdeviceptr keep = pool;
+	CUmemAccessDesc hacc = { .location = { .type = CU_MEM_LOCATION_TYPE_HOST_NUMA,
+					       .id = numa_id(dev) },
+				 .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
+
+	pool = map_base;
+	double gbs = copy_all(0, 0);
+
+	t0 = now();
+	CUresult hr = cuMemSetAccess(map_base, ngib * GIB, &hacc, 1);
+	double th_s = now() - t0;
+	int good = hr == CUDA_SUCCESS;
+	const volatile uint32_t *w = (const volatile uint32_t *)(uintptr_t)map_base;
+
+	for (unsigned i = 0; i < ngib && good; i++)
+		good = w[i * (GIB / 4)] == 0x01020304u + i &&
+		       w[i * (GIB / 4) + GIB / 4 - 1] == 0x01020304u + i;
+	printf("HOSTPOOL step=device-only %s copy GB/s=%.2f with device access only; host access "
+	       "after it in %.3f s (%s); the CPU reads what the device wrote\n", good ? "ok" : "FAIL",
+	       gbs, th_s, hr == CUDA_SUCCESS ? "granted" : "refused");
+	pool = keep;
+	unmap_pool(map_base);
+}
+
 int main(int argc, char **argv)
 {
 	int sv[2], fds[MAX_GIB], st = 0, v141 = -1, v103 = -1;
@@ -351,6 +461,8 @@ int main(int argc, char **argv)
 
 	ck(cuMemcpyDtoH(&probe, dev_buf[ngib - 1] + GIB - 4, 4), "htod", "cuMemcpyDtoH");
 	printf("HOSTPOOL step=htod-check %s\n", probe == 0x01020304u + ngib - 1 ? "ok" : "FAIL");
+	/* step 8 (the device buffers hold 0x01020304 + i again) */
+	map_costs(fds, dev);
 	/* step 7: phos-gpu lets go of its contexts once the GPU memory is
 	 * released (EXCLUSIVE_PROCESS), then writes the pool to storage: is
 	 * the mapping still the CPU's then? */

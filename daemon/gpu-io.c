@@ -427,6 +427,15 @@ static int stage_chunk(struct run *r, struct streams *ss, const struct chunk *c)
 		return -1;
 	}
 pinned:
+	if (g->ready) {
+		char err[200] = "";
+
+		if (g->ready(g->arg, dst, c->len, err, sizeof(err)) < 0) {
+			failf(r, "buffer %u at offset %llu: %s", c->i, (unsigned long long)c->off,
+			      err);
+			return -1;
+		}
+	}
 	cr = copy_dtoh(ss, b->ctx, dst, b->dptr + c->off, c->len);
 	ur = g->keep_pinned || g->prepinned ? CUDA_SUCCESS : g->ops->host_unregister(dst);
 	if (cr != CUDA_SUCCESS || ur != CUDA_SUCCESS) {

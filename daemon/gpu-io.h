@@ -101,6 +101,10 @@ struct gio {
 		   size_t errsz);
 	int (*get)(void *arg, unsigned i, uint64_t off, void *data, size_t len, char *err,
 		   size_t errsz);
+	/* optional, GIO_STAGE: wait until the host bytes [p, p + len) may be
+	 * copied into (a pool whose access is granted behind the copies,
+	 * cpool-grant.h); -1 with a message in err */
+	int (*ready)(void *arg, void *p, size_t len, char *err, size_t errsz);
 	void *arg;
 	char err[256];		/* why gio_run() failed */
 	/* out: ms after gio_run() began at which 1/8, 2/8 ... of the bytes

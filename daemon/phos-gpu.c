@@ -70,6 +70,7 @@
 #include <cuda.h>
 
 #include "chunks.h"
+#include "cpool-grant.h"
 #include "gpu-io.h"
 #include "phos-hash-ptx.h"
 #include "proto.h"
@@ -130,6 +131,11 @@ static struct {
 static int cpool_first = -1;
 static unsigned cpool_n;
 static uint64_t cpool_piece;
+/* its pieces mapped here (cpool_map), and the thread granting access to
+ * them behind the copies (cpool_grant) */
+static CUdeviceptr cpool_base;
+static uint64_t cpool_len;
+static struct cpool_grant *cgrant;
 
 static CUcontext ctx_of[64];
 
@@ -572,16 +578,15 @@ static void in_pool(uint8_t *pool, unsigned n)
 
 /*
  * [off, off + span) of a driver-pinned pool (--stage-cuda): the pieces
- * that cover it, mapped one after the other in a reservation of their own,
- * for every GPU with a context here and for the CPU.  The memory is pinned
- * already: nothing is registered.  NULL with why.
+ * that cover it, mapped one after the other in a reservation of their own
+ * (cpool_base, cpool_len).  The memory is pinned already: nothing is
+ * registered.  Nothing may touch it before cpool_grant() grants access.
+ * NULL with why.
  */
 static uint8_t *cpool_map(uint64_t off, uint64_t span, char *why, size_t whysz)
 {
 	uint64_t p = cpool_piece, first = off / p, last = (off + span - 1) / p, len;
-	CUmemAccessDesc acc[65];
 	CUdeviceptr base;
-	size_t na = 0;
 	CUresult r;
 
 	if (!span || last >= cpool_n) {
@@ -602,19 +607,104 @@ static uint8_t *cpool_map(uint64_t off, uint64_t span, char *why, size_t whysz)
 		if (cu.release)
 			cu.release(h);	/* the mapping keeps it */
 	}
-	for (int d = 0; d < 64; d++)
-		if (ctx_of[d])
-			acc[na++] = (CUmemAccessDesc){
-				.location = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = d },
-				.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
-	acc[na++] = (CUmemAccessDesc){ .location = { .type = CU_MEM_LOCATION_TYPE_HOST_NUMA },
-				       .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
-	if ((r = cu.set_access(base, len, acc, na)) != CUDA_SUCCESS)
-		goto cuda;
+	cpool_base = base;
+	cpool_len = len;
 	return (uint8_t *)(uintptr_t)(base + off % p);
 cuda:
 	snprintf(why, whysz, "%s", cu_err(r));
 	return NULL;
+}
+
+/* The CPU's access to a driver-pinned pool (a HOST_NUMA location). */
+static CUmemAccessDesc cpool_host_access(void)
+{
+	return (CUmemAccessDesc){ .location = { .type = CU_MEM_LOCATION_TYPE_HOST_NUMA },
+				  .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
+}
+
+/*
+ * Start granting the mapped pool to every GPU with a context here (and to
+ * the CPU with host) behind the copies (cpool-grant.h): the pieces in the
+ * order the copies will want them, that of the n buffers first[] (NULL:
+ * pool order), the first piece before this returns.  0, or -1 with why.
+ */
+static int cpool_grant(bool host, const unsigned *first, unsigned n, char *why, size_t whysz)
+{
+	static struct cpool_grant_ops o;
+	unsigned pieces[STAGE_CUDA_MAX], np = 0;
+	bool seen[STAGE_CUDA_MAX] = { false };
+	CUmemAccessDesc acc[64];
+	CUcontext ctx = NULL;
+	size_t na = 0;
+
+	o = (struct cpool_grant_ops){ .set_current = cu.set_current, .set_access = cu.set_access,
+				      .err = cu_err };
+	for (int d = 0; d < 64 && na < 63; d++)
+		if (ctx_of[d]) {
+			acc[na++] = (CUmemAccessDesc){
+				.location = { .type = CU_MEM_LOCATION_TYPE_DEVICE, .id = d },
+				.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
+			ctx = ctx ? ctx : ctx_of[d];
+		}
+	if (host)
+		acc[na++] = cpool_host_access();
+	/* the pieces each buffer lies in, the buffers in order[] */
+	for (unsigned j = 0; first && j < n; j++) {
+		const struct gio_buf *gb = &io[first[j]];
+		uint64_t lo = ((uintptr_t)gb->host - cpool_base) / cpool_piece;
+		uint64_t hi = ((uintptr_t)gb->host + gb->size - 1 - cpool_base) / cpool_piece;
+
+		for (uint64_t k = lo; gb->size && k <= hi && k < STAGE_CUDA_MAX; k++)
+			if (!seen[k]) {
+				seen[k] = true;
+				pieces[np++] = (unsigned)k;
+			}
+	}
+	cgrant = cpool_grant_start(&o, ctx, cpool_base, cpool_piece,
+				   (unsigned)(cpool_len / cpool_piece), acc, na, np ? pieces : NULL,
+				   why, whysz);
+	return cgrant ? 0 : -1;
+}
+
+/* PHOS_GPU_STAGE_GRANT_FIRST=1: a staged save has the whole pool granted
+ * before its first copy (the A/B of session 12) */
+static bool grant_first(void)
+{
+	const char *v = getenv("PHOS_GPU_STAGE_GRANT_FIRST");
+
+	return v && strcmp(v, "1") == 0;
+}
+
+/*
+ * After a staged save's copy into a driver-pinned pool, with the GPU
+ * memory released: the CPU's access to the pool, for the writes to
+ * storage.  Refused, the chunks are read from the pool through the GPU
+ * (the copy engine reads the pool as it wrote it).
+ */
+static void cpool_cpu(unsigned n)
+{
+	CUmemAccessDesc acc = cpool_host_access();
+	uint64_t t = phos_now_ms();
+	CUresult r = cu.set_access(cpool_base, cpool_len, &acc, 1);
+
+	if (r == CUDA_SUCCESS) {
+		fprintf(stderr, "phos-gpu: the CPU's access to %" PRIu64 " MiB of the staging pool "
+			"granted in %" PRIu64 " ms\n", cpool_len >> 20, phos_now_ms() - t);
+		return;
+	}
+	fprintf(stderr, "phos-gpu: the CPU cannot read the staging pool the driver pinned (%s): "
+		"it is written to storage through the GPU\n", cu_err(r));
+	for (unsigned i = 0; i < n; i++) {
+		io[i].dptr = (CUdeviceptr)(uintptr_t)io[i].host;
+		io[i].host = NULL;
+	}
+}
+
+/* gio's ready(): a copy into the pool waits for its pieces' access. */
+static int cpool_ready(void *arg, void *p, size_t len, char *err, size_t errsz)
+{
+	(void)arg;
+	return cpool_grant_wait(cgrant, (uintptr_t)p, len, err, errsz);
 }
 
 /*
@@ -806,7 +896,11 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 		char why[200];
 		uint8_t *p = cpool_map(stage_off, span, why, sizeof(why));
 
-		if (p) {
+		/* the GPUs' access behind the copies; the CPU's once the GPU
+		 * memory is released (it is not on the way there) */
+		if (p && cpool_grant(false, NULL, 0, why, sizeof(why)) == 0 &&
+		    (!grant_first() || cpool_grant_wait(cgrant, cpool_base, cpool_len, why,
+							sizeof(why)) == 0)) {
 			pool = p;
 		} else {
 			fprintf(stderr, "phos-gpu: cannot map the staging pool the driver pinned (%s): "
@@ -876,14 +970,27 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 		const char *ue = getenv("PHOS_GPU_STAGE_UNPIN_EACH");
 		struct gio sg = { .dir = GIO_STAGE, .b = io, .n = n, .ops = io_ops(), .chunk = piece,
 				  .keep_pinned = !(ue && strcmp(ue, "1") == 0),
-				  .pinners = gio_pinners(), .bounce = bounce, .prepinned = cpool };
+				  .pinners = gio_pinners(), .bounce = bounce, .prepinned = cpool,
+				  .ready = cpool ? cpool_ready : NULL };
+		char why[200] = "";
 
 		in_pool(pool, n);
 		tstage = phos_now_ms();
-		if (gio_run(&sg) < 0) {
-			fail("%s", sg.err);
-			goto failed;
+		if (gio_run(&sg) < 0 || cpool_grant_end(cgrant, why, sizeof(why)) < 0) {
+			/* the GPU memory is still ours: the copy goes to
+			 * storage from there (phosd reads no "released") */
+			cgrant = NULL;
+			fprintf(stderr, "phos-gpu: copying into the staging pool failed (%s): straight "
+				"to storage\n", why[0] ? why : sg.err);
+			if (sg.keep_pinned && !cpool)
+				gio_unpin(&sg);
+			for (unsigned i = 0; i < n; i++)
+				io[i].host = NULL;
+			staged = false;
+			fclose(stdout);
+			goto store;
 		}
+		cgrant = NULL;
 		uint64_t tbegan = tstage - t0;
 
 		tstage = phos_now_ms() - tstage;
@@ -901,11 +1008,15 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 		 * process's contexts: they go when it exits */
 		if (!cpool)
 			release_contexts();
+		else
+			cpool_cpu(n);
 	}
+store:;
 	struct copy_ctx sc = { .tab = tab, .bad = -1 };
 	uint64_t tcopy = phos_now_ms();
 	char rate[224] = "";
-	struct gio g = { .dir = GIO_SAVE, .b = io, .n = n, .hash = true, .from_host = staged,
+	struct gio g = { .dir = GIO_SAVE, .b = io, .n = n, .hash = true,
+			 .from_host = staged && io[0].host,
 			 .ops = io_ops(),
 			 .chunk = chunk, .pick = cow ? copy_pick : NULL,
 			 .wanted = cow ? copy_wanted : NULL, .start = cow ? copy_start : NULL,
@@ -1020,6 +1131,9 @@ static int load_get(void *arg, unsigned i, uint64_t off, void *data, size_t len,
 		    size_t errsz)
 {
 	if (io[i].host) {
+		if (cgrant && cpool_grant_wait(cgrant, (uintptr_t)io[i].host + off, len, err,
+					       errsz) < 0)
+			return -1;
 		memcpy(data, io[i].host + off, len);
 		return 0;
 	}
@@ -1146,13 +1260,25 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 	for (int i = 0; i < n; i++)
 		hashed &= want_hash[i].known;
 	span = stage_span(lb, n);
+	if (no_ranks())
+		memset(lrank, 0, sizeof(lrank));
+	ranked = order_set(lrank, (unsigned)n);
 	char cwhy[200] = "";
 	uint8_t *cp = stage_fd >= 0 && hashed && cpool_first >= 0 ?
 		      cpool_map(stage_off, span, cwhy, sizeof(cwhy)) : NULL;
 
 	if (cp) {
+		/* the GPUs' and the CPU's access behind the loads, the
+		 * pieces in the order the buffers are loaded */
+		in_pool(cp, (unsigned)n);
+		if (cpool_grant(true, order, (unsigned)n, cwhy, sizeof(cwhy)) < 0) {
+			for (int i = 0; i < n; i++)
+				io[i].host = NULL;
+			cp = NULL;
+		}
+	}
+	if (cp) {
 		pool = cp;
-		in_pool(pool, (unsigned)n);
 		for (int i = 0; i < n; i++)
 			phos_closep(&io[i].fd);
 	} else if (cwhy[0]) {
@@ -1168,9 +1294,6 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 		fprintf(stderr, "phos-gpu: the staging pool cannot serve gpumem-%s (%s): loading "
 			"from storage\n", tag, !hashed ? "the map has no hashes" : strerror(errno));
 	}
-	if (no_ranks())
-		memset(lrank, 0, sizeof(lrank));
-	ranked = order_set(lrank, (unsigned)n);
 	/* concurrent: the process may run from here on, waiting on the table
 	 * for what it touches */
 	if (concurrent && n) {
@@ -1186,7 +1309,12 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 			 .done = load_done, .get = load_get, .arg = &lc };
 
 	tcopy = phos_now_ms();
-	if (gio_run(&g) < 0) {
+	int grc = gio_run(&g);
+	char gwhy[200];
+
+	(void)cpool_grant_end(cgrant, gwhy, sizeof(gwhy));	/* each load waited for its piece */
+	cgrant = NULL;
+	if (grc < 0) {
 		if (lc.tab)
 			phos_savetab_end(lc.tab);	/* what is not loaded is FAILED */
 		if (lc.bad >= 0 && pool != MAP_FAILED)
