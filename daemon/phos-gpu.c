@@ -1263,7 +1263,7 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 	if (no_ranks())
 		memset(lrank, 0, sizeof(lrank));
 	ranked = order_set(lrank, (unsigned)n);
-	char cwhy[200] = "";
+	char cwhy[200] = "", pnote[280] = "";
 	uint8_t *cp = stage_fd >= 0 && hashed && cpool_first >= 0 ?
 		      cpool_map(stage_off, span, cwhy, sizeof(cwhy)) : NULL;
 
@@ -1282,8 +1282,12 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 		for (int i = 0; i < n; i++)
 			phos_closep(&io[i].fd);
 	} else if (cwhy[0]) {
+		/* (a detached restore's stderr is /dev/null: the last line
+		 * says it again) */
 		fprintf(stderr, "phos-gpu: cannot map the staging pool the driver pinned (%s): loading "
 			"from storage\n", cwhy);
+		snprintf(pnote, sizeof(pnote), " from storage (the staging pool the driver pinned "
+			 "could not be mapped: %s)", cwhy);
 	} else if (stage_fd >= 0 && hashed && cpool_first < 0 && fstat(stage_fd, &pst) == 0 &&
 	    (uint64_t)pst.st_size >= stage_off + span &&
 	    (pool = mmap(NULL, span, PROT_READ, MAP_SHARED, stage_fd, (off_t)stage_off)) != MAP_FAILED) {
@@ -1293,6 +1297,8 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 	} else if (stage_fd >= 0) {
 		fprintf(stderr, "phos-gpu: the staging pool cannot serve gpumem-%s (%s): loading "
 			"from storage\n", tag, !hashed ? "the map has no hashes" : strerror(errno));
+		snprintf(pnote, sizeof(pnote), " from storage (the staging pool could not serve "
+			 "them)");
 	}
 	/* concurrent: the process may run from here on, waiting on the table
 	 * for what it touches */
@@ -1339,7 +1345,7 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 	fprintf(stderr, "phos-gpu: loaded %d buffer(s), %" PRIu64 " bytes in %" PRIu64 " ms%s%s (%"
 		PRIu64 " loaded first because the process was about to use them, %u in first-use "
 		"order; copy %.2f GB/s with %u threads%s, %zu MiB chunks)\n", n, total,
-		phos_now_ms() - t0, pool != MAP_FAILED ? " from the staging pool" : "",
+		phos_now_ms() - t0, pool != MAP_FAILED ? " from the staging pool" : pnote,
 		lc.tab ? " while the process ran" : "", lc.waited, ranked,
 		tcopy ? (double)total / 1e6 / (double)tcopy : 0.0, g.threads,
 		gio_stream_note(g.ops), g.chunk >> 20);

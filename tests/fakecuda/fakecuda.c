@@ -340,14 +340,20 @@ FAKE(cuMemFreeHost, (void *p))
 static struct { void *p; size_t size; } pinned[MAXPINNED];
 static pthread_mutex_t pinned_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* FAKECUDA_REGISTER_FAIL_AFTER=N: the registrations after the Nth fail
+ * with CUDA_ERROR_OUT_OF_MEMORY (a staged copy that breaks off) */
 FAKE(cuMemHostRegister_v2, (void *p, size_t size, unsigned int fl))
 {
+	static unsigned long seen;
 	CUresult r = CUDA_ERROR_OUT_OF_MEMORY;
+	const char *v = getenv("FAKECUDA_REGISTER_FAIL_AFTER");
 
 	(void)fl;
 	hit("cuMemHostRegister_v2");
 	if (!cur_ctx)
 		return CUDA_ERROR_INVALID_CONTEXT;
+	if (v && __atomic_add_fetch(&seen, 1, __ATOMIC_RELAXED) > strtoul(v, NULL, 10))
+		return CUDA_ERROR_OUT_OF_MEMORY;
 	if (!p || !size || ((uintptr_t)p & 4095))
 		return CUDA_ERROR_INVALID_VALUE;
 	pthread_mutex_lock(&pinned_lock);
@@ -551,12 +557,18 @@ FAKE(cuMemMap, (CUdeviceptr p, size_t size, size_t off, CUmemGenericAllocationHa
 	return CUDA_SUCCESS;
 }
 
+/* FAKECUDA_ACCESS_REFUSE=host (or device): access for the CPU (a GPU)
+ * is refused with CUDA_ERROR_NOT_SUPPORTED */
 FAKE(cuMemSetAccess, (CUdeviceptr p, size_t size, const CUmemAccessDesc *d, size_t n))
 {
+	const char *v = getenv("FAKECUDA_ACCESS_REFUSE");
+
 	(void)p;
 	(void)size;
-	(void)d;
-	(void)n;
+	for (size_t i = 0; v && i < n; i++)
+		if (strcmp(v, d[i].location.type == CU_MEM_LOCATION_TYPE_DEVICE ? "device" :
+			   "host") == 0)
+			return CUDA_ERROR_NOT_SUPPORTED;
 	return CUDA_SUCCESS;
 }
 

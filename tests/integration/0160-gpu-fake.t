@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 91
+plan 100
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -520,6 +520,61 @@ like "$(log_since "$mark" | grep -o "loaded $NBUF buffer(s), [0-9]* bytes in [0-
 	"from the staging pool" "its buffers came from the driver-pinned pool"
 kill -KILL "$rp" 2>/dev/null
 wait_for 10 _gone "$rp"
+# the CPU refused access to the driver-pinned pool (FAKECUDA_ACCESS_REFUSE=
+# host): the GPU memory still goes once it is in the pool, phos-gpu writes
+# the pool to storage through the GPU, and the restore on this node loads
+# from storage; each says why
+phosd_stop n1
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+FAKECUDA_ACCESS_REFUSE=host phosd_start n1 "gpu_stage_pool_gib: 2" "gpu_stage_pool_pinned: true"
+pinned_since() { log_since "$mark" | grep -q 'staging pool: 2 GiB ready .*pinned by the NVIDIA driver'; }
+wait_for 60 pinned_since
+f7=$PD/stage7.out
+start_app "$f7"
+spid=$APP
+wait_for 30 _has_lines "$f7" 3
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+pc_out n1 checkpoint --pid "$spid"
+ok $RC "a stop checkpoint through a pinned pool the CPU may not read succeeds" ||
+	{ diag "$OUT"; diag "$(log_since "$mark" | tail -20)"; }
+like "$(log_since "$mark" | grep -o 'phos-gpu: the CPU cannot read the staging pool.*')" \
+	"the driver pinned \\(.+\\): it is written to storage through the GPU\$" \
+	"phos-gpu writes the pool to storage through the GPU, and says why"
+like "$(log_since "$mark" | grep -o "of pid $spid .* released [0-9]* ms after the checkpoint began (in the staging pool")" \
+	"released" "the GPU memory went once it was in the pool"
+wait_for 10 _gone "$spid"
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+restore_latest "$spid" "$f7" "restored on the same node, the program finds every word as it was"
+like "$(log_since "$mark" | grep -o 'phos-gpu: loaded [0-9]* buffer(s).*')" \
+	"ms from storage \\(the staging pool the driver pinned could not be mapped: granting access to piece 1 of 1 of the staging pool: .+\\) \\(" \
+	"the restore loads from storage, and says why" || diag "$(log_since "$mark" | grep -i 'pool\|phos-gpu' | head)"
+kill -KILL "$RP" 2>/dev/null
+wait_for 10 _gone "$RP"
+# a staged copy that breaks off (the second 2 MiB piece cannot be pinned:
+# FAKECUDA_REGISTER_FAIL_AFTER=1) goes straight to storage from the GPU
+# memory, which is still the process's: the checkpoint loses nothing
+phosd_stop n1
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+FAKECUDA_REGISTER_FAIL_AFTER=1 PHOS_GPU_STAGE_PIECE_MB=2 phosd_start n1 "gpu_stage_pool_gib: 1"
+pool_since() { log_since "$mark" | grep -q 'staging pool: 1 GiB ready'; }
+wait_for 60 pool_since
+f8=$PD/stage8.out
+start_app "$f8"
+spid=$APP
+wait_for 30 _has_lines "$f8" 3
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+pc_out n1 checkpoint --pid "$spid"
+ok $RC "a stop checkpoint whose copy into the pool breaks off succeeds" ||
+	{ diag "$OUT"; diag "$(log_since "$mark" | tail -20)"; }
+like "$(log_since "$mark" | grep -o 'phos-gpu: copying into the staging pool failed.*')" \
+	"\\(pinning 2 MiB of the staging pool for buffer [0-9]+: .+\\): straight to storage\$" \
+	"phos-gpu says the copy into the pool broke off, and why"
+is "$(log_since "$mark" | grep -c "of pid $spid .* (in the staging pool")" 0 \
+	"phosd does not count the pool as holding that checkpoint"
+wait_for 10 _gone "$spid"
+restore_latest "$spid" "$f8" "restored from storage, the program finds every word as it was"
+kill -KILL "$RP" 2>/dev/null
+wait_for 10 _gone "$RP"
 # a pool-create that fails (here: no phos-gpu at all) leaves a pool pinned
 # on the way, and the log says why
 phosd_stop n1
