@@ -94,7 +94,7 @@ static void grant_free(struct cpool_grant *g)
 struct cpool_grant *cpool_grant_start(const struct cpool_grant_ops *ops, CUcontext ctx,
 				      CUdeviceptr base, uint64_t piece, unsigned n,
 				      const CUmemAccessDesc *acc, size_t na, const unsigned *order,
-				      char *why, size_t whysz)
+				      unsigned norder, char *why, size_t whysz)
 {
 	struct cpool_grant *g = calloc(1, sizeof(*g));
 	unsigned m = 0;
@@ -113,7 +113,7 @@ struct cpool_grant *cpool_grant_start(const struct cpool_grant_ops *ops, CUconte
 				   .na = na, .order = g->order, .st = g->st };
 	memcpy(g->acc, acc, na * sizeof(*acc));
 	/* order[] first, then what it left out, each piece once */
-	for (unsigned i = 0; order && i < n; i++)
+	for (unsigned i = 0; order && i < norder; i++)
 		if (order[i] < n && !g->st[order[i]]) {
 			g->st[order[i]] = 1;
 			g->order[m++] = order[i];

@@ -29,15 +29,16 @@ struct cpool_grant;
 
 /*
  * Grant acc[0..na) on each of the n pieces of `piece` bytes mapped from
- * base, order[] first (NULL: in order; pieces it leaves out come after).
- * Piece order[0] (or 0) is granted before this returns: NULL with why if
+ * base, the norder pieces of order[] first (each once, those >= n
+ * ignored), then the others in pool order.  The first of them is granted
+ * before this returns: NULL with why if
  * that fails (nothing of the pool may be used), else the thread runs with
  * ctx current.  At most 64 access descriptors.
  */
 struct cpool_grant *cpool_grant_start(const struct cpool_grant_ops *ops, CUcontext ctx,
 				      CUdeviceptr base, uint64_t piece, unsigned n,
 				      const CUmemAccessDesc *acc, size_t na, const unsigned *order,
-				      char *why, size_t whysz);
+				      unsigned norder, char *why, size_t whysz);
 /* Wait until every piece that [p, p + len) touches is granted: 0, or -1
  * with the driver's refusal in err. */
 int cpool_grant_wait(struct cpool_grant *g, uintptr_t p, size_t len, char *err, size_t errsz);

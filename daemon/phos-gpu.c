@@ -661,8 +661,8 @@ static int cpool_grant(bool host, const unsigned *first, unsigned n, char *why, 
 			}
 	}
 	cgrant = cpool_grant_start(&o, ctx, cpool_base, cpool_piece,
-				   (unsigned)(cpool_len / cpool_piece), acc, na, np ? pieces : NULL,
-				   why, whysz);
+				   (unsigned)(cpool_len / cpool_piece), acc, na, pieces, np, why,
+				   whysz);
 	return cgrant ? 0 : -1;
 }
 

@@ -95,7 +95,7 @@ static void test_order(void **state)
 {
 	static const unsigned order[] = { 5, 2, 5, 99, 0 };
 	char why[200] = "";
-	struct cpool_grant *g = cpool_grant_start(&ops, NULL, BASE, PIECE, N, acc, 2, order, why,
+	struct cpool_grant *g = cpool_grant_start(&ops, NULL, BASE, PIECE, N, acc, 2, order, 5, why,
 						  sizeof(why));
 
 	(void)state;
@@ -137,7 +137,7 @@ static void test_asked_first(void **state)
 
 	(void)state;
 	hold = 1;
-	struct cpool_grant *g = cpool_grant_start(&ops, NULL, BASE, PIECE, N, acc, 1, NULL, why,
+	struct cpool_grant *g = cpool_grant_start(&ops, NULL, BASE, PIECE, N, acc, 1, NULL, 0, why,
 						  sizeof(why));
 	assert_non_null(g);
 	struct waiter w = { .g = g, .p = BASE + 6 * PIECE + 4096, .len = 8 << 20 };
@@ -172,7 +172,7 @@ static void test_refused(void **state)
 
 	(void)state;
 	refuse = 3;
-	struct cpool_grant *g = cpool_grant_start(&ops, NULL, BASE, PIECE, N, acc, 1, NULL, why,
+	struct cpool_grant *g = cpool_grant_start(&ops, NULL, BASE, PIECE, N, acc, 1, NULL, 0, why,
 						  sizeof(why));
 	assert_non_null(g);
 	assert_int_equal(cpool_grant_wait(g, BASE + PIECE, PIECE, e, sizeof(e)), 0);
@@ -192,10 +192,10 @@ static void test_first_refused(void **state)
 
 	(void)state;
 	refuse = 0;
-	assert_null(cpool_grant_start(&ops, NULL, BASE, PIECE, N, acc, 1, NULL, why, sizeof(why)));
+	assert_null(cpool_grant_start(&ops, NULL, BASE, PIECE, N, acc, 1, NULL, 0, why, sizeof(why)));
 	assert_non_null(strstr(why, "piece 1 of 8 of the staging pool: operation not supported"));
 	assert_int_equal(ngranted, 0);
-	assert_null(cpool_grant_start(&ops, NULL, BASE, PIECE, N, acc, 0, NULL, why, sizeof(why)));
+	assert_null(cpool_grant_start(&ops, NULL, BASE, PIECE, N, acc, 0, NULL, 0, why, sizeof(why)));
 	assert_non_null(strstr(why, "no pieces or no access"));
 }
 
@@ -205,7 +205,7 @@ static void test_outside(void **state)
 	char why[200] = "", e[200] = "";
 
 	(void)state;
-	struct cpool_grant *g = cpool_grant_start(&ops, NULL, BASE, PIECE, N, acc, 1, NULL, why,
+	struct cpool_grant *g = cpool_grant_start(&ops, NULL, BASE, PIECE, N, acc, 1, NULL, 0, why,
 						  sizeof(why));
 	assert_non_null(g);
 	assert_int_equal(cpool_grant_wait(g, BASE + N * PIECE - 4096, 8192, e, sizeof(e)), -1);
