@@ -520,21 +520,37 @@ like "$(log_since "$mark" | grep -o "loaded $NBUF buffer(s), [0-9]* bytes in [0-
 	"from the staging pool" "its buffers came from the driver-pinned pool"
 kill -KILL "$rp" 2>/dev/null
 wait_for 10 _gone "$rp"
+# pool_stop N READY ENV=VALUE... -- CONF...: phosd restarted on n1 with ENV
+# in its environment (its phos-gpu inherits it) and CONF lines, until its
+# log says READY; then a program started (output in $PD/stageN.out: F) and
+# stopped by a checkpoint (SPID, RC, OUT; its log lines: log_since "$mark")
+pool_stop() {
+	local n=$1 ready=$2 env=()
+	shift 2
+	while [ "$1" != -- ]; do env+=("$1"); shift; done
+	shift
+	phosd_stop n1
+	mark=$(($(wc -l <"$PD/n1.log") + 1))
+	local kv
+	for kv in "${env[@]}"; do export "${kv?}"; done
+	phosd_start n1 "$@"
+	for kv in "${env[@]}"; do unset "${kv%%=*}"; done
+	_ready_since() { log_since "$mark" | grep -q "$ready"; }
+	wait_for 60 _ready_since
+	F=$PD/stage$n.out
+	start_app "$F"
+	SPID=$APP
+	wait_for 30 _has_lines "$F" 3
+	mark=$(($(wc -l <"$PD/n1.log") + 1))
+	pc_out n1 checkpoint --pid "$SPID"
+}
 # the CPU refused access to the driver-pinned pool (FAKECUDA_ACCESS_REFUSE=
 # host): the GPU memory still goes once it is in the pool, phos-gpu writes
 # the pool to storage through the GPU, and the restore on this node loads
 # from storage; each says why
-phosd_stop n1
-mark=$(($(wc -l <"$PD/n1.log") + 1))
-FAKECUDA_ACCESS_REFUSE=host phosd_start n1 "gpu_stage_pool_gib: 2" "gpu_stage_pool_pinned: true"
-pinned_since() { log_since "$mark" | grep -q 'staging pool: 2 GiB ready .*pinned by the NVIDIA driver'; }
-wait_for 60 pinned_since
-f7=$PD/stage7.out
-start_app "$f7"
-spid=$APP
-wait_for 30 _has_lines "$f7" 3
-mark=$(($(wc -l <"$PD/n1.log") + 1))
-pc_out n1 checkpoint --pid "$spid"
+pool_stop 7 'staging pool: 2 GiB ready .*pinned by the NVIDIA driver' FAKECUDA_ACCESS_REFUSE=host -- \
+	"gpu_stage_pool_gib: 2" "gpu_stage_pool_pinned: true"
+spid=$SPID f7=$F
 ok $RC "a stop checkpoint through a pinned pool the CPU may not read succeeds" ||
 	{ diag "$OUT"; diag "$(log_since "$mark" | tail -20)"; }
 like "$(log_since "$mark" | grep -o 'phos-gpu: the CPU cannot read the staging pool.*')" \
@@ -553,17 +569,9 @@ wait_for 10 _gone "$RP"
 # a staged copy that breaks off (the second 2 MiB piece cannot be pinned:
 # FAKECUDA_REGISTER_FAIL_AFTER=1) goes straight to storage from the GPU
 # memory, which is still the process's: the checkpoint loses nothing
-phosd_stop n1
-mark=$(($(wc -l <"$PD/n1.log") + 1))
-FAKECUDA_REGISTER_FAIL_AFTER=1 PHOS_GPU_STAGE_PIECE_MB=2 phosd_start n1 "gpu_stage_pool_gib: 1"
-pool_since() { log_since "$mark" | grep -q 'staging pool: 1 GiB ready'; }
-wait_for 60 pool_since
-f8=$PD/stage8.out
-start_app "$f8"
-spid=$APP
-wait_for 30 _has_lines "$f8" 3
-mark=$(($(wc -l <"$PD/n1.log") + 1))
-pc_out n1 checkpoint --pid "$spid"
+pool_stop 8 'staging pool: 1 GiB ready' FAKECUDA_REGISTER_FAIL_AFTER=1 PHOS_GPU_STAGE_PIECE_MB=2 -- \
+	"gpu_stage_pool_gib: 1"
+spid=$SPID f8=$F
 ok $RC "a stop checkpoint whose copy into the pool breaks off succeeds" ||
 	{ diag "$OUT"; diag "$(log_since "$mark" | tail -20)"; }
 like "$(log_since "$mark" | grep -o 'phos-gpu: copying into the staging pool failed.*')" \
