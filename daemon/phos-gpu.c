@@ -905,6 +905,8 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 		} else {
 			fprintf(stderr, "phos-gpu: cannot map the staging pool the driver pinned (%s): "
 				"straight to storage\n", why);
+			(void)cpool_grant_end(cgrant, why, sizeof(why));
+			cgrant = NULL;
 			staged = false;
 		}
 	} else if (staged && (pool = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_SHARED, stage_fd,
@@ -976,12 +978,14 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 
 		in_pool(pool, n);
 		tstage = phos_now_ms();
-		if (gio_run(&sg) < 0 || cpool_grant_end(cgrant, why, sizeof(why)) < 0) {
+		int src = gio_run(&sg), gend = cpool_grant_end(cgrant, why, sizeof(why));
+
+		cgrant = NULL;
+		if (src < 0 || gend < 0) {
 			/* the GPU memory is still ours: the copy goes to
 			 * storage from there (phosd reads no "released") */
-			cgrant = NULL;
 			fprintf(stderr, "phos-gpu: copying into the staging pool failed (%s): straight "
-				"to storage\n", why[0] ? why : sg.err);
+				"to storage\n", src < 0 ? sg.err : why);
 			if (sg.keep_pinned && !cpool)
 				gio_unpin(&sg);
 			for (unsigned i = 0; i < n; i++)
@@ -990,7 +994,6 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 			fclose(stdout);
 			goto store;
 		}
-		cgrant = NULL;
 		uint64_t tbegan = tstage - t0;
 
 		tstage = phos_now_ms() - tstage;
