@@ -199,9 +199,22 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-static double copy_all(int up, int with_busy)
+/* fn on THREADS threads until each returns: the seconds that took */
+static double run_threads(void *(*fn)(void *))
 {
 	pthread_t th[MAX_THREADS];
+	double t0 = now();
+
+	for (unsigned t = 0; t < nthreads; t++)
+		if (pthread_create(&th[t], NULL, fn, NULL) != 0)
+			exit(2);
+	for (unsigned t = 0; t < nthreads; t++)
+		pthread_join(th[t], NULL);
+	return now() - t0;
+}
+
+static double copy_all(int up, int with_busy)
+{
 	pid_t bp = with_busy ? busy_start("hostpool_probe") : 0;
 	double t0;
 
@@ -211,13 +224,7 @@ static double copy_all(int up, int with_busy)
 	}
 	copy_up = up;
 	next_piece = 0;
-	t0 = now();
-	for (unsigned t = 0; t < nthreads; t++)
-		if (pthread_create(&th[t], NULL, worker, NULL) != 0)
-			exit(2);
-	for (unsigned t = 0; t < nthreads; t++)
-		pthread_join(th[t], NULL);
-	t0 = now() - t0;
+	t0 = run_threads(worker);
 	if (bp) {
 		kill(bp, SIGKILL);
 		waitpid(bp, NULL, 0);
@@ -281,7 +288,6 @@ static void unmap_pool(CUdeviceptr base)
 static void map_costs(int *fds, CUdevice dev)
 {
 	double t[3] = { 0, 0, 0 }, t0;
-	pthread_t th[MAX_THREADS];
 
 	map_fds = fds;
 	map_dev = dev;
@@ -296,14 +302,8 @@ static void map_costs(int *fds, CUdevice dev)
 	/* THREADS threads, device access only */
 	ck(cuMemAddressReserve(&map_base, ngib * GIB, 0, 0, 0), "mapcost", "cuMemAddressReserve");
 	next_map = 0;
-	t0 = now();
-	for (unsigned k = 0; k < nthreads; k++)
-		if (pthread_create(&th[k], NULL, mapper, NULL) != 0)
-			exit(2);
-	for (unsigned k = 0; k < nthreads; k++)
-		pthread_join(th[k], NULL);
 	printf("HOSTPOOL step=mapcost ok seconds=%.3f device access only, GiB=%u threads=%u\n",
-	       now() - t0, ngib, nthreads);
+	       run_threads(mapper), ngib, nthreads);
 	/* a copy into that mapping (no host access yet), then host access:
 	 * does the CPU see what the device wrote? */
 	CUdeviceptr keep = pool;
