@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -337,6 +338,15 @@ FAKE(cuMemFreeHost, (void *p))
 /* pinning: mlock, so a range that is not mapped fails as in the driver;
  * registered ranges are remembered for the unregister */
 #define MAXPINNED 256
+/* The environment's NAME=N: true for every call after the Nth that asks
+ * (*seen counts them); false without NAME. */
+static bool fails_after(const char *name, unsigned long *seen)
+{
+	const char *v = getenv(name);
+
+	return v && __atomic_add_fetch(seen, 1, __ATOMIC_RELAXED) > strtoul(v, NULL, 10);
+}
+
 static struct { void *p; size_t size; } pinned[MAXPINNED];
 static pthread_mutex_t pinned_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -346,13 +356,12 @@ FAKE(cuMemHostRegister_v2, (void *p, size_t size, unsigned int fl))
 {
 	static unsigned long seen;
 	CUresult r = CUDA_ERROR_OUT_OF_MEMORY;
-	const char *v = getenv("FAKECUDA_REGISTER_FAIL_AFTER");
 
 	(void)fl;
 	hit("cuMemHostRegister_v2");
 	if (!cur_ctx)
 		return CUDA_ERROR_INVALID_CONTEXT;
-	if (v && __atomic_add_fetch(&seen, 1, __ATOMIC_RELAXED) > strtoul(v, NULL, 10))
+	if (fails_after("FAKECUDA_REGISTER_FAIL_AFTER", &seen))
 		return CUDA_ERROR_OUT_OF_MEMORY;
 	if (!p || !size || ((uintptr_t)p & 4095))
 		return CUDA_ERROR_INVALID_VALUE;
@@ -603,8 +612,7 @@ static CUresult chunk_fault(const char *dir, size_t n)
 	if ((v = getenv(name)))
 		usleep((useconds_t)strtoul(v, NULL, 10) * 1000);
 	snprintf(name, sizeof(name), "FAKECUDA_%s_FAIL_AFTER", dir);
-	if ((v = getenv(name)) && __atomic_add_fetch(&seen[k], 1, __ATOMIC_RELAXED) >
-				      strtoul(v, NULL, 10))
+	if (fails_after(name, &seen[k]))
 		return CUDA_ERROR_ILLEGAL_ADDRESS;
 	return CUDA_SUCCESS;
 }
