@@ -615,10 +615,27 @@ cuda:
 	return NULL;
 }
 
-/* The CPU's access to a driver-pinned pool (a HOST_NUMA location). */
+/* The host NUMA node next to GPU d, where pool-create makes the pool (0
+ * when the driver does not say). */
+static int numa_of(CUdevice d)
+{
+	int numa = 0;
+
+	if (!cu.dev_attr || cu.dev_attr(&numa, CU_DEVICE_ATTRIBUTE_HOST_NUMA_ID, d) != CUDA_SUCCESS ||
+	    numa < 0)
+		return 0;
+	return numa;
+}
+
+/* The CPU's access to a driver-pinned pool: the HOST_NUMA location it was
+ * made on (GPU 0's node, pool_create()). */
 static CUmemAccessDesc cpool_host_access(void)
 {
-	return (CUmemAccessDesc){ .location = { .type = CU_MEM_LOCATION_TYPE_HOST_NUMA },
+	CUdevice d;
+
+	return (CUmemAccessDesc){ .location = { .type = CU_MEM_LOCATION_TYPE_HOST_NUMA,
+						.id = cu.dev_get(&d, 0) == CUDA_SUCCESS ?
+						      numa_of(d) : 0 },
 				  .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
 }
 
@@ -717,7 +734,7 @@ static int cpool_ready(void *arg, void *p, size_t len, char *err, size_t errsz)
 static int pool_create(unsigned n, unsigned piece_gib)
 {
 	uint64_t t0 = phos_now_ms(), piece = (uint64_t)piece_gib << 30;
-	int numa = 0, v = 1, fds[STAGE_CUDA_MAX];
+	int numa, v = 1, fds[STAGE_CUDA_MAX];
 	CUdevice d;
 	CUresult r;
 
@@ -730,9 +747,7 @@ static int pool_create(unsigned n, unsigned piece_gib)
 		    CUDA_SUCCESS && !v)
 		return fail("this GPU and driver cannot make host memory through the virtual memory "
 			    "API (HOST_NUMA_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED is 0)");
-	if (cu.dev_attr && (cu.dev_attr(&numa, CU_DEVICE_ATTRIBUTE_HOST_NUMA_ID, d) != CUDA_SUCCESS ||
-			    numa < 0))
-		numa = 0;
+	numa = numa_of(d);
 	CUmemAllocationProp prop = {
 		.type = CU_MEM_ALLOCATION_TYPE_PINNED,
 		.requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
