@@ -399,6 +399,17 @@ static bool pins_init(struct run *r)
 	return true;
 }
 
+/* a chunk may be copied into or from host memory at p once ready() says so */
+static int chunk_ready(struct run *r, const struct chunk *c, void *p)
+{
+	char err[200] = "";
+
+	if (!r->g->ready || r->g->ready(r->g->arg, p, c->len, err, sizeof(err)) == 0)
+		return 0;
+	failf(r, "buffer %u at offset %llu: %s", c->i, (unsigned long long)c->off, err);
+	return -1;
+}
+
 /* A piece device to host memory, pinned for the copy (and, with
  * keep_pinned, after it). */
 static int stage_chunk(struct run *r, struct streams *ss, const struct chunk *c)
@@ -427,15 +438,8 @@ static int stage_chunk(struct run *r, struct streams *ss, const struct chunk *c)
 		return -1;
 	}
 pinned:
-	if (g->ready) {
-		char err[200] = "";
-
-		if (g->ready(g->arg, dst, c->len, err, sizeof(err)) < 0) {
-			failf(r, "buffer %u at offset %llu: %s", c->i, (unsigned long long)c->off,
-			      err);
-			return -1;
-		}
-	}
+	if (chunk_ready(r, c, dst) < 0)
+		return -1;
 	cr = copy_dtoh(ss, b->ctx, dst, b->dptr + c->off, c->len);
 	ur = g->keep_pinned || g->prepinned ? CUDA_SUCCESS : g->ops->host_unregister(dst);
 	if (cr != CUDA_SUCCESS || ur != CUDA_SUCCESS) {
@@ -453,7 +457,12 @@ static int load_chunk(struct run *r, struct streams *ss, const struct chunk *c, 
 	CUresult cr;
 	size_t done = 0;
 
-	if (b->fd < 0 && g->get) {
+	if (g->direct) {
+		stage = b->host + c->off;
+		done = c->len;
+		if (chunk_ready(r, c, stage) < 0)
+			return -1;
+	} else if (b->fd < 0 && g->get) {
 		char err[200] = "";
 
 		if (g->get(g->arg, c->i, c->off, stage, c->len, err, sizeof(err)) < 0) {
@@ -476,7 +485,7 @@ static int load_chunk(struct run *r, struct streams *ss, const struct chunk *c, 
 		}
 		done += (size_t)n;
 	}
-	if (g->hash)
+	if (g->hash && !g->direct)
 		fold_hash(b, stage, c);
 	if ((cr = copy_htod(ss, b->ctx, b->dptr + c->off, stage, c->len)) != CUDA_SUCCESS) {
 		failf(r, "loading buffer %u at offset %llu: %s", c->i, (unsigned long long)c->off,
@@ -598,7 +607,7 @@ static void *worker(void *arg)
 		failf(r, "buffer 0: %s", g->ops->err(cr));
 		return NULL;
 	}
-	if (device && (g->dir != GIO_STAGE || g->bounce) &&
+	if (device && (g->dir == GIO_SAVE || (g->dir == GIO_LOAD && !g->direct) || g->bounce) &&
 	    (cr = g->ops->host_alloc(&stage, g->chunk)) != CUDA_SUCCESS) {
 		failf(r, "pinned staging buffer of %zu MiB: %s", g->chunk >> 20, g->ops->err(cr));
 		return NULL;

@@ -16,7 +16,8 @@
  * chunk ("piece") at a time, each piece pinned for its copy (and, with
  * keep_pinned, left pinned: gio_unpin() lets go of them later); then
  * GIO_SAVE with from_host writes b[i].host out, with no device and no
- * context.
+ * context.  A load from a pool the driver pinned (direct) copies each
+ * chunk from b[i].host straight to the device.
  */
 #ifndef PHOS_GPU_IO_H
 #define PHOS_GPU_IO_H
@@ -35,8 +36,8 @@ struct gio_buf {
 				 * < 0: through put() / get() */
 	uint64_t h[2];		/* save with hash: common/savetab.h's sums of
 				 * what was written */
-	uint8_t *host;		/* GIO_STAGE, from_host: the buffer's bytes in
-				 * host memory */
+	uint8_t *host;		/* GIO_STAGE, from_host, direct: the buffer's
+				 * bytes in host memory */
 	/* the engine's */
 	uint64_t next;		/* next offset to hand out */
 	uint64_t left;		/* bytes not copied yet */
@@ -72,6 +73,12 @@ struct gio {
 	bool hash;		/* sum what is written (save) or read (load)
 				 * into b[i].h */
 	bool from_host;		/* GIO_SAVE: the bytes are at b[i].host */
+	bool direct;		/* GIO_LOAD: the bytes are at b[i].host, in host
+				 * memory the devices may read (a pool the driver
+				 * pinned): each chunk is copied from there to the
+				 * device, after ready(), through no staging
+				 * buffer and not hashed here (done() checks what
+				 * the device holds) */
 	bool keep_pinned;	/* GIO_STAGE: do not unpin each piece after its
 				 * copy (gio_unpin) */
 	bool prepinned;		/* GIO_STAGE: the host memory is pinned already
@@ -101,9 +108,9 @@ struct gio {
 		   size_t errsz);
 	int (*get)(void *arg, unsigned i, uint64_t off, void *data, size_t len, char *err,
 		   size_t errsz);
-	/* optional, GIO_STAGE: wait until the host bytes [p, p + len) may be
-	 * copied into (a pool whose access is granted behind the copies,
-	 * cpool-grant.h); -1 with a message in err */
+	/* optional, GIO_STAGE and direct GIO_LOAD: wait until the host bytes
+	 * [p, p + len) may be copied into or from (a pool whose access is
+	 * granted behind the copies, cpool-grant.h); -1 with a message in err */
 	int (*ready)(void *arg, void *p, size_t len, char *err, size_t errsz);
 	void *arg;
 	char err[256];		/* why gio_run() failed */

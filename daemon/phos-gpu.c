@@ -59,6 +59,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -361,38 +362,69 @@ static unsigned order_set(const unsigned *rank, unsigned n)
 	return ranked;
 }
 
-/* Hash buffer i on its device into b[i].h (the kernel of phos-hash.cu,
- * one module per device). */
-static int device_hash(unsigned i)
+/*
+ * The device hash (the kernel of phos-hash.cu, one module per device) of
+ * size bytes at p on dev into h.  On the context's default stream (after
+ * what the helper issued there), or, with own, on a stream of the device's
+ * own that waits for nothing else: a load's workers call it, one at a time,
+ * for buffers whose copies they have waited for.
+ */
+static int hash_on(unsigned dev, CUdeviceptr p, uint64_t size, uint64_t h[2], bool own)
 {
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 	static CUfunction fn_of[64];
 	static CUdeviceptr out_of[64];
+	static CUstream s_of[64];
 	static const uint64_t zero[2];
-	unsigned dev = b[i].dev;
-	unsigned long long nw = b[i].size / 4, first = 0;
-	CUdeviceptr src = b[i].src, out;
-	void *args[] = { &src, &nw, &first, &out };
+	unsigned long long nw = size / 4, first = 0;
+	CUdeviceptr out;
+	void *args[] = { &p, &nw, &first, &out };
 	unsigned blocks = nw / 256 + 1 < 4096 ? (unsigned)(nw / 256 + 1) : 4096;
 	CUmodule mod;
-	CUresult r;
+	CUstream s;
+	CUresult r = CUDA_ERROR_NOT_SUPPORTED;
+	int rc = -1;
 
+	pthread_mutex_lock(&lock);
 	if (use_dev(dev))
-		return -1;
-	if (!fn_of[dev] && ((r = cu.mod_load(&mod, phos_hash_ptx)) != CUDA_SUCCESS ||
+		goto out;
+	if (!fn_of[dev] && (!cu.mod_load || !phos_hash_ptx[0] ||
+			    (r = cu.mod_load(&mod, phos_hash_ptx)) != CUDA_SUCCESS ||
 			    (r = cu.mod_func(&fn_of[dev], mod, "phos_hash")) != CUDA_SUCCESS ||
 			    (r = cu.alloc(&out_of[dev], sizeof(zero))) != CUDA_SUCCESS)) {
 		fprintf(stderr, "phos-gpu: no device hash on GPU %u (%s)\n", dev, cu_err(r));
 		fn_of[dev] = NULL;
-		return -1;
+		goto out;
+	}
+	if (own && cu.stream_create && !s_of[dev] &&
+	    (r = cu.stream_create(&s_of[dev], CU_STREAM_NON_BLOCKING)) != CUDA_SUCCESS) {
+		fprintf(stderr, "phos-gpu: no stream for the device hash on GPU %u (%s)\n", dev,
+			cu_err(r));
+		goto out;
 	}
 	out = out_of[dev];
-	if ((r = cu.htod((void *)(uintptr_t)out, zero, sizeof(zero))) != CUDA_SUCCESS ||
-	    (r = cu.launch(fn_of[dev], blocks, 1, 1, 256, 1, 1, 0, NULL, args, NULL)) != CUDA_SUCCESS ||
-	    (r = cu.dtoh(b[i].h, out, sizeof(b[i].h))) != CUDA_SUCCESS) {
-		fprintf(stderr, "phos-gpu: hashing buffer %u: %s\n", i, cu_err(r));
-		return -1;
+	s = own && cu.stream_create ? s_of[dev] : NULL;
+	if (s ? (r = cu.htod_async((void *)(uintptr_t)out, zero, sizeof(zero), s)) != CUDA_SUCCESS ||
+		(r = cu.launch(fn_of[dev], blocks, 1, 1, 256, 1, 1, 0, s, args, NULL)) != CUDA_SUCCESS ||
+		(r = cu.dtoh_async(h, out, 2 * sizeof(*h), s)) != CUDA_SUCCESS ||
+		(r = cu.stream_sync(s)) != CUDA_SUCCESS :
+	      (r = cu.htod((void *)(uintptr_t)out, zero, sizeof(zero))) != CUDA_SUCCESS ||
+		(r = cu.launch(fn_of[dev], blocks, 1, 1, 256, 1, 1, 0, NULL, args, NULL)) != CUDA_SUCCESS ||
+		(r = cu.dtoh(h, out, 2 * sizeof(*h))) != CUDA_SUCCESS) {
+		fprintf(stderr, "phos-gpu: hashing %" PRIu64 " bytes on GPU %u: %s\n", size, dev,
+			cu_err(r));
+		goto out;
 	}
-	return 0;
+	rc = 0;
+out:
+	pthread_mutex_unlock(&lock);
+	return rc;
+}
+
+/* Hash buffer i (the process's, at the stop) on its device into b[i].h. */
+static int device_hash(unsigned i)
+{
+	return hash_on(b[i].dev, b[i].src, b[i].size, b[i].h, false);
 }
 
 /* Next buffer to copy in a concurrent save or load: one the owner waits
@@ -717,7 +749,8 @@ static void cpool_cpu(unsigned n)
 	}
 }
 
-/* gio's ready(): a copy into the pool waits for its pieces' access. */
+/* gio's ready(): a copy into the pool (or, a direct load, out of it)
+ * waits for its pieces' access. */
 static int cpool_ready(void *arg, void *p, size_t len, char *err, size_t errsz)
 {
 	(void)arg;
@@ -1129,6 +1162,7 @@ static struct {
 	uint64_t h[2];
 	bool known;
 } want_hash[PHOS_GPUBUF_MAX];
+static unsigned lb_dev[PHOS_GPUBUF_MAX];	/* a load's buffers' devices */
 
 /* A load checks each buffer against the map's hash, when it has one. */
 static int load_done(void *arg, unsigned i)
@@ -1141,6 +1175,45 @@ static int load_done(void *arg, unsigned i)
 		return 0;
 	}
 	return copy_check(cc, i, want_hash[i].h);
+}
+
+/* A direct load (straight from a pool the driver pinned): buffer i's
+ * bytes are checked where they landed, on its device. */
+static int load_done_device(void *arg, unsigned i)
+{
+	struct copy_ctx *cc = arg;
+
+	if (hash_on(lb_dev[i], io[i].dptr, io[i].size, io[i].h, true) < 0)
+		return 1;	/* (said why) */
+	return copy_check(cc, i, want_hash[i].h);
+}
+
+/*
+ * Whether a load from a pool the driver pinned copies it straight to the
+ * devices (their access only; each buffer hashed on its device), or
+ * through host memory (the CPU's access too; hashed by the CPU).  Straight
+ * when every device of the n buffers has the hash kernel and
+ * PHOS_GPU_LOAD_VIA_CPU is not 1 (the A/B of session 13).
+ */
+static bool load_direct(unsigned n)
+{
+	const char *v = getenv("PHOS_GPU_LOAD_VIA_CPU");
+	bool tried[64] = { false };
+	uint64_t h[2];
+
+	if (v && strcmp(v, "1") == 0)
+		return false;
+	for (unsigned i = 0; i < n; i++) {
+		if (tried[lb_dev[i] % 64])
+			continue;
+		tried[lb_dev[i] % 64] = true;
+		if (hash_on(lb_dev[i], io[i].dptr, 4, h, true) < 0) {
+			fprintf(stderr, "phos-gpu: the staging pool is read by the CPU: GPU %u "
+				"cannot check what is copied to it\n", lb_dev[i]);
+			return false;
+		}
+	}
+	return true;
 }
 
 /* A load from the staging pool: the chunk is in host memory already;
@@ -1225,6 +1298,7 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 			return fail("%s: bad line: %s", name, line);
 		want_hash[n].known = k >= 6;
 		lb[n].rank = lrank[n];
+		lb_dev[n] = lb[n].dev;
 		if (use_dev(lb[n].dev))
 			return 1;
 		if (phos_idx_name(file)) {
@@ -1285,11 +1359,16 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 	uint8_t *cp = stage_fd >= 0 && hashed && cpool_first >= 0 ?
 		      cpool_map(stage_off, span, cwhy, sizeof(cwhy)) : NULL;
 
+	bool direct = false;
+
 	if (cp) {
-		/* the GPUs' and the CPU's access behind the loads, the
-		 * pieces in the order the buffers are loaded */
+		/* access behind the loads, the pieces in the order the buffers
+		 * are loaded: the GPUs' (straight to them), or the GPUs' and
+		 * the CPU's (through host memory) */
 		in_pool(cp, (unsigned)n);
-		if (cpool_grant(true, order, (unsigned)n, cwhy, sizeof(cwhy)) < 0) {
+		direct = load_direct((unsigned)n);
+		if (cpool_grant(!direct, order, (unsigned)n, cwhy, sizeof(cwhy)) < 0) {
+			direct = false;
 			for (int i = 0; i < n; i++)
 				io[i].host = NULL;
 			cp = NULL;
@@ -1327,10 +1406,12 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 		if (hand_over(blob, fds, n, tab_fd))
 			return 1;
 	}
-	struct gio g = { .dir = GIO_LOAD, .b = io, .n = (unsigned)n, .hash = true, .ops = io_ops(),
-			 .chunk = chunk, .pick = lc.tab ? copy_pick : NULL,
-			 .wanted = lc.tab ? copy_wanted : NULL, .start = lc.tab ? copy_start : NULL,
-			 .done = load_done, .get = load_get, .arg = &lc };
+	struct gio g = { .dir = GIO_LOAD, .b = io, .n = (unsigned)n, .hash = !direct,
+			 .direct = direct, .ops = io_ops(), .chunk = chunk,
+			 .pick = lc.tab ? copy_pick : NULL, .wanted = lc.tab ? copy_wanted : NULL,
+			 .start = lc.tab ? copy_start : NULL,
+			 .done = direct ? load_done_device : load_done, .get = load_get,
+			 .ready = direct ? cpool_ready : NULL, .arg = &lc };
 
 	tcopy = phos_now_ms();
 	int grc = gio_run(&g);
@@ -1363,7 +1444,8 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 	fprintf(stderr, "phos-gpu: loaded %d buffer(s), %" PRIu64 " bytes in %" PRIu64 " ms%s%s (%"
 		PRIu64 " loaded first because the process was about to use them, %u in first-use "
 		"order; copy %.2f GB/s with %u threads%s, %zu MiB chunks)\n", n, total,
-		phos_now_ms() - t0, pool != MAP_FAILED ? " from the staging pool" : pnote,
+		phos_now_ms() - t0, direct ? " straight from the staging pool (checked on the GPU)" :
+		pool != MAP_FAILED ? " from the staging pool" : pnote,
 		lc.tab ? " while the process ran" : "", lc.waited, ranked,
 		tcopy ? (double)total / 1e6 / (double)tcopy : 0.0, g.threads,
 		gio_stream_note(g.ops), g.chunk >> 20);

@@ -1072,27 +1072,37 @@ CUresult fakecuda_run(CUfunction f, void **kp, void **extra)
 	return run(f, kp, extra);
 }
 
+/* A kernel runs when it is launched: on a stream the fake made, after the
+ * copies queued there before it (a stream's order). */
+static CUresult run_on(CUstream s, CUfunction f, void **kp, void **extra)
+{
+	struct fake_stream *fs = fake_stream(s);
+
+	if (fs)
+		stream_run(fs);
+	return run(f, kp, extra);
+}
+
 #define LAUNCH_P (CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, \
 		  unsigned bz, unsigned shm, CUstream s, void **kp, void **extra)
 FAKE(cuLaunchKernel, LAUNCH_P)
 {
-	(void)gx, (void)gy, (void)gz, (void)bx, (void)by, (void)bz, (void)shm, (void)s;
+	(void)gx, (void)gy, (void)gz, (void)bx, (void)by, (void)bz, (void)shm;
 	hit("cuLaunchKernel");
-	return run(f, kp, extra);
+	return run_on(s, f, kp, extra);
 }
 
 FAKE(cuLaunchKernel_ptsz, LAUNCH_P)
 {
-	(void)gx, (void)gy, (void)gz, (void)bx, (void)by, (void)bz, (void)shm, (void)s;
+	(void)gx, (void)gy, (void)gz, (void)bx, (void)by, (void)bz, (void)shm;
 	hit("cuLaunchKernel_ptsz");
-	return run(f, kp, extra);
+	return run_on(s, f, kp, extra);
 }
 
 FAKE(cuLaunchKernelEx, (const CUlaunchConfig *c, CUfunction f, void **kp, void **extra))
 {
-	(void)c;
 	hit("cuLaunchKernelEx");
-	return run(f, kp, extra);
+	return run_on(c ? c->hStream : NULL, f, kp, extra);
 }
 
 FAKE(cuLaunchCooperativeKernel, (CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,

@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 100
+plan 103
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -516,8 +516,9 @@ wait_for 10 _gone "$spid"
 mark=$(($(wc -l <"$PD/n1.log") + 1))
 restore_latest "$spid" "$f6" "restored on the same node, the program finds every word as it was"
 rp=$RP
-like "$(log_since "$mark" | grep -o "loaded $NBUF buffer(s), [0-9]* bytes in [0-9]* ms[a-z ]*")" \
-	"from the staging pool" "its buffers came from the driver-pinned pool"
+like "$(log_since "$mark" | grep -o "loaded $NBUF buffer(s), [0-9]* bytes in [0-9]* ms[a-z ]*[(][a-zA-Z ]*")" \
+	"straight from the staging pool .checked on the GPU" \
+	"its buffers came from the driver-pinned pool straight to the GPU, checked there"
 kill -KILL "$rp" 2>/dev/null
 wait_for 10 _gone "$rp"
 # pool_stop N READY ENV=VALUE... -- CONF...: phosd restarted on n1 with ENV
@@ -544,12 +545,30 @@ pool_stop() {
 	mark=$(($(wc -l <"$PD/n1.log") + 1))
 	pc_out n1 checkpoint --pid "$SPID"
 }
+# a driver-pinned pool whose bytes changed (written through phosd's fd of
+# its first piece): the direct load's check on the GPU fails the restore,
+# saying so, and the retry reads storage
+pool_stop 9 'staging pool: 2 GiB ready .*pinned by the NVIDIA driver' -- \
+	"gpu_stage_pool_gib: 2" "gpu_stage_pool_pinned: true"
+ok $RC "a stop checkpoint through the driver-pinned pool succeeds" || diag "$OUT"
+wait_for 10 _gone "$SPID"
+pfd=$(find "/proc/${PHOSD_PID[n1]}/fd" -lname '/memfd:fakecuda-vmm*' -printf '%f\n' 2>/dev/null |
+	sort -n | head -1)
+printf 'XXXXXXXX' | dd of="/proc/${PHOSD_PID[n1]}/fd/$pfd" bs=1 seek=4096 conv=notrunc status=none
+pc_out n1 restore --detach "$(ls -d "$(image_dir root "$SPID")"/0* | tail -1)"
+like "$RC $(tail -1 <<<"$OUT")" "^1 .*the staging pool does not hold what was saved .*restore again, from storage" \
+	"a driver-pinned pool that does not hold what was saved fails the restore: the GPU's check caught it" ||
+	diag "$OUT"
+restore_latest "$SPID" "$F" "and the retry restores from storage with every word as it was"
+kill -KILL "$RP" 2>/dev/null
+wait_for 10 _gone "$RP"
 # the CPU refused access to the driver-pinned pool (FAKECUDA_ACCESS_REFUSE=
 # host): the GPU memory still goes once it is in the pool, phos-gpu writes
-# the pool to storage through the GPU, and the restore on this node loads
-# from storage; each says why
-pool_stop 7 'staging pool: 2 GiB ready .*pinned by the NVIDIA driver' FAKECUDA_ACCESS_REFUSE=host -- \
-	"gpu_stage_pool_gib: 2" "gpu_stage_pool_pinned: true"
+# the pool to storage through the GPU; a restore on this node that would
+# read the pool through the CPU (PHOS_GPU_LOAD_VIA_CPU=1, the A/B of the
+# direct load) loads from storage; each says why
+pool_stop 7 'staging pool: 2 GiB ready .*pinned by the NVIDIA driver' FAKECUDA_ACCESS_REFUSE=host \
+	PHOS_GPU_LOAD_VIA_CPU=1 -- "gpu_stage_pool_gib: 2" "gpu_stage_pool_pinned: true"
 spid=$SPID f7=$F
 ok $RC "a stop checkpoint through a pinned pool the CPU may not read succeeds" ||
 	{ diag "$OUT"; diag "$(log_since "$mark" | tail -20)"; }

@@ -6,8 +6,9 @@
  * failure stops the copy with the buffer and offset named.  The staging
  * pool's two runs: GIO_STAGE copies into host memory with each piece
  * pinned for its copy only, and a save from host memory needs no context.
- * With streams, each worker copies on one of its own, and a copy counts
- * only once its stream has been waited for.
+ * A direct load copies from host memory the devices may read, each chunk
+ * once ready() allows it.  With streams, each worker copies on one of its
+ * own, and a copy counts only once its stream has been waited for.
  */
 #include "config.h"
 
@@ -16,6 +17,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -537,6 +539,72 @@ static void test_staged_prepinned(void **state)
 	(void)state;
 }
 
+/* a direct load's ready(): each chunk's host range must lie in the pool;
+ * chunks from refuse_at on are refused */
+static unsigned readies, host_allocs_seen;
+static uint8_t *refuse_at;
+static int ready_cb(void *arg, void *p, size_t len, char *e, size_t esz)
+{
+	(void)arg;
+	assert_true((uint8_t *)p >= pool_lo && (uint8_t *)p + len <= pool_hi);
+	__atomic_fetch_add(&readies, 1, __ATOMIC_RELAXED);
+	if (refuse_at && (uint8_t *)p >= refuse_at) {
+		snprintf(e, esz, "piece refused");
+		return -1;
+	}
+	return 0;
+}
+
+static CUresult host_alloc_counted(void **p, size_t n)
+{
+	__atomic_fetch_add(&host_allocs_seen, 1, __ATOMIC_RELAXED);
+	return host_alloc(p, n);
+}
+
+/* direct (a load from a pool the driver pinned): every chunk is copied
+ * from the pool to its buffer once ready() allowed it, through no staging
+ * buffer, and not hashed on the host; a refused chunk stops the load,
+ * named, its buffer never complete */
+static void test_load_direct(void **state)
+{
+	struct gio_ops dops = ops;
+	struct gio_buf b[NB];
+	struct gio g;
+
+	dops.host_alloc = host_alloc_counted;
+	init(&g, b, GIO_LOAD, 3, 1 << 20);
+	g.ops = &dops;
+	pool_layout(b);
+	for (int i = 0; i < NB; i++) {
+		fill(b[i].host, sizes[i], 100 + (unsigned)i);
+		memset(dev[i], 0, sizes[i]);
+	}
+	g.direct = true;
+	g.ready = ready_cb;
+	readies = host_allocs_seen = 0;
+	assert_int_equal(gio_run(&g), 0);
+	unsigned chunks = 0;
+
+	for (int i = 0; i < NB; i++) {
+		assert_memory_equal(dev[i], b[i].host, sizes[i]);
+		assert_int_equal(done_count[i], 1);
+		assert_int_equal(b[i].h[0], 0);	/* done() checks the device */
+		chunks += (unsigned)((sizes[i] + (1 << 20) - 1) >> 20);
+	}
+	assert_int_equal(readies, chunks);
+	assert_int_equal(host_allocs_seen, 0);
+	/* the last buffer's chunks refused */
+	memset(done_count, 0, sizeof(done_count));
+	refuse_at = b[NB - 1].host;
+	assert_int_equal(gio_run(&g), -1);
+	assert_non_null(strstr(g.err, "buffer 4 at offset"));
+	assert_non_null(strstr(g.err, "piece refused"));
+	assert_int_equal(done_count[NB - 1], 0);
+	refuse_at = NULL;
+	pool_free(b);
+	(void)state;
+}
+
 /* a piece that cannot be pinned stops the staging, named (also when the
  * pinners gave it to its worker) */
 static void test_staged_pin_fails(void **state)
@@ -765,6 +833,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_staged_bounce, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_staged_prepinned, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_staged_pin_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_load_direct, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_streams, setup, teardown),
 	};
 
