@@ -13,8 +13,12 @@
 #      of the same size (bit-identical expected).
 # Prints a table; a benchmark: PASS/FAIL against the goals (stall <= 2.5 s,
 # first step <= 2.0 s), exit 0 unless a run broke.
+# Each restore's CRIU log (kept: phosd runs with PHOS_DEBUG) is copied
+# beside the outputs and its longest waits printed.
 # Environment: tests/gpu/lib.sh's, SIZES ("8 64"), STEPS (300: the run must
-# outlast the background copy of the largest size).
+# outlast the background copy of the largest size), LEAVE_RUNNING (1; 0:
+# no leave-running checkpoint, step 1 skipped: the stop checkpoint at step
+# 10, for restore A/Bs with fewer STEPS).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/gpu/lib.sh
@@ -37,13 +41,17 @@ for gb in $SIZES; do
 	# PHOS_DEBUG: libphos names what made the restored process wait for
 	# the whole load (the restored process keeps this environment)
 	start_app "$d/a.out" "${UNDER_LIBPHOS[@]}" PHOS_DEBUG=1 python3 "$TRAIN" "$STEPS" 0.1 "$gb"
-	if ! wait_for "$d/a.out" '^step 10 ' 300 || ! ckpt "$APP_PID" --leave-running; then
+	if [ "${LEAVE_RUNNING:-1}" = 0 ]; then
+		stall=
+		wait_for "$d/a.out" '^step 10 ' 300
+	elif ! wait_for "$d/a.out" '^step 10 ' 300 || ! ckpt "$APP_PID" --leave-running; then
 		log "$gb GiB: leave-running checkpoint failed"; tail -5 "$d/a.out"; kill -9 "$APP_PID"; BROKE=1; continue
+	else
+		stall=$(sed -n 's/.*process frozen \([0-9]*\) ms.*/\1/p' <<<"$CKPT_LINE")
+		grep -o 'phos-gpu: saved.*' "$LOG_DIR/phosd.log" | tail -1 | cut -c1-300 | sed 's/^/  /'
+		rm -rf "$IMG" "$(dirname "$IMG")/chunks"
 	fi
-	stall=$(sed -n 's/.*process frozen \([0-9]*\) ms.*/\1/p' <<<"$CKPT_LINE")
 	grep -h '^MEMINFO' "$d/a.out" | sed 's/^/  /'
-	grep -o 'phos-gpu: saved.*' "$LOG_DIR/phosd.log" | tail -1 | cut -c1-300 | sed 's/^/  /'
-	rm -rf "$IMG" "$(dirname "$IMG")/chunks"
 	# the stop checkpoint, once the copy is over (the checkpoint command
 	# returned) and a step has run
 	k=$(awk '$1 == "step" { s = $2 } END { print s + 1 }' "$d/a.out")
@@ -82,6 +90,12 @@ for gb in $SIZES; do
 			tail -2 | cut -c1-200 | sed 's/^/  /'
 		grep -E 'phos-gpu [0-9]+ loads|restored in [0-9]+ ms|has its GPU buffers back|CRIU [0-9]+ ms.*driver' \
 			"$d/b.out" | cut -c1-400 | sed 's/^/  /'
+		# where CRIU's part went
+		clog=$(grep -ho "CRIU's restore log (PHOS_DEBUG): .*" "$d/b.out" "$LOG_DIR/phosd.log" |
+			tail -1 | sed 's/.*: //')
+		if [ -n "$clog" ] && cp "$clog" "$d/criu-restore.log" 2>/dev/null; then
+			criu_gaps "$d/criu-restore.log"
+		fi
 		if wait_for "$d/b.out" '^DONE' 600 && suffix_of_ref "torch_$gb" "$d/b.out" "$d/ref.out"; then
 			losses=same
 		else

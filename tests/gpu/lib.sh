@@ -172,5 +172,30 @@ suffix_of_ref() {
 	return 1
 }
 
+# criu_gaps LOG [N]: where a CRIU log's time went (its lines begin with
+# "(SS.UUUUUU)"): the span, and the N (6) longest waits between two lines,
+# each with the line that began it (what CRIU was doing)
+criu_gaps() {
+	awk -v n="${2:-6}" '
+		match($0, /^\([0-9]+\.[0-9]+\)/) {
+			t = substr($0, 2, RLENGTH - 2) + 0
+			if (k++) { gap[k] = t - last; what[k] = prev; at[k] = last }
+			else first = t
+			last = t
+			prev = substr($0, RLENGTH + 1, 110)
+		}
+		END {
+			if (k < 2) { print "  (no timestamped lines)"; exit }
+			printf "  CRIU log: %d ms from its first line to its last; the longest waits:\n", (last - first) * 1000
+			for (j = 0; j < n; j++) {
+				b = 0
+				for (i in gap) if (!b || gap[i] > gap[b]) b = i
+				if (!b) break
+				printf "  %6d ms after (at %.3f s)%s\n", gap[b] * 1000, at[b], what[b]
+				delete gap[b]
+			}
+		}' "$1"
+}
+
 # gpu_pids: pids nvidia-smi sees on the GPU
 gpu_pids() { nvidia-smi --query-compute-apps=pid --format=csv,noheader 2>/dev/null | tr -d ' '; }
