@@ -56,6 +56,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "conf.h"
@@ -249,6 +250,7 @@ struct init_report {
 	int status;		/* root's wait status (second report) */
 	uint64_t check_ms;	/* --verify: what the image check took */
 	uint64_t check_wait_ms;	/* and how long CRIU's tasks waited for it */
+	uint64_t criu_run[2];	/* when CRIU's run began and ended (phos_now_ms) */
 	char msg[PHOS_ERR_MAX];
 };
 
@@ -375,6 +377,34 @@ static void wake_waiters(const struct phos_manifest *m)
 	}
 }
 
+/*
+ * PHOS_DEBUG: how much of CRIU's run its log does not cover (its lines are
+ * timed from the log's start): from CRIU's start (wall[0]) to the log's
+ * creation, and from its last write to the run's end (wall[1]); where the
+ * file system keeps no creation time, the last write only.
+ */
+static void log_edges(int dirfd, const char *name, const struct timespec wall[2])
+{
+	struct statx stx;
+
+#define MS(a, b) (((int64_t)(b).tv_sec - (int64_t)(a).tv_sec) * 1000 + \
+		  ((int64_t)(b).tv_nsec - (int64_t)(a).tv_nsec) / 1000000)
+	if (statx(dirfd, name, 0, STATX_BTIME | STATX_MTIME, &stx) < 0)
+		return;
+	struct timespec mt = { stx.stx_mtime.tv_sec, stx.stx_mtime.tv_nsec };
+
+	if (stx.stx_mask & STATX_BTIME) {
+		struct timespec bt = { stx.stx_btime.tv_sec, stx.stx_btime.tv_nsec };
+
+		log_info("CRIU's run outside its log: %" PRId64 " ms before its first line (exec "
+			 "and start), %" PRId64 " ms after its last", MS(wall[0], bt), MS(mt, wall[1]));
+	} else {
+		log_info("CRIU's run outside its log: %" PRId64 " ms after its last line",
+			 MS(mt, wall[1]));
+	}
+#undef MS
+}
+
 static void init_main(const struct opts *o, int dirfd, const struct phos_manifest *m,
 		      int inherit[3], const char *logdir, bool lazy, int check_fd, int rep)
 	__attribute__((noreturn));
@@ -387,7 +417,7 @@ static void init_main(const struct opts *o, int dirfd, const struct phos_manifes
 	struct phos_err e = { "" };
 	const char *keys[3];
 	pid_t root = 0, p;
-	int st = 0;
+	int st = 0, rc;
 
 	/* A mount namespace of init's own (not ours: our /proc must stay the
 	 * node's), with a /proc of the new pid namespace. */
@@ -458,7 +488,14 @@ static void init_main(const struct opts *o, int dirfd, const struct phos_manifes
 		r.notify = check_gate;
 		r.notify_arg = &gate;
 	}
-	if (phos_criu_run(PHOS_CRIU_RESTORE, &r, &root, &e) < 0) {
+	struct timespec wall[2];
+
+	clock_gettime(CLOCK_REALTIME, &wall[0]);
+	ir.criu_run[0] = phos_now_ms();
+	rc = phos_criu_run(PHOS_CRIU_RESTORE, &r, &root, &e);
+	ir.criu_run[1] = phos_now_ms();
+	clock_gettime(CLOCK_REALTIME, &wall[1]);
+	if (rc < 0) {
 		if (gate.failed)
 			snprintf(ir.msg, sizeof(ir.msg), "image refused: %.380s (found while CRIU "
 				 "restored it: CRIU killed the restored tasks before they ran)",
@@ -482,9 +519,10 @@ static void init_main(const struct opts *o, int dirfd, const struct phos_manifes
 	 * (PHOS_DEBUG: its timestamps say where CRIU's time went).  The
 	 * directory also holds CRIU's stats-restore and, where its probes of
 	 * the kernel crash a child on purpose, a core file: all of it goes. */
-	if (secure_getenv("PHOS_DEBUG"))
+	if (secure_getenv("PHOS_DEBUG")) {
 		log_info("CRIU's restore log (PHOS_DEBUG): %s/restore.log", logdir);
-	else if (!lazy && phos_rm_tree_at(AT_FDCWD, logdir) < 0)
+		log_edges(r.work_fd, "restore.log", wall);
+	} else if (!lazy && phos_rm_tree_at(AT_FDCWD, logdir) < 0)
 		log_warn("cannot remove %s: %m", logdir);
 	close(r.work_fd);
 	ir.ok = 1;
@@ -780,9 +818,13 @@ static int restore_mode(const struct opts *o)
 		snprintf(checked, sizeof(checked), " (the image checked beside it in %" PRIu64
 			 " ms; the restored tasks waited %" PRIu64 " ms for that)", ir.check_ms,
 			 ir.check_wait_ms);
-	snprintf(what, sizeof(what), "CRIU %" PRIu64 " ms%s, driver %" PRIu64 " ms, GPU buffers "
-		 "handed over and loaded %" PRIu64 " ms%s%s", t_criu - t_start, checked,
-		 t_driver - t_criu, phos_now_ms() - t_driver, said[0] ? "; " : "", said);
+	/* CRIU's part: getting to it (the loaders, the namespaces), its run,
+	 * and after it (the init's report) */
+	snprintf(what, sizeof(what), "CRIU %" PRIu64 " ms (%" PRIu64 " + run %" PRIu64 " + %" PRIu64
+		 ")%s, driver %" PRIu64 " ms, GPU buffers handed over and loaded %" PRIu64 " ms%s%s",
+		 t_criu - t_start, ir.criu_run[0] - t_start, ir.criu_run[1] - ir.criu_run[0],
+		 t_criu - ir.criu_run[1], checked, t_driver - t_criu, phos_now_ms() - t_driver,
+		 said[0] ? "; " : "", said);
 	log_info("restored %s as pid %d (pid %d in its namespace): %s", o->image, (int)root,
 		 (int)ir.nspid, what);
 	if (o->report_fd >= 0) {
