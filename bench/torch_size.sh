@@ -88,7 +88,7 @@ for gb in $SIZES; do
 		# the restore's phases, from phosd's and phos-restore's log lines
 		grep -E 'image verified|manifest checked|took its [0-9]+ GPU buffer' "$LOG_DIR/phosd.log" |
 			tail -2 | cut -c1-200 | sed 's/^/  /'
-		grep -E 'phos-gpu [0-9]+ loads|restored in [0-9]+ ms|has its GPU buffers back|CRIU [0-9]+ ms.*driver|outside its log' \
+		grep -E 'phos-gpu [0-9]+ loads|restored in [0-9]+ ms|has its GPU buffers back|CRIU [0-9]+ ms.*driver|outside its log|the loaders start [0-9]+ ms' \
 			"$d/b.out" | cut -c1-400 | sed 's/^/  /'
 		# where CRIU's part went
 		clog=$(grep -ho "CRIU's restore log (PHOS_DEBUG): .*" "$d/b.out" "$LOG_DIR/phosd.log" |

@@ -693,6 +693,8 @@ static int restore_mode(const struct opts *o)
 	pid_t init = 0, root = 0, lazy = 0, check = 0;
 	char logdir[PATH_MAX];
 
+	uint64_t t_begin = phos_now_ms();
+
 	if (geteuid() != 0) {
 		fprintf(stderr, "phos: phos-restore must run as root (it is started by phosd or the SPANK plugin)\n");
 		return 1;
@@ -735,6 +737,8 @@ static int restore_mode(const struct opts *o)
 	 * buffers and (concurrent) the first of the data are ready by the
 	 * time CRIU and the driver have restored the process. */
 	t_start = phos_now_ms();
+	log_debug("the loaders start %" PRIu64 " ms after phos-restore did (the manifest, the "
+		  "GPU check, the read-ahead and the image check started)", t_start - t_begin);
 	char pieces[1024] = "";
 	struct stage_cuda cuda = { NULL, 0, 0 };
 	int cfd[STAGE_CUDA_MAX];
