@@ -99,14 +99,13 @@ void phos_log(int prio, const char *fmt, ...)
 	errno = saved;
 }
 
-void phos_log_lines(int fd, const char *who, char *last, size_t n)
+void phos_read_lines(int fd, void (*each)(void *arg, const char *line, bool cut), void *arg)
 {
 	char line[1024], tmp[512];
 	size_t len = 0;
 	bool cut = false;
 	ssize_t r;
 
-	last[0] = '\0';
 	while ((r = read(fd, tmp, sizeof(tmp))) > 0 || (r < 0 && errno == EINTR)) {
 		for (ssize_t i = 0; i < r; i++) {
 			if (tmp[i] != '\n') {
@@ -116,21 +115,41 @@ void phos_log_lines(int fd, const char *who, char *last, size_t n)
 					cut = true;
 				continue;
 			}
-			if (!len)
-				continue;
-			if (last[0])
-				log_info("%s: %s", who, last);
-			line[len] = '\0';
-			if (phos_strlcpy(last, line, n) < 0 || cut)
-				phos_strlcpy(last + (n > 7 ? n - 7 : 0), " [...]", 7);
+			if (len) {
+				line[len] = '\0';
+				each(arg, line, cut);
+			}
 			len = 0;
 			cut = false;
 		}
 	}
 	if (len) {	/* no newline at the end */
-		if (last[0])
-			log_info("%s: %s", who, last);
 		line[len] = '\0';
-		phos_strlcpy(last, line, n);
+		each(arg, line, cut);
 	}
+}
+
+struct last_line {
+	const char *who;
+	char *last;
+	size_t n;
+};
+
+/* a line: the one before it is logged, this one kept as the last */
+static void keep_last(void *arg, const char *line, bool cut)
+{
+	struct last_line *l = arg;
+
+	if (l->last[0])
+		log_info("%s: %s", l->who, l->last);
+	if (phos_strlcpy(l->last, line, l->n) < 0 || cut)
+		phos_strlcpy(l->last + (l->n > 7 ? l->n - 7 : 0), " [...]", 7);
+}
+
+void phos_log_lines(int fd, const char *who, char *last, size_t n)
+{
+	struct last_line l = { who, last, n };
+
+	last[0] = '\0';
+	phos_read_lines(fd, keep_last, &l);
 }

@@ -39,6 +39,11 @@ void phos_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3
  */
 void phos_log_lines(int fd, const char *who, char *last, size_t n);
 
+/* Read fd to EOF a line at a time: each(arg, line, cut) for every line that
+ * is not empty (without its newline; cut: it was longer than 1023 bytes
+ * and is cut there), the last one also without a newline. */
+void phos_read_lines(int fd, void (*each)(void *arg, const char *line, bool cut), void *arg);
+
 #define log_err(...)     phos_log(LOG_ERR, __VA_ARGS__)
 #define log_warn(...)    phos_log(LOG_WARNING, __VA_ARGS__)
 #define log_notice(...)  phos_log(LOG_NOTICE, __VA_ARGS__)

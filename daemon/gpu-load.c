@@ -40,31 +40,21 @@ struct gpu_loads {
 	char said[512];
 };
 
+/* a line of the helper's: copied to our stderr (nobody may read it), and
+ * kept as its last */
+static void pass_on(void *arg, const char *line, bool cut)
+{
+	struct loader *ld = arg;
+
+	dprintf(2, "%s%s\n", line, cut ? " [...]" : "");
+	snprintf(ld->said, sizeof(ld->said), "%s", line);
+}
+
 /* Copy what the helper wrote to stderr to ours (it may be /dev/null when
  * detached) and keep its last line. */
 static void drain(struct loader *ld)
 {
-	char buf[4096], line[512];
-	size_t have = 0;
-	ssize_t n;
-
-	while ((n = read(ld->ep, buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR)) {
-		if (n <= 0)
-			continue;
-		if (write(2, buf, (size_t)n) < 0) {
-			/* nobody reads our stderr: the line is still kept */
-		}
-		for (ssize_t i = 0; i < n; i++) {
-			if (buf[i] == '\n') {
-				line[have] = '\0';
-				if (have)
-					snprintf(ld->said, sizeof(ld->said), "%s", line);
-				have = 0;
-			} else if (have + 1 < sizeof(line)) {
-				line[have++] = buf[i];
-			}
-		}
-	}
+	phos_read_lines(ld->ep, pass_on, ld);
 	phos_closep(&ld->ep);
 }
 
