@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -468,7 +469,31 @@ pid_t phos_criu_lazy_start(const char *criu_path, const char *images_path, const
 	return -1;
 }
 
-int phos_criu_has_mem_track(const char *criu_path)
+/* The regular files pid maps, each once, as "0 SIZE PATH" lines to out. */
+static void mapped_files(pid_t pid, FILE *out)
+{
+	char path[64], line[PATH_MAX + 128], last[PATH_MAX] = "";
+	FILE *maps;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	if (!(maps = fopen(path, "re")))
+		return;
+	while (fgets(line, sizeof(line), maps)) {
+		char *f = strchr(line, '/');
+		struct stat st;
+
+		if (!f)
+			continue;
+		f[strcspn(f, "\n")] = '\0';
+		if (strcmp(f, last) == 0 || stat(f, &st) < 0 || !S_ISREG(st.st_mode))
+			continue;	/* (a deleted file's name ends in " (deleted)") */
+		snprintf(last, sizeof(last), "%s", f);
+		fprintf(out, "0 %llx %s\n", (unsigned long long)st.st_size, f);
+	}
+	fclose(maps);
+}
+
+int phos_criu_has_mem_track(const char *criu_path, FILE *files)
 {
 	CriuReq req = CRIU_REQ__INIT;
 	CriuFeatures feat = CRIU_FEATURES__INIT;
@@ -483,6 +508,10 @@ int phos_criu_has_mem_track(const char *criu_path)
 	feat.mem_track = true;
 	req.type = CRIU_REQ_TYPE__FEATURE_CHECK;
 	req.features = &feat;
+	/* with files: criu waits for another request after its answer, alive
+	 * for /proc/PID/maps, and exits when the socket closes */
+	req.has_keep_open = files != NULL;
+	req.keep_open = files != NULL;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return -1;
 	c = fork();
@@ -498,6 +527,9 @@ int phos_criu_has_mem_track(const char *criu_path)
 		if (resp->features && resp->features->has_mem_track)
 			rc = resp->features->mem_track ? 1 : 0;
 		criu_resp__free_unpacked(resp, NULL);
+		/* it answered: started, waiting for the socket to close */
+		if (files)
+			mapped_files(c, files);
 	}
 	close(sv[0]);
 	while (waitpid(c, &st, 0) < 0 && errno == EINTR)

@@ -11,6 +11,7 @@
 #define PHOSD_CRIU_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "err.h"
@@ -96,8 +97,11 @@ pid_t phos_criu_lazy_start(const char *criu_path, const char *images_path, const
 			   struct phos_err *e);
 
 /* Ask criu whether it can track memory changes (soft-dirty), needed for
- * pre-dump rounds.  1 yes, 0 no, -1 cannot tell. */
-int phos_criu_has_mem_track(const char *criu_path);
+ * pre-dump rounds.  1 yes, 0 no, -1 cannot tell.  files (NULL: not
+ * wanted): where to write the files criu maps once it has started (its
+ * executable, the loader, its libraries and plugins), one "0 SIZE PATH"
+ * line each (hex, prefetch.h's format), for the restores' read-ahead. */
+int phos_criu_has_mem_track(const char *criu_path, FILE *files);
 
 /* Version of the criu binary as major*10000+minor*100+sublevel, or -1. */
 int phos_criu_version(const char *criu_path, struct phos_err *e);

@@ -726,7 +726,7 @@ static int restore_mode(const struct opts *o)
 	}
 	/* the file pages the process had in memory, read ahead while CRIU
 	 * restores it (prefetch.h) */
-	prefetch_start(dirfd, m.uid, m.gid);
+	prefetch_start(dirfd, o->state_dir, m.uid, m.gid);
 	/* --verify: the image is hashed while CRIU restores it (the checker
 	 * starts first: no thread of ours runs yet) */
 	if (o->verify && (check = check_start(o, &check_fd)) < 0)

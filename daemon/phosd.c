@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <pwd.h>
 #include <poll.h>
 #include <signal.h>
@@ -26,6 +27,7 @@
 #include "handlers.h"
 #include "log.h"
 #include "ops.h"
+#include "prefetch.h"
 #include "registry.h"
 #include "restore.h"
 #include "gpu.h"
@@ -153,6 +155,35 @@ static int setup_signals(struct phosd *d)
 	signal(SIGPIPE, SIG_IGN);
 	d->signal_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	return d->signal_fd < 0 ? -1 : 0;
+}
+
+/*
+ * Ask criu whether it can track dirty memory, and keep the files it maps
+ * once started in state_dir's PHOS_PREFETCH_CRIU: a restore reads them
+ * ahead first, so that criu does not start from a cold page cache behind
+ * the restored process's read-ahead (prefetch.h).
+ */
+static bool criu_probe(const struct phos_config *c)
+{
+	char tmp[PATH_MAX], path[PATH_MAX];
+	FILE *f = NULL;
+	int fd = -1, mt;
+
+	if (phos_snprintf(path, sizeof(path), "%s/" PHOS_PREFETCH_CRIU, c->state_dir) == 0 &&
+	    phos_snprintf(tmp, sizeof(tmp), "%s.new", path) == 0 &&
+	    (fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644)) >= 0 &&
+	    !(f = fdopen(fd, "w")))
+		close(fd);
+	mt = phos_criu_has_mem_track(c->criu_path, f);
+	if (f) {
+		bool some = ftell(f) > 0;
+
+		if (fclose(f) == 0 && some && rename(tmp, path) == 0)
+			log_debug("the files criu maps, read ahead by restores first: %s", path);
+		else
+			unlink(tmp);
+	}
+	return mt == 1;
 }
 
 static int make_dirs(const struct phos_config *c)
@@ -473,7 +504,7 @@ int main(int argc, char **argv)
 	if (!phos_criu_probe_breakpoints())
 		log_notice("hardware breakpoints do not fire on this machine (a virtual machine?): "
 			   "CRIU will trace syscalls instead (slower parasite exit, same images)");
-	d->mem_track = phos_criu_has_mem_track(d->cfg.criu_path) == 1;
+	d->mem_track = criu_probe(&d->cfg);
 	if (!d->mem_track)
 		log_notice("the kernel cannot track dirty memory (no soft-dirty): pre-dump rounds are "
 			   "skipped and every checkpoint is one full dump");

@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -214,43 +215,53 @@ static void *reader(void *arg)
 	return NULL;
 }
 
-static void prefetch_run(FILE *in, uid_t uid, gid_t gid) __attribute__((noreturn));
-static void prefetch_run(FILE *in, uid_t uid, gid_t gid)
+/* Add the ranges of a list (NULL: none) to f's; closes it. */
+static void read_list(struct pf *f, size_t *alloc, FILE *in)
 {
-	struct pf f = { .lock = PTHREAD_MUTEX_INITIALIZER };
-	pthread_t t[PREFETCH_THREADS];
-	uint64_t t0 = phos_now_ms();
 	char *line = NULL;
-	size_t cap = 0, alloc = 0;
-	unsigned nt = 0;
+	size_t cap = 0;
 
-	/* the owner's view of the files: nothing root alone may read */
-	if (uid != 0 && (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0))
-		_exit(1);
-	while (getline(&line, &cap, in) > 0 && f.n < PREFETCH_MAX_LINES) {
+	while (in && getline(&line, &cap, in) > 0 && f->n < PREFETCH_MAX_LINES) {
 		unsigned long long off, len;
 		int at = 0;
 
 		line[strcspn(line, "\n")] = '\0';
 		if (sscanf(line, "%llx %llx %n", &off, &len, &at) < 2 || !at || line[at] != '/')
 			continue;
-		if (f.n == alloc) {
-			size_t na = alloc ? alloc * 2 : 1024;
-			struct item *ni = realloc(f.it, na * sizeof(*ni));
+		if (f->n == *alloc) {
+			size_t na = *alloc ? *alloc * 2 : 1024;
+			struct item *ni = realloc(f->it, na * sizeof(*ni));
 
 			if (!ni)
 				break;
-			f.it = ni;
-			alloc = na;
+			f->it = ni;
+			*alloc = na;
 		}
-		if (!(f.it[f.n].path = strdup(line + at)))
+		if (!(f->it[f->n].path = strdup(line + at)))
 			break;
-		f.it[f.n].off = off;
-		f.it[f.n].len = len;
-		f.n++;
+		f->it[f->n].off = off;
+		f->it[f->n].len = len;
+		f->n++;
 	}
 	free(line);
-	fclose(in);
+	if (in)
+		fclose(in);
+}
+
+static void prefetch_run(FILE *first, FILE *in, uid_t uid, gid_t gid) __attribute__((noreturn));
+static void prefetch_run(FILE *first, FILE *in, uid_t uid, gid_t gid)
+{
+	struct pf f = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	pthread_t t[PREFETCH_THREADS];
+	uint64_t t0 = phos_now_ms();
+	size_t alloc = 0;
+	unsigned nt = 0;
+
+	/* the owner's view of the files: nothing root alone may read */
+	if (uid != 0 && (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0))
+		_exit(1);
+	read_list(&f, &alloc, first);
+	read_list(&f, &alloc, in);
 	/* nothing of phos-restore's stays open in a process that may outlive
 	 * it (phosd's report pipe would not see its EOF) */
 	closefrom(3);
@@ -266,28 +277,31 @@ static void prefetch_run(FILE *in, uid_t uid, gid_t gid)
 	_exit(0);
 }
 
-void prefetch_start(int dir_fd, uid_t uid, gid_t gid)
+void prefetch_start(int dir_fd, const char *state_dir, uid_t uid, gid_t gid)
 {
 	const char *no = getenv("PHOS_NO_PREFETCH");
-	FILE *in;
+	char path[PATH_MAX];
 	pid_t c;
-	int fd;
+	int fd, cfd = -1;
 
 	if (no && strcmp(no, "1") == 0)
 		return;
 	fd = openat(dir_fd, PHOS_PREFETCH_NAME, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
+	if (state_dir && phos_snprintf(path, sizeof(path), "%s/" PHOS_PREFETCH_CRIU,
+				       state_dir) == 0)
+		cfd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && cfd < 0)
 		return;
 	c = fork();
 	if (c == 0) {
 		/* detached: nobody waits for it, nothing is left to reap */
 		if (fork() != 0)
 			_exit(0);
-		if (!(in = fdopen(fd, "r")))
-			_exit(1);
-		prefetch_run(in, uid, gid);
+		prefetch_run(cfd >= 0 ? fdopen(cfd, "r") : NULL, fd >= 0 ? fdopen(fd, "r") : NULL,
+			     uid, gid);
 	}
-	close(fd);
+	phos_closep(&fd);
+	phos_closep(&cfd);
 	if (c > 0)
 		while (waitpid(c, NULL, 0) < 0 && errno == EINTR)
 			;

@@ -16,6 +16,10 @@
 #include <sys/types.h>
 
 #define PHOS_PREFETCH_NAME "prefetch.list"
+/* in phosd's state_dir: the files criu maps (its executable, the loader,
+ * its libraries), written when phosd starts, read ahead first: criu
+ * starts from them while the process's files are read */
+#define PHOS_PREFETCH_CRIU "criu.prefetch"
 
 /*
  * Write PHOS_PREFETCH_NAME into dir_fd: for every regular file mapped by
@@ -29,9 +33,11 @@ int prefetch_record(int dir_fd, const pid_t *tree, size_t n, size_t *ranges, uin
 /*
  * Read PHOS_PREFETCH_NAME of the generation at dir_fd into the page cache
  * in a detached process (uid/gid: the image's owner; it opens only what
- * they may read, regular files only) and return at once.  Nothing happens
- * without the file or with PHOS_NO_PREFETCH=1 in the environment.
+ * they may read, regular files only) and return at once; state_dir's
+ * PHOS_PREFETCH_CRIU first, where there is one (NULL: none).  Nothing
+ * happens without either file or with PHOS_NO_PREFETCH=1 in the
+ * environment.
  */
-void prefetch_start(int dir_fd, uid_t uid, gid_t gid);
+void prefetch_start(int dir_fd, const char *state_dir, uid_t uid, gid_t gid);
 
 #endif

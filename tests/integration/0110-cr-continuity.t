@@ -12,7 +12,7 @@
 . "$(dirname "$0")/lib-phosd.sh"
 phosd_require
 require_built tests/progs/cr_tick tests/progs/cr_append tests/progs/cr_pair
-plan 49
+plan 51
 
 phosd_scratch
 phosd_start n1
@@ -329,6 +329,15 @@ if command -v fincore >/dev/null; then
 else
 	skip "no fincore (util-linux)" 5
 fi
+# the files criu maps, which restores read ahead before the process's:
+# phosd lists them when it starts (its executable with its size, then the
+# libraries ld.so loaded for it)
+crsize=$(printf '%x' "$(stat -L -c %s "$CRIU")")
+like "$(head -1 "$PD/n2.state/criu.prefetch" 2>&1)" "^0 $crsize $(readlink -f "$CRIU")\$" \
+	"phosd lists criu's executable for the restores' read-ahead" ||
+	diag "$(cat "$PD/n2.state/criu.prefetch" 2>&1 | head -5)"
+ok "$(grep -c '^0 [0-9a-f]* /.*\.so' "$PD/n2.state/criu.prefetch" | awk '{ print ($1 >= 1) ? 0 : 1 }')" \
+	"and the libraries it loads ($(grep -c . "$PD/n2.state/criu.prefetch") files)"
 
 phosd_finish
 done_testing
