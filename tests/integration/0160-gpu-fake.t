@@ -158,9 +158,15 @@ ok $? "and the program is gone"
 stopped=$(last_iter)
 gen=$(image_dir root "$apid")/000003
 is "$(wc -l <"$gen/gpumem-$apid.map" 2>/dev/null)" "$NBUF" "generation 3 holds the $NBUF buffers"
-is "$(ranks "$gen")" "$(ranks "$gen2")" \
-	"its map keeps those ranks: libphos sent them with the buffers (no save ran beside the program)" ||
-	diag_file "$gen/gpumem-$apid.map" 5
+# (libphos ranks what the program touched while generation 2's save ran;
+# generation 2's map ranks any buffer it did not touch then behind them,
+# from the ranks libphos had before: under load the program may not reach
+# its last buffer before that save ends)
+kept=$(join <(ranks "$gen") <(ranks "$gen2") | awk '$2 != 0 { n++; if ($2 != $3) bad++ } END { print n + 0, bad + 0 }')
+nranked=${kept% *}
+like "$kept" "^[1-9][0-9]* 0\$" \
+	"its map keeps those ranks: libphos sent them with the buffers (no save ran beside the program; ranked, differing: $kept)" ||
+	diag "$(ranks "$gen")" "$(ranks "$gen2")"
 mark=$(($(wc -l <"$PD/n1.log") + 1))
 pc_out n1 restore --detach "$gen"
 ok $RC "it restores" || { diag "$OUT"; diag_file "$PD/n1.log" 30; }
@@ -206,8 +212,8 @@ pc_out n1 checkpoint --leave-running --pid "$rp2"
 ok $RC "a checkpoint asked for while the restored program's buffers load succeeds" ||
 	{ diag "$OUT"; diag_file "$PD/n1.log" 20; }
 wait "$rbg"
-like "$(log_since "$mark")" "loaded $NBUF buffer\\(s\\), .*, $NBUF in first-use order" \
-	"that restore's loader took the buffers in the order of the map's ranks"
+like "$(log_since "$mark")" "loaded $NBUF buffer\\(s\\), .*, $nranked in first-use order" \
+	"that restore's loader took the buffers in the order of the map's ranks ($nranked ranked)"
 g4=$(ls -d "$(image_dir root "$rp2")"/0* 2>/dev/null | tail -1)
 kill -KILL "$rp2" 2>/dev/null
 wait_for 10 _gone "$rp2"
@@ -432,18 +438,24 @@ like "$RC $(log_since "$mark" | grep -o "could not go to the staging pool before
 	diag "$(log_since "$mark" | head -20)"
 wait_for 10 _gone "$spid"
 n=$(wc -l <"$f5")
-# a pool whose bytes changed (here: written through phosd's fd) fails the
-# restore, saying so; the image is untouched and the retry reads storage
-pfd=$(find "/proc/${PHOSD_PID[n1]}/fd" -lname '/memfd:phos-stage*' -printf '%f\n' 2>/dev/null | head -1)
-printf 'XXXXXXXX' | dd of="/proc/${PHOSD_PID[n1]}/fd/$pfd" bs=1 seek=4096 conv=notrunc status=none
-pc_out n1 restore --detach "$(ls -d "$(image_dir root "$spid")"/0* | tail -1)"
-like "$RC $(tail -1 <<<"$OUT")" "^1 .*the staging pool does not hold what was saved .*restore again, from storage" \
-	"a pool that does not hold what was saved fails the restore with the reason (fd $pfd of phosd written)" ||
-	diag "$OUT"
-restore_latest "$spid" "$f5" "and the retry restores from storage with every word as it was"
-rp=$RP
-kill -KILL "$rp" 2>/dev/null
-wait_for 10 _gone "$rp"
+# pool_changed MEMFD SPID OUTFILE WHAT: 8 bytes written at 4 KiB into the
+# first of phosd's fds that is /memfd:MEMFD* (a pool whose bytes changed);
+# the restore of SPID's last generation must fail saying so (WHAT), the
+# image untouched, and the retry read storage, every word as it was
+pool_changed() {
+	local pfd
+	pfd=$(find "/proc/${PHOSD_PID[n1]}/fd" -lname "/memfd:$1*" -printf '%f\n' 2>/dev/null |
+		sort -n | head -1)
+	printf 'XXXXXXXX' | dd of="/proc/${PHOSD_PID[n1]}/fd/$pfd" bs=1 seek=4096 conv=notrunc status=none
+	pc_out n1 restore --detach "$(ls -d "$(image_dir root "$2")"/0* | tail -1)"
+	like "$RC $(tail -1 <<<"$OUT")" \
+		"^1 .*the staging pool does not hold what was saved .*restore again, from storage" \
+		"$4 (fd $pfd of phosd written)" || diag "$OUT"
+	restore_latest "$2" "$3" "and the retry restores from storage with every word as it was"
+	kill -KILL "$RP" 2>/dev/null
+	wait_for 10 _gone "$RP"
+}
+pool_changed phos-stage "$spid" "$f5" "a pool that does not hold what was saved fails the restore with the reason"
 rm -f "$f5"
 # a checkpoint does not take the pool while a restore still loads from it
 # (slow loads: 1 s a chunk): its GPU memory goes straight to storage
@@ -552,16 +564,8 @@ pool_stop 9 'staging pool: 2 GiB ready .*pinned by the NVIDIA driver' -- \
 	"gpu_stage_pool_gib: 2" "gpu_stage_pool_pinned: true"
 ok $RC "a stop checkpoint through the driver-pinned pool succeeds" || diag "$OUT"
 wait_for 10 _gone "$SPID"
-pfd=$(find "/proc/${PHOSD_PID[n1]}/fd" -lname '/memfd:fakecuda-vmm*' -printf '%f\n' 2>/dev/null |
-	sort -n | head -1)
-printf 'XXXXXXXX' | dd of="/proc/${PHOSD_PID[n1]}/fd/$pfd" bs=1 seek=4096 conv=notrunc status=none
-pc_out n1 restore --detach "$(ls -d "$(image_dir root "$SPID")"/0* | tail -1)"
-like "$RC $(tail -1 <<<"$OUT")" "^1 .*the staging pool does not hold what was saved .*restore again, from storage" \
-	"a driver-pinned pool that does not hold what was saved fails the restore: the GPU's check caught it" ||
-	diag "$OUT"
-restore_latest "$SPID" "$F" "and the retry restores from storage with every word as it was"
-kill -KILL "$RP" 2>/dev/null
-wait_for 10 _gone "$RP"
+pool_changed fakecuda-vmm "$SPID" "$F" \
+	"a driver-pinned pool that does not hold what was saved fails the restore: the GPU's check caught it"
 # the CPU refused access to the driver-pinned pool (FAKECUDA_ACCESS_REFUSE=
 # host): the GPU memory still goes once it is in the pool, phos-gpu writes
 # the pool to storage through the GPU; a restore on this node that would
