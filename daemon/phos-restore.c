@@ -721,9 +721,12 @@ static int restore_mode(const struct opts *o)
 		return restore_fail(o, "restore: %s: %s", o->image, e.msg);
 	}
 	/* GPU: refuse before CRIU what the driver could not restore here. */
+	uint64_t t_check = phos_now_ms();
+
 	if (cuda_restore_check(&m, &e) < 0) {
 		return restore_fail(o, "restore of %s refused: %s", o->image, e.msg);
 	}
+	t_check = phos_now_ms() - t_check;
 	/* the file pages the process had in memory, read ahead while CRIU
 	 * restores it (prefetch.h) */
 	prefetch_start(dirfd, o->state_dir, m.uid, m.gid);
@@ -737,8 +740,9 @@ static int restore_mode(const struct opts *o)
 	 * buffers and (concurrent) the first of the data are ready by the
 	 * time CRIU and the driver have restored the process. */
 	t_start = phos_now_ms();
-	log_debug("the loaders start %" PRIu64 " ms after phos-restore did (the manifest, the "
-		  "GPU check, the read-ahead and the image check started)", t_start - t_begin);
+	log_debug("the loaders start %" PRIu64 " ms after phos-restore did (the manifest; the "
+		  "GPU check, %" PRIu64 " ms; the read-ahead and the image check started)",
+		  t_start - t_begin, t_check);
 	char pieces[1024] = "";
 	struct stage_cuda cuda = { NULL, 0, 0 };
 	int cfd[STAGE_CUDA_MAX];
