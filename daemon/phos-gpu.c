@@ -275,13 +275,20 @@ static const struct gio_ops *io_ops(void)
 	return &o;
 }
 
-/* PHOS_GPU_DIRECT_IO=1 (phosd's environment): O_DIRECT where the file
- * system takes it (the page cache is bypassed). */
+/* NAME=1 in the environment (phosd's: the switches of phosd(8), most of
+ * them for A/B runs) */
+static bool env_on(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v && strcmp(v, "1") == 0;
+}
+
+/* PHOS_GPU_DIRECT_IO=1: O_DIRECT where the file system takes it (the page
+ * cache is bypassed). */
 static bool direct_io(void)
 {
-	const char *d = getenv("PHOS_GPU_DIRECT_IO");
-
-	return d && strcmp(d, "1") == 0;
+	return env_on("PHOS_GPU_DIRECT_IO");
 }
 
 /* Open a buffer file of an image written before the chunk store (read). */
@@ -715,15 +722,6 @@ static int cpool_grant(bool host, const unsigned *first, unsigned n, char *why, 
 	return cgrant ? 0 : -1;
 }
 
-/* PHOS_GPU_STAGE_GRANT_FIRST=1: a staged save has the whole pool granted
- * before its first copy (the A/B of session 12) */
-static bool grant_first(void)
-{
-	const char *v = getenv("PHOS_GPU_STAGE_GRANT_FIRST");
-
-	return v && strcmp(v, "1") == 0;
-}
-
 /*
  * After a staged save's copy into a driver-pinned pool, with the GPU
  * memory released: the CPU's access to the pool, for the writes to
@@ -946,9 +944,11 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 
 		/* the GPUs' access behind the copies; the CPU's once the GPU
 		 * memory is released (it is not on the way there) */
+		/* (PHOS_GPU_STAGE_GRANT_FIRST=1: the whole pool granted before
+		 * the first copy, the A/B of session 12) */
 		if (p && cpool_grant(false, NULL, 0, why, sizeof(why)) == 0 &&
-		    (!grant_first() || cpool_grant_wait(cgrant, cpool_base, cpool_len, why,
-							sizeof(why)) == 0)) {
+		    (!env_on("PHOS_GPU_STAGE_GRANT_FIRST") ||
+		     cpool_grant_wait(cgrant, cpool_base, cpool_len, why, sizeof(why)) == 0)) {
 			pool = p;
 		} else {
 			fprintf(stderr, "phos-gpu: cannot map the staging pool the driver pinned (%s): "
@@ -1017,9 +1017,8 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 		 * (unpinning costs about what pinning does: not on the way to
 		 * "released"); PHOS_GPU_STAGE_UNPIN_EACH=1: unpinned after its
 		 * copy, for A/B */
-		const char *ue = getenv("PHOS_GPU_STAGE_UNPIN_EACH");
 		struct gio sg = { .dir = GIO_STAGE, .b = io, .n = n, .ops = io_ops(), .chunk = piece,
-				  .keep_pinned = !(ue && strcmp(ue, "1") == 0),
+				  .keep_pinned = !env_on("PHOS_GPU_STAGE_UNPIN_EACH"),
 				  .pinners = gio_pinners(), .bounce = bounce, .prepinned = cpool,
 				  .ready = cpool ? cpool_ready : NULL };
 		char why[200] = "";
@@ -1162,7 +1161,7 @@ static struct {
 	uint64_t h[2];
 	bool known;
 } want_hash[PHOS_GPUBUF_MAX];
-static unsigned lb_dev[PHOS_GPUBUF_MAX];	/* a load's buffers' devices */
+static struct phos_gpubuf lb[PHOS_GPUBUF_MAX];	/* a load's buffers, as the map says */
 
 /* A load checks each buffer against the map's hash, when it has one. */
 static int load_done(void *arg, unsigned i)
@@ -1183,7 +1182,7 @@ static int load_done_device(void *arg, unsigned i)
 {
 	struct copy_ctx *cc = arg;
 
-	if (hash_on(lb_dev[i], io[i].dptr, io[i].size, io[i].h, true) < 0)
+	if (hash_on(lb[i].dev, io[i].dptr, io[i].size, io[i].h, true) < 0)
 		return 1;	/* (said why) */
 	return copy_check(cc, i, want_hash[i].h);
 }
@@ -1197,19 +1196,18 @@ static int load_done_device(void *arg, unsigned i)
  */
 static bool load_direct(unsigned n)
 {
-	const char *v = getenv("PHOS_GPU_LOAD_VIA_CPU");
 	bool tried[64] = { false };
 	uint64_t h[2];
 
-	if (v && strcmp(v, "1") == 0)
+	if (env_on("PHOS_GPU_LOAD_VIA_CPU"))
 		return false;
 	for (unsigned i = 0; i < n; i++) {
-		if (tried[lb_dev[i] % 64])
+		if (tried[lb[i].dev % 64])
 			continue;
-		tried[lb_dev[i] % 64] = true;
-		if (hash_on(lb_dev[i], io[i].dptr, 4, h, true) < 0) {
+		tried[lb[i].dev % 64] = true;
+		if (hash_on(lb[i].dev, io[i].dptr, 4, h, true) < 0) {
 			fprintf(stderr, "phos-gpu: the staging pool is read by the CPU: GPU %u "
-				"cannot check what is copied to it\n", lb_dev[i]);
+				"cannot check what is copied to it\n", lb[i].dev);
 			return false;
 		}
 	}
@@ -1259,7 +1257,6 @@ static int hand_over(const uint8_t *blob, const int *fds, int n, int tab_fd)
  */
 static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_off)
 {
-	static struct phos_gpubuf lb[PHOS_GPUBUF_MAX];
 	static int fds[PHOS_GPUBUF_MAX];
 	static uint8_t blob[PHOS_GPUBUF_MAX * PHOS_GPUBUF_LEN];
 	static unsigned lrank[PHOS_GPUBUF_MAX];
@@ -1298,7 +1295,6 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 			return fail("%s: bad line: %s", name, line);
 		want_hash[n].known = k >= 6;
 		lb[n].rank = lrank[n];
-		lb_dev[n] = lb[n].dev;
 		if (use_dev(lb[n].dev))
 			return 1;
 		if (phos_idx_name(file)) {
