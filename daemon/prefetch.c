@@ -177,7 +177,7 @@ struct item {
 
 struct pf {
 	struct item *it;
-	size_t n, next;
+	size_t n, alloc, next;
 	uint64_t bytes;
 	unsigned files;
 	pthread_mutex_t lock;
@@ -216,7 +216,7 @@ static void *reader(void *arg)
 }
 
 /* Add the ranges of a list (NULL: none) to f's; closes it. */
-static void read_list(struct pf *f, size_t *alloc, FILE *in)
+static void read_list(struct pf *f, FILE *in)
 {
 	char *line = NULL;
 	size_t cap = 0;
@@ -228,14 +228,14 @@ static void read_list(struct pf *f, size_t *alloc, FILE *in)
 		line[strcspn(line, "\n")] = '\0';
 		if (sscanf(line, "%llx %llx %n", &off, &len, &at) < 2 || !at || line[at] != '/')
 			continue;
-		if (f->n == *alloc) {
-			size_t na = *alloc ? *alloc * 2 : 1024;
+		if (f->n == f->alloc) {
+			size_t na = f->alloc ? f->alloc * 2 : 1024;
 			struct item *ni = realloc(f->it, na * sizeof(*ni));
 
 			if (!ni)
 				break;
 			f->it = ni;
-			*alloc = na;
+			f->alloc = na;
 		}
 		if (!(f->it[f->n].path = strdup(line + at)))
 			break;
@@ -254,14 +254,13 @@ static void prefetch_run(FILE *first, FILE *in, uid_t uid, gid_t gid)
 	struct pf f = { .lock = PTHREAD_MUTEX_INITIALIZER };
 	pthread_t t[PREFETCH_THREADS];
 	uint64_t t0 = phos_now_ms();
-	size_t alloc = 0;
 	unsigned nt = 0;
 
 	/* the owner's view of the files: nothing root alone may read */
 	if (uid != 0 && (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0))
 		_exit(1);
-	read_list(&f, &alloc, first);
-	read_list(&f, &alloc, in);
+	read_list(&f, first);
+	read_list(&f, in);
 	/* nothing of phos-restore's stays open in a process that may outlive
 	 * it (phosd's report pipe would not see its EOF) */
 	closefrom(3);
