@@ -46,8 +46,10 @@ num() { grep -oE "$2 [0-9]+" "$1" | tail -1 | grep -oE '[0-9]+$'; }
 fmt='%-10s %7s %14s %10s %8s %9s %12s %13s %11s %7s\n'
 printf "$fmt" run CRIU_ms to+run+after_ms outside_ms check_ms driver_ms read_ahead_ms \
 	256_launch_ms 1st_step_ms losses
+k=0
 for mode in $MODES; do
-	out=$OUT/torch_size-$mode.out
+	k=$((k + 1))
+	out=$OUT/torch_size-$k-$mode.out
 	nora=0 drop=1
 	[ "$mode" = cold-nora ] && nora=1
 	[ "$mode" = warm ] && drop=0
@@ -55,6 +57,9 @@ for mode in $MODES; do
 	[ -n "${W:-}" ] && rm -rf "${W:?}/torch_size" "${W:?}/images"
 	PHOS_NO_PREFETCH=$nora DROP_CACHES=$drop STAGE_POOL_GIB=$pool STAGE_POOL_PINNED=$pinned \
 		SIZES=$SIZE STEPS=$STEPS bash "$here/torch_size.sh" >"$out" 2>&1
+	# its CRIU log, kept by torch_size.sh in W (cleaned for the next run)
+	cp "${W:-/nonexistent}/torch_size/$SIZE/criu-restore.log" "$OUT/criu-restore-$k-$mode.log" \
+		2>/dev/null
 	row=$(awk '$1 == "'"$SIZE"'" && NF == 8 { print }' "$out" | tail -1)
 	split=$(grep -oE 'CRIU [0-9]+ ms \([0-9]+ \+ run [0-9]+ \+ [0-9]+\)' "$out" | tail -1 |
 		sed -E 's/.*\(([0-9]+) \+ run ([0-9]+) \+ ([0-9]+)\)/\1+\2+\3/')
@@ -62,7 +67,7 @@ for mode in $MODES; do
 		tail -1 | grep -oE '[0-9]+ ms' | awk '{ printf "%s%s", n++ ? "/" : "", $1 }')
 	printf "$fmt" "$mode" "$(num "$out" 'CRIU')" "${split:--}" "${edges:--}" \
 		"$(num "$out" 'checked beside it in')" "$(num "$out" 'driver')" \
-		"$(grep -oE 'read ahead \([0-9]+ range\(s\)\) in [0-9]+' "$out" | tail -1 | grep -oE '[0-9]+$' || echo -)" \
+		"$(grep -oE 'read ahead \([0-9]+ range\(s\)[^)]*\) in [0-9]+' "$out" | tail -1 | grep -oE '[0-9]+$' || echo -)" \
 		"$(num "$out" 'after the reattach: the last')" "$(awk '{ print $7 }' <<<"$row")" \
 		"$(awk '{ print $8 }' <<<"$row")"
 done
