@@ -252,35 +252,91 @@ static void read_list(struct pf *f, FILE *in)
 		fclose(in);
 }
 
+/* items ordered by path, then by their place in the list */
+static const struct item *by_path_base;
+
+static int by_path(const void *a, const void *b)
+{
+	size_t i = *(const size_t *)a, j = *(const size_t *)b;
+	int c = strcmp(by_path_base[i].path, by_path_base[j].path);
+
+	return c ? c : (i > j) - (i < j);
+}
+
 /*
  * CRIU opens the file of each file-backed mapping and reads its ELF
  * headers (the build-id check) before it maps it, one file after another;
  * on a cold cache each of those small reads waited behind the bulk of the
  * read-ahead (250-330 ms of a PyTorch restore on the H200, session 14).
  * So the first PREFETCH_HEAD bytes of every file of the list from item
- * f->from on go before the list's ranges.  Returns the number of files.
+ * f->from on go before the list's ranges, each file once, in the order
+ * the list first names them (a tree's processes map the same libraries).
+ * Returns the number of files.
  */
 static unsigned heads_first(struct pf *f)
 {
-	size_t from = f->from, k = from, files = 0;
-	struct item *ni;
+	size_t from = f->from, m = f->n - from, k = from, files = 0;
+	struct item *ni = NULL;
+	size_t *ix = malloc((m ? m : 1) * sizeof(*ix));
+	bool *first = calloc(m ? m : 1, sizeof(*first));
 
-	for (size_t i = from; i < f->n; i++)
-		if (i == from || strcmp(f->it[i].path, f->it[i - 1].path) != 0)
+	if (!ix || !first || !m)
+		goto out;
+	for (size_t i = 0; i < m; i++)
+		ix[i] = from + i;
+	by_path_base = f->it;
+	qsort(ix, m, sizeof(*ix), by_path);
+	for (size_t i = 0; i < m; i++)
+		if (i == 0 || strcmp(f->it[ix[i]].path, f->it[ix[i - 1]].path) != 0) {
+			first[ix[i] - from] = true;
 			files++;
-	if (!files || !(ni = malloc((f->n + files) * sizeof(*ni))))
-		return 0;
+		}
+	if (!(ni = malloc((f->n + files) * sizeof(*ni)))) {
+		files = 0;
+		goto out;
+	}
 	memcpy(ni, f->it, from * sizeof(*ni));
-	for (size_t i = from; i < f->n; i++)
-		if (i == from || strcmp(f->it[i].path, f->it[i - 1].path) != 0)
-			ni[k++] = (struct item){ .len = PREFETCH_HEAD, .path = f->it[i].path,
+	for (size_t i = 0; i < m; i++)
+		if (first[i])
+			ni[k++] = (struct item){ .len = PREFETCH_HEAD, .path = f->it[from + i].path,
 						 .head = true };
-	memcpy(ni + k, f->it + from, (f->n - from) * sizeof(*ni));
+	memcpy(ni + k, f->it + from, m * sizeof(*ni));
 	free(f->it);	/* (the paths are the new list's) */
 	f->it = ni;
 	f->n += files;
 	f->alloc = f->n;
+out:
+	free(ix);
+	free(first);
 	return (unsigned)files;
+}
+
+/* The order of a restore's reads: criu's list (first; NULL: none), the
+ * head of each file of the process's list (in; NULL: none), its ranges.
+ * Closes both. */
+static unsigned plan(struct pf *f, FILE *first, FILE *in)
+{
+	read_list(f, first);
+	f->from = f->n;
+	read_list(f, in);
+	return heads_first(f);
+}
+
+size_t prefetch_order(FILE *first, FILE *in,
+		      void (*each)(void *arg, uint64_t off, uint64_t len, const char *path),
+		      void *arg)
+{
+	struct pf f = { .n = 0 };
+
+	plan(&f, first, in);
+	for (size_t i = 0; i < f.n; i++)
+		each(arg, f.it[i].off, f.it[i].len, f.it[i].path);
+	/* the heads share their paths with the items after them */
+	for (size_t i = 0; i < f.n; i++)
+		if (!f.it[i].head)
+			free(f.it[i].path);
+	free(f.it);
+	return f.n;
 }
 
 static void prefetch_run(FILE *first, FILE *in, uid_t uid, gid_t gid) __attribute__((noreturn));
@@ -294,10 +350,7 @@ static void prefetch_run(FILE *first, FILE *in, uid_t uid, gid_t gid)
 	/* the owner's view of the files: nothing root alone may read */
 	if (uid != 0 && (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0))
 		_exit(1);
-	read_list(&f, first);
-	f.from = f.n;
-	read_list(&f, in);
-	heads = heads_first(&f);
+	heads = plan(&f, first, in);
 	/* nothing of phos-restore's stays open in a process that may outlive
 	 * it (phosd's report pipe would not see its EOF) */
 	closefrom(3);

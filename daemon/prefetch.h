@@ -13,6 +13,7 @@
 #define PHOSD_PREFETCH_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #define PHOS_PREFETCH_NAME "prefetch.list"
@@ -39,5 +40,16 @@ int prefetch_record(int dir_fd, const pid_t *tree, size_t n, size_t *ranges, uin
  * environment.
  */
 void prefetch_start(int dir_fd, const char *state_dir, uid_t uid, gid_t gid);
+
+/*
+ * The order prefetch_start reads in (for tests): each range of the list
+ * first (criu's; NULL: none), then the first 64 KiB of each file of the
+ * list in (the process's; NULL: none), each file once, in the order in
+ * first names them, then in's ranges.  Calls each() for every read and
+ * returns their number; closes both files.
+ */
+size_t prefetch_order(FILE *first, FILE *in,
+		      void (*each)(void *arg, uint64_t off, uint64_t len, const char *path),
+		      void *arg);
 
 #endif
