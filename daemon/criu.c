@@ -528,8 +528,15 @@ int phos_criu_has_mem_track(const char *criu_path, FILE *files)
 			rc = resp->features->mem_track ? 1 : 0;
 		criu_resp__free_unpacked(resp, NULL);
 		/* it answered: started, waiting for the socket to close */
-		if (files)
+		if (files) {
 			mapped_files(c, files);
+			/* the same question, not kept open: criu answers and
+			 * exits (a socket closed under it is an error in its
+			 * log, "Can't recv request", on phosd's stderr) */
+			req.keep_open = false;
+			if (send_req(sv[0], &req) == 0 && (resp = recv_resp(sv[0])))
+				criu_resp__free_unpacked(resp, NULL);
+		}
 	}
 	close(sv[0]);
 	while (waitpid(c, &st, 0) < 0 && errno == EINTR)

@@ -21,7 +21,9 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
+#include <linux/magic.h>
 
 #include "criu.h"
 #include "handlers.h"
@@ -158,6 +160,33 @@ static int setup_signals(struct phosd *d)
 }
 
 /*
+ * criu keeps what it probed of the kernel (kerndat) in /run/criu.kdat,
+ * but only where /run is a tmpfs (gone at reboot).  Elsewhere every criu
+ * run probes again: network namespaces, netfilter, nftables, 0.1-0.2 s of
+ * each checkpoint and restore, longer on a cold page cache.  Said once at
+ * start, after the feature check (which writes the cache where it can).
+ */
+#define CRIU_RUNDIR "/run"	/* criu's RUNDIR, as built (scripts/install-deps.sh) */
+#define CRIU_KDAT CRIU_RUNDIR "/criu.kdat"
+
+static void criu_kdat_note(void)
+{
+	struct statfs sf;
+
+	if (access(CRIU_KDAT, F_OK) == 0 || errno != ENOENT)
+		return;
+	if (statfs(CRIU_RUNDIR, &sf) == 0 && sf.f_type != TMPFS_MAGIC)
+		log_info("criu cannot cache what it probes of the kernel: " CRIU_RUNDIR " is not a "
+			 "tmpfs, so each checkpoint and restore probes it again (0.1-0.2 s); on a "
+			 "systemd node /run is a tmpfs");
+	else
+		log_info("criu did not cache what it probes of the kernel in " CRIU_KDAT
+			 " (a stale " CRIU_KDAT ".tmp left by a criu that was killed keeps it "
+			 "from writing one: remove it); each checkpoint and restore probes the "
+			 "kernel again (0.1-0.2 s)");
+}
+
+/*
  * Ask criu whether it can track dirty memory, and keep the files it maps
  * once started in state_dir's PHOS_PREFETCH_CRIU: a restore reads them
  * ahead first, so that criu does not start from a cold page cache behind
@@ -183,6 +212,8 @@ static bool criu_probe(const struct phos_config *c)
 		else
 			unlink(tmp);
 	}
+	if (mt >= 0)
+		criu_kdat_note();
 	return mt == 1;
 }
 

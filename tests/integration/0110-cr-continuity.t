@@ -12,7 +12,7 @@
 . "$(dirname "$0")/lib-phosd.sh"
 phosd_require
 require_built tests/progs/cr_tick tests/progs/cr_append tests/progs/cr_pair
-plan 51
+plan 53
 
 phosd_scratch
 phosd_start n1
@@ -338,6 +338,19 @@ like "$(head -1 "$PD/n2.state/criu.prefetch" 2>&1)" "^0 $crsize $(readlink -f "$
 	diag "$(cat "$PD/n2.state/criu.prefetch" 2>&1 | head -5)"
 ok "$(grep -c '^0 [0-9a-f]* /.*\.so' "$PD/n2.state/criu.prefetch" | awk '{ print ($1 >= 1) ? 0 : 1 }')" \
 	"and the libraries it loads ($(grep -c . "$PD/n2.state/criu.prefetch") files)"
+# phosd's start: criu's feature check leaves no error of criu's in the log
+# (the request kept open for its maps is closed by a last request), and
+# phosd says when criu cannot cache its kernel probe (/run not a tmpfs)
+start=$(sed -n '1,/ready on/p' "$PD/n2.log")
+unlike "$start" 'Error \(criu/' "criu's feature check at phosd's start logs no error" ||
+	diag "$start"
+if [ "$(stat -f -c %T /run)" != tmpfs ] && [ ! -e /run/criu.kdat ]; then
+	like "$start" "criu cannot cache what it probes of the kernel: /run is not a tmpfs" \
+		"phosd says criu re-probes the kernel on each run (/run is not a tmpfs here)"
+else
+	unlike "$start" "criu cannot cache what it probes" \
+		"phosd says nothing of criu's kernel cache (/run is a tmpfs here, or criu.kdat exists)"
+fi
 
 phosd_finish
 done_testing
