@@ -35,6 +35,15 @@ table=$(printf '%-5s %9s %14s %14s %11s %11s %11s %8s' GiB stall_ms "steps_befor
 
 for gb in $SIZES; do
 	d=$W/torch_size/$gb; rm -rf "$d"; mkdir -p "$d"
+	# images in a tmpfs (W in /dev/shm) are memory, beside the staging pool
+	# (already taken) and the process: uncompressed, one of gb GiB must fit
+	avail=$(awk '/^MemAvailable:/ { print int($2 / 1048576) }' /proc/meminfo)
+	if [ "$(stat -f -c %T "$W")" = tmpfs ] && [ "${COMPRESS_LEVEL:-0}" = 0 ] &&
+		[ $((gb + 8)) -gt "$avail" ]; then
+		log "$gb GiB: its image would not fit in $W (a tmpfs: $avail GiB of memory available," \
+			"$((gb + 8)) needed); set COMPRESS_LEVEL=1 (the dataset compresses) or W on a disk"
+		BROKE=1; continue
+	fi
 	log "=== $gb GiB: reference run ($STEPS steps)"
 	"${UNDER_LIBPHOS[@]}" python3 "$TRAIN" "$STEPS" 0.1 "$gb" >"$d/ref.out" 2>&1 ||
 		{ log "$gb GiB: the reference run failed"; tail -5 "$d/ref.out"; BROKE=1; continue; }
