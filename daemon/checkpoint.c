@@ -147,18 +147,20 @@ static void give_back(struct gpu_hold *h, const char *target)
 	gpu_hold_release(h);
 }
 
-/* SIGKILL a tree CRIU left stopped after a stop-mode dump. */
-static void kill_stopped_tree(pid_t root)
+/* Signal every process of a tree CRIU left stopped after its dump:
+ * SIGKILL once the image is published, SIGCONT when the checkpoint
+ * failed after the dump. */
+static void signal_tree(pid_t root, int sig)
 {
 	pid_t *tree = NULL;
 	size_t n = 0;
 
 	if (proc_tree(root, &tree, &n) < 0) {
-		kill(root, SIGKILL);
+		kill(root, sig);
 		return;
 	}
 	for (size_t i = 0; i < n; i++)
-		kill(tree[i], SIGKILL);
+		kill(tree[i], sig);
 	free(tree);
 }
 
@@ -427,7 +429,7 @@ static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bo
 	size_t nholds = 0;
 	uint64_t gpu_bytes = 0;	/* of the GPU buffers saved */
 	char target[128], num[32];
-	bool other_ns = false, kill_after = false;
+	bool other_ns = false, kill_after = false, dumped_stopped = false;
 	int pidns = -1, mntns = -1, rc = -1;
 	char link[4200] = "";
 	char stdio_keys[3][512];
@@ -645,11 +647,20 @@ static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bo
 	cr.log_name = "dump.log";
 	cr.leave_running = (r->flags & (PHOS_F_LEAVE_RUNNING | PHOS_F_PREEMPT)) != 0;
 	cr.leave_stopped = (r->flags & PHOS_F_PREEMPT) != 0;
-	/* Stop mode in another pid namespace: CRIU runs inside that namespace,
-	 * and once it kills the tree the namespace's init (phos-restore) may
-	 * exit, which kills CRIU before it answers.  Have CRIU leave the tree
-	 * stopped, and kill it here once the image is known good. */
-	if (other_ns && !cr.leave_running) {
+	/* Stop mode: CRIU leaves the tree stopped and phosd kills it once the
+	 * image is published, when
+	 *  - the tree is in another pid namespace: CRIU runs inside it, and
+	 *    once it kills the tree the namespace's init (phos-restore) may
+	 *    exit, which kills CRIU before it answers;
+	 *  - GPU buffers are still to be saved after the dump: should that
+	 *    fail (phos-gpu killed, storage full), the process goes on with
+	 *    them, where CRIU's kill would have left neither process nor
+	 *    image. */
+	bool gpu_after = false;
+
+	for (size_t i = 0; i < nholds; i++)
+		gpu_after |= holds[i].n > 0;
+	if ((other_ns || gpu_after) && !cr.leave_running) {
 		cr.leave_running = cr.leave_stopped = true;
 		kill_after = true;
 	}
@@ -672,6 +683,7 @@ static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bo
 	}
 	if (phos_criu_run(PHOS_CRIU_DUMP, &cr, NULL, e) < 0)
 		goto out;
+	dumped_stopped = cr.leave_stopped;
 	/* GPU: leave-running resumes the app's GPU state; stop and preempt
 	 * leave it checkpointed (CRIU killed or stopped the tree: the GPU is
 	 * free since cuda_checkpoint()). */
@@ -681,8 +693,6 @@ static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bo
 		if (cuda_resume(&cuda, &ge) < 0)
 			log_err("checkpoint %s: %s", target, ge.msg);
 	}
-	if (kill_after)
-		kill_stopped_tree(r->pid);
 	cuda.done = true;
 	/* GPU fast path: the buffers go into the image.  Leave-running: the
 	 * helper first takes a copy on the GPU when there is room, and the
@@ -761,6 +771,8 @@ static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bo
 						      (int)holds[i].nspid, pieces[i]);
 		stage_keep(&pool, res->path, kept);
 	}
+	if (kill_after)
+		signal_tree(r->pid, SIGKILL);
 	rc = 0;
 out:
 	res->total_ms = phos_now_ms() - t0;
@@ -775,6 +787,14 @@ out:
 	if (rc < 0)
 		log_err("checkpoint %s failed: %s", target, e ? e->msg : "");
 	phos_image_abort(&w);
+	/* failed after a dump that left the tree stopped: it goes on, its
+	 * CUDA state restored and unlocked below (the driver's restore needs
+	 * its threads running), its buffers given back after that */
+	if (rc < 0 && dumped_stopped) {
+		signal_tree(r->pid, SIGCONT);
+		cuda.done = false;
+		log_notice("checkpoint %s: nothing was published; the process tree goes on", target);
+	}
 	cuda_set_free(&cuda);	/* failure after the lock: restore + unlock */
 	/* The buffers go back unless the process is gone for good (a stop or
 	 * preempt checkpoint that succeeded). */

@@ -561,6 +561,13 @@ int gpu_save_finish(struct gpu_save *sv, struct phos_err *e)
 		return phos_errnof(e, ESTALE, "saving the GPU buffers of pid %d while it ran "
 				   "failed: %s", (int)sv->tag, why);
 	}
+	if (WIFSIGNALED(st))
+		return phos_errf(e, "saving the GPU buffers of pid %d failed: phos-gpu was killed by "
+				 "signal %d (%s)%s; its last line: %s", (int)sv->tag, WTERMSIG(st),
+				 strsignal(WTERMSIG(st)),
+				 WTERMSIG(st) == SIGKILL ? ": the kernel's OOM killer? (dmesg; images "
+				 "in a tmpfs and the staging pool are memory)" : "",
+				 why[0] ? why : "(none)");
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
 		return phos_errf(e, "saving the GPU buffers of pid %d failed: %s", (int)sv->tag,
 				 why[0] ? why : "phos-gpu died");

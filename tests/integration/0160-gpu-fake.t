@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 103
+plan 108
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -617,6 +617,31 @@ ok $? "without a pool the driver pins, phosd fills one pinned on the way" ||
 	diag "$(grep 'staging pool' "$PD/n1.log" | tail -3)"
 like "$(grep -o 'no host memory pinned by the NVIDIA driver for it (.*' "$PD/n1.log" | tail -1)" \
 	"no-such-phos-gpu.*a pool pinned piece by piece instead" "and its log says why"
+
+# -- phos-gpu killed during a save (the OOM killer's way): the checkpoint
+# fails and says how phos-gpu ended, not only its last line; nothing is
+# published and the program goes on with its buffers intact
+phosd_stop n1
+FAKECUDA_DTOH_DELAY_MS=1000 phosd_start n1
+f_keep=$f f=$PD/app-killed.out
+start_app "$f"
+kpid=$APP
+wait_for 30 iter_past 3
+( _saving() { pgrep -f "phos-gpu save $kpid" >/dev/null; }
+  wait_for 20 _saving && sleep 0.5 && pkill -KILL -f "phos-gpu save $kpid" ) &
+killer=$!
+pc_out n1 checkpoint --pid "$kpid"
+wait "$killer"
+ok "$([ "$RC" != 0 ] && echo 0 || echo 1)" "a checkpoint whose phos-gpu is killed fails" || diag "$OUT"
+like "$OUT" "saving the GPU buffers of pid $kpid failed: phos-gpu was killed by signal 9 \\(Killed\\): the kernel's OOM killer\\?" \
+	"and says phos-gpu was killed, by which signal, and where to look"
+is "$(ls "$(image_dir root "$kpid")" 2>/dev/null | grep -c '^[0-9]')" 0 "no generation is published"
+n=$(last_iter)
+wait_for 30 iter_past $((n + 3))
+ok $? "the program goes on (iter $(last_iter))"
+ok "$(no_corrupt && echo 0 || echo 1)" "with every word of its buffers intact" || diag_file "$f" 3
+kill -KILL "$kpid" 2>/dev/null
+f=$f_keep
 
 # -- phos-gpu refuses what it cannot use, and says what --------------------------------
 GPUH=$PHOS_GPU_HELPER
