@@ -67,7 +67,7 @@ for mode in $MODES; do
 		tail -1 | grep -oE '[0-9]+ ms' | awk '{ printf "%s%s", n++ ? "/" : "", $1 }')
 	printf "$fmt" "$mode" "$(num "$out" 'CRIU')" "${split:--}" "${edges:--}" \
 		"$(num "$out" 'checked beside it in')" "$(num "$out" 'driver')" \
-		"$(grep -oE 'read ahead \([0-9]+ range\(s\)[^)]*\) in [0-9]+' "$out" | tail -1 | grep -oE '[0-9]+$' || echo -)" \
+		"$(grep -oE 'read ahead \([0-9]+ range\(s\).*\) in [0-9]+' "$out" | tail -1 | grep -oE '[0-9]+$' || echo -)" \
 		"$(num "$out" 'after the reattach: the last')" "$(awk '{ print $7 }' <<<"$row")" \
 		"$(awk '{ print $8 }' <<<"$row")"
 done

@@ -314,12 +314,12 @@ out:
 /* The order of a restore's reads: criu's list (first; NULL: none), the
  * head of each file of the process's list (in; NULL: none), its ranges.
  * Closes both. */
-static unsigned plan(struct pf *f, FILE *first, FILE *in)
+static unsigned plan(struct pf *f, FILE *first, FILE *in, bool heads)
 {
 	read_list(f, first);
 	f->from = f->n;
 	read_list(f, in);
-	return heads_first(f);
+	return heads ? heads_first(f) : 0;
 }
 
 size_t prefetch_order(FILE *first, FILE *in,
@@ -328,7 +328,7 @@ size_t prefetch_order(FILE *first, FILE *in,
 {
 	struct pf f = { .n = 0 };
 
-	plan(&f, first, in);
+	plan(&f, first, in, true);
 	for (size_t i = 0; i < f.n; i++)
 		each(arg, f.it[i].off, f.it[i].len, f.it[i].path);
 	/* the heads share their paths with the items after them */
@@ -350,7 +350,11 @@ static void prefetch_run(FILE *first, FILE *in, uid_t uid, gid_t gid)
 	/* the owner's view of the files: nothing root alone may read */
 	if (uid != 0 && (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0))
 		_exit(1);
-	heads = plan(&f, first, in);
+	/* PHOS_PREFETCH_NO_HEADS=1: the ranges alone, as before session 14
+	 * (bench/criu_open_ab.sh) */
+	const char *nh = getenv("PHOS_PREFETCH_NO_HEADS");
+
+	heads = plan(&f, first, in, !(nh && strcmp(nh, "1") == 0));
 	/* nothing of phos-restore's stays open in a process that may outlive
 	 * it (phosd's report pipe would not see its EOF) */
 	closefrom(3);

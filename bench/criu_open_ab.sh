@@ -1,0 +1,100 @@
+#!/bin/bash
+# criu_open_ab.sh - what a cold page cache costs CRIU's restore of a process
+# that maps many files, read-ahead against none (issue [7]; no GPU needed).
+#
+# CRIU opens the file of every file-backed mapping of the restored process
+# and reads its ELF headers (its build-id check) before it maps it, one
+# file after another.  On a cold cache (a job requeued to another node)
+# each of those reads waits for the disk, behind the read-ahead of the
+# process's pages when that runs (doc/concurrent-restore.md).  The process
+# here is python3 with every C extension module of its standard library
+# loaded (60-70 files mapped).  Each run: stop checkpoint, page cache
+# dropped (not in warm), `phosctl restore`; from the run's CRIU log (kept:
+# phosd runs with PHOS_DEBUG) the sum of the waits that follow CRIU's
+# "Opening ... vma" lines, and CRIU's whole part from phos-restore's line.
+# Modes (MODES, default all four), RUNS (3) runs each, on one machine:
+#   cold          the read-ahead as built: criu's files, then the first
+#                 64 KiB of each file of the process, then its ranges
+#   cold-noheads  the same without the heads first
+#                 (PHOS_PREFETCH_NO_HEADS=1: the ranges alone)
+#   cold-nora     nothing read ahead (PHOS_NO_PREFETCH=1)
+#   warm          the page cache kept
+# Root; tests/gpu/lib.sh's environment (PHOS_BIN: .carry/bin or a build).
+# Prints one line a run and the median of each mode.  A benchmark: it
+# asserts nothing; exit 1 only when a run broke.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tests/gpu/lib.sh
+. "$here/../tests/gpu/lib.sh"
+MODES=${MODES:-cold cold-noheads cold-nora warm}
+RUNS=${RUNS:-3}
+mkdir -p "$W" "$LOG_DIR"
+app=$W/many_files.py
+cat >"$app" <<'PY'
+import glob, importlib, os, time
+d = os.path.join(os.path.dirname(os.__file__), "lib-dynload")
+for p in sorted(glob.glob(os.path.join(d, "*.so"))):
+    try:
+        importlib.import_module(os.path.basename(p).split(".")[0])
+    except Exception:
+        pass
+files = {l.split()[-1] for l in open("/proc/self/maps") if len(l.split()) > 5 and l.split()[-1].startswith("/")}
+print("ready", len(files), flush=True)
+i = 0
+while True:
+    print("tick", i, flush=True)
+    i += 1
+    time.sleep(0.05)
+PY
+# opening LOG: the ms CRIU waited after its "Opening ... vma" lines, and
+# its log's span
+opening() {
+	awk 'match($0, /^\([0-9]+\.[0-9]+\)/) {
+		t = substr($0, 2, RLENGTH - 2) + 0
+		if (n++ && prev ~ /Opening 0x/) o += t - last
+		if (n == 1) first = t
+		last = t; prev = $0
+	} END { printf "%d %d\n", o * 1000, (last - first) * 1000 }' "$1"
+}
+BROKE=0
+fmt='%-13s %4s %6s %10s %10s %9s %11s\n'
+printf "$fmt" mode run files criu_ms log_span open_wait read_ahead
+declare -A res
+for mode in $MODES; do
+	nora=0 noheads=0 drop=1
+	case $mode in
+	cold) ;;
+	cold-noheads) noheads=1 ;;
+	cold-nora) nora=1 ;;
+	warm) drop=0 ;;
+	*) echo "criu_open_ab: unknown mode $mode" >&2; exit 2 ;;
+	esac
+	PHOS_NO_PREFETCH=$nora PHOS_PREFETCH_NO_HEADS=$noheads start_phosd >/dev/null || exit 1
+	for k in $(seq "$RUNS"); do
+		out=$W/criu_open-$mode-$k
+		start_app "$out.a" python3 "$app"
+		disown "$APP_PID"	# (the stop checkpoint kills it: no "Killed" from bash)
+		wait_for "$out.a" '^tick 3$' 60 || { log "$mode $k: the program did not start"; BROKE=1; continue; }
+		files=$(awk '$1 == "ready" { print $2 }' "$out.a")
+		ckpt "$APP_PID" >/dev/null || { log "$mode $k: $CKPT_LINE"; kill -9 "$APP_PID"; BROKE=1; continue; }
+		[ "$drop" = 0 ] || { sync; echo 3 >/proc/sys/vm/drop_caches; }
+		restore "$IMG" "$out.b" >/dev/null || { log "$mode $k: restore failed:"; tail -3 "$out.b"; BROKE=1; continue; }
+		wait_for "$out.b" "CRIU [0-9]+ ms" 30
+		crius=$(grep -oE 'CRIU [0-9]+ ms' "$out.b" | tail -1 | grep -oE '[0-9]+')
+		clog=$(grep -ho "CRIU's restore log (PHOS_DEBUG): .*" "$out.b" | tail -1 | sed 's/.*: //')
+		ra=$(grep -oE 'read ahead \(.*\) in [0-9]+' "$out.b" | tail -1 | grep -oE '[0-9]+$')
+		read -r ow span < <(opening "$clog" 2>/dev/null || echo "- -")
+		printf "$fmt" "$mode" "$k" "$files" "${crius:--}" "${span:--}" "${ow:--}" "${ra:--}"
+		res[$mode]+="${ow:-} "
+		kill -9 "$RESTORED_PID" 2>/dev/null
+		rm -rf "${W:?}/images/"*	# (phosd keeps checkpoint_dir itself)
+	done
+	stop_phosd
+	sleep 0.5
+done
+echo "median wait after CRIU's \"Opening ... vma\" lines (ms):"
+for mode in $MODES; do
+	printf '  %-13s %s\n' "$mode" "$(tr ' ' '\n' <<<"${res[$mode]:-}" | grep . | sort -n |
+		awk '{ v[NR] = $1 } END { print NR ? v[int((NR + 1) / 2)] : "-" }')"
+done
+exit $BROKE
