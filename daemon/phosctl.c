@@ -406,8 +406,10 @@ static int cmd_cancel(int argc, char **argv)
 	struct phos_msg *m;
 	int c;
 
-	if (argc != 2)
-		return die_usage("cancel needs exactly one OPID (see 'phosctl status')", "");
+	if (argc != 2) {
+		fprintf(stderr, "phosctl: cancel needs exactly one OPID (see 'phosctl status')\n");
+		return EXIT_USAGE;
+	}
 	m = phos_msg_new(PHOS_MSG_CANCEL, 1);
 	if (!m)
 		return EXIT_FAIL;
@@ -455,15 +457,25 @@ int main(int argc, char **argv)
 	cmd = argv[optind];
 	argc -= optind;
 	argv += optind;
+	/* `phosctl COMMAND --help`: the one help there is */
+	for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			usage(stdout);
+			return 0;
+		}
 	if (strcmp(cmd, "status") == 0)
-		return cmd_simple(PHOS_MSG_STATUS, argc, argv);
-	if (strcmp(cmd, "list") == 0)
-		return cmd_simple(PHOS_MSG_LIST, argc, argv);
-	if (strcmp(cmd, "checkpoint") == 0)
-		return cmd_checkpoint(argc, argv);
-	if (strcmp(cmd, "restore") == 0)
-		return cmd_restore(argc, argv);
-	if (strcmp(cmd, "cancel") == 0)
-		return cmd_cancel(argc, argv);
-	return die_usage("unknown command: ", cmd);
+		c = cmd_simple(PHOS_MSG_STATUS, argc, argv);
+	else if (strcmp(cmd, "list") == 0)
+		c = cmd_simple(PHOS_MSG_LIST, argc, argv);
+	else if (strcmp(cmd, "checkpoint") == 0)
+		c = cmd_checkpoint(argc, argv);
+	else if (strcmp(cmd, "restore") == 0)
+		c = cmd_restore(argc, argv);
+	else if (strcmp(cmd, "cancel") == 0)
+		c = cmd_cancel(argc, argv);
+	else
+		return die_usage("unknown command: ", cmd);
+	if (c == EXIT_USAGE)
+		fprintf(stderr, "Try 'phosctl --help'.\n");
+	return c;
 }

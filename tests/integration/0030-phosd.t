@@ -7,7 +7,7 @@
 . "$(dirname "$0")/lib.sh"
 require_integration
 require_built daemon/phosd daemon/phosctl
-plan 9
+plan 11
 
 phosd=$top_builddir/daemon/phosd
 phosctl=$top_builddir/daemon/phosctl
@@ -32,6 +32,13 @@ rc=0
 out=$(timeout 20 "$phosctl" -s "$scratch/none.sock" status 2>&1) || rc=$?
 ok "$([ $rc != 0 ] && echo 0 || echo 1)" "phosctl status without a phosd fails" || diag "$out"
 like "$out" "none\\.sock" "and names the socket it tried"
+rc=0
+out=$("$phosctl" -s "$scratch/none.sock" checkpoint --help 2>&1) || rc=$?
+like "$rc $out" "^0 Usage: phosctl" "phosctl COMMAND --help prints the usage and exits 0"
+rc=0
+out=$("$phosctl" -s "$scratch/none.sock" checkpoint --pid 1 --bogus 2>&1) || rc=$?
+like "$rc $(tr '\n' ' ' <<<"$out")" "^2 .*'--bogus'.* Try 'phosctl --help'" \
+	"an unknown option of a command exits 2 and says where the help is"
 rm -rf "$scratch"
 
 # -- phosd on the cluster's nodes ----------------------------------------------
