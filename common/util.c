@@ -105,6 +105,13 @@ uint64_t phos_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+bool phos_env_on(const char *name)
+{
+	const char *v = secure_getenv(name);
+
+	return v && strcmp(v, "1") == 0;
+}
+
 uint64_t phos_now_ms(void)
 {
 	return phos_now_ns() / 1000000ull;

@@ -25,6 +25,11 @@ int phos_write_full(int fd, const void *buf, size_t n);
 /* Close *fd if >= 0 and set it to -1, keeping errno. */
 void phos_closep(int *fd);
 
+/* NAME=1 in the environment: the on/off switches of phosd(8) and its
+ * helpers (secure_getenv: none counts in a process running with more
+ * privilege than its caller). */
+bool phos_env_on(const char *name);
+
 /* Monotonic time in milliseconds / nanoseconds. */
 uint64_t phos_now_ms(void);
 /* ts = now + ms on CLOCK_REALTIME: the deadline pthread_cond_timedwait()

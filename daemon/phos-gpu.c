@@ -275,20 +275,11 @@ static const struct gio_ops *io_ops(void)
 	return &o;
 }
 
-/* NAME=1 in the environment (phosd's: the switches of phosd(8), most of
- * them for A/B runs) */
-static bool env_on(const char *name)
-{
-	const char *v = getenv(name);
-
-	return v && strcmp(v, "1") == 0;
-}
-
 /* PHOS_GPU_DIRECT_IO=1: O_DIRECT where the file system takes it (the page
  * cache is bypassed). */
 static bool direct_io(void)
 {
-	return env_on("PHOS_GPU_DIRECT_IO");
+	return phos_env_on("PHOS_GPU_DIRECT_IO");
 }
 
 /* Open a buffer file of an image written before the chunk store (read). */
@@ -947,7 +938,7 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 		/* (PHOS_GPU_STAGE_GRANT_FIRST=1: the whole pool granted before
 		 * the first copy, the A/B of session 12) */
 		if (p && cpool_grant(false, NULL, 0, why, sizeof(why)) == 0 &&
-		    (!env_on("PHOS_GPU_STAGE_GRANT_FIRST") ||
+		    (!phos_env_on("PHOS_GPU_STAGE_GRANT_FIRST") ||
 		     cpool_grant_wait(cgrant, cpool_base, cpool_len, why, sizeof(why)) == 0)) {
 			pool = p;
 		} else {
@@ -1018,7 +1009,7 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 		 * "released"); PHOS_GPU_STAGE_UNPIN_EACH=1: unpinned after its
 		 * copy, for A/B */
 		struct gio sg = { .dir = GIO_STAGE, .b = io, .n = n, .ops = io_ops(), .chunk = piece,
-				  .keep_pinned = !env_on("PHOS_GPU_STAGE_UNPIN_EACH"),
+				  .keep_pinned = !phos_env_on("PHOS_GPU_STAGE_UNPIN_EACH"),
 				  .pinners = gio_pinners(), .bounce = bounce, .prepinned = cpool,
 				  .ready = cpool ? cpool_ready : NULL };
 		char why[200] = "";
@@ -1199,7 +1190,7 @@ static bool load_direct(unsigned n)
 	bool tried[64] = { false };
 	uint64_t h[2];
 
-	if (env_on("PHOS_GPU_LOAD_VIA_CPU"))
+	if (phos_env_on("PHOS_GPU_LOAD_VIA_CPU"))
 		return false;
 	for (unsigned i = 0; i < n; i++) {
 		if (tried[lb[i].dev % 64])

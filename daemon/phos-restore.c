@@ -959,9 +959,7 @@ int main(int argc, char **argv)
 			o.checkpoint_dir = cfg.checkpoint_dir;
 		if (!o.key_file)
 			o.key_file = cfg.key_file;
-		const char *lazy = secure_getenv("PHOS_CRIU_LAZY_PAGES");
-
-		o.lazy_pages = lazy && strcmp(lazy, "1") == 0;
+		o.lazy_pages = phos_env_on("PHOS_CRIU_LAZY_PAGES");
 	}
 	if (!o.image) {
 		fprintf(stderr, "phos-restore: --image DIR or --wait-fd N is required\n");

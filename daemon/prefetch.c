@@ -352,9 +352,7 @@ static void prefetch_run(FILE *first, FILE *in, uid_t uid, gid_t gid)
 		_exit(1);
 	/* PHOS_PREFETCH_NO_HEADS=1: the ranges alone, as before session 14
 	 * (bench/criu_open_ab.sh) */
-	const char *nh = getenv("PHOS_PREFETCH_NO_HEADS");
-
-	heads = plan(&f, first, in, !(nh && strcmp(nh, "1") == 0));
+	heads = plan(&f, first, in, !phos_env_on("PHOS_PREFETCH_NO_HEADS"));
 	/* nothing of phos-restore's stays open in a process that may outlive
 	 * it (phosd's report pipe would not see its EOF) */
 	closefrom(3);
@@ -373,12 +371,11 @@ static void prefetch_run(FILE *first, FILE *in, uid_t uid, gid_t gid)
 
 void prefetch_start(int dir_fd, const char *state_dir, uid_t uid, gid_t gid)
 {
-	const char *no = getenv("PHOS_NO_PREFETCH");
 	char path[PATH_MAX];
 	pid_t c;
 	int fd, cfd = -1;
 
-	if (no && strcmp(no, "1") == 0)
+	if (phos_env_on("PHOS_NO_PREFETCH"))
 		return;
 	fd = openat(dir_fd, PHOS_PREFETCH_NAME, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (state_dir && phos_snprintf(path, sizeof(path), "%s/" PHOS_PREFETCH_CRIU,
