@@ -179,11 +179,10 @@ static void criu_kdat_note(void)
 		log_info("criu cannot cache what it probes of the kernel: " CRIU_RUNDIR " is not a "
 			 "tmpfs, so each checkpoint and restore probes it again (0.1-0.2 s); on a "
 			 "systemd node /run is a tmpfs");
-	else
-		log_info("criu did not cache what it probes of the kernel in " CRIU_KDAT
-			 " (a stale " CRIU_KDAT ".tmp left by a criu that was killed keeps it "
-			 "from writing one: remove it); each checkpoint and restore probes the "
-			 "kernel again (0.1-0.2 s)");
+	else if (access(CRIU_KDAT ".tmp", F_OK) == 0)
+		log_info("criu cannot write what it probes of the kernel to " CRIU_KDAT ": a stale "
+			 CRIU_KDAT ".tmp (left by a criu that was killed) is in its way; remove it, "
+			 "or each checkpoint and restore probes the kernel again (0.1-0.2 s)");
 }
 
 /*
