@@ -787,13 +787,21 @@ out:
 	if (rc < 0)
 		log_err("checkpoint %s failed: %s", target, e ? e->msg : "");
 	phos_image_abort(&w);
-	/* failed after a dump that left the tree stopped: it goes on, its
-	 * CUDA state restored and unlocked below (the driver's restore needs
-	 * its threads running), its buffers given back after that */
-	if (rc < 0 && dumped_stopped) {
+	/* Failed after a dump that left the tree stopped.  Stopped by phosd's
+	 * choice (kill_after): it goes on, its CUDA state restored and
+	 * unlocked below (the driver's restore needs its threads running), its
+	 * buffers given back after that.  A preemption's: libphos's HOLD was
+	 * queued at the dump (on_notify) and stops every thread for good once
+	 * it runs; the tree stays as it is for Slurm to end, its buffers are
+	 * let go. */
+	if (rc < 0 && dumped_stopped && kill_after) {
 		signal_tree(r->pid, SIGCONT);
 		cuda.done = false;
 		log_notice("checkpoint %s: nothing was published; the process tree goes on", target);
+	} else if (rc < 0 && dumped_stopped) {
+		res->held = true;
+		log_notice("checkpoint %s: nothing was published; the tree stays stopped at its "
+			   "checkpoint until Slurm ends it", target);
 	}
 	cuda_set_free(&cuda);	/* failure after the lock: restore + unlock */
 	/* The buffers go back unless the process is gone for good (a stop or
@@ -802,7 +810,7 @@ out:
 		if (saves)
 			gpu_save_abort(&saves[i]);
 		/* (a stop checkpoint that succeeded let go of them once saved) */
-		if (rc < 0 || (r->flags & PHOS_F_LEAVE_RUNNING))
+		if ((rc < 0 && !res->held) || (r->flags & PHOS_F_LEAVE_RUNNING))
 			give_back(&holds[i], target);
 		gpu_hold_release(&holds[i]);
 	}

@@ -31,14 +31,19 @@ struct ckpt_result {
 	uint64_t bytes;
 	uint64_t stall_ms;		/* the tree was frozen this long */
 	uint64_t total_ms;
+	/* PREEMPT that failed after its dump: the tree stays stopped, held at
+	 * its checkpoint (libphos's HOLD was queued at the dump), for Slurm
+	 * to end; it never runs again */
+	bool held;
 };
 
 /*
  * Checkpoint r->pid.  Without PHOS_F_LEAVE_RUNNING or PHOS_F_PREEMPT the
  * tree is killed after a successful dump (CRIU's default); with
  * LEAVE_RUNNING it goes on; with PREEMPT it is left stopped (Slurm kills
- * it at the end of the grace time).  On failure the tree keeps running
- * and no generation is published.  0 or -1 + errno and e->msg.
+ * it at the end of the grace time).  On failure no generation is
+ * published and the tree keeps running, unless a PREEMPT failed after its
+ * dump (res->held).  0 or -1 + errno and e->msg.
  */
 int checkpoint_run(const struct ckpt_req *r, struct ckpt_result *res, struct phos_err *e);
 

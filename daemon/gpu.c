@@ -26,6 +26,7 @@
 
 #include "gpu.h"
 #include "log.h"
+#include "proc.h"
 #include "stage.h"
 #include "savetab.h"
 #include "server.h"
@@ -114,11 +115,20 @@ static int post_and_wait(struct slot *s, int value, enum slot_state from, unsign
 	struct timespec end;
 	int r = 0;
 
-	phos_deadline(&end, timeout_ms);
 	if (sigqueue(s->pid, SIGRTMIN + PHOS_SIGNAL_OFFSET, v) < 0)
 		return -1;
-	while (s->st == from && r == 0)
-		r = pthread_cond_timedwait(&cond, &lock, &end);
+	/* a quarter second at a time: a process that dies meanwhile (killed
+	 * by Slurm at a requeue) ends the wait, not the timeout */
+	for (unsigned waited = 0; s->st == from && waited < timeout_ms; waited += 250) {
+		phos_deadline(&end, timeout_ms - waited < 250 ? timeout_ms - waited : 250);
+		while (s->st == from && r == 0)
+			r = pthread_cond_timedwait(&cond, &lock, &end);
+		r = 0;
+		if (s->st == from && !proc_alive(s->pid)) {
+			errno = ESRCH;
+			return -1;
+		}
+	}
 	if (s->st == from) {
 		errno = ETIMEDOUT;
 		return -1;

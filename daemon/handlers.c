@@ -411,14 +411,20 @@ static void handle_preempt(struct client *c, struct phos_msg *req)
 	r.check_uid = (uid_t)-1;	/* registered by the plugin, as root */
 	r.flags = PHOS_F_PREEMPT;
 	r.interval_ms = t.interval_ms;
+	res.held = false;
 	if (id_for_task(&t, &r.id, &e) < 0 || checkpoint_run(&r, &res, &e) < 0) {
-		log_err("job %u task %u: preemption checkpoint failed: %s; the application gets its "
-			"SIGTERM", t.job, t.task, e.msg);
-		tell_task(t.pid, "phos: the checkpoint for the preemption of job %u failed: %s; the "
-			  "task gets its SIGTERM, a requeued job restarts from the newest periodic "
-			  "checkpoint if any", t.job, e.msg);
+		/* held: it failed after the dump, and the tree never runs again */
+		const char *then = res.held ? "the task stays stopped where it was checkpointed "
+					      "until Slurm ends it" : "the task gets its SIGTERM";
+
+		log_err("job %u task %u: preemption checkpoint failed: %s; %s", t.job, t.task,
+			e.msg, then);
+		tell_task(t.pid, "phos: the checkpoint for the preemption of job %u failed: %s; %s; "
+			  "a requeued job restarts from the newest periodic checkpoint if any", t.job,
+			  e.msg, then);
 		registry_release(t.pid, 0);
-		tell_proceed(t.pid);
+		if (!res.held)
+			tell_proceed(t.pid);
 		return;
 	}
 	/* The tree stays stopped: Slurm kills it at the end of the grace time

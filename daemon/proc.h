@@ -33,6 +33,8 @@ void proc_user_name(uid_t uid, char *buf, size_t size);
 gid_t proc_user_gid(uid_t uid);
 /* True if libname appears in the process's maps (e.g. "libphos.so"). */
 bool proc_maps_has(pid_t pid, const char *libname);
+/* pid runs, or is stopped: not gone, not a zombie waiting for its parent */
+bool proc_alive(pid_t pid);
 /* Queue libphos's real-time signal with value to every thread of every
  * process of root's tree that has libphos mapped.  Returns how many
  * threads were signalled. */
