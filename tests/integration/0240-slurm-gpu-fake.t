@@ -11,19 +11,12 @@
 # the pool off): tests/gpu/slurm.sh.
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 . "$(dirname "$0")/lib.sh"
-require_integration
-require_built daemon/phosd daemon/phos-restore daemon/phos-gpu tests/progs/fake_gpu_app \
-	spank/.libs/spank_phos.so preload/.libs/libphos.so tests/fakecuda/.libs/libcuda.so.1
-command -v criu >/dev/null || skip_all "criu not installed"
+require_fake_gpu_slurm
 plan 7
 
 # shellcheck source=lib-ckpt.sh source-path=SCRIPTDIR
 . "$(dirname "$0")/lib-ckpt.sh"
 
-# phosd, phos-restore, phos-gpu and the job's program use the fake driver
-# (slurmd passes this environment to slurmstepd, sbatch to the job) and keep
-# its checkpoint state in the processes themselves
-export LD_LIBRARY_PATH=$top_builddir/tests/fakecuda/.libs FAKECUDA_CKPT_REMOTE=1
 export PHOS_CLUSTER_YAML="gpu_stage_pool_gib: 1"
 cluster_start
 at_exit 'scancel ${A:-} 2>/dev/null'

@@ -10,19 +10,14 @@
 # task; nothing is published, so the requeued job runs the program afresh.
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 . "$(dirname "$0")/lib.sh"
-require_integration
-require_built daemon/phosd daemon/phos-restore daemon/phos-gpu tests/progs/fake_gpu_app \
-	spank/.libs/spank_phos.so preload/.libs/libphos.so tests/fakecuda/.libs/libcuda.so.1
-command -v criu >/dev/null || skip_all "criu not installed"
+require_fake_gpu_slurm
 plan 5
 
 # shellcheck source=lib-ckpt.sh source-path=SCRIPTDIR
 . "$(dirname "$0")/lib-ckpt.sh"
 
-# the fake driver everywhere (slurmd passes the environment on); a slow
-# copy (0.4 s a 1 MiB chunk) so that the save is still under way when the
-# stand-in kills it
-export LD_LIBRARY_PATH=$top_builddir/tests/fakecuda/.libs FAKECUDA_CKPT_REMOTE=1
+# a slow copy on the fake driver (0.4 s a 1 MiB chunk), so that the save
+# is still under way when the stand-in kills it
 export FAKECUDA_DTOH_DELAY_MS=400
 scratch=$(mktemp -d "${PHOS_TEST_TMPDIR:-/tmp}/phos-it-0250.XXXXXX")
 at_exit 'rm -rf "$scratch"'

@@ -146,6 +146,19 @@ require_built() {
 	done
 }
 
+# require_fake_gpu_slurm: what a Slurm scenario with a GPU program on the
+# fake driver (tests/fakecuda) needs, else skip; then the fake driver for
+# every process started from here on (slurmd passes the environment to
+# slurmstepd, sbatch to the job), its checkpoint state kept in the
+# processes themselves.
+require_fake_gpu_slurm() {
+	require_integration
+	require_built daemon/phosd daemon/phos-restore daemon/phos-gpu tests/progs/fake_gpu_app \
+		spank/.libs/spank_phos.so preload/.libs/libphos.so tests/fakecuda/.libs/libcuda.so.1
+	command -v criu >/dev/null || skip_all "criu not installed"
+	export LD_LIBRARY_PATH=$top_builddir/tests/fakecuda/.libs FAKECUDA_CKPT_REMOTE=1
+}
+
 # ---- bounded waiting ----------------------------------------------------
 
 # wait_for SECONDS CMD...: poll CMD every 0.2 s until it succeeds; false on
