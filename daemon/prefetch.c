@@ -180,6 +180,7 @@ struct item {
 struct pf {
 	struct item *it;
 	size_t n, alloc, next, from;	/* from: the first item of the process's list */
+	bool heads;			/* heads_first() ran: each file counted at its head */
 	uint64_t bytes;
 	unsigned files;
 	pthread_mutex_t lock;
@@ -207,8 +208,9 @@ static void *reader(void *arg)
 			fd = open(cur, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 			if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)))
 				phos_closep(&fd);
-			/* each file once: criu's, and the process's by their head */
-			if (fd >= 0 && (t->head || i < f->from))
+			/* each file once: criu's, and the process's by their head
+			 * (without heads, each switch to a file counts) */
+			if (fd >= 0 && (t->head || i < f->from || !f->heads))
 				__atomic_add_fetch(&f->files, 1, __ATOMIC_RELAXED);
 		}
 		if (fd >= 0 && readahead(fd, (off_t)t->off, (size_t)t->len) == 0 && !t->head)
@@ -252,13 +254,12 @@ static void read_list(struct pf *f, FILE *in)
 		fclose(in);
 }
 
-/* items ordered by path, then by their place in the list */
-static const struct item *by_path_base;
-
-static int by_path(const void *a, const void *b)
+/* indexes of items (arg), ordered by path, then by place in the list */
+static int by_path(const void *a, const void *b, void *arg)
 {
+	const struct item *it = arg;
 	size_t i = *(const size_t *)a, j = *(const size_t *)b;
-	int c = strcmp(by_path_base[i].path, by_path_base[j].path);
+	int c = strcmp(it[i].path, it[j].path);
 
 	return c ? c : (i > j) - (i < j);
 }
@@ -277,15 +278,18 @@ static unsigned heads_first(struct pf *f)
 {
 	size_t from = f->from, m = f->n - from, k = from, files = 0;
 	struct item *ni = NULL;
-	size_t *ix = malloc((m ? m : 1) * sizeof(*ix));
-	bool *first = calloc(m ? m : 1, sizeof(*first));
+	size_t *ix;
+	bool *first;
 
-	if (!ix || !first || !m)
+	if (!m)
+		return 0;
+	ix = malloc(m * sizeof(*ix));
+	first = calloc(m, sizeof(*first));
+	if (!ix || !first)
 		goto out;
 	for (size_t i = 0; i < m; i++)
 		ix[i] = from + i;
-	by_path_base = f->it;
-	qsort(ix, m, sizeof(*ix), by_path);
+	qsort_r(ix, m, sizeof(*ix), by_path, f->it);
 	for (size_t i = 0; i < m; i++)
 		if (i == 0 || strcmp(f->it[ix[i]].path, f->it[ix[i - 1]].path) != 0) {
 			first[ix[i] - from] = true;
@@ -319,6 +323,7 @@ static unsigned plan(struct pf *f, FILE *first, FILE *in, bool heads)
 	read_list(f, first);
 	f->from = f->n;
 	read_list(f, in);
+	f->heads = heads;
 	return heads ? heads_first(f) : 0;
 }
 
