@@ -46,16 +46,6 @@ while True:
     i += 1
     time.sleep(0.05)
 PY
-# opening LOG: the ms CRIU waited after its "Opening ... vma" lines, and
-# its log's span
-opening() {
-	awk 'match($0, /^\([0-9]+\.[0-9]+\)/) {
-		t = substr($0, 2, RLENGTH - 2) + 0
-		if (n++ && prev ~ /Opening 0x/) o += t - last
-		if (n == 1) first = t
-		last = t; prev = $0
-	} END { printf "%d %d\n", o * 1000, (last - first) * 1000 }' "$1"
-}
 BROKE=0
 fmt='%-13s %4s %6s %10s %10s %9s %11s\n'
 printf "$fmt" mode run files criu_ms log_span open_wait read_ahead
@@ -83,7 +73,7 @@ for mode in $MODES; do
 		crius=$(grep -oE 'CRIU [0-9]+ ms' "$out.b" | tail -1 | grep -oE '[0-9]+')
 		clog=$(grep -ho "CRIU's restore log (PHOS_DEBUG): .*" "$out.b" | tail -1 | sed 's/.*: //')
 		ra=$(grep -oE 'read ahead \(.*\) in [0-9]+' "$out.b" | tail -1 | grep -oE '[0-9]+$')
-		read -r ow span < <(opening "$clog" 2>/dev/null || echo "- -")
+		read -r ow span < <(criu_open_waits "$clog" 2>/dev/null || echo "- -")
 		printf "$fmt" "$mode" "$k" "$files" "${crius:--}" "${span:--}" "${ow:--}" "${ra:--}"
 		res[$mode]+="${ow:-} "
 		kill -9 "$RESTORED_PID" 2>/dev/null

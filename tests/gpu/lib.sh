@@ -213,5 +213,17 @@ criu_gaps() {
 		}' "$1"
 }
 
+# criu_open_waits LOG: the ms a CRIU log's run waited after its "Opening
+# ... vma" lines (CRIU opening a mapped file and reading its ELF headers),
+# and the log's span
+criu_open_waits() {
+	awk 'match($0, /^\([0-9]+\.[0-9]+\)/) {
+		t = substr($0, 2, RLENGTH - 2) + 0
+		if (n++ && prev ~ /Opening 0x/) o += t - last
+		if (n == 1) first = t
+		last = t; prev = $0
+	} END { printf "%d %d\n", o * 1000, (last - first) * 1000 }' "$1"
+}
+
 # gpu_pids: pids nvidia-smi sees on the GPU
 gpu_pids() { nvidia-smi --query-compute-apps=pid --format=csv,noheader 2>/dev/null | tr -d ' '; }
