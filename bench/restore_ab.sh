@@ -7,6 +7,8 @@
 #              another node), the read-ahead of the process's files (and,
 #              first, of criu's) on: the default
 #   cold-nora  the same with PHOS_NO_PREFETCH=1: nothing read ahead
+#   cold-noheads  the same with PHOS_PREFETCH_NO_HEADS=1: the read-ahead
+#              without the first 64 KiB of every file before the ranges
 #   warm       DROP_CACHES=0: the page cache kept (a restore on the node the
 #              process ran on, the staging pool's case)
 # Each is bench/torch_size.sh at SIZE GiB through a staging pool of SIZE + 2
@@ -14,7 +16,8 @@
 # (gpu_stage_pool_pinned: the restore loads it straight to the GPU).  Prints
 # one line a run: CRIU's part (getting to CRIU + its run + after it; what of
 # the run its log does not cover, before its first line and after its
-# last), the image check beside CRIU, the driver's restore, the read-ahead,
+# last), CRIU's waits after its "Opening ... vma" lines (a mapped file's
+# ELF headers read; criu_open_waits), the image check beside CRIU, the driver's restore, the read-ahead,
 # the first 256 kernel launches after the reattach, the first step, and
 # whether the losses were identical.
 # Root, a GPU; sets vm.nr_hugepages for the run and puts it back.
@@ -31,6 +34,12 @@ MODES=${MODES:-cold cold-nora warm}
 POOL=${POOL:-hugetlb}
 OUT=${OUT:-/tmp/phos-restore-ab}
 pool=$((SIZE + 2))
+for mode in $MODES; do
+	case $mode in
+	cold | cold-nora | cold-noheads | warm) ;;
+	*) echo "restore_ab: a mode is cold, cold-nora, cold-noheads or warm, not $mode" >&2; exit 2 ;;
+	esac
+done
 mkdir -p "$OUT"
 # shellcheck source=tests/gpu/lib.sh
 . "$here/../tests/gpu/lib.sh"
@@ -43,33 +52,40 @@ pinned) HP_OLD=$(cat /proc/sys/vm/nr_hugepages); trap 'echo "$HP_OLD" >/proc/sys
 esac
 # num FILE PHRASE: the number after the last "PHRASE N" in FILE
 num() { grep -oE "$2 [0-9]+" "$1" | tail -1 | grep -oE '[0-9]+$'; }
-fmt='%-10s %7s %14s %10s %8s %9s %12s %13s %11s %7s\n'
-printf "$fmt" run CRIU_ms to+run+after_ms outside_ms check_ms driver_ms read_ahead_ms \
+fmt='%-12s %7s %14s %10s %8s %8s %9s %12s %13s %11s %7s\n'
+printf "$fmt" run CRIU_ms to+run+after_ms outside_ms opens_ms check_ms driver_ms read_ahead_ms \
 	256_launch_ms 1st_step_ms losses
 k=0
 for mode in $MODES; do
 	k=$((k + 1))
 	out=$OUT/torch_size-$k-$mode.out
-	nora=0 drop=1
-	[ "$mode" = cold-nora ] && nora=1
-	[ "$mode" = warm ] && drop=0
+	nora=0 noheads=0 drop=1
+	case $mode in
+	cold) ;;
+	cold-nora) nora=1 ;;
+	cold-noheads) noheads=1 ;;
+	warm) drop=0 ;;
+	esac
 	# each run in a clean W: a run cut off leaves its image there
 	[ -n "${W:-}" ] && rm -rf "${W:?}/torch_size" "${W:?}/images"
-	PHOS_NO_PREFETCH=$nora DROP_CACHES=$drop STAGE_POOL_GIB=$pool STAGE_POOL_PINNED=$pinned \
+	PHOS_NO_PREFETCH=$nora PHOS_PREFETCH_NO_HEADS=$noheads DROP_CACHES=$drop STAGE_POOL_GIB=$pool STAGE_POOL_PINNED=$pinned \
 		SIZES=$SIZE STEPS=$STEPS bash "$here/torch_size.sh" >"$out" 2>&1
 	# its CRIU log, kept by torch_size.sh in W (cleaned for the next run)
-	cp "${W:-/nonexistent}/torch_size/$SIZE/criu-restore.log" "$OUT/criu-restore-$k-$mode.log" \
-		2>/dev/null
+	log=$OUT/criu-restore-$k-$mode.log
+	cp "${W:-/nonexistent}/torch_size/$SIZE/criu-restore.log" "$log" 2>/dev/null
+	opens=-
+	[ -s "$log" ] && opens=$(criu_open_waits "$log" | awk '{ print $1 }')
 	row=$(awk '$1 == "'"$SIZE"'" && NF == 8 { print }' "$out" | tail -1)
 	split=$(grep -oE 'CRIU [0-9]+ ms \([0-9]+ \+ run [0-9]+ \+ [0-9]+\)' "$out" | tail -1 |
 		sed -E 's/.*\(([0-9]+) \+ run ([0-9]+) \+ ([0-9]+)\)/\1+\2+\3/')
 	edges=$(grep -oE 'outside its log: [0-9]+ ms before its first line.*, [0-9]+ ms after' "$out" |
 		tail -1 | grep -oE '[0-9]+ ms' | awk '{ printf "%s%s", n++ ? "/" : "", $1 }')
-	printf "$fmt" "$mode" "$(num "$out" 'CRIU')" "${split:--}" "${edges:--}" \
+	printf "$fmt" "$mode" "$(num "$out" 'CRIU')" "${split:--}" "${edges:--}" "$opens" \
 		"$(num "$out" 'checked beside it in')" "$(num "$out" 'driver')" \
 		"$(grep -oE 'read ahead \([0-9]+ range\(s\).*\) in [0-9]+' "$out" | tail -1 | grep -oE '[0-9]+$' || echo -)" \
 		"$(num "$out" 'after the reattach: the last')" "$(awk '{ print $7 }' <<<"$row")" \
 		"$(awk '{ print $8 }' <<<"$row")"
 done
 echo "(outputs in $OUT; outside_ms: CRIU's run before its log's first line / after its last;"
+echo " opens_ms: CRIU's waits after its \"Opening ... vma\" lines;"
 echo " the goal of [7] is 2000 ms to the first step)"
