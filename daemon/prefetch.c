@@ -9,9 +9,16 @@
  * hashes and signs with the rest of the generation.
  *
  * Restore (phos-restore, before CRIU starts): a detached process, with
- * the image owner's credentials, reads the ranges ahead (readahead(2),
- * PREFETCH_THREADS at a time) while CRIU and the driver restore the
- * process, and exits.  Nothing waits for it: it only warms the cache.
+ * the image owner's credentials, reads the ranges ahead while CRIU and the
+ * driver restore the process, and exits.  Nothing waits for it: it only
+ * warms the cache.  It reads with pread(2), PREFETCH_CHUNK at most at a
+ * time in each of PREFETCH_THREADS threads, so that no more than
+ * PREFETCH_THREADS chunks are ever queued at the disk: CRIU's own reads
+ * (its executable, each mapped file's ELF headers) wait behind that much
+ * and no more.  readahead(2) returned as soon as its reads were queued, so
+ * the whole list was queued within milliseconds and CRIU's reads waited
+ * behind all of it (PHOS_PREFETCH_READAHEAD=1 still reads that way, for
+ * the A/B).
  */
 #include "config.h"
 
@@ -37,6 +44,7 @@
 #define PREFETCH_MAX_LINES (1u << 18)	/* per generation */
 #define PREFETCH_MAX_BYTES (2ull << 30)	/* what a restore reads ahead at most */
 #define PREFETCH_THREADS 4
+#define PREFETCH_CHUNK (1u << 20)	/* the most one thread has queued */
 #define PREFETCH_HEAD (64u << 10)	/* of each file, read before the rest */
 #define PAGEMAP_BATCH 8192		/* entries per pread (64 KiB) */
 #define PM_PRESENT (1ull << 63)
@@ -180,25 +188,72 @@ struct item {
 struct pf {
 	struct item *it;
 	size_t n, alloc, next, from;	/* from: the first item of the process's list */
+	uint64_t part;			/* of it[next], handed out already */
 	bool heads;			/* heads_first() ran: each file counted at its head */
+	bool queue_all;			/* readahead(2): everything queued at once */
 	uint64_t bytes;
 	unsigned files;
 	pthread_mutex_t lock;
 };
 
+/* The next piece of the list to read: item *i, PREFETCH_CHUNK of it at
+ * most (with queue_all, the whole item), so that the threads share a
+ * large range.  false at the end. */
+static bool next_piece(struct pf *f, size_t *i, uint64_t *off, uint64_t *len)
+{
+	bool more;
+
+	pthread_mutex_lock(&f->lock);
+	more = f->next < f->n;
+	if (more) {
+		const struct item *t = &f->it[f->next];
+		uint64_t left = t->len - f->part;
+
+		*i = f->next;
+		*off = t->off + f->part;
+		*len = f->queue_all || left < PREFETCH_CHUNK ? left : PREFETCH_CHUNK;
+		f->part += *len;
+		if (f->part >= t->len) {
+			f->next++;
+			f->part = 0;
+		}
+	}
+	pthread_mutex_unlock(&f->lock);
+	return more;
+}
+
+/* Read [off, off + len) of fd into the page cache; the bytes read. */
+static uint64_t read_piece(int fd, char *buf, uint64_t off, uint64_t len)
+{
+	uint64_t got = 0;
+
+	if (!buf)
+		return readahead(fd, (off_t)off, (size_t)len) == 0 ? len : 0;
+	while (got < len) {
+		ssize_t r = pread(fd, buf, (size_t)(len - got), (off_t)(off + got));
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		got += (uint64_t)r;
+	}
+	return got;
+}
+
 static void *reader(void *arg)
 {
 	struct pf *f = arg;
 	const char *cur = NULL;
+	char *buf = f->queue_all ? NULL : malloc(PREFETCH_CHUNK);
+	uint64_t off, len;
+	size_t i;
 	int fd = -1;
 
-	for (;;) {
-		pthread_mutex_lock(&f->lock);
-		size_t i = f->next < f->n ? f->next++ : f->n;
-		pthread_mutex_unlock(&f->lock);
-		if (i == f->n)
-			break;
-		struct item *t = &f->it[i];
+	if (!buf && !f->queue_all)
+		return NULL;	/* the other threads read on */
+	while (next_piece(f, &i, &off, &len)) {
+		const struct item *t = &f->it[i];
 
 		if (!cur || strcmp(cur, t->path) != 0) {
 			struct stat st;
@@ -208,15 +263,24 @@ static void *reader(void *arg)
 			fd = open(cur, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 			if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)))
 				phos_closep(&fd);
+			/* ours are the only reads of this fd: no kernel read-ahead
+			 * beyond them, which would queue more than PREFETCH_CHUNK */
+			if (fd >= 0 && buf)
+				(void)posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
 			/* each file once: criu's, and the process's by their head
 			 * (without heads, each switch to a file counts) */
-			if (fd >= 0 && (t->head || i < f->from || !f->heads))
+			if (fd >= 0 && off == t->off && (t->head || i < f->from || !f->heads))
 				__atomic_add_fetch(&f->files, 1, __ATOMIC_RELAXED);
 		}
-		if (fd >= 0 && readahead(fd, (off_t)t->off, (size_t)t->len) == 0 && !t->head)
-			__atomic_add_fetch(&f->bytes, t->len, __ATOMIC_RELAXED);
+		if (fd < 0)
+			continue;
+		uint64_t got = read_piece(fd, buf, off, len);
+
+		if (!t->head)
+			__atomic_add_fetch(&f->bytes, got, __ATOMIC_RELAXED);
 	}
 	phos_closep(&fd);
+	free(buf);
 	return NULL;
 }
 
@@ -358,6 +422,8 @@ static void prefetch_run(FILE *first, FILE *in, uid_t uid, gid_t gid)
 	/* PHOS_PREFETCH_NO_HEADS=1: the ranges alone, as before session 14
 	 * (bench/criu_open_ab.sh) */
 	heads = plan(&f, first, in, !phos_env_on("PHOS_PREFETCH_NO_HEADS"));
+	/* PHOS_PREFETCH_READAHEAD=1: readahead(2), as before session 15 */
+	f.queue_all = phos_env_on("PHOS_PREFETCH_READAHEAD");
 	/* nothing of phos-restore's stays open in a process that may outlive
 	 * it (phosd's report pipe would not see its EOF) */
 	closefrom(3);
@@ -369,8 +435,10 @@ static void prefetch_run(FILE *first, FILE *in, uid_t uid, gid_t gid)
 	for (unsigned i = 0; i < nt; i++)
 		pthread_join(t[i], NULL);
 	log_debug("prefetch: %" PRIu64 " MiB of %u file(s) read ahead (%zu range(s); the first "
-		  "%u KiB of the process's %u file(s) before them) in %" PRIu64 " ms", f.bytes >> 20,
-		  f.files, f.n - heads, PREFETCH_HEAD >> 10, heads, phos_now_ms() - t0);
+		  "%u KiB of the process's %u file(s) before them; %s%u KiB a thread at most) in "
+		  "%" PRIu64 " ms", f.bytes >> 20, f.files, f.n - heads, PREFETCH_HEAD >> 10, heads,
+		  f.queue_all ? "readahead(2), all queued at once, not " : "pread, ",
+		  PREFETCH_CHUNK >> 10, phos_now_ms() - t0);
 	_exit(0);
 }
 
