@@ -97,6 +97,7 @@ for mode in $MODES; do
 		before=$(grep -oE 'outside its log: [0-9]+ ms before' "$out.b" | tail -1 | grep -oE '[0-9]+')
 		ra=$(grep -oE 'read ahead \(.*\) in [0-9]+' "$out.b" | tail -1 | grep -oE '[0-9]+$')
 		read -r ow span < <(criu_open_waits "$clog" 2>/dev/null || echo "- -")
+		cp "$clog" "$out.criu.log" 2>/dev/null	# (phosd removes it with its work directory)
 		printf "$fmt" "$mode" "$k" "$files" "${crius:--}" "${before:--}" "${span:--}" "${ow:--}" \
 			"${ra:--}"
 		res[$mode]+="${ow:-} "

@@ -6,7 +6,8 @@
  * each file-backed mapping in /proc/PID/maps, /proc/PID/pagemap's present
  * bit says which of its pages the process has mapped; those pages, as
  * byte ranges of the file, go into prefetch.list, which the publish then
- * hashes and signs with the rest of the generation.
+ * hashes and signs with the rest of the generation.  The pages of private
+ * mappings that the process wrote come first (scan_vma).
  *
  * Restore (phos-restore, before CRIU starts): a detached process, with
  * the image owner's credentials, reads the ranges ahead while CRIU and the
@@ -48,6 +49,7 @@
 #define PREFETCH_HEAD (64u << 10)	/* of each file, read before the rest */
 #define PAGEMAP_BATCH 8192		/* entries per pread (64 KiB) */
 #define PM_PRESENT (1ull << 63)
+#define PM_FILE (1ull << 61)		/* a page of the file (or shared anon) */
 
 /* ---- record --------------------------------------------------------------- */
 
@@ -85,9 +87,16 @@ static void emit(struct rec *r, uint64_t off, uint64_t len, const char *path)
 	r->bytes += len;
 }
 
-/* The present pages of [start, end), file offset off, as ranges. */
+/*
+ * The present pages of [start, end), file offset off, as ranges: with
+ * cow, only the private copies (a page present but not the file's, which
+ * the process wrote), else only the file's pages.  CRIU writes each
+ * private copy back at its restore, and the kernel reads the file's page
+ * first to copy it: a read from disk in CRIU's page restore for each, on
+ * a cold cache, so those ranges go first in the list.
+ */
 static void scan_vma(struct rec *r, int pm, uint64_t start, uint64_t end, uint64_t off,
-		     const char *path)
+		     const char *path, bool cow)
 {
 	static uint64_t e[PAGEMAP_BATCH];
 	uint64_t ps = (uint64_t)r->page, run = 0, run_end = 0;
@@ -103,7 +112,7 @@ static void scan_vma(struct rec *r, int pm, uint64_t start, uint64_t end, uint64
 		if (got <= 0)
 			break;
 		for (size_t i = 0; i < (size_t)got / sizeof(e[0]); i++, a += ps) {
-			if (!(e[i] & PM_PRESENT))
+			if (!(e[i] & PM_PRESENT) || !(e[i] & PM_FILE) != cow)
 				continue;
 			if (in && a - run_end <= PREFETCH_GAP_PAGES * ps) {
 				run_end = a + ps;
@@ -120,7 +129,9 @@ static void scan_vma(struct rec *r, int pm, uint64_t start, uint64_t end, uint64
 		emit(r, off + (run - start), run_end - run, path);
 }
 
-static void scan_process(struct rec *r, pid_t pid)
+/* A process's file mappings: with cow, the private ones' written pages
+ * only (scan_vma). */
+static void scan_process(struct rec *r, pid_t pid, bool cow)
 {
 	char p[64], *line = NULL;
 	size_t cap = 0;
@@ -145,8 +156,8 @@ static void scan_process(struct rec *r, pid_t pid)
 			   &min, &ino, &at) < 7 || !ino || !at)
 			continue;
 		line[strcspn(line, "\n")] = '\0';
-		if (wanted_path(line + at))
-			scan_vma(r, pm, start, end, off, line + at);
+		if (wanted_path(line + at) && (!cow || perms[3] == 'p'))
+			scan_vma(r, pm, start, end, off, line + at, cow);
 	}
 	free(line);
 	close(pm);
@@ -168,8 +179,12 @@ int prefetch_record(int dir_fd, const pid_t *tree, size_t n, size_t *ranges, uin
 		close(fd);
 		return -1;
 	}
+	/* the pages CRIU's restore reads through its writes first, then
+	 * the rest (the restored process's first step) */
 	for (size_t i = 0; i < n; i++)
-		scan_process(&r, tree[i]);
+		scan_process(&r, tree[i], true);
+	for (size_t i = 0; i < n; i++)
+		scan_process(&r, tree[i], false);
 	if (fclose(r.out) != 0)
 		return -1;
 	*ranges = r.lines;
