@@ -9,6 +9,8 @@
 #   cold-nora  the same with PHOS_NO_PREFETCH=1: nothing read ahead
 #   cold-noheads  the same with PHOS_PREFETCH_NO_HEADS=1: the read-ahead
 #              without the first 64 KiB of every file before the ranges
+#   cold-readahead  the same with PHOS_PREFETCH_READAHEAD=1: everything
+#              queued at once with readahead(2), as before session 15
 #   warm       DROP_CACHES=0: the page cache kept (a restore on the node the
 #              process ran on, the staging pool's case)
 # Each is bench/torch_size.sh at SIZE GiB through a staging pool of SIZE + 2
@@ -36,8 +38,9 @@ OUT=${OUT:-/tmp/phos-restore-ab}
 pool=$((SIZE + 2))
 for mode in $MODES; do
 	case $mode in
-	cold | cold-nora | cold-noheads | warm) ;;
-	*) echo "restore_ab: a mode is cold, cold-nora, cold-noheads or warm, not $mode" >&2; exit 2 ;;
+	cold | cold-nora | cold-noheads | cold-readahead | warm) ;;
+	*) echo "restore_ab: a mode is cold, cold-nora, cold-noheads, cold-readahead or warm, not $mode" >&2
+		exit 2 ;;
 	esac
 done
 mkdir -p "$OUT"
@@ -59,16 +62,17 @@ k=0
 for mode in $MODES; do
 	k=$((k + 1))
 	out=$OUT/torch_size-$k-$mode.out
-	nora=0 noheads=0 drop=1
+	nora=0 noheads=0 qall=0 drop=1
 	case $mode in
 	cold) ;;
 	cold-nora) nora=1 ;;
 	cold-noheads) noheads=1 ;;
+	cold-readahead) qall=1 ;;
 	warm) drop=0 ;;
 	esac
 	# each run in a clean W: a run cut off leaves its image there
 	[ -n "${W:-}" ] && rm -rf "${W:?}/torch_size" "${W:?}/images"
-	PHOS_NO_PREFETCH=$nora PHOS_PREFETCH_NO_HEADS=$noheads DROP_CACHES=$drop STAGE_POOL_GIB=$pool STAGE_POOL_PINNED=$pinned \
+	PHOS_NO_PREFETCH=$nora PHOS_PREFETCH_NO_HEADS=$noheads PHOS_PREFETCH_READAHEAD=$qall DROP_CACHES=$drop STAGE_POOL_GIB=$pool STAGE_POOL_PINNED=$pinned \
 		SIZES=$SIZE STEPS=$STEPS bash "$here/torch_size.sh" >"$out" 2>&1
 	# its CRIU log, kept by torch_size.sh in W (cleaned for the next run)
 	log=$OUT/criu-restore-$k-$mode.log
