@@ -39,13 +39,8 @@ case $APP in
 stdlib | torch) ;;
 *) echo "criu_open_ab: APP is stdlib or torch, not $APP" >&2; exit 2 ;;
 esac
-for mode in $MODES; do
-	case $mode in
-	cold | cold-noheads | cold-readahead | cold-nora | warm) ;;
-	*) echo "criu_open_ab: a mode is cold, cold-noheads, cold-readahead, cold-nora or warm, not $mode" >&2
-		exit 2 ;;
-	esac
-done
+# shellcheck disable=SC2086
+read_ahead_modes criu_open_ab $MODES || exit 2
 mkdir -p "$W" "$LOG_DIR"
 app=$W/many_files.py
 cat >"$app" <<'PY'
@@ -73,15 +68,8 @@ fmt='%-15s %4s %6s %8s %11s %9s %10s %11s\n'
 printf "$fmt" mode run files criu_ms before_log log_span open_wait read_ahead
 declare -A res
 for mode in $MODES; do
-	nora=0 noheads=0 qall=0 drop=1
-	case $mode in
-	cold) ;;
-	cold-noheads) noheads=1 ;;
-	cold-readahead) qall=1 ;;
-	cold-nora) nora=1 ;;
-	warm) drop=0 ;;
-	esac
-	PHOS_NO_PREFETCH=$nora PHOS_PREFETCH_NO_HEADS=$noheads PHOS_PREFETCH_READAHEAD=$qall start_phosd >/dev/null || exit 1
+	read_ahead_mode "$mode"
+	start_phosd >/dev/null || exit 1
 	for k in $(seq "$RUNS"); do
 		out=$W/criu_open-$mode-$k
 		start_app "$out.a" python3 "$app" "$APP"
@@ -89,7 +77,7 @@ for mode in $MODES; do
 		wait_for "$out.a" '^tick 3$' 60 || { log "$mode $k: the program did not start"; BROKE=1; continue; }
 		files=$(awk '$1 == "ready" { print $2 }' "$out.a")
 		ckpt "$APP_PID" >/dev/null || { log "$mode $k: $CKPT_LINE"; kill -9 "$APP_PID"; BROKE=1; continue; }
-		[ "$drop" = 0 ] || { sync; echo 3 >/proc/sys/vm/drop_caches; }
+		[ "$DROP" = 0 ] || { sync; echo 3 >/proc/sys/vm/drop_caches; }
 		restore "$IMG" "$out.b" >/dev/null || { log "$mode $k: restore failed:"; tail -3 "$out.b"; BROKE=1; continue; }
 		wait_for "$out.b" "CRIU [0-9]+ ms" 30
 		crius=$(grep -oE 'CRIU [0-9]+ ms' "$out.b" | tail -1 | grep -oE '[0-9]+')

@@ -36,16 +36,11 @@ MODES=${MODES:-cold cold-nora warm}
 POOL=${POOL:-hugetlb}
 OUT=${OUT:-/tmp/phos-restore-ab}
 pool=$((SIZE + 2))
-for mode in $MODES; do
-	case $mode in
-	cold | cold-nora | cold-noheads | cold-readahead | warm) ;;
-	*) echo "restore_ab: a mode is cold, cold-nora, cold-noheads, cold-readahead or warm, not $mode" >&2
-		exit 2 ;;
-	esac
-done
-mkdir -p "$OUT"
 # shellcheck source=tests/gpu/lib.sh
 . "$here/../tests/gpu/lib.sh"
+# shellcheck disable=SC2086
+read_ahead_modes restore_ab $MODES || exit 2
+mkdir -p "$OUT"
 export W
 case $POOL in
 hugetlb) reserve_hugepages restore_ab "$pool" || exit 2; pinned=false ;;
@@ -62,18 +57,11 @@ k=0
 for mode in $MODES; do
 	k=$((k + 1))
 	out=$OUT/torch_size-$k-$mode.out
-	nora=0 noheads=0 qall=0 drop=1
-	case $mode in
-	cold) ;;
-	cold-nora) nora=1 ;;
-	cold-noheads) noheads=1 ;;
-	cold-readahead) qall=1 ;;
-	warm) drop=0 ;;
-	esac
+	read_ahead_mode "$mode"
 	# each run in a clean W: a run cut off leaves its image there
 	[ -n "${W:-}" ] && rm -rf "${W:?}/torch_size" "${W:?}/images"
-	PHOS_NO_PREFETCH=$nora PHOS_PREFETCH_NO_HEADS=$noheads PHOS_PREFETCH_READAHEAD=$qall DROP_CACHES=$drop STAGE_POOL_GIB=$pool STAGE_POOL_PINNED=$pinned \
-		SIZES=$SIZE STEPS=$STEPS bash "$here/torch_size.sh" >"$out" 2>&1
+	DROP_CACHES=$DROP STAGE_POOL_GIB=$pool STAGE_POOL_PINNED=$pinned SIZES=$SIZE STEPS=$STEPS \
+		bash "$here/torch_size.sh" >"$out" 2>&1
 	# its CRIU log, kept by torch_size.sh in W (cleaned for the next run)
 	log=$OUT/criu-restore-$k-$mode.log
 	cp "${W:-/nonexistent}/torch_size/$SIZE/criu-restore.log" "$log" 2>/dev/null

@@ -213,6 +213,37 @@ criu_gaps() {
 		}' "$1"
 }
 
+# read_ahead_mode MODE: a restore's read-ahead as the benches' MODE says
+# (bench/restore_ab.sh, bench/criu_open_ab.sh): cold (the page cache
+# dropped, the read-ahead as built), cold-nora (PHOS_NO_PREFETCH=1),
+# cold-noheads (PHOS_PREFETCH_NO_HEADS=1), cold-readahead
+# (PHOS_PREFETCH_READAHEAD=1) or warm (the cache kept).  Exports the three
+# switches, sets DROP (1: drop the page cache before the restore); 1 for
+# another MODE.  read_ahead_modes NAME MODE...: each known, or says which
+# is not as NAME and returns 1.
+read_ahead_mode() {
+	PHOS_NO_PREFETCH=0 PHOS_PREFETCH_NO_HEADS=0 PHOS_PREFETCH_READAHEAD=0 DROP=1
+	case $1 in
+	cold) ;;
+	cold-nora) PHOS_NO_PREFETCH=1 ;;
+	cold-noheads) PHOS_PREFETCH_NO_HEADS=1 ;;
+	cold-readahead) PHOS_PREFETCH_READAHEAD=1 ;;
+	warm) DROP=0 ;;
+	*) return 1 ;;
+	esac
+	export PHOS_NO_PREFETCH PHOS_PREFETCH_NO_HEADS PHOS_PREFETCH_READAHEAD
+}
+read_ahead_modes() {
+	local name=$1 m
+	shift
+	for m in "$@"; do
+		(read_ahead_mode "$m") || {
+			echo "$name: a mode is cold, cold-nora, cold-noheads, cold-readahead or warm, not $m" >&2
+			return 1
+		}
+	done
+}
+
 # criu_open_waits LOG: the ms a CRIU log's run waited after its "Opening
 # ... vma" lines (CRIU opening a mapped file and reading its ELF headers),
 # and the log's span
