@@ -2,10 +2,15 @@
 // exact, deterministic evolution.  Prints one line per iteration with a
 // checksum of every buffer (integer arithmetic: bit-exact), then DONE.
 //   app_state NBUF MB_PER_BUF ITERS SLEEP_MS [indirect]
-// With "indirect", every step kernel finds its buffer (and the key it reads)
+// With "indirect", every kernel finds its buffer (and the key it reads)
 // through pointer arrays kept in device memory (same arithmetic, same
 // output): writes libphos cannot see, so nothing makes them wait for a
 // concurrent save, which the save's hash check must catch (run-all.sh i).
+// The sums read through them too: a sum naming its buffer would have the
+// save copy that buffer first, and a checkpoint that froze the process
+// between the steps and the sums then saw every buffer copied before the
+// next hidden write (session 15: no mismatch, nothing for the check to
+// catch).
 // All buffers, so that some are written before phos-gpu saves them
 // whatever order it saves them in.
 #include <cstdio>
@@ -44,7 +49,7 @@ __global__ void step_ind(uint32_t *const *pb, uint32_t *const *pk, size_t n, uin
 }
 
 // per-block partial sums in a fixed order: deterministic
-__global__ void sum(const uint32_t *b, size_t n, unsigned long long *out)
+__device__ void sum_of(const uint32_t *b, size_t n, unsigned long long *out)
 {
 	__shared__ unsigned long long s[256];
 	unsigned long long acc = 0;
@@ -59,6 +64,16 @@ __global__ void sum(const uint32_t *b, size_t n, unsigned long long *out)
 	}
 	if (threadIdx.x == 0)
 		out[blockIdx.x] = s[0];
+}
+
+__global__ void sum(const uint32_t *b, size_t n, unsigned long long *out)
+{
+	sum_of(b, n, out);
+}
+
+__global__ void sum_ind(uint32_t *const *pb, size_t n, unsigned long long *out)
+{
+	sum_of(pb[0], n, out);
 }
 
 int main(int argc, char **argv)
@@ -105,7 +120,10 @@ int main(int argc, char **argv)
 		CK(cudaDeviceSynchronize());
 		unsigned long long total = 0;
 		for (int i = 0; i < nbuf; i++) {
-			sum<<<grid, block, 0, st[0]>>>(buf[i], n, part);
+			if (indirect)
+				sum_ind<<<grid, block, 0, st[0]>>>(pb + i, n, part);
+			else
+				sum<<<grid, block, 0, st[0]>>>(buf[i], n, part);
 			CK(cudaMemcpyAsync(hpart, part, grid * sizeof(*part), cudaMemcpyDeviceToHost, st[0]));
 			CK(cudaStreamSynchronize(st[0]));
 			for (int g = 0; g < grid; g++)
