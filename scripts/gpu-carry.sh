@@ -14,7 +14,7 @@
 # Every carried program and library gets a RUNPATH relative to itself
 # ($ORIGIN/...) so that it finds the carried libraries without
 # LD_LIBRARY_PATH, also where Slurm or CRIU start it with a clean
-# environment.  Needs patchelf (apt-get install patchelf).  .carry/ is
+# environment.  Needs patchelf (scripts/install-deps.sh installs it).  .carry/ is
 # ignored by git (.gitignore and .git/info/exclude).
 #
 # Run it here (Debian bookworm, scripts/install-deps.sh done) after building
@@ -95,7 +95,7 @@ done
 [ -d "$1" ] || die "build directory $1 does not exist"
 B=$(cd "$1" && pwd -P)
 
-command -v patchelf >/dev/null || die "patchelf not found (apt-get install patchelf)"
+command -v patchelf >/dev/null || die "patchelf not found (scripts/install-deps.sh installs it; or apt-get install patchelf)"
 command -v ldd >/dev/null || die "ldd not found"
 if [ "$STRIP" = 1 ]; then
 	command -v strip >/dev/null || die "strip not found (apt-get install binutils, or --no-strip)"

@@ -39,6 +39,8 @@ PKGS=(
 	libbsd-dev libaio-dev libgnutls28-dev uuid-dev libnftables-dev
 	libdrm-dev gnutls-bin iptables python3-yaml
 	dpkg-dev xz-utils
+	# scripts/gpu-carry.sh (the build carried to a GPU machine)
+	patchelf
 )
 
 missing=()
