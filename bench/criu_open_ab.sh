@@ -97,7 +97,7 @@ for mode in $MODES; do
 done
 echo "median wait after CRIU's \"Opening ... vma\" lines (ms):"
 for mode in $MODES; do
-	printf '  %-13s %s\n' "$mode" "$(tr ' ' '\n' <<<"${res[$mode]:-}" | grep . | sort -n |
+	printf '  %-15s %s\n' "$mode" "$(tr ' ' '\n' <<<"${res[$mode]:-}" | grep . | sort -n |
 		awk '{ v[NR] = $1 } END { print NR ? v[int((NR + 1) / 2)] : "-" }')"
 done
 exit $BROKE

@@ -50,7 +50,7 @@ pinned) HP_OLD=$(cat /proc/sys/vm/nr_hugepages); trap 'echo "$HP_OLD" >/proc/sys
 esac
 # num FILE PHRASE: the number after the last "PHRASE N" in FILE
 num() { grep -oE "$2 [0-9]+" "$1" | tail -1 | grep -oE '[0-9]+$'; }
-fmt='%-12s %7s %14s %10s %8s %8s %9s %12s %13s %11s %7s\n'
+fmt='%-14s %7s %14s %10s %8s %8s %9s %12s %13s %11s %7s\n'
 printf "$fmt" run CRIU_ms to+run+after_ms outside_ms opens_ms check_ms driver_ms read_ahead_ms \
 	256_launch_ms 1st_step_ms losses
 k=0
