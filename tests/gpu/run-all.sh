@@ -19,6 +19,10 @@
 #       is caught by the hash check and the checkpoint taken again
 #   (j) concurrent restore (gpu_concurrent_restore: true): CUDA C and
 #       PyTorch restored exactly while their buffers load
+#   (k) a concurrent restore whose load fails (the chunk store gone, then
+#       a corrupt chunk): it fails saying why, the restored app never
+#       prints a step the uninterrupted run did not and does not live on,
+#       and the image, put right, restores exactly
 #   then tests/gpu/counts.sh unless COUNTS=0, and bench/bench.sh and
 #   bench/overhead.sh unless NO_BENCH=1 (BENCH_FAST=1: bench.sh under
 #   libphos).  ONLY="f g h" runs only those sections.
@@ -50,7 +54,7 @@ start_phosd || exit 1
 trap stop_phosd EXIT
 
 # want SECTION: run it (ONLY="a b f ..." runs those sections only; sections:
-# a b c de f g h lock i j; the counts and benches have their own switches)
+# a b c de f g h lock i j k; the counts and benches have their own switches)
 want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 
 # exact_stop NAME REF_TIMEOUT CMD...: uninterrupted run, then a run that is
@@ -343,6 +347,74 @@ if tail -n +"$mark" "$LOG_DIR/phosd.log" | grep -q 'phos-gpu: loaded .* while th
 	pass "j: the restores loaded the buffers while the processes ran"
 else
 	fail "j: no concurrent load in the phosd log"
+fi
+stop_phosd; sleep 0.5
+start_phosd
+fi
+
+if want k; then
+log "=== (k) a concurrent restore whose load fails: the app never runs on wrong data, the image is kept"
+# From storage (no staging pool): phos-gpu reads each chunk and checks it
+# against its name as it loads it, while the restored app may already run.
+stop_phosd; sleep 0.5
+CONCURRENT_RESTORE=true STAGE_POOL_GIB=0 STAGE_POOL_PINNED=false start_phosd
+d=$W/k_fail
+mkdir -p "$d"
+"${UNDER_LIBPHOS[@]}" "$BIN/app_state" 6 256 40 100 >"$d/ref.out" 2>&1
+start_app "$d/a.out" "${UNDER_LIBPHOS[@]}" "$BIN/app_state" 6 256 40 100
+if ! wait_for "$d/a.out" '^(iter|step) 10 ' 60 || ! ckpt "$APP_PID"; then
+	fail "k: app or its checkpoint"; tail -5 "$d/a.out"; kill -9 "$APP_PID" 2>/dev/null
+else
+	wait "$APP_PID" 2>/dev/null
+	chunks=$(dirname "$IMG")/chunks
+	# the last chunk of the last buffer, whichever order the load takes
+	idx=$(ls "$IMG"/gpumem-*.idx | sort -V | tail -1)
+	chunk=$(tail -1 "$idx")
+	# k_try NAME: restore the image attached, output in $d/NAME.out; sets
+	# K_RC; fails the test if a progress line is not the uninterrupted run's
+	# or an app_state is left running
+	k_try() {
+		timeout 300 "$PHOS_BIN/phosctl" -q -s "$SOCK" restore "$IMG" >"$d/$1.out" 2>&1
+		K_RC=$?
+		sleep 2
+		if lines "$d/$1.out" | grep -vxF -f <(lines "$d/ref.out") | grep -q .; then
+			fail "k: $1: the restored app printed a step the uninterrupted run did not"
+			lines "$d/$1.out" | grep -vxF -f <(lines "$d/ref.out") | head -3
+		fi
+		if pgrep -f "$BIN/app_state" >/dev/null; then
+			fail "k: $1: an app_state is still running after the failed restore"
+			pkill -9 -f "$BIN/app_state"
+		fi
+	}
+	# 1. storage gone: the chunk store is not there
+	mv "$chunks" "$chunks.gone"
+	k_try gone
+	if [ "$K_RC" != 0 ] && grep -q -E 'failed|missing|No such file' "$d/gone.out"; then
+		pass "k: with its chunk store gone the restore fails and says why: $(grep -m1 -E 'failed|missing|No such file' "$d/gone.out")"
+	else
+		fail "k: the restore without the chunk store (rc $K_RC)"; tail -5 "$d/gone.out"
+	fi
+	mv "$chunks.gone" "$chunks"
+	# 2. a corrupt chunk: one byte flipped, put back afterwards
+	f=$chunks/$chunk
+	off=$(( $(stat -c %s "$f") / 2 ))
+	old=$(od -An -tx1 -j "$off" -N 1 "$f" | tr -d ' ')
+	printf '%b' "\\x$(printf '%02x' $((0x$old ^ 0xff)))" | dd of="$f" bs=1 seek="$off" conv=notrunc status=none
+	k_try corrupt
+	if [ "$K_RC" != 0 ] && grep -q -E "(corrupt|damaged)" "$d/corrupt.out"; then
+		pass "k: with chunk ${chunk:0:16}... corrupt the restore fails and says so: $(grep -m1 -E 'corrupt|damaged' "$d/corrupt.out")"
+	else
+		fail "k: the restore with a corrupt chunk (rc $K_RC)"; tail -5 "$d/corrupt.out"
+	fi
+	printf '%b' "\\x$old" | dd of="$f" bs=1 seek="$off" conv=notrunc status=none
+	# 3. the image was left as it was: restored again, it is exact
+	if restore "$IMG" "$d/b.out" && wait_for "$d/b.out" '^DONE' 120 &&
+	   cat "$d/a.out" "$d/b.out" >"$d/ab.out" && same_as_ref k_retry "$d/ab.out" "$d/ref.out"; then
+		pass "k: restored again with the chunk store back and the byte put back, 40 steps equal the uninterrupted run"
+	else
+		fail "k: the retry after the failed restores"; tail -20 "$d/b.out"
+	fi
+	rm -rf "$IMG"
 fi
 stop_phosd; sleep 0.5
 start_phosd
