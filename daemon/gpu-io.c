@@ -14,6 +14,7 @@
 
 #include "gpu-io.h"
 #include "savetab.h"
+#include "util.h"
 
 #define MAX_THREADS 64
 #define MAX_PINNERS 8
@@ -58,7 +59,7 @@ struct streams {
 
 static unsigned env_num(const char *name, unsigned def, unsigned lo, unsigned hi)
 {
-	const char *v = getenv(name);
+	const char *v = secure_getenv(name);
 	char *end;
 	unsigned long n;
 
@@ -201,10 +202,8 @@ static void fold_hash(struct gio_buf *b, const void *stage, const struct chunk *
  * PHOS_GPU_SYNC_COPY is not 1. */
 static bool streams_on(const struct gio_ops *ops)
 {
-	const char *v = getenv("PHOS_GPU_SYNC_COPY");
-
 	return ops->stream_create && ops->stream_destroy && ops->stream_sync &&
-	       ops->dtoh_async && ops->htod_async && !(v && strcmp(v, "1") == 0);
+	       ops->dtoh_async && ops->htod_async && !phos_env_on("PHOS_GPU_SYNC_COPY");
 }
 
 static void streams_init(struct streams *ss, const struct gio_ops *ops)

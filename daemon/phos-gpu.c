@@ -337,15 +337,6 @@ static int by_rank(const void *a, const void *b2)
 	return rx != ry ? (rx < ry ? -1 : 1) : (x < y ? -1 : x > y);
 }
 
-/* PHOS_GPU_NO_RANKS=1 (phosd's environment): copy in index order, to
- * measure what the ranks are worth (the map still records them) */
-static bool no_ranks(void)
-{
-	const char *v = secure_getenv("PHOS_GPU_NO_RANKS");
-
-	return v && *v && strcmp(v, "0") != 0;
-}
-
 /* order[] from rank[0..n-1]; how many buffers have a rank */
 static unsigned order_set(const unsigned *rank, unsigned n)
 {
@@ -870,7 +861,7 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 	 * margin for the owner): then the owner may go on at once.
 	 * PHOS_GPU_NO_SNAPSHOT=1 in phosd's environment: never (no GPU memory
 	 * taken from the jobs; the concurrent copy instead, if it can) */
-	if (secure_getenv("PHOS_GPU_NO_SNAPSHOT") && strcmp(secure_getenv("PHOS_GPU_NO_SNAPSHOT"), "0"))
+	if (phos_env_on("PHOS_GPU_NO_SNAPSHOT"))
 		want_snapshot = false;
 	if (want_snapshot && n) {
 		size_t free_b = 0, total_b = 0;
@@ -991,7 +982,7 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 	/* the buffers the process will touch first are saved first: fewer
 	 * of its writes wait */
 	unsigned rank[PHOS_GPUBUF_MAX], by[PHOS_GPUBUF_MAX];
-	bool by_index = no_ranks();
+	bool by_index = phos_env_on("PHOS_GPU_NO_RANKS");	/* to measure the ranks */
 
 	for (unsigned i = 0; i < n; i++) {
 		rank[i] = b[i].rank;
@@ -1339,7 +1330,7 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 	for (int i = 0; i < n; i++)
 		hashed &= want_hash[i].known;
 	span = stage_span(lb, n);
-	if (no_ranks())
+	if (phos_env_on("PHOS_GPU_NO_RANKS"))	/* index order, to measure the ranks */
 		memset(lrank, 0, sizeof(lrank));
 	ranked = order_set(lrank, (unsigned)n);
 	char cwhy[200] = "", pnote[280] = "";
