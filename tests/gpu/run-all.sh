@@ -362,7 +362,9 @@ d=$W/k_fail
 mkdir -p "$d"
 "${UNDER_LIBPHOS[@]}" "$BIN/app_state" 6 256 40 100 >"$d/ref.out" 2>&1
 start_app "$d/a.out" "${UNDER_LIBPHOS[@]}" "$BIN/app_state" 6 256 40 100
-if ! wait_for "$d/a.out" '^(iter|step) 10 ' 60 || ! ckpt "$APP_PID"; then
+if ! grep -q '^DONE' "$d/ref.out"; then
+	fail "k: uninterrupted run failed"; tail -5 "$d/ref.out"; kill -9 "$APP_PID" 2>/dev/null
+elif ! wait_for "$d/a.out" '^(iter|step) 10 ' 60 || ! ckpt "$APP_PID"; then
 	fail "k: app or its checkpoint"; tail -5 "$d/a.out"; kill -9 "$APP_PID" 2>/dev/null
 else
 	wait "$APP_PID" 2>/dev/null
@@ -371,19 +373,24 @@ else
 	idx=$(ls "$IMG"/gpumem-*.idx | sort -V | tail -1)
 	chunk=$(tail -1 "$idx")
 	# k_try NAME: restore the image attached, output in $d/NAME.out; sets
-	# K_RC; fails the test if a progress line is not the uninterrupted run's
-	# or an app_state is left running
+	# K_RC; checks that every progress line the restored app printed (if
+	# it got to run before the load failed) is the uninterrupted run's, and
+	# that no app_state is left running
 	k_try() {
+		local wrong n
 		timeout 300 "$PHOS_BIN/phosctl" -q -s "$SOCK" restore "$IMG" >"$d/$1.out" 2>&1
 		K_RC=$?
 		sleep 2
-		if lines "$d/$1.out" | grep -vxF -f <(lines "$d/ref.out") | grep -q .; then
+		n=$(lines "$d/$1.out" | wc -l)
+		wrong=$(lines "$d/$1.out" | grep -vxF -f <(lines "$d/ref.out"))
+		if [ -n "$wrong" ]; then
 			fail "k: $1: the restored app printed a step the uninterrupted run did not"
-			lines "$d/$1.out" | grep -vxF -f <(lines "$d/ref.out") | head -3
-		fi
-		if pgrep -f "$BIN/app_state" >/dev/null; then
+			head -3 <<<"$wrong"
+		elif pgrep -f "$BIN/app_state" >/dev/null; then
 			fail "k: $1: an app_state is still running after the failed restore"
 			pkill -9 -f "$BIN/app_state"
+		else
+			pass "k: $1: the restored app printed $n step(s) before the failure, each the uninterrupted run's, and is gone"
 		fi
 	}
 	# 1. storage gone: the chunk store is not there
