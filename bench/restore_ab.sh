@@ -15,7 +15,9 @@
 #              process ran on, the staging pool's case)
 # Each is bench/torch_size.sh at SIZE GiB through a staging pool of SIZE + 2
 # GiB: of hugetlb pages, or with POOL=pinned one the NVIDIA driver pins
-# (gpu_stage_pool_pinned: the restore loads it straight to the GPU).  Prints
+# (gpu_stage_pool_pinned: the restore loads it straight to the GPU); with
+# POOL=none no pool at all, the buffers loaded from storage (W's file
+# system), as after a requeue to another node.  Prints
 # one line a run: CRIU's part (getting to CRIU + its run + after it; what of
 # the run its log does not cover, before its first line and after its
 # last), CRIU's waits after its "Opening ... vma" lines (a mapped file's
@@ -24,8 +26,8 @@
 # whether the losses were identical.
 # Root, a GPU; sets vm.nr_hugepages for the run and puts it back.
 # Environment: SIZE (8), STEPS (300; 200 with LEAVE_RUNNING=0, which skips
-# the leave-running checkpoint and suits SIZE=64), MODES, POOL (hugetlb or
-# pinned), OUT (/tmp/phos-restore-ab), and tests/gpu/lib.sh's.  About 5
+# the leave-running checkpoint and suits SIZE=64), MODES, POOL (hugetlb,
+# pinned or none), OUT (/tmp/phos-restore-ab), and tests/gpu/lib.sh's.  About 5
 # minutes at 8 GiB on an H200; about 3 minutes a mode at 64 GiB with
 # POOL=pinned LEAVE_RUNNING=0 (most of it writing the image to storage).
 set -u
@@ -46,7 +48,8 @@ case $POOL in
 hugetlb) reserve_hugepages restore_ab "$pool" || exit 2; pinned=false ;;
 pinned) HP_OLD=$(cat /proc/sys/vm/nr_hugepages); trap 'echo "$HP_OLD" >/proc/sys/vm/nr_hugepages' EXIT
 	echo 0 >/proc/sys/vm/nr_hugepages; pinned=true ;;
-*) echo "restore_ab: POOL is hugetlb or pinned, not $POOL" >&2; exit 2 ;;
+none) pool=0; pinned=false ;;
+*) echo "restore_ab: POOL is hugetlb, pinned or none, not $POOL" >&2; exit 2 ;;
 esac
 # num FILE PHRASE: the number after the last "PHRASE N" in FILE
 num() { grep -oE "$2 [0-9]+" "$1" | tail -1 | grep -oE '[0-9]+$'; }
