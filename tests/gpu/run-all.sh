@@ -404,6 +404,7 @@ else
 	mv "$chunks.gone" "$chunks"
 	# 2. a corrupt chunk: one byte flipped, put back afterwards
 	f=$chunks/$chunk
+	[ -f "$f" ] || f=$f.zst	# compressed (COMPRESS_LEVEL)
 	off=$(( $(stat -c %s "$f") / 2 ))
 	old=$(od -An -tx1 -j "$off" -N 1 "$f" | tr -d ' ')
 	printf '%b' "\\x$(printf '%02x' $((0x$old ^ 0xff)))" | dd of="$f" bs=1 seek="$off" conv=notrunc status=none

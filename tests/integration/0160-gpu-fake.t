@@ -25,7 +25,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 108
+plan 111
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -299,6 +299,28 @@ track "$(restored_pid "$OUT")"
 wait_for 30 _has_lines "$f3" $((n + 3))
 ok "$( (_has_lines "$f3" $((n + 3)) && ! grep -q CORRUPT "$f3") && echo 0 || echo 1)" \
 	"restored from shared chunks, the program finds every word as it was" ||
+	{ diag "$OUT"; diag_file "$f3" 3; }
+kill -KILL "$(restored_pid "$OUT")" 2>/dev/null
+
+# -- storage gone: a concurrent restore whose chunk store is not there fails
+# and says why, runs nothing, and the same image restores once it is back ----
+phosd_stop n1
+phosd_start n1 "gpu_concurrent_restore: true"
+sc=$(dirname "$sgen")/chunks
+mv "$sc" "$sc.gone"
+n=$(wc -l <"$f3")
+pc_out n1 restore --detach "$sgen"
+like "$RC $(tail -1 <<<"$OUT")" "^1 .*names chunks of GPU memory, but: .*/chunks: No such file or directory \\(found while CRIU restored it: CRIU killed the restored tasks before they ran\\)" \
+	"a concurrent restore whose chunk store is gone fails and says why"
+sleep 1
+ok "$( [ "$(wc -l <"$f3")" = "$n" ] && ! pgrep -f "fake_gpu_app static" >/dev/null && echo 0 || echo 1)" \
+	"the restored program wrote nothing and is gone" || { diag_file "$f3" 3; diag "$(pgrep -af fake_gpu_app)"; }
+mv "$sc.gone" "$sc"
+pc_out n1 restore --detach "$sgen"
+track "$(restored_pid "$OUT")"
+wait_for 30 _has_lines "$f3" $((n + 3))
+ok "$( (_has_lines "$f3" $((n + 3)) && ! grep -q CORRUPT "$f3") && echo 0 || echo 1)" \
+	"with the chunk store back the same image restores and the program finds every word" ||
 	{ diag "$OUT"; diag_file "$f3" 3; }
 kill -KILL "$(restored_pid "$OUT")" 2>/dev/null
 
