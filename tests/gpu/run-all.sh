@@ -378,7 +378,8 @@ else
 	# that no app_state is left running
 	k_try() {
 		local wrong n
-		timeout 300 "$PHOS_BIN/phosctl" -q -s "$SOCK" restore "$IMG" >"$d/$1.out" 2>&1
+		timeout 300 env LD_LIBRARY_PATH="$PHOS_LIB" "$PHOS_BIN/phosctl" -q -s "$SOCK" restore "$IMG" \
+			>"$d/$1.out" 2>&1
 		K_RC=$?
 		sleep 2
 		n=$(lines "$d/$1.out" | wc -l)
