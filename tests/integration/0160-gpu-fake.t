@@ -12,7 +12,8 @@
 # - stop mode, then restore: phos-gpu loads the buffers, phosd offers them
 #   to the restored process, which goes on from where it stopped with every
 #   word of every buffer as it was.
-# The same on a real GPU: tests/gpu/run-all.sh f-h.
+# The same on a real GPU: tests/gpu/run-all.sh f-h (the concurrent restore:
+# j; a concurrent restore whose load fails: k).
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 . "$(dirname "$0")/lib.sh"
 # shellcheck source=lib-phosd.sh source-path=SCRIPTDIR
