@@ -47,6 +47,19 @@ iter_past() { [ "$(last_iter)" -ge "$1" ] 2>/dev/null; }
 no_corrupt() { ! grep -q CORRUPT "$f"; }
 log_since() { tail -n +"$1" "$PD/n1.log"; }
 
+# restored_exact GEN OUT WHAT: restore GEN detached; ok WHAT once the
+# restored program wrote 3 more lines to OUT and none says CORRUPT; then
+# it is killed
+restored_exact() {
+	local n
+	n=$(wc -l <"$2")
+	pc_out n1 restore --detach "$1"
+	track "$(restored_pid "$OUT")"
+	wait_for 30 _has_lines "$2" $((n + 3))
+	ok "$( (_has_lines "$2" $((n + 3)) && ! grep -q CORRUPT "$2") && echo 0 || echo 1)" "$3" ||
+		{ diag "$OUT"; diag_file "$2" 3; }
+	kill -KILL "$(restored_pid "$OUT")" 2>/dev/null
+}
 # start_app OUT [indirect]: fake_gpu_app under libphos, as a job's task; $APP
 # (APP_DEBUG=1: with PHOS_DEBUG, libphos's lines in app.err)
 start_app() {
@@ -294,14 +307,7 @@ is "$(ls "$(dirname "$sgen")/chunks" | wc -l)" "$NBUF" \
 	"the store keeps the $NBUF chunks generation 2 names (each buffer's 4 MiB hold one 1 MiB pattern)"
 kill -KILL "$spid" 2>/dev/null
 wait_for 10 _gone "$spid"
-n=$(wc -l <"$f3")
-pc_out n1 restore --detach "$sgen"
-track "$(restored_pid "$OUT")"
-wait_for 30 _has_lines "$f3" $((n + 3))
-ok "$( (_has_lines "$f3" $((n + 3)) && ! grep -q CORRUPT "$f3") && echo 0 || echo 1)" \
-	"restored from shared chunks, the program finds every word as it was" ||
-	{ diag "$OUT"; diag_file "$f3" 3; }
-kill -KILL "$(restored_pid "$OUT")" 2>/dev/null
+restored_exact "$sgen" "$f3" "restored from shared chunks, the program finds every word as it was"
 
 # -- storage gone: a concurrent restore whose chunk store is not there fails
 # and says why, runs nothing, and the same image restores once it is back ----
@@ -317,13 +323,7 @@ sleep 1
 ok "$( [ "$(wc -l <"$f3")" = "$n" ] && ! pgrep -f "fake_gpu_app static" >/dev/null && echo 0 || echo 1)" \
 	"the restored program wrote nothing and is gone" || { diag_file "$f3" 3; diag "$(pgrep -af fake_gpu_app)"; }
 mv "$sc.gone" "$sc"
-pc_out n1 restore --detach "$sgen"
-track "$(restored_pid "$OUT")"
-wait_for 30 _has_lines "$f3" $((n + 3))
-ok "$( (_has_lines "$f3" $((n + 3)) && ! grep -q CORRUPT "$f3") && echo 0 || echo 1)" \
-	"with the chunk store back the same image restores and the program finds every word" ||
-	{ diag "$OUT"; diag_file "$f3" 3; }
-kill -KILL "$(restored_pid "$OUT")" 2>/dev/null
+restored_exact "$sgen" "$f3" "with the chunk store back the same image restores and the program finds every word"
 
 # -- gpu_compress_level: chunks stored with zstd (when smaller), restored exactly ----------
 phosd_stop n1
@@ -341,14 +341,7 @@ zgen=$(ls -d "$(image_dir root "$zpid")"/0* | tail -1)
 is "$(ls "$(dirname "$zgen")/chunks" | grep -c '^[0-9a-f]\{64\}\.zst$')" "$NBUF" "as <sha256>.zst files"
 kill -KILL "$zpid" 2>/dev/null
 wait_for 10 _gone "$zpid"
-n=$(wc -l <"$f4")
-pc_out n1 restore --detach "$zgen"
-track "$(restored_pid "$OUT")"
-wait_for 30 _has_lines "$f4" $((n + 3))
-ok "$( (_has_lines "$f4" $((n + 3)) && ! grep -q CORRUPT "$f4") && echo 0 || echo 1)" \
-	"restored from compressed chunks, the program finds every word as it was" ||
-	{ diag "$OUT"; diag_file "$f4" 3; }
-kill -KILL "$(restored_pid "$OUT")" 2>/dev/null
+restored_exact "$zgen" "$f4" "restored from compressed chunks, the program finds every word as it was"
 
 # a chunk with a flipped byte fails the restore: each is checked as it is read
 chunk=$(sed -n 2p "$(ls "$gen"/gpumem-"$apid"-*.idx | head -1)")
