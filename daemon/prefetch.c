@@ -45,7 +45,7 @@
 #define PREFETCH_MAX_LINES (1u << 18)	/* per generation */
 #define PREFETCH_MAX_BYTES (2ull << 30)	/* what a restore reads ahead at most */
 #define PREFETCH_THREADS 4
-#define PREFETCH_CHUNK (1u << 20)	/* the most one thread has queued (the log says 1 MiB) */
+#define PREFETCH_CHUNK (1u << 20)	/* the most one thread has queued */
 #define PREFETCH_HEAD (64u << 10)	/* of each file, read before the rest */
 #define PAGEMAP_BATCH 8192		/* entries per pread (64 KiB) */
 #define PM_PRESENT (1ull << 63)
@@ -449,10 +449,13 @@ static void prefetch_run(FILE *first, FILE *in, uid_t uid, gid_t gid)
 		reader(&f);
 	for (unsigned i = 0; i < nt; i++)
 		pthread_join(t[i], NULL);
+	char how[48] = "readahead(2), all queued at once";
+
+	if (!f.queue_all)
+		snprintf(how, sizeof(how), "pread, %u KiB a thread at most", PREFETCH_CHUNK >> 10);
 	log_debug("prefetch: %" PRIu64 " MiB of %u file(s) read ahead (%zu range(s); the first "
 		  "%u KiB of the process's %u file(s) before them; %s) in %" PRIu64 " ms",
-		  f.bytes >> 20, f.files, f.n - heads, PREFETCH_HEAD >> 10, heads,
-		  f.queue_all ? "readahead(2), all queued at once" : "pread, 1 MiB a thread at most",
+		  f.bytes >> 20, f.files, f.n - heads, PREFETCH_HEAD >> 10, heads, how,
 		  phos_now_ms() - t0);
 	_exit(0);
 }
