@@ -91,9 +91,13 @@ for gb in $SIZES; do
 			awk '$1 == "steptime" { print "  the first step after the restore (" $2 ") took " $3 " ms"; exit }' "$d/b.out"
 		fi
 		grep -o 'phos-gpu: loaded.*' "$LOG_DIR/phosd.log" | tail -1 | cut -c1-300 | sed 's/^/  /'
+		# the buffers it asked for: phos-gpu's side, and libphos's longest waits
+		grep -ho 'phos-gpu: \(the [0-9]* buffer(s) the process asked for\|load order\).*' \
+			"$d/b.out" | tail -2 | sed 's/^/  /'
 		grep -h 'waits for every buffer' "$d/b.out" | sort -u | sed 's/^/  /'
 		# when the restored process's first launch came, and what it took
-		grep -hE 'first kernel launch|kernel launches after the reattach|prefetch: ' "$d/b.out" | head -3 | sed 's/^/  /'
+		grep -hE 'first kernel launch|kernel launches after the reattach|longest waits for one buffer|prefetch: ' \
+			"$d/b.out" | head -4 | sed 's/^/  /'
 		# the restore's phases, from phosd's and phos-restore's log lines
 		grep -E 'image verified|manifest checked|took its [0-9]+ GPU buffer' "$LOG_DIR/phosd.log" |
 			tail -2 | cut -c1-200 | sed 's/^/  /'

@@ -77,7 +77,7 @@ static void wait_one(uint32_t i)
 {
 	uint32_t *st = phos_savetab_state(tab, i);
 	uint64_t t0 = 0;
-	uint32_t s;
+	uint32_t s, s0 = 0;
 
 	while ((s = __atomic_load_n(st, __ATOMIC_ACQUIRE)) < PHOS_SAVE_SAVED) {
 		if (over()) {
@@ -86,6 +86,7 @@ static void wait_one(uint32_t i)
 		}
 		if (!t0) {
 			t0 = phos_now_ns();
+			s0 = s;
 			__atomic_store_n(phos_savetab_want(tab, i), 1, __ATOMIC_RELEASE);
 			PHOS_COUNT(cow_waits, 1);
 		} else if (phos_now_ns() - t0 > PHOS_COW_MAX_WAIT_S * 1000000000ull) {
@@ -95,11 +96,9 @@ static void wait_one(uint32_t i)
 		}
 		phos_futex_wait(st, s, 100);
 	}
-	if (t0 && __atomic_load_n(&phos_watch_left, __ATOMIC_RELAXED) > 0) {
-		__atomic_add_fetch(&phos_watch_waited_us, (phos_now_ns() - t0) / 1000,
-				   __ATOMIC_RELAXED);
-		__atomic_add_fetch(&phos_watch_waits, 1, __ATOMIC_RELAXED);
-	}
+	if (t0 && __atomic_load_n(&phos_watch_left, __ATOMIC_RELAXED) > 0)
+		phos_watch_wait(i, range[i].end - range[i].va, s0 != PHOS_SAVE_PENDING, t0,
+				(phos_now_ns() - t0) / 1000);
 	/* a buffer that could not be loaded: the process must not run on
 	 * memory that does not hold its data */
 	if (s == PHOS_SAVE_FAILED && tab->kind == PHOS_SAVETAB_LOAD) {

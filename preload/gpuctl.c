@@ -26,6 +26,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -179,6 +180,59 @@ unsigned phos_watch_waits;
 static uint64_t reattached_ns;
 static uint64_t watch_in_us, watch_max_us;
 static unsigned watch_slow;
+/* the window's longest waits for one buffer, longest first */
+#define PHOS_WATCH_TOP 6
+static struct watch_wait {
+	uint64_t us, from_ns, size;
+	uint32_t buf;
+	bool started;	/* the loader had begun it when the wait began */
+} watch_top[PHOS_WATCH_TOP];
+static unsigned watch_ntop;
+static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void phos_watch_wait(uint32_t buf, uint64_t size, bool started, uint64_t from_ns, uint64_t us)
+{
+	struct watch_wait w = { us, from_ns, size, buf, started };
+	unsigned k;
+
+	__atomic_add_fetch(&phos_watch_waited_us, us, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&phos_watch_waits, 1, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&watch_lock);
+	for (k = watch_ntop; k > 0 && watch_top[k - 1].us < us; k--)
+		if (k < PHOS_WATCH_TOP)
+			watch_top[k] = watch_top[k - 1];
+	if (k < PHOS_WATCH_TOP) {
+		watch_top[k] = w;
+		if (watch_ntop < PHOS_WATCH_TOP)
+			watch_ntop++;
+	}
+	pthread_mutex_unlock(&watch_lock);
+}
+
+/* "buffer 77 (1024 MiB, not begun) 1446 ms from +12 ms; ..." */
+static void watch_top_line(void)
+{
+	char line[PHOS_WATCH_TOP * 80] = "";
+	size_t len = 0;
+
+	pthread_mutex_lock(&watch_lock);
+	for (unsigned k = 0; k < watch_ntop && len < sizeof(line); k++) {
+		const struct watch_wait *w = &watch_top[k];
+		int r = snprintf(line + len, sizeof(line) - len,
+				 "%sbuffer %u (%llu MiB, %s) %llu ms from +%llu ms", k ? "; " : "",
+				 w->buf, (unsigned long long)(w->size >> 20),
+				 w->started ? "begun" : "not begun", (unsigned long long)(w->us / 1000),
+				 (unsigned long long)((w->from_ns - reattached_ns) / 1000000));
+
+		if (r < 0)
+			break;
+		len += (size_t)r;
+	}
+	pthread_mutex_unlock(&watch_lock);
+	if (watch_ntop)
+		phos_dbg("gpu: the longest waits for one buffer (after the reattach, the loader's "
+			 "state when the wait began): %s", line);
+}
 
 uint64_t phos_watch_begin(void)
 {
@@ -216,6 +270,8 @@ void phos_watch_end(uint64_t t0)
 			 (unsigned long long)(__atomic_load_n(&watch_max_us, __ATOMIC_RELAXED) / 1000),
 			 (unsigned long long)(__atomic_load_n(&phos_watch_waited_us, __ATOMIC_RELAXED) / 1000),
 			 __atomic_load_n(&phos_watch_waits, __ATOMIC_RELAXED));
+	if (left == 0)
+		watch_top_line();
 }
 
 static void reattach(void)
@@ -274,6 +330,7 @@ static void reattach(void)
 		reattached_ns = phos_now_ns();
 		watch_in_us = watch_max_us = phos_watch_waited_us = 0;
 		watch_slow = phos_watch_waits = 0;
+		__atomic_store_n(&watch_ntop, 0, __ATOMIC_RELAXED);	/* (a signal handler: no lock) */
 		__atomic_store_n(&phos_watch_left, PHOS_WATCH_LAUNCHES, __ATOMIC_RELEASE);
 	}
 	phos_gate_open();

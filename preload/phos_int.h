@@ -261,6 +261,9 @@ extern uint64_t phos_watch_waited_us;	/* of which waiting for buffers (cow.c) */
 extern unsigned phos_watch_waits;
 uint64_t phos_watch_begin(void);	/* a timed launch's start */
 void phos_watch_end(uint64_t t0);
+/* a wait of us microseconds, from from_ns, for buffer buf of size bytes;
+ * started: the loader had begun it */
+void phos_watch_wait(uint32_t buf, uint64_t size, bool started, uint64_t from_ns, uint64_t us);
 
 /* ---- capture.c ------------------------------------------------------- */
 /* True when stream capture may be under way somewhere in the process

@@ -26,7 +26,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 111
+plan 115
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -198,6 +198,11 @@ ok $? "the restored program goes on (iter $stopped -> $(last_iter))"
 # running checkpoints' reattaches show the same lines)
 like "$(cat "$PD/app.err")" "first kernel launch [0-9]+ ms after the reattach; the call took [0-9]+ ms" \
 	"libphos (PHOS_DEBUG) says when the first launch after a reattach came and how long it took"
+waits_said() { grep -q 'the longest waits for one buffer' "$PD/app.err"; }
+wait_for 30 waits_said
+like "$(grep 'the longest waits for one buffer' "$PD/app.err" | tail -1)" \
+	"buffer [0-9]+ \\([0-9]+ MiB, (not )?begun\\) [0-9]+ ms from \\+[0-9]+ ms" \
+	"and, once its first 256 launches are done, which buffers it waited for longest and how long"
 ok "$(no_corrupt && echo 0 || echo 1)" "and finds every word of every buffer as it was at the stop" ||
 	diag_file "$f" 3
 ok "$(consecutive "$f" iter >/dev/null && echo 0 || echo 1)" \
@@ -324,6 +329,32 @@ ok "$( [ "$(wc -l <"$f3")" = "$n" ] && ! pgrep -f "fake_gpu_app static" >/dev/nu
 	"the restored program wrote nothing and is gone" || { diag_file "$f3" 3; diag "$(pgrep -af fake_gpu_app)"; }
 mv "$sc.gone" "$sc"
 restored_exact "$sgen" "$f3" "with the chunk store back the same image restores and the program finds every word"
+
+# -- no first-use ranks (never saved while it ran): the loader begins the
+# smallest buffers first (a process waits for the ones it touches one call
+# at a time) ----------------------------------------------------------------------
+f5=$PD/shrinking.out
+start_app "$f5" shrinking
+hpid=$APP
+wait_for 30 _has_lines "$f5" 3
+pc_out n1 checkpoint --pid "$hpid"
+ok $RC "a stop checkpoint of a program whose buffers are $((NBUF * MIB)), ..., $MIB MiB succeeds" ||
+	{ diag "$OUT"; diag_file "$PD/n1.log" 20; }
+wait_for 10 _gone "$hpid"
+hgen=$(ls -d "$(image_dir root "$hpid")"/0* | tail -1)
+# attached: phos-restore's lines (phos-gpu's among them) come to phosctl
+n=$(wc -l <"$f5")
+pc n1 restore "$hgen" >"$PD/attached.out" 2>&1 &
+rjob=$!
+wait_for 30 _has_lines "$f5" $((n + 3))
+ok "$( (_has_lines "$f5" $((n + 3)) && ! grep -q CORRUPT "$f5") && echo 0 || echo 1)" \
+	"it restores, every word as it was" || diag_file "$f5" 3
+like "$(cat "$PD/attached.out")" "phos-gpu: load order \\(smallest first, no ranks\\): $(seq -s ' ' $((NBUF - 1)) -1 0)\$" \
+	"with no first-use ranks the loader begins the smallest buffer first, the largest last"
+hrp=$(restored_pid "$(cat "$PD/attached.out")")
+track "$hrp"
+kill -KILL "$hrp" 2>/dev/null
+wait "$rjob"
 
 # -- gpu_compress_level: chunks stored with zstd (when smaller), restored exactly ----------
 phosd_stop n1

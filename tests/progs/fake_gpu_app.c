@@ -3,7 +3,7 @@
  * the GPU fast path (integration/0160-gpu-fake.t): run under libphos.so
  * with tests/fakecuda's libcuda.so.1 first in LD_LIBRARY_PATH.
  *
- *   fake_gpu_app OUT NBUF MIB [indirect|static]
+ *   fake_gpu_app OUT NBUF MIB [indirect|static|shrinking]
  *
  * Allocates NBUF buffers of MIB MiB (libphos serves them as exportable VMM
  * memory) and one of 64 KiB (stays native), fills buffer i with the 32-bit
@@ -24,6 +24,9 @@
  * With "static", only the first large buffer changes (the others keep
  * i * 1000 and are checked for it): what a periodic checkpoint stores again
  * is the first one's chunks alone.
+ *
+ * With "shrinking", large buffer i is (NBUF - i) * MIB MiB: the first the
+ * largest, so that index order and smallest first differ.
  */
 #include "config.h"
 
@@ -87,7 +90,7 @@ int main(int argc, char **argv)
 	CUcontext ctx;
 	CUdevice dev;
 	CUfunction k, ki;
-	bool indirect, fixed;
+	bool indirect, fixed, shrink;
 	uint32_t *host;
 	size_t *len;
 	FILE *out;
@@ -96,8 +99,10 @@ int main(int argc, char **argv)
 
 	indirect = argc == 5 && strcmp(argv[4], "indirect") == 0;
 	fixed = argc == 5 && strcmp(argv[4], "static") == 0;
-	if ((argc != 4 && !indirect && !fixed) || (n = atoi(argv[2])) < 1 || atoi(argv[3]) < 1) {
-		fprintf(stderr, "usage: fake_gpu_app OUT NBUF MIB [indirect|static]\n");
+	shrink = argc == 5 && strcmp(argv[4], "shrinking") == 0;
+	if ((argc != 4 && !indirect && !fixed && !shrink) || (n = atoi(argv[2])) < 1 ||
+	    atoi(argv[3]) < 1) {
+		fprintf(stderr, "usage: fake_gpu_app OUT NBUF MIB [indirect|static|shrinking]\n");
 		return 2;
 	}
 	if (!(out = fopen(argv[1], "a")) || !(h = dlopen("libcuda.so.1", RTLD_NOW)))
@@ -115,11 +120,11 @@ int main(int argc, char **argv)
 	ki = cu.kernel(FAKECUDA_KERNEL, 2, isizes, inc_indirect);
 	buf = calloc((size_t)n + 1, sizeof(*buf));
 	len = calloc((size_t)n + 1, sizeof(*len));
-	host = malloc((size_t)atoi(argv[3]) << 20);
+	host = malloc(((size_t)atoi(argv[3]) << 20) * (shrink ? (size_t)n : 1));
 	if (!buf || !len || !host)
 		die("malloc", 0);
 	for (int i = 0; i <= n; i++) {
-		len[i] = i < n ? (size_t)atoi(argv[3]) << 20 : SMALL;
+		len[i] = i < n ? ((size_t)atoi(argv[3]) << 20) * (shrink ? (size_t)(n - i) : 1) : SMALL;
 		if ((r = cu.alloc(&buf[i], len[i])) ||
 		    (r = cu.memset32(buf[i], (unsigned)i * 1000, len[i] / 4)))
 			die("allocation", r);
