@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "phos_int.h"
+#include "../common/util.h"
 
 static struct phos_amap map = PHOS_AMAP_INIT;
 static struct phos_amap handles = PHOS_AMAP_INIT;	/* [h, h+1), aux = size */
@@ -159,10 +160,17 @@ void phos_write_launch(CUfunction f, bool per_thread, CUstream s, void **kernel_
 	if (ws.n)
 		PHOS_COUNT(wset_marks, ws.n);
 	if (phos_cow_active()) {
-		if (ws.unknown)
+		if (ws.unknown) {
 			phos_cow_all("a kernel whose parameters hide a pointer");
-		else if (ws.n)
+		} else if (ws.n) {
+			/* PHOS_DEBUG, after a reattach: what a slow launch waited for */
+			uint64_t t0 = __atomic_load_n(&phos_watch_left, __ATOMIC_RELAXED) > 0 ?
+				      phos_now_ns() : 0;
+
 			phos_cow_set(ws.base, ws.n);
+			if (t0)
+				phos_watch_launch(f, &ws, (phos_now_ns() - t0) / 1000);
+		}
 	}
 }
 

@@ -202,6 +202,18 @@ void phos_cow_read_all(const char *why)
 		phos_cow_all(why);
 }
 
+int phos_cow_buffer(uint64_t va, uint64_t *size)
+{
+	if (!tab)
+		return -1;
+	for (uint32_t i = 0; i < tab->n; i++)
+		if (va >= range[i].va && va < range[i].end) {
+			*size = range[i].end - range[i].va;
+			return (int)i;
+		}
+	return -1;
+}
+
 uint32_t phos_cow_rank(uint64_t va)
 {
 	if (tab) {

@@ -209,6 +209,48 @@ void phos_watch_wait(uint32_t buf, uint64_t size, bool started, uint64_t from_ns
 	pthread_mutex_unlock(&watch_lock);
 }
 
+/* PHOS_DEBUG: the first launches of the window that waited 50 ms or more
+ * name the words of their parameters that pointed into the table's
+ * buffers: a word libphos takes for a pointer may be a stale one the
+ * program left in a structure, and then the launch waits for a buffer it
+ * does not read */
+#define PHOS_WATCH_LAUNCHES_SAID 8
+static unsigned watch_said;
+
+void phos_watch_launch(CUfunction f, const struct phos_wset *ws, uint64_t us)
+{
+	char line[512] = "";
+	size_t len = 0;
+	unsigned shown = 0;
+
+	if (us < 50000 ||
+	    __atomic_fetch_add(&watch_said, 1, __ATOMIC_RELAXED) >= PHOS_WATCH_LAUNCHES_SAID)
+		return;
+	for (unsigned k = 0; k < ws->n && len < sizeof(line) - 64; k++) {
+		uint64_t size;
+		int i = phos_cow_buffer(ws->base[k], &size);
+		int r;
+
+		if (i < 0)
+			continue;
+		if (shown++ == 12) {
+			snprintf(line + len, sizeof(line) - len, "; ...");
+			break;
+		}
+		r = ws->at[k] == UINT32_MAX ?
+		    snprintf(line + len, sizeof(line) - len, "%sbuffer %d (%llu MiB) by a range",
+			     len ? "; " : "", i, (unsigned long long)(size >> 20)) :
+		    snprintf(line + len, sizeof(line) - len, "%sbuffer %d (%llu MiB) by the word at "
+			     "+%u", len ? "; " : "", i, (unsigned long long)(size >> 20), ws->at[k]);
+		if (r < 0)
+			break;
+		len += (size_t)r;
+	}
+	phos_dbg("gpu: a launch of %.160s waited %llu ms for buffers still loading; its parameters "
+		 "name %u of the table's buffers: %s", phos_kernel_name(f),
+		 (unsigned long long)(us / 1000), shown, line);
+}
+
 /* "buffer 77 (1024 MiB, not begun) 1446 ms from +12 ms; ..." */
 static void watch_top_line(void)
 {
@@ -331,6 +373,7 @@ static void reattach(void)
 		watch_in_us = watch_max_us = phos_watch_waited_us = 0;
 		watch_slow = phos_watch_waits = 0;
 		__atomic_store_n(&watch_ntop, 0, __ATOMIC_RELAXED);	/* (a signal handler: no lock) */
+		__atomic_store_n(&watch_said, 0, __ATOMIC_RELAXED);
 		__atomic_store_n(&phos_watch_left, PHOS_WATCH_LAUNCHES, __ATOMIC_RELEASE);
 	}
 	phos_gate_open();

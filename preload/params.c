@@ -86,6 +86,19 @@ static struct layout *query(info_fn fn, CUfunction f, CUresult *first)
 	return l;
 }
 
+const char *phos_kernel_name(CUfunction f)
+{
+	typedef CUresult (*name_fn)(const char **, void *);
+	static void *kname[1], *fname[1];
+	name_fn kn = (name_fn)phos_real_get(kname, 0, "cuKernelGetName");
+	name_fn fn = (name_fn)phos_real_get(fname, 0, "cuFuncGetName");
+	const char *name = NULL;
+
+	if (!(kn && kn(&name, f) == CUDA_SUCCESS) && !(fn && fn(&name, f) == CUDA_SUCCESS))
+		name = "?";
+	return name;
+}
+
 static struct layout *compute(CUfunction f)
 {
 	static void *kfn[1], *ffn[1];
@@ -96,14 +109,8 @@ static struct layout *compute(CUfunction f)
 	if (!l)
 		l = query((info_fn)phos_real_get(ffn, 0, "cuFuncGetParamInfo"), f, &rf);
 	if (phos_env.debug) {
-		typedef CUresult (*name_fn)(const char **, void *);
-		static void *kname[1], *fname[1];
-		name_fn kn = (name_fn)phos_real_get(kname, 0, "cuKernelGetName");
-		name_fn fn = (name_fn)phos_real_get(fname, 0, "cuFuncGetName");
-		const char *name = NULL;
+		const char *name = phos_kernel_name(f);
 
-		if (!(kn && kn(&name, f) == CUDA_SUCCESS) && !(fn && fn(&name, f) == CUDA_SUCCESS))
-			name = "?";
 		if (l)
 			phos_dbg("kernel %p %s: %u parameters", (void *)f, name, l->np);
 		else

@@ -239,6 +239,8 @@ void phos_cow_all(const char *why);
  * during a concurrent load only. */
 void phos_cow_read(uint64_t base, uint64_t size);
 void phos_cow_read_all(const char *why);
+/* the table's buffer va lies in (its size in *size), or -1 */
+int phos_cow_buffer(uint64_t va, uint64_t *size);
 /* The first-use rank of the buffer mapped at va in the last table (0: not
  * touched, or none), for GPU_DETACH. */
 uint32_t phos_cow_rank(uint64_t va);
@@ -261,6 +263,10 @@ extern uint64_t phos_watch_waited_us;	/* of which waiting for buffers (cow.c) */
 extern unsigned phos_watch_waits;
 uint64_t phos_watch_begin(void);	/* a timed launch's start */
 void phos_watch_end(uint64_t t0);
+struct phos_wset;
+/* a launch of f, in the window, that waited us microseconds for buffers
+ * still loading: which words of its parameters named them (ws) */
+void phos_watch_launch(CUfunction f, const struct phos_wset *ws, uint64_t us);
 /* a wait of us microseconds, from from_ns, for buffer buf of size bytes;
  * started: the loader had begun it */
 void phos_watch_wait(uint32_t buf, uint64_t size, bool started, uint64_t from_ns, uint64_t us);
@@ -280,6 +286,8 @@ struct phos_wset {
 	bool unknown;		/* cannot tell: treat all memory as written */
 	unsigned n;
 	uint64_t base[PHOS_WSET_MAX];	/* allocations (map bases) written */
+	uint32_t at[PHOS_WSET_MAX];	/* the parameter-buffer offset of the word
+					 * that named each (UINT32_MAX: a range) */
 };
 
 struct phos_param {
@@ -308,6 +316,8 @@ void phos_write_launch(CUfunction f, bool per_thread, CUstream s, void **kernel_
  * NULL if the layout cannot be known.  The result is cached for the
  * life of the process. */
 const struct phos_param *phos_params_get(CUfunction f, unsigned *np);
+/* the kernel's name as the driver gives it, or "?" */
+const char *phos_kernel_name(CUfunction f);
 
 /* ---- signal.c / ctl.c ------------------------------------------------- */
 int phos_sig_start(void);

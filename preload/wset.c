@@ -15,7 +15,7 @@
 
 #include "phos_int.h"
 
-static void mark(struct phos_wset *ws, struct phos_alloc *a)
+static void mark(struct phos_wset *ws, struct phos_alloc *a, uint32_t at)
 {
 	unsigned i;
 
@@ -26,6 +26,7 @@ static void mark(struct phos_wset *ws, struct phos_alloc *a)
 		ws->unknown = true;	/* too many to list: assume all */
 		return;
 	}
+	ws->at[ws->n] = at;
 	ws->base[ws->n++] = a->base;
 	/* a diagnostic count, not an atomic add: a lock-prefixed add per
 	 * buffer was a third of a launch's cost; two threads naming the
@@ -49,7 +50,7 @@ static void scan_bytes(const struct phos_amap *m, struct phos_wset *ws, const un
 		memcpy(&w, val + (p - off), sizeof(w));
 		a = phos_amap_find(m, w);
 		if (a)
-			mark(ws, a);
+			mark(ws, a, p);
 	}
 }
 
@@ -131,5 +132,5 @@ void phos_wset_range(const struct phos_amap *m, struct phos_wset *ws, uint64_t b
 	if (end < base)
 		end = UINT64_MAX;
 	for (i = phos_amap_lower(m, base); i < m->n && m->v[i].base < end; i++)
-		mark(ws, &m->v[i]);
+		mark(ws, &m->v[i], UINT32_MAX);
 }

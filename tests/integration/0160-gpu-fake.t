@@ -26,7 +26,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 115
+plan 116
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -203,6 +203,9 @@ wait_for 30 waits_said
 like "$(grep 'the longest waits for one buffer' "$PD/app.err" | tail -1)" \
 	"buffer [0-9]+ \\([0-9]+ MiB, (not )?begun\\) [0-9]+ ms from \\+[0-9]+ ms" \
 	"and, once its first 256 launches are done, which buffers it waited for longest and how long"
+like "$(grep 'a launch of .* waited' "$PD/app.err" | tail -1)" \
+	"waited [0-9]+ ms for buffers still loading; its parameters name 1 of the table's buffers: buffer [0-9]+ \\(4 MiB\\) by the word at \\+0\$" \
+	"and, for a launch that waited, the word of its parameters that named the buffer (the kernel's first)"
 ok "$(no_corrupt && echo 0 || echo 1)" "and finds every word of every buffer as it was at the stop" ||
 	diag_file "$f" 3
 ok "$(consecutive "$f" iter >/dev/null && echo 0 || echo 1)" \
