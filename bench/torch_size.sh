@@ -98,6 +98,7 @@ for gb in $SIZES; do
 		# when the restored process's first launch came, and what it took
 		grep -hE 'first kernel launch|kernel launches after the reattach|longest waits for one buffer|prefetch: ' \
 			"$d/b.out" | head -4 | sed 's/^/  /'
+		grep -h 'gpu: a launch of .* waited' "$d/b.out" | head -8 | cut -c1-700 | sed 's/^/  /'
 		# the restore's phases, from phosd's and phos-restore's log lines
 		grep -E 'image verified|manifest checked|took its [0-9]+ GPU buffer' "$LOG_DIR/phosd.log" |
 			tail -2 | cut -c1-200 | sed 's/^/  /'
