@@ -50,6 +50,7 @@ void phos_config_defaults(struct phos_config *c)
 	c->gpu_concurrent_restore = false;
 	c->gpu_compress_level = 0;
 	c->gpu_stage_pool_gib = 0;
+	c->gpu_rank_ms = 0;
 	c->predump_rounds = 0;
 	c->checkpoint_timeout = 600;
 	c->listen[0] = '\0';
@@ -84,6 +85,7 @@ static const struct key keys[] = {
 	{ "gpu_compress_level", INT(gpu_compress_level, 0, 19) },
 	{ "gpu_stage_pool_gib", INT(gpu_stage_pool_gib, 0, 65536) },
 	{ "gpu_stage_pool_pinned", K_BOOL, offsetof(struct phos_config, gpu_stage_pool_pinned), 0, 0, 0 },
+	{ "gpu_rank_ms", INT(gpu_rank_ms, 0, 10000) },
 	{ "predump_rounds", INT(predump_rounds, 0, 10) },
 	{ "checkpoint_timeout", INT(checkpoint_timeout, 1, 86400) },
 	{ "listen", STR(K_LISTEN, listen) },

@@ -38,6 +38,8 @@ struct phos_config {
 					 * checkpoint.md), 0: off */
 	bool gpu_stage_pool_pinned;	/* the pool is host memory the NVIDIA driver
 					 * pins once (phos-gpu pool-create) */
+	int gpu_rank_ms;		/* ms a process ranks its GPU buffers by
+					 * first use before a detach, 0: off */
 	int predump_rounds;		/* default pre-dump rounds */
 	int checkpoint_timeout;		/* seconds for one checkpoint */
 	char listen[64];		/* "host:port" for munge-authenticated TCP, "" = off */

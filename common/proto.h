@@ -110,6 +110,11 @@ enum phos_flags {
  *          let the CUDA calls go on.  doc/protocol.md, "GPU memory". */
 #define PHOS_SIGVAL_DETACH	4
 #define PHOS_SIGVAL_REATTACH	5
+/* RANK - a DETACH is coming (gpu_rank_ms away): rank the buffers by the
+ *        order CUDA calls touch them in until then, and send those ranks
+ *        with the GPU_DETACH, so that a restore loads first what the
+ *        process touched last.  No answer. */
+#define PHOS_SIGVAL_RANK	6
 
 /* One large GPU buffer in GPU_DETACH/GPU_REATTACH (PHOS_A_GPUBUFS):
  * little-endian on the wire, PHOS_GPUBUF_LEN bytes each. */

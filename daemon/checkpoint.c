@@ -89,6 +89,33 @@ static int on_notify(void *arg, const char *script, pid_t pid)
 }
 
 /*
+ * gpu_rank_ms: let every CUDA process of the set that runs libphos rank its
+ * GPU buffers by first use for that long before they are detached, so that
+ * a restore loads first what it touched last (doc/concurrent-restore.md,
+ * "First-use order").  A process that is gone or cannot be signalled is
+ * left to the detach, which says why.
+ */
+static void rank_gpu(struct ctx *c, const struct cuda_set *cuda, int rank_ms)
+{
+	unsigned asked = 0;
+
+	if (rank_ms <= 0)
+		return;
+	for (size_t i = 0; i < cuda->n; i++)
+		if (proc_maps_has(cuda->p[i].pid, "libphos.so") && gpu_rank(cuda->p[i].pid) == 0)
+			asked++;
+	if (!asked)
+		return;
+	progress(c, 0, 0, "%u process(es) ranking their GPU buffers for %d ms", asked, rank_ms);
+	log_info("%u process(es) rank their GPU buffers by first use for %d ms (gpu_rank_ms) "
+		 "before the detach", asked, rank_ms);
+	struct timespec ts = { rank_ms / 1000, (long)(rank_ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/*
  * Ask every CUDA process of the set that runs libphos for its large GPU
  * buffers (gpu.h).  Fills *holds with those that handed theirs over; a
  * process that did not is checkpointed with its buffers attached, and the
@@ -96,13 +123,14 @@ static int on_notify(void *arg, const char *script, pid_t pid)
  * out of memory.
  */
 static int detach_gpu(struct ctx *c, const struct cuda_set *cuda, struct gpu_hold **holds,
-		      size_t *n, unsigned timeout_s, struct phos_err *e)
+		      size_t *n, unsigned timeout_s, int rank_ms, struct phos_err *e)
 {
 	unsigned tmo = timeout_s && timeout_s < 30 ? timeout_s * 1000u : 30000u;
 
 	*holds = calloc(cuda->n, sizeof(**holds));
 	if (!*holds)
 		return phos_errnof(e, ENOMEM, "out of memory");
+	rank_gpu(c, cuda, rank_ms);
 	for (size_t i = 0; i < cuda->n; i++) {
 		pid_t pid = cuda->p[i].pid;
 		struct gpu_hold *h = &(*holds)[*n];
@@ -519,7 +547,7 @@ static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bo
 	/* GPU fast path: processes whose libphos serves their large buffers
 	 * hand them to us; the driver checkpoint and CRIU then see only the
 	 * rest.  Anything short of a clean hand-over: stop-the-world. */
-	if (cuda.n && detach_gpu(&c, &cuda, &holds, &nholds, cfg.checkpoint_timeout, e) < 0)
+	if (cuda.n && detach_gpu(&c, &cuda, &holds, &nholds, cfg.checkpoint_timeout, cfg.gpu_rank_ms, e) < 0)
 		goto out;
 	bool lr = (r->flags & PHOS_F_LEAVE_RUNNING) != 0;
 	if (nholds && (!(saves = calloc(nholds, sizeof(*saves))) ||

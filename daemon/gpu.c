@@ -149,6 +149,13 @@ static int no_fallback(pid_t pid, struct phos_err *e)
 			   "(pid %d keeps running)", why, (int)pid);
 }
 
+int gpu_rank(pid_t pid)
+{
+	union sigval v = { .sival_int = PHOS_SIGVAL_RANK };
+
+	return sigqueue(pid, SIGRTMIN + PHOS_SIGNAL_OFFSET, v);
+}
+
 int gpu_detach(pid_t pid, unsigned timeout_ms, struct gpu_hold *h, struct phos_err *e)
 {
 	struct slot s = { .pid = pid, .st = WAIT_DETACH, .h = h };

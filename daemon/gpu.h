@@ -42,6 +42,11 @@ struct gpu_hold {
 void gpu_hold_init(struct gpu_hold *h);
 void gpu_hold_release(struct gpu_hold *h);
 
+/* Tell pid's libphos that a detach is coming (PHOS_SIGVAL_RANK): it ranks
+ * its buffers by first use until then.  No answer; -1 + errno if the
+ * signal could not be sent. */
+int gpu_rank(pid_t pid);
+
 /* 1: h holds pid's buffers (n > 0); 0: nothing detached (why in e: the
  * caller checkpoints with the buffers attached); -1: nothing detached and
  * the process must not be checkpointed with them attached (its memory is

@@ -96,6 +96,7 @@ static void print_config(const struct phos_config *c)
 	printf("gpu_compress_level: %d\n", c->gpu_compress_level);
 	printf("gpu_stage_pool_gib: %d\n", c->gpu_stage_pool_gib);
 	printf("gpu_stage_pool_pinned: %s\n", c->gpu_stage_pool_pinned ? "true" : "false");
+	printf("gpu_rank_ms: %d\n", c->gpu_rank_ms);
 	printf("predump_rounds: %d\n", c->predump_rounds);
 	printf("checkpoint_timeout: %d\n", c->checkpoint_timeout);
 	printf("listen: \"%s\"\n", c->listen);

@@ -34,6 +34,9 @@
 #include "../common/util.h"
 
 #define PHOS_COW_MAX_WAIT_S 600
+/* a table of our own (PHOS_SIGVAL_RANK) ranks for this long at most, in
+ * case the detach it was made for never comes */
+#define PHOS_RANK_MAX_S 60
 
 int phos_cow_on;
 
@@ -50,6 +53,8 @@ static struct {
 static unsigned nlast;
 /* the reasons the debug log named during this table (phos_cow_all) */
 static const char *said[8];
+/* a table of our own: when it stops ranking (0: not ours) */
+static uint64_t rank_until_ns;
 
 /* Every buffer of the table is SAVED (for a load: loaded). */
 static bool all_saved(void)
@@ -138,6 +143,13 @@ static void wait_range(uint64_t base, uint64_t size)
  * buffers are checked). */
 static bool guarding(void)
 {
+	/* our own ranking table, past its time: over (not unmapped here:
+	 * another thread may be in mark(); the next table or the detach
+	 * does that, and phos_cow_rank still reads its ranks) */
+	if (rank_until_ns && phos_now_ns() > rank_until_ns) {
+		rank_until_ns = 0;
+		__atomic_store_n(&tab->active, 0, __ATOMIC_RELEASE);
+	}
 	return !over() || tab->kind == PHOS_SAVETAB_LOAD;
 }
 
@@ -228,6 +240,28 @@ uint32_t phos_cow_rank(uint64_t va)
 	return 0;
 }
 
+int phos_cow_rank_begin(void)
+{
+	static struct phos_gpubuf bufs[PHOS_GPUBUF_MAX];
+	struct phos_savetab *t;
+	int n, fd, rc;
+
+	if (phos_cow_active())
+		return -1;	/* a save or load table ranks already */
+	n = phos_vmm_list(bufs, PHOS_GPUBUF_MAX);
+	if (n <= 0 || !(t = phos_savetab_create((uint32_t)n, PHOS_SAVETAB_SAVE, &fd)))
+		return -1;
+	for (int i = 0; i < n; i++)	/* nothing to wait for */
+		__atomic_store_n(phos_savetab_state(t, (uint32_t)i), PHOS_SAVE_SAVED,
+				 __ATOMIC_RELAXED);
+	munmap(t, phos_savetab_size((uint32_t)n));
+	rc = phos_cow_begin(fd, bufs, n);
+	close(fd);
+	if (rc == 0)
+		rank_until_ns = phos_now_ns() + PHOS_RANK_MAX_S * 1000000000ull;
+	return rc;
+}
+
 int phos_cow_begin(int fd, const struct phos_gpubuf *bufs, int n)
 {
 	struct stat st;
@@ -258,6 +292,7 @@ int phos_cow_begin(int fd, const struct phos_gpubuf *bufs, int n)
 void phos_cow_end(void)
 {
 	__atomic_store_n(&phos_cow_on, 0, __ATOMIC_RELEASE);
+	rank_until_ns = 0;
 	if (tab) {
 		for (nlast = 0; nlast < tab->n; nlast++) {
 			last[nlast].va = range[nlast].va;

@@ -372,11 +372,25 @@ static void reattach(void)
 		reattached_ns = phos_now_ns();
 		watch_in_us = watch_max_us = phos_watch_waited_us = 0;
 		watch_slow = phos_watch_waits = 0;
-		__atomic_store_n(&watch_ntop, 0, __ATOMIC_RELAXED);	/* (a signal handler: no lock) */
+		pthread_mutex_lock(&watch_lock);
+		watch_ntop = 0;
+		pthread_mutex_unlock(&watch_lock);
 		__atomic_store_n(&watch_said, 0, __ATOMIC_RELAXED);
 		__atomic_store_n(&phos_watch_left, PHOS_WATCH_LAUNCHES, __ATOMIC_RELEASE);
 	}
 	phos_gate_open();
+}
+
+/* A detach is coming: rank the buffers by first use until then. */
+static void rank(void)
+{
+	if (phos_vmm_detached())
+		return;
+	if (phos_cow_rank_begin() == 0)
+		phos_dbg("gpu: ranking the GPU buffers by first use until the detach");
+	else
+		phos_dbg("gpu: no ranking before the detach (a save or load under way, or no "
+			 "buffers)");
 }
 
 void phos_gpuctl(int sigval)
@@ -387,5 +401,7 @@ void phos_gpuctl(int sigval)
 		detach();
 	else if (sigval == PHOS_SIGVAL_REATTACH)
 		reattach();
+	else if (sigval == PHOS_SIGVAL_RANK)
+		rank();
 	errno = saved;
 }

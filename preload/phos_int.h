@@ -203,6 +203,8 @@ const CUmemAllocationProp *phos_vmm_exportable(const CUmemAllocationProp *prop,
  * detached then). */
 struct phos_gpubuf;
 int phos_vmm_detach(struct phos_gpubuf *bufs, int *fds, int max, char *msg, size_t msglen);
+/* The attached buffers, at most max, without their handles. */
+int phos_vmm_list(struct phos_gpubuf *bufs, int max);
 /* Import fds[i] and map it at bufs[i].va.  0, or -1 with a message
  * (buffers not matching one of ours, driver errors). */
 int phos_vmm_reattach(const struct phos_gpubuf *bufs, const int *fds, int n, char *msg,
@@ -239,6 +241,11 @@ void phos_cow_all(const char *why);
  * during a concurrent load only. */
 void phos_cow_read(uint64_t base, uint64_t size);
 void phos_cow_read_all(const char *why);
+/* PHOS_SIGVAL_RANK: a table of our own, every buffer SAVED (no call
+ * waits), that ranks the buffers by first use until the detach, or for
+ * PHOS_RANK_MAX_S at most; 0, or -1 when a table is there already or
+ * there is nothing to rank */
+int phos_cow_rank_begin(void);
 /* the table's buffer va lies in (its size in *size), or -1 */
 int phos_cow_buffer(uint64_t va, uint64_t *size);
 /* The first-use rank of the buffer mapped at va in the last table (0: not

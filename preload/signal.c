@@ -153,13 +153,14 @@ static void on_phos_rt(int sig, siginfo_t *si, void *uc)
 	errno = saved;
 }
 
-/* phosd's GPU DETACH/REATTACH: handled on the libphos thread wherever it
- * reads the pipe (gpuctl.c).  True if si was one. */
+/* phosd's GPU RANK/DETACH/REATTACH: handled on the libphos thread wherever
+ * it reads the pipe (gpuctl.c).  True if si was one. */
 static bool gpu_signal(const siginfo_t *si)
 {
 	if (si->si_signo != SIGRTMIN + PHOS_SIGNAL_OFFSET || si->si_code != SI_QUEUE ||
 	    (si->si_value.sival_int != PHOS_SIGVAL_DETACH &&
-	     si->si_value.sival_int != PHOS_SIGVAL_REATTACH))
+	     si->si_value.sival_int != PHOS_SIGVAL_REATTACH &&
+	     si->si_value.sival_int != PHOS_SIGVAL_RANK))
 		return false;
 	phos_gpuctl(si->si_value.sival_int);
 	return true;

@@ -302,6 +302,19 @@ static CUresult sync_all(void)
 	return r;
 }
 
+int phos_vmm_list(struct phos_gpubuf *bufs, int max)
+{
+	int n = 0;
+
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; i < nown && n < max; i++)
+		if (owns[i].h)	/* attached */
+			bufs[n++] = (struct phos_gpubuf){ .va = owns[i].va, .size = owns[i].size,
+							  .dev = (uint32_t)owns[i].dev };
+	pthread_mutex_unlock(&lock);
+	return n;
+}
+
 int phos_vmm_detach(struct phos_gpubuf *bufs, int *fds, int max, char *msg, size_t msglen)
 {
 	size_t i, n;

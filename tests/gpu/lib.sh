@@ -90,6 +90,7 @@ gpu_concurrent_restore: ${CONCURRENT_RESTORE:-false}
 gpu_stage_pool_gib: ${STAGE_POOL_GIB:-0}
 gpu_stage_pool_pinned: ${STAGE_POOL_PINNED:-false}
 gpu_compress_level: ${COMPRESS_LEVEL:-0}
+gpu_rank_ms: ${RANK_MS:-0}
 YAML
 	PHOS_RESTORE_HELPER=$PHOS_BIN/phos-restore PHOS_GPU_HELPER=$PHOS_BIN/phos-gpu PHOS_DEBUG=1 \
 		LD_LIBRARY_PATH=$PHOS_LIB setsid "$PHOS_BIN/phosd" -f -c "$W/phos.yaml" \

@@ -26,7 +26,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 116
+plan 121
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -357,6 +357,42 @@ like "$(cat "$PD/attached.out")" "phos-gpu: load order \\(smallest first, no ran
 hrp=$(restored_pid "$(cat "$PD/attached.out")")
 track "$hrp"
 kill -KILL "$hrp" 2>/dev/null
+wait "$rjob"
+
+# -- gpu_rank_ms: a process never saved while it ran ranks its buffers by
+# first use before the detach; the restore loads them in that order (the
+# program touches its last buffer first: 2 1 0 from the top of its loop, a
+# rotation of that from elsewhere; index order and smallest first, its
+# buffers being equal, would say 0 1 2) ------------------------------------------------
+phosd_stop n1
+phosd_start n1 "gpu_concurrent_restore: true" "gpu_rank_ms: 500"
+f6=$PD/ranked.out
+start_app "$f6"
+kpid=$APP
+wait_for 30 _has_lines "$f6" 3
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+pc_out n1 checkpoint --pid "$kpid"
+ok $RC "with gpu_rank_ms: 500 a stop checkpoint succeeds" || { diag "$OUT"; diag_file "$PD/n1.log" 20; }
+like "$(log_since "$mark")" "1 process\\(es\\) rank their GPU buffers by first use for 500 ms \\(gpu_rank_ms\\) before the detach" \
+	"phosd lets the process rank its buffers for 500 ms before it takes them"
+wait_for 10 _gone "$kpid"
+kgen=$(ls -d "$(image_dir root "$kpid")"/0* | tail -1)
+# the buffers in rank order, by their line in the map (buffer k: line k + 1)
+byrank=$(awk 'NF == 7 { print $7, NR - 1 }' "$kgen/gpumem-$kpid.map" | sort -n | awk '{ printf "%s%s", sep, $2; sep = " " }')
+like "$byrank" "^(2 1 0|1 0 2|0 2 1)\$" \
+	"the map ranks the buffers in the order the program touches them (its last first), from wherever it stood: $byrank" ||
+	diag_file "$kgen/gpumem-$kpid.map" 5
+n=$(wc -l <"$f6")
+pc n1 restore "$kgen" >"$PD/attached.out" 2>&1 &
+rjob=$!
+wait_for 30 _has_lines "$f6" $((n + 3))
+ok "$( (_has_lines "$f6" $((n + 3)) && ! grep -q CORRUPT "$f6") && echo 0 || echo 1)" \
+	"it restores, every word as it was" || diag_file "$f6" 3
+like "$(cat "$PD/attached.out")" "phos-gpu: load order \\(by first-use rank, the unranked smallest first\\): $byrank\$" \
+	"the restore loads them in that order"
+krp=$(restored_pid "$(cat "$PD/attached.out")")
+track "$krp"
+kill -KILL "$krp" 2>/dev/null
 wait "$rjob"
 
 # -- gpu_compress_level: chunks stored with zstd (when smaller), restored exactly ----------

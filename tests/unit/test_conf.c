@@ -32,6 +32,7 @@ static void test_defaults(void **state)
 	assert_false(c.gpu_concurrent_restore);
 	assert_int_equal(c.gpu_compress_level, 0);
 	assert_int_equal(c.gpu_stage_pool_gib, 0);
+	assert_int_equal(c.gpu_rank_ms, 0);
 	assert_string_equal(c.listen, "");
 	assert_string_equal(c.slurm_user, "slurm");
 	assert_string_equal(c.log_target, "syslog");
@@ -55,6 +56,7 @@ static void test_all_keys(void **state)
 		"gpu_concurrent_restore: true\n"
 		"gpu_compress_level: 3\n"
 		"gpu_stage_pool_gib: 80\n"
+		"gpu_rank_ms: 250\n"
 		"predump_rounds: 2\n"
 		"checkpoint_timeout: 30\n"
 		"listen: \"0.0.0.0:7070\"\n"
@@ -71,6 +73,7 @@ static void test_all_keys(void **state)
 	assert_true(c.gpu_concurrent_restore);
 	assert_int_equal(c.gpu_compress_level, 3);
 	assert_int_equal(c.gpu_stage_pool_gib, 80);
+	assert_int_equal(c.gpu_rank_ms, 250);
 	assert_int_equal(c.predump_rounds, 2);
 	assert_int_equal(c.checkpoint_timeout, 30);
 	assert_string_equal(c.listen, "0.0.0.0:7070");
@@ -97,6 +100,7 @@ static const struct {
 	{ "log_target: file\n", ":1:", "log_target" },
 	{ "keep_images_after_job: maybe\n", ":1:", "expected true or false" },
 	{ "gpu_stage_pool_pinned: 66\n", ":1:", "gpu_stage_pool_pinned: expected true or false" },
+	{ "gpu_rank_ms: 10001\n", ":1:", "gpu_rank_ms: expected an integer 0..10000" },
 	{ "checkpoint_dir: relative/path\n", ":1:", "absolute path" },
 	{ "listen: nohostport\n", ":1:", "HOST:PORT" },
 	{ "listen: \"h:70000\"\n", ":1:", "HOST:PORT" },
