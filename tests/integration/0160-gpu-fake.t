@@ -60,6 +60,24 @@ restored_exact() {
 		{ diag "$OUT"; diag_file "$2" 3; }
 	kill -KILL "$(restored_pid "$OUT")" 2>/dev/null
 }
+# restored_order GEN OUT ORDER WHAT: restore GEN attached (phos-restore's
+# lines, phos-gpu's among them, come to phosctl); ok once the program wrote
+# 3 more lines to OUT and none says CORRUPT; like WHAT: phos-gpu's load
+# order line is ORDER (a regex: its how, then the buffers); then it is killed
+restored_order() {
+	local n rjob rp
+	n=$(wc -l <"$2")
+	pc n1 restore "$1" >"$PD/attached.out" 2>&1 &
+	rjob=$!
+	wait_for 30 _has_lines "$2" $((n + 3))
+	ok "$( (_has_lines "$2" $((n + 3)) && ! grep -q CORRUPT "$2") && echo 0 || echo 1)" \
+		"it restores, every word as it was" || diag_file "$2" 3
+	like "$(cat "$PD/attached.out")" "phos-gpu: load order $3\$" "$4"
+	rp=$(restored_pid "$(cat "$PD/attached.out")")
+	track "$rp"
+	kill -KILL "$rp" 2>/dev/null
+	wait "$rjob"
+}
 # start_app OUT [indirect]: fake_gpu_app under libphos, as a job's task; $APP
 # (APP_DEBUG=1: with PHOS_DEBUG, libphos's lines in app.err)
 start_app() {
@@ -345,19 +363,8 @@ ok $RC "a stop checkpoint of a program whose buffers are $((NBUF * MIB)), ..., $
 	{ diag "$OUT"; diag_file "$PD/n1.log" 20; }
 wait_for 10 _gone "$hpid"
 hgen=$(ls -d "$(image_dir root "$hpid")"/0* | tail -1)
-# attached: phos-restore's lines (phos-gpu's among them) come to phosctl
-n=$(wc -l <"$f5")
-pc n1 restore "$hgen" >"$PD/attached.out" 2>&1 &
-rjob=$!
-wait_for 30 _has_lines "$f5" $((n + 3))
-ok "$( (_has_lines "$f5" $((n + 3)) && ! grep -q CORRUPT "$f5") && echo 0 || echo 1)" \
-	"it restores, every word as it was" || diag_file "$f5" 3
-like "$(cat "$PD/attached.out")" "phos-gpu: load order \\(smallest first, no ranks\\): $(seq -s ' ' $((NBUF - 1)) -1 0)\$" \
+restored_order "$hgen" "$f5" "\\(smallest first, no ranks\\): $(seq -s ' ' $((NBUF - 1)) -1 0)" \
 	"with no first-use ranks the loader begins the smallest buffer first, the largest last"
-hrp=$(restored_pid "$(cat "$PD/attached.out")")
-track "$hrp"
-kill -KILL "$hrp" 2>/dev/null
-wait "$rjob"
 
 # -- gpu_rank_ms: a process never saved while it ran ranks its buffers by
 # first use before the detach; the restore loads them in that order (the
@@ -366,10 +373,10 @@ wait "$rjob"
 # buffers being equal, would say 0 1 2) ------------------------------------------------
 phosd_stop n1
 phosd_start n1 "gpu_concurrent_restore: true" "gpu_rank_ms: 500"
-f6=$PD/ranked.out
-start_app "$f6"
+fr=$PD/ranked.out
+start_app "$fr"
 kpid=$APP
-wait_for 30 _has_lines "$f6" 3
+wait_for 30 _has_lines "$fr" 3
 mark=$(($(wc -l <"$PD/n1.log") + 1))
 pc_out n1 checkpoint --pid "$kpid"
 ok $RC "with gpu_rank_ms: 500 a stop checkpoint succeeds" || { diag "$OUT"; diag_file "$PD/n1.log" 20; }
@@ -382,18 +389,8 @@ byrank=$(awk 'NF == 7 { print $7, NR - 1 }' "$kgen/gpumem-$kpid.map" | sort -n |
 like "$byrank" "^(2 1 0|1 0 2|0 2 1)\$" \
 	"the map ranks the buffers in the order the program touches them (its last first), from wherever it stood: $byrank" ||
 	diag_file "$kgen/gpumem-$kpid.map" 5
-n=$(wc -l <"$f6")
-pc n1 restore "$kgen" >"$PD/attached.out" 2>&1 &
-rjob=$!
-wait_for 30 _has_lines "$f6" $((n + 3))
-ok "$( (_has_lines "$f6" $((n + 3)) && ! grep -q CORRUPT "$f6") && echo 0 || echo 1)" \
-	"it restores, every word as it was" || diag_file "$f6" 3
-like "$(cat "$PD/attached.out")" "phos-gpu: load order \\(by first-use rank, the unranked smallest first\\): $byrank\$" \
+restored_order "$kgen" "$fr" "\\(by first-use rank, the unranked smallest first\\): $byrank" \
 	"the restore loads them in that order"
-krp=$(restored_pid "$(cat "$PD/attached.out")")
-track "$krp"
-kill -KILL "$krp" 2>/dev/null
-wait "$rjob"
 
 # -- gpu_compress_level: chunks stored with zstd (when smaller), restored exactly ----------
 phosd_stop n1
