@@ -7,17 +7,20 @@
 # and lets go of them before storage is written; the requeued job lands on
 # n1 again, and phos-restore (run by the SPANK plugin in the new task)
 # loads the buffers from that pool, not from storage; the program goes on
-# with every word of every buffer as it was.  The same on a real GPU (with
-# the pool off): tests/gpu/slurm.sh.
+# with every word of every buffer as it was.  With gpu_rank_ms the task
+# ranks its buffers by first use before phosd takes them, and the image
+# records those ranks.  The same on a real GPU (with the pool off):
+# tests/gpu/slurm.sh.
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 . "$(dirname "$0")/lib.sh"
 require_fake_gpu_slurm
-plan 7
+plan 9
 
 # shellcheck source=lib-ckpt.sh source-path=SCRIPTDIR
 . "$(dirname "$0")/lib-ckpt.sh"
 
-export PHOS_CLUSTER_YAML="gpu_stage_pool_gib: 1"
+export PHOS_CLUSTER_YAML="gpu_stage_pool_gib: 1
+gpu_rank_ms: 200"
 cluster_start
 at_exit 'scancel ${A:-} 2>/dev/null'
 pool_ready() { phosd_log_has n1 'staging pool: 1 GiB ready'; }
@@ -49,6 +52,13 @@ ok $? "scontrol requeue: phosd on n1 checkpointed job $A" || diag_file "$CLUSTER
 ok "$(phosd_log_has n1 "job $A step 0 task 0 \\(pid [0-9]+\\): the 3 GPU buffer\\(s\\) of pid [0-9]+ \\([0-9]+ bytes\\) released [0-9]+ ms after the checkpoint began \\(in the staging pool" &&
 	echo 0 || echo 1)" "its 3 GPU buffers went through the staging pool, and the GPU memory went before storage was written" ||
 	diag "$(grep -E 'staging|released|phos-gpu' "$CLUSTER/phosd.n1.log" | tail -8)"
+ok "$(phosd_log_has n1 "1 process\\(es\\) rank their GPU buffers by first use for 200 ms" && echo 0 || echo 1)" \
+	"with gpu_rank_ms: 200 the task ranked its GPU buffers before phosd took them" ||
+	diag "$(grep -E 'rank|detached' "$CLUSTER/phosd.n1.log" | tail -5)"
+map=$(find "$CLUSTER" -path "*/$A/0/0/000001/gpumem-*.map" 2>/dev/null | head -1)
+is "$(awk 'NF == 7 && $7 > 0' "$map" 2>/dev/null | wc -l)" 3 \
+	"and its image ranks the 3 buffers (a concurrent restore loads them in that order)" ||
+	diag_file "${map:-/dev/null}" 5
 wait_for 90 eval '[ "$(job_field "$A" Restarts)" = 1 ] && [ "$(job_state "$A")" = RUNNING ]'
 ok $? "job $A runs again after the requeue, on $(job_field "$A" NodeList)" || job_diag "$A"
 n=$(sed -n 's/^iter //p' "$out" | tail -1)
