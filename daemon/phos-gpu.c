@@ -1221,13 +1221,17 @@ static struct {
 } want_hash[PHOS_GPUBUF_MAX];
 static struct phos_gpubuf lb[PHOS_GPUBUF_MAX];	/* a load's buffers, as the map says */
 
+/* PHOS_GPU_LOAD_SHA_ONLY=1: a load from the chunk store alone does not
+ * fold each buffer's hash (load()) */
+static bool sha_only;
+
 /* A load checks each buffer against the map's hash, when it has one. */
 static int load_done(void *arg, unsigned i)
 {
 	struct copy_ctx *cc = arg;
 
 	note_loaded(i);
-	if (!want_hash[i].known) {
+	if (!want_hash[i].known || sha_only) {
 		if (cc->tab)
 			phos_savetab_set(cc->tab, i, PHOS_SAVE_SAVED);
 		return 0;
@@ -1458,6 +1462,22 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 		snprintf(pnote, sizeof(pnote), " from storage (the staging pool could not serve "
 			 "them)");
 	}
+	/*
+	 * PHOS_GPU_LOAD_SHA_ONLY=1, to measure what the map's hash costs a
+	 * load from storage: every buffer from the chunk store (no pool, no
+	 * gpumem-*.bin of an older image) is then checked by the SHA-256 of
+	 * each chunk alone.  That is enough: the chunks are named by their
+	 * SHA-256, checked as each is read, and the idx files that name them
+	 * by the image's manifest, which phos-restore checks before the
+	 * process runs.  The map's hash is a second check on top (about a
+	 * fifth of a thread's time a chunk, doc/concurrent-restore.md).
+	 */
+	sha_only = phos_env_on("PHOS_GPU_LOAD_SHA_ONLY") && pool == MAP_FAILED;
+	for (int i = 0; i < n && sha_only; i++)
+		sha_only = io[i].fd < 0 && !io[i].host;
+	if (sha_only)
+		snprintf(pnote, sizeof(pnote), " from storage, each chunk checked by its SHA-256 "
+			 "alone (PHOS_GPU_LOAD_SHA_ONLY=1)");
 	/* concurrent: the process may run from here on, waiting on the table
 	 * for what it touches */
 	if (concurrent && n) {
@@ -1467,7 +1487,7 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 		if (hand_over(blob, fds, n, tab_fd))
 			return 1;
 	}
-	struct gio g = { .dir = GIO_LOAD, .b = io, .n = (unsigned)n, .hash = !direct,
+	struct gio g = { .dir = GIO_LOAD, .b = io, .n = (unsigned)n, .hash = !direct && !sha_only,
 			 .direct = direct, .ops = io_ops(), .chunk = chunk,
 			 .pick = lc.tab ? copy_pick : NULL, .wanted = lc.tab ? copy_wanted : NULL,
 			 .start = lc.tab ? copy_start : NULL,

@@ -26,7 +26,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 121
+plan 124
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -416,6 +416,18 @@ printf '\x55' | dd of="$(dirname "$gen")/chunks/$chunk" bs=1 seek=4096 conv=notr
 pc_out n1 restore --detach "$gen"
 like "$RC $(tail -1 <<<"$OUT")" "^1 .*chunk ${chunk:0:16}\\.\\.\\. does not hold the bytes its name says \\(corrupt\\).*the image is damaged" \
 	"a flipped byte in a stored chunk fails the restore, naming the chunk"
+
+# PHOS_GPU_LOAD_SHA_ONLY=1 (to measure the map's hash): each chunk is still
+# checked by its SHA-256 as it is read; the buffers' own hashes are not folded
+phosd_stop n1
+PHOS_GPU_LOAD_SHA_ONLY=1 phosd_start n1 "gpu_concurrent_restore: true"
+pc_out n1 restore --detach "$gen"
+like "$RC $(tail -1 <<<"$OUT")" "^1 .*chunk ${chunk:0:16}\\.\\.\\. does not hold the bytes its name says \\(corrupt\\)" \
+	"with PHOS_GPU_LOAD_SHA_ONLY=1 the flipped byte fails the restore just the same"
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+restored_exact "$zgen" "$f4" "and an intact image restored so finds every word as it was"
+like "$(log_since "$mark")" "from storage, each chunk checked by its SHA-256 alone \\(PHOS_GPU_LOAD_SHA_ONLY=1\\)" \
+	"phosd's log says how it was checked"
 
 # -- the staging pool: a stop checkpoint lets go of the GPU memory once it is
 # in host memory, before storage is written (doc/concurrent-checkpoint.md) ----------
