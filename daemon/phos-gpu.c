@@ -329,7 +329,7 @@ static struct gio_buf io[PHOS_GPUBUF_MAX];	/* the copy engine's view of them */
  * small buffer not in place costs it a round trip to the loader out of
  * all proportion to its bytes (a PyTorch step touches a few dozen small
  * segments; session 17, 64 GiB from storage in index order: the first
- * step waited 6.3 s for 25 buffers).  PHOS_GPU_NO_RANKS=1 (the caller):
+ * step waited 6.3 s for 25 buffers).  PHOS_GPU_NO_RANKS=1 (order_copy):
  * index order, to measure what both are worth.
  */
 static unsigned order[PHOS_GPUBUF_MAX];
@@ -363,6 +363,20 @@ static unsigned order_set(const unsigned *rank, const uint64_t *size, unsigned n
 	}
 	qsort(order, n, sizeof(*order), by_rank);
 	return ranked;
+}
+
+/* order[] for a save's or load's copy: order_set(), or with
+ * PHOS_GPU_NO_RANKS=1 in phosd's environment index order (then *by_index,
+ * if asked for), to measure what the ranks and the sizes are worth; how
+ * many buffers are ranked */
+static unsigned order_copy(const unsigned *rank, const uint64_t *size, unsigned n, bool *by_index)
+{
+	static const unsigned none[PHOS_GPUBUF_MAX];
+	bool bi = phos_env_on("PHOS_GPU_NO_RANKS");
+
+	if (by_index)
+		*by_index = bi;
+	return order_set(bi ? none : rank, bi ? NULL : size, n);
 }
 
 /* The order the loader begins buffers in when nothing is asked for (the
@@ -471,6 +485,8 @@ struct copy_ctx {
 	struct phos_savetab *tab;
 	int bad;		/* the buffer that did not match, -1: none */
 	uint64_t waited;	/* buffers started because the process wanted them */
+	bool sha_only;		/* a load: each chunk checked by its SHA-256 alone
+				 * (PHOS_GPU_LOAD_SHA_ONLY=1, load()) */
 };
 
 static int copy_pick(void *arg)
@@ -1055,16 +1071,14 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 	}
 	/* the buffers the process will touch first are saved first: fewer
 	 * of its writes wait */
-	unsigned rank[PHOS_GPUBUF_MAX], by[PHOS_GPUBUF_MAX];
+	unsigned rank[PHOS_GPUBUF_MAX];
 	uint64_t bsize[PHOS_GPUBUF_MAX];
-	bool by_index = phos_env_on("PHOS_GPU_NO_RANKS");	/* to measure the ranks */
 
 	for (unsigned i = 0; i < n; i++) {
 		rank[i] = b[i].rank;
-		by[i] = by_index ? 0 : rank[i];
 		bsize[i] = b[i].size;
 	}
-	order_set(by, by_index ? NULL : bsize, n);
+	order_copy(rank, bsize, n, NULL);
 	/* staged: every buffer into the pool, then let go of the GPU */
 	uint64_t tstage = 0, treleased = 0;
 	bool bounce = gio_bounce() && !cpool;
@@ -1221,17 +1235,13 @@ static struct {
 } want_hash[PHOS_GPUBUF_MAX];
 static struct phos_gpubuf lb[PHOS_GPUBUF_MAX];	/* a load's buffers, as the map says */
 
-/* PHOS_GPU_LOAD_SHA_ONLY=1: a load from the chunk store alone does not
- * fold each buffer's hash (load()) */
-static bool sha_only;
-
 /* A load checks each buffer against the map's hash, when it has one. */
 static int load_done(void *arg, unsigned i)
 {
 	struct copy_ctx *cc = arg;
 
 	note_loaded(i);
-	if (!want_hash[i].known || sha_only) {
+	if (!want_hash[i].known || cc->sha_only) {
 		if (cc->tab)
 			phos_savetab_set(cc->tab, i, PHOS_SAVE_SAVED);
 		return 0;
@@ -1413,13 +1423,11 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 		hashed &= want_hash[i].known;
 	span = stage_span(lb, n);
 	static uint64_t lsize[PHOS_GPUBUF_MAX];
-	bool by_index = phos_env_on("PHOS_GPU_NO_RANKS");	/* to measure the ranks */
+	bool by_index;
 
 	for (int i = 0; i < n; i++)
 		lsize[i] = lb[i].size;
-	if (by_index)
-		memset(lrank, 0, sizeof(lrank));
-	ranked = order_set(lrank, by_index ? NULL : lsize, (unsigned)n);
+	ranked = order_copy(lrank, lsize, (unsigned)n, &by_index);
 	char cwhy[200] = "", pnote[280] = "";
 	uint8_t *cp = stage_fd >= 0 && hashed && cpool_first >= 0 ?
 		      cpool_map(stage_off, span, cwhy, sizeof(cwhy)) : NULL;
@@ -1472,10 +1480,10 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 	 * process runs.  The map's hash is a second check on top (about a
 	 * fifth of a thread's time a chunk, doc/concurrent-restore.md).
 	 */
-	sha_only = phos_env_on("PHOS_GPU_LOAD_SHA_ONLY") && pool == MAP_FAILED;
-	for (int i = 0; i < n && sha_only; i++)
-		sha_only = io[i].fd < 0 && !io[i].host;
-	if (sha_only)
+	lc.sha_only = phos_env_on("PHOS_GPU_LOAD_SHA_ONLY") && pool == MAP_FAILED;
+	for (int i = 0; i < n && lc.sha_only; i++)
+		lc.sha_only = io[i].fd < 0 && !io[i].host;
+	if (lc.sha_only)
 		snprintf(pnote, sizeof(pnote), " from storage, each chunk checked by its SHA-256 "
 			 "alone (PHOS_GPU_LOAD_SHA_ONLY=1)");
 	/* concurrent: the process may run from here on, waiting on the table
@@ -1487,7 +1495,7 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 		if (hand_over(blob, fds, n, tab_fd))
 			return 1;
 	}
-	struct gio g = { .dir = GIO_LOAD, .b = io, .n = (unsigned)n, .hash = !direct && !sha_only,
+	struct gio g = { .dir = GIO_LOAD, .b = io, .n = (unsigned)n, .hash = !direct && !lc.sha_only,
 			 .direct = direct, .ops = io_ops(), .chunk = chunk,
 			 .pick = lc.tab ? copy_pick : NULL, .wanted = lc.tab ? copy_wanted : NULL,
 			 .start = lc.tab ? copy_start : NULL,
