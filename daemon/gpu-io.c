@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,14 +70,29 @@ static unsigned env_num(const char *name, unsigned def, unsigned lo, unsigned hi
 	return *end || n < lo || n > hi ? def : (unsigned)n;
 }
 
-/* Default: half the CPUs, 4 to 16 (each worker hashes its chunks with
- * SHA-256, ~1.5-2 GB/s a core with SHA extensions). */
-unsigned gio_threads(void)
+/* CPUs / div, 4 to 16 (each worker hashes its chunks with SHA-256,
+ * ~1.5-2 GB/s a core with SHA extensions), unless PHOS_GPU_IO_THREADS. */
+static unsigned threads_of(long div)
 {
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	unsigned def = cpus / 2 < 4 ? 4 : cpus / 2 > 16 ? 16 : (unsigned)(cpus / 2);
+	long c = sysconf(_SC_NPROCESSORS_ONLN) / div;
+	unsigned def = c < 4 ? 4 : c > 16 ? 16 : (unsigned)c;
 
 	return env_num("PHOS_GPU_IO_THREADS", def, 1, MAX_THREADS);
+}
+
+unsigned gio_threads(void)
+{
+	return threads_of(2);
+}
+
+unsigned gio_load_threads(void)
+{
+	return threads_of(1);
+}
+
+int gio_load_nice(void)
+{
+	return (int)env_num("PHOS_GPU_LOAD_NICE", 10, 0, 19);
 }
 
 size_t gio_chunk(void)
@@ -599,6 +615,10 @@ static void *worker(void *arg)
 	bool device = !(g->dir == GIO_SAVE && g->from_host);
 
 	streams_init(&ss, g->ops);
+	/* this thread's alone (Linux: nice is per thread); a hint, so a
+	 * failure is not one */
+	if (g->nice)
+		(void)setpriority(PRIO_PROCESS, (id_t)gettid(), g->nice);
 
 	/* a new thread has no current context, and pinned memory needs one:
 	 * the first buffer's (its copies switch to each buffer's own) */

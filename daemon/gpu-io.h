@@ -69,6 +69,8 @@ struct gio {
 	struct gio_buf *b;
 	unsigned n;
 	unsigned threads;	/* 0: gio_threads() */
+	int nice;		/* the workers' nice value (0: left as is): a
+				 * concurrent load's, gio_load_nice() */
 	size_t chunk;		/* bytes, a multiple of 4096; 0: gio_chunk() */
 	bool hash;		/* sum what is written (save) or read (load)
 				 * into b[i].h */
@@ -124,6 +126,13 @@ struct gio {
  * to 16; at most 64) and PHOS_GPU_IO_CHUNK_MB (default 8, 1..1024). */
 unsigned gio_threads(void);
 size_t gio_chunk(void);
+/* A concurrent load's workers run beside CRIU, the driver's restore and
+ * the restored process, all on the way to its first step: as many as the
+ * CPUs (4 to 16, or PHOS_GPU_IO_THREADS), at a nice value that leaves the
+ * CPUs to those first (PHOS_GPU_LOAD_NICE, 0..19, default 10;
+ * doc/benchmarks.md, session 18). */
+unsigned gio_load_threads(void);
+int gio_load_nice(void);
 /* GIO_STAGE's piece: PHOS_GPU_STAGE_PIECE_MB (default 64, 2..1024; each is
  * pinned for its copy, and pinning costs less per byte in larger pieces,
  * doc/benchmarks.md) */

@@ -485,8 +485,6 @@ struct copy_ctx {
 	struct phos_savetab *tab;
 	int bad;		/* the buffer that did not match, -1: none */
 	uint64_t waited;	/* buffers started because the process wanted them */
-	bool sha_only;		/* a load: each chunk checked by its SHA-256 alone
-				 * (PHOS_GPU_LOAD_SHA_ONLY=1, load()) */
 };
 
 static int copy_pick(void *arg)
@@ -1235,13 +1233,14 @@ static struct {
 } want_hash[PHOS_GPUBUF_MAX];
 static struct phos_gpubuf lb[PHOS_GPUBUF_MAX];	/* a load's buffers, as the map says */
 
-/* A load checks each buffer against the map's hash, when it has one. */
+/* A load checks each buffer against the map's hash, when it has one: the
+ * CPU's fold of the chunks it read. */
 static int load_done(void *arg, unsigned i)
 {
 	struct copy_ctx *cc = arg;
 
 	note_loaded(i);
-	if (!want_hash[i].known || cc->sha_only) {
+	if (!want_hash[i].known) {
 		if (cc->tab)
 			phos_savetab_set(cc->tab, i, PHOS_SAVE_SAVED);
 		return 0;
@@ -1249,26 +1248,32 @@ static int load_done(void *arg, unsigned i)
 	return copy_check(cc, i, want_hash[i].h);
 }
 
-/* A direct load (straight from a pool the driver pinned): buffer i's
- * bytes are checked where they landed, on its device. */
+/* A load checked on the devices (devices_hash()): buffer i's bytes are
+ * checked where they landed, after its last copy. */
 static int load_done_device(void *arg, unsigned i)
 {
 	struct copy_ctx *cc = arg;
 
 	note_loaded(i);
+	if (!want_hash[i].known) {
+		if (cc->tab)
+			phos_savetab_set(cc->tab, i, PHOS_SAVE_SAVED);
+		return 0;
+	}
 	if (hash_on(lb[i].dev, io[i].dptr, io[i].size, io[i].h, true) < 0)
 		return 1;	/* (said why) */
 	return copy_check(cc, i, want_hash[i].h);
 }
 
 /*
- * Whether a load from a pool the driver pinned copies it straight to the
- * devices (their access only; each buffer hashed on its device), or
- * through host memory (the CPU's access too; hashed by the CPU).  Straight
- * when every device of the n buffers has the hash kernel and
- * PHOS_GPU_LOAD_VIA_CPU is not 1 (the A/B of session 13).
+ * Whether every device of a load's n buffers can hash what lands on it
+ * (the hash kernel loads and runs): then each buffer is checked there,
+ * after its last copy, which also covers the copy itself; else the CPU
+ * folds each chunk as it is read.  PHOS_GPU_LOAD_VIA_CPU=1 takes the CPU
+ * way, and a pool the driver pinned through host memory (the A/B of
+ * session 13).
  */
-static bool load_direct(unsigned n)
+static bool devices_hash(unsigned n)
 {
 	bool tried[64] = { false };
 	uint64_t h[2];
@@ -1280,8 +1285,9 @@ static bool load_direct(unsigned n)
 			continue;
 		tried[lb[i].dev % 64] = true;
 		if (hash_on(lb[i].dev, io[i].dptr, 4, h, true) < 0) {
-			fprintf(stderr, "phos-gpu: the staging pool is read by the CPU: GPU %u "
-				"cannot check what is copied to it\n", lb[i].dev);
+			fprintf(stderr, "phos-gpu: the load is checked by the CPU (and a staging "
+				"pool read through host memory): GPU %u cannot check what is "
+				"copied to it\n", lb[i].dev);
 			return false;
 		}
 	}
@@ -1432,14 +1438,16 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 	uint8_t *cp = stage_fd >= 0 && hashed && cpool_first >= 0 ?
 		      cpool_map(stage_off, span, cwhy, sizeof(cwhy)) : NULL;
 
-	bool direct = false;
+	/* each buffer checked where it lands when its devices can; a pool
+	 * the driver pinned is then copied straight to them */
+	bool on_dev = hashed && devices_hash((unsigned)n), direct = false;
 
 	if (cp) {
 		/* access behind the loads, the pieces in the order the buffers
 		 * are loaded: the GPUs' (straight to them), or the GPUs' and
 		 * the CPU's (through host memory) */
 		in_pool(cp, (unsigned)n);
-		direct = load_direct((unsigned)n);
+		direct = on_dev;
 		if (cpool_grant(!direct, order, (unsigned)n, cwhy, sizeof(cwhy)) < 0) {
 			direct = false;
 			for (int i = 0; i < n; i++)
@@ -1470,22 +1478,12 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 		snprintf(pnote, sizeof(pnote), " from storage (the staging pool could not serve "
 			 "them)");
 	}
-	/*
-	 * PHOS_GPU_LOAD_SHA_ONLY=1, to measure what the map's hash costs a
-	 * load from storage: every buffer from the chunk store (no pool, no
-	 * gpumem-*.bin of an older image) is then checked by the SHA-256 of
-	 * each chunk alone.  That is enough: the chunks are named by their
-	 * SHA-256, checked as each is read, and the idx files that name them
-	 * by the image's manifest, which phos-restore checks before the
-	 * process runs.  The map's hash is a second check on top (about a
-	 * fifth of a thread's time a chunk, doc/concurrent-restore.md).
-	 */
-	lc.sha_only = phos_env_on("PHOS_GPU_LOAD_SHA_ONLY") && pool == MAP_FAILED;
-	for (int i = 0; i < n && lc.sha_only; i++)
-		lc.sha_only = io[i].fd < 0 && !io[i].host;
-	if (lc.sha_only)
-		snprintf(pnote, sizeof(pnote), " from storage, each chunk checked by its SHA-256 "
-			 "alone (PHOS_GPU_LOAD_SHA_ONLY=1)");
+	/* every chunk read from the chunk store, each checked by its SHA-256:
+	 * a buffer that then fails its check on the device failed on the way */
+	bool from_store = pool == MAP_FAILED;
+
+	for (int i = 0; i < n && from_store; i++)
+		from_store = io[i].fd < 0;
 	/* concurrent: the process may run from here on, waiting on the table
 	 * for what it touches */
 	if (concurrent && n) {
@@ -1495,13 +1493,17 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 		if (hand_over(blob, fds, n, tab_fd))
 			return 1;
 	}
-	struct gio g = { .dir = GIO_LOAD, .b = io, .n = (unsigned)n, .hash = !direct && !lc.sha_only,
-			 .direct = direct, .ops = io_ops(), .chunk = chunk,
+	struct gio g = { .dir = GIO_LOAD, .b = io, .n = (unsigned)n, .hash = !on_dev,
+			 .direct = direct, .threads = lc.tab ? gio_load_threads() : 0,
+			 .nice = lc.tab ? gio_load_nice() : 0, .ops = io_ops(), .chunk = chunk,
 			 .pick = lc.tab ? copy_pick : NULL, .wanted = lc.tab ? copy_wanted : NULL,
 			 .start = lc.tab ? copy_start : NULL,
-			 .done = direct ? load_done_device : load_done, .get = load_get,
+			 .done = on_dev ? load_done_device : load_done, .get = load_get,
 			 .ready = direct ? cpool_ready : NULL, .arg = &lc };
 
+	char nicenote[32];
+
+	snprintf(nicenote, sizeof(nicenote), " at nice %d", g.nice);
 	if (lc.tab)
 		order_line((unsigned)n, ranked, by_index);
 	tcopy = phos_now_ms();
@@ -1518,6 +1520,13 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 			return fail("buffer %d of gpumem-%s.map: the staging pool does not hold what "
 				    "was saved (its bytes do not match the hash in the map); the image "
 				    "is untouched: restore again, from storage", lc.bad, tag);
+		if (lc.bad >= 0 && on_dev && from_store)
+			return fail("buffer %d of gpumem-%s.map: what landed on GPU %u does not match "
+				    "the hash in the map, though each chunk matched its SHA-256 as it "
+				    "was read: a copy to the GPU went wrong, or the image's chunk index "
+				    "disagrees with its map; the image is unchanged: restore again, and "
+				    "if it fails the same way the image is damaged", lc.bad, tag,
+				    lb[lc.bad].dev);
 		if (lc.bad >= 0)
 			return fail("buffer %d of gpumem-%s.map does not hold what was saved (its "
 				    "bytes do not match the hash in the map): the image is damaged",
@@ -1534,14 +1543,15 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 	else if (hand_over(blob, fds, n, -1))
 		return 1;
 	wanted_line((unsigned)n, tload);	/* before the line phosd's log quotes: the last */
-	fprintf(stderr, "phos-gpu: loaded %d buffer(s), %" PRIu64 " bytes in %" PRIu64 " ms%s%s (%"
+	fprintf(stderr, "phos-gpu: loaded %d buffer(s), %" PRIu64 " bytes in %" PRIu64 " ms%s%s%s (%"
 		PRIu64 " loaded first because the process was about to use them, %u in first-use "
-		"order; copy %.2f GB/s with %u threads%s, %zu MiB chunks)\n", n, total,
+		"order; copy %.2f GB/s with %u threads%s%s, %zu MiB chunks)\n", n, total,
 		phos_now_ms() - t0, direct ? " straight from the staging pool (checked on the GPU)" :
 		pool != MAP_FAILED ? " from the staging pool" : pnote,
-		lc.tab ? " while the process ran" : "", lc.waited, ranked,
+		lc.tab ? " while the process ran" : "", direct || !hashed ? "" : on_dev ?
+		", each buffer checked on its GPU" : ", each buffer checked by the CPU", lc.waited, ranked,
 		tcopy ? (double)total / 1e6 / (double)tcopy : 0.0, g.threads,
-		gio_stream_note(g.ops), g.chunk >> 20);
+		g.nice ? nicenote : "", gio_stream_note(g.ops), g.chunk >> 20);
 	if (pool != MAP_FAILED && !cp)
 		munmap(pool, span);
 	return 0;

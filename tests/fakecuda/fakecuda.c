@@ -617,13 +617,32 @@ static CUresult chunk_fault(const char *dir, size_t n)
 	return CUDA_SUCCESS;
 }
 
+/* FAKECUDA_HTOD_FLIP=N: the Nth copy of 64 KiB or more to the device
+ * lands with its first byte flipped (a copy gone wrong after the CPU read
+ * its source: only a check on the device sees it). */
+static bool flip_due(size_t n)
+{
+	static unsigned long seen;
+	const char *v = getenv("FAKECUDA_HTOD_FLIP");
+
+	return n >= 65536 && v && *v &&
+	       __atomic_add_fetch(&seen, 1, __ATOMIC_RELAXED) == strtoul(v, NULL, 10);
+}
+
+static void copy_in(void *d, const void *s, size_t n, bool flip)
+{
+	memcpy(d, s, n);
+	if (flip)
+		*(unsigned char *)d ^= 0xff;
+}
+
 FAKE(cuMemcpyHtoD_v2, (CUdeviceptr d, const void *s, size_t n))
 {
 	CUresult r = cur_ctx ? chunk_fault("HTOD", n) : CUDA_ERROR_INVALID_CONTEXT;
 
 	hit("cuMemcpyHtoD_v2");
 	if (r == CUDA_SUCCESS)
-		memcpy(P(d), s, n);
+		copy_in(P(d), s, n, flip_due(n));
 	return r;
 }
 
@@ -646,6 +665,7 @@ struct fake_copy {
 	void *d;
 	const void *s;
 	size_t n;
+	bool flip;	/* flip_due() */
 };
 struct fake_stream {
 	CUcontext ctx;
@@ -673,7 +693,7 @@ static struct fake_stream *fake_stream(CUstream st)
 static void stream_run(struct fake_stream *fs)
 {
 	for (unsigned k = 0; k < fs->n; k++)
-		memcpy(fs->q[k].d, fs->q[k].s, fs->q[k].n);
+		copy_in(fs->q[k].d, fs->q[k].s, fs->q[k].n, fs->q[k].flip);
 	fs->n = 0;
 }
 
@@ -696,7 +716,7 @@ static CUresult stream_queue(CUstream st, void *d, const void *s, size_t n, cons
 		return r;
 	if (fs->n == sizeof(fs->q) / sizeof(fs->q[0]))
 		stream_run(fs);
-	fs->q[fs->n++] = (struct fake_copy){ d, s, n };
+	fs->q[fs->n++] = (struct fake_copy){ d, s, n, dir[0] == 'H' && flip_due(n) };
 	*queued = true;
 	return CUDA_SUCCESS;
 }
@@ -763,7 +783,7 @@ FAKE(cuMemcpyHtoDAsync_v2, (CUdeviceptr d, const void *s, size_t n, CUstream st)
 
 	hit("cuMemcpyHtoDAsync_v2");
 	if (r == CUDA_SUCCESS && !queued)
-		memcpy(P(d), s, n);
+		copy_in(P(d), s, n, flip_due(n));
 	return r;
 }
 

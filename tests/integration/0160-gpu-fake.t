@@ -206,7 +206,7 @@ rp=$(restored_pid "$OUT")
 track "$rp"
 like "$(log_since "$mark")" "restored pid $rp took its $NBUF GPU buffer" \
 	"phos-gpu loaded the buffers and the restored process took them"
-like "$(log_since "$mark")" "loaded $NBUF buffer\\(s\\), .* while the process ran \\([1-9][0-9]* loaded first because the process was about to use them" \
+like "$(log_since "$mark")" "loaded $NBUF buffer\\(s\\), .* while the process ran[a-zA-Z ,]* \\([1-9][0-9]* loaded first because the process was about to use them" \
 	"it took them before they were loaded, and what it touched was loaded first"
 like "$(log_since "$mark")" "loaded $NBUF buffer\\(s\\), .*, 0 in first-use order" \
 	"(with PHOS_GPU_NO_RANKS=1 the loader goes by index)"
@@ -421,17 +421,21 @@ pc_out n1 restore --detach "$gen"
 like "$RC $(tail -1 <<<"$OUT")" "^1 .*chunk ${chunk:0:16}\\.\\.\\. does not hold the bytes its name says \\(corrupt\\).*the image is damaged" \
 	"a flipped byte in a stored chunk fails the restore, naming the chunk"
 
-# PHOS_GPU_LOAD_SHA_ONLY=1 (to measure the map's hash): each chunk is still
-# checked by its SHA-256 as it is read; the buffers' own hashes are not folded
+# each buffer is checked where it landed, on its GPU, once its last chunk is
+# there: that covers the copy too.  A byte flipped on its way to the device
+# (the fake's FAKECUDA_HTOD_FLIP, after the chunk matched its SHA-256) fails
+# the restore, and the same image restores once the copies are sound again
 phosd_stop n1
-PHOS_GPU_LOAD_SHA_ONLY=1 phosd_start n1 "gpu_concurrent_restore: true"
-pc_out n1 restore --detach "$gen"
-like "$RC $(tail -1 <<<"$OUT")" "^1 .*chunk ${chunk:0:16}\\.\\.\\. does not hold the bytes its name says \\(corrupt\\)" \
-	"with PHOS_GPU_LOAD_SHA_ONLY=1 the flipped byte fails the restore just the same"
+FAKECUDA_HTOD_FLIP=2 phosd_start n1 "gpu_concurrent_restore: true"
+pc_out n1 restore --detach "$zgen"
+like "$RC $(tail -1 <<<"$OUT")" "^1 .*what landed on GPU 0 does not match the hash in the map, though each chunk matched its SHA-256 as it was read.*the image is unchanged: restore again" \
+	"a byte flipped on its way to the GPU fails the restore: each buffer is checked where it landed"
+phosd_stop n1
+phosd_start n1 "gpu_concurrent_restore: true"
 mark=$(($(wc -l <"$PD/n1.log") + 1))
-restored_exact "$zgen" "$f4" "and an intact image restored so finds every word as it was"
-like "$(log_since "$mark")" "from storage, each chunk checked by its SHA-256 alone \\(PHOS_GPU_LOAD_SHA_ONLY=1\\)" \
-	"phosd's log says how it was checked"
+restored_exact "$zgen" "$f4" "and the same image restored again finds every word as it was"
+like "$(log_since "$mark")" "phos-gpu: loaded $NBUF buffer\\(s\\), .* while the process ran, each buffer checked on its GPU \\(" \
+	"phosd's log says where the load was checked"
 
 # -- the staging pool: a stop checkpoint lets go of the GPU memory once it is
 # in host memory, before storage is written (doc/concurrent-checkpoint.md) ----------
@@ -684,8 +688,8 @@ wait_for 10 _gone "$spid"
 mark=$(($(wc -l <"$PD/n1.log") + 1))
 restore_latest "$spid" "$f7" "restored on the same node, the program finds every word as it was"
 like "$(log_since "$mark" | grep -o 'phos-gpu: loaded [0-9]* buffer(s).*')" \
-	"ms from storage \\(the staging pool the driver pinned could not be mapped: granting access to piece 1 of 1 of the staging pool: .+\\) \\(" \
-	"the restore loads from storage, and says why" || diag "$(log_since "$mark" | grep -i 'pool\|phos-gpu' | head)"
+	"ms from storage \\(the staging pool the driver pinned could not be mapped: granting access to piece 1 of 1 of the staging pool: .+\\), each buffer checked by the CPU \\(" \
+	"the restore loads from storage, and says why (checked by the CPU: PHOS_GPU_LOAD_VIA_CPU=1)" || diag "$(log_since "$mark" | grep -i 'pool\|phos-gpu' | head)"
 kill -KILL "$RP" 2>/dev/null
 wait_for 10 _gone "$RP"
 # a staged copy that breaks off (the second 2 MiB piece cannot be pinned:

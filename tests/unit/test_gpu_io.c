@@ -12,6 +12,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -292,6 +294,60 @@ static void test_roundtrip(void **state)
 		check_hashes(b);
 		teardown(state);
 	}
+}
+
+/* a load's workers: PHOS_GPU_LOAD_NICE (default 10, 0..19, else the
+ * default), as many as the CPUs (at least gio_threads()), and a run's
+ * nice value is its workers' own, not the caller's */
+static int nice_seen[NB];
+
+static int nice_cb(void *arg, unsigned i)
+{
+	(void)arg;
+	errno = 0;
+	nice_seen[i] = getpriority(PRIO_PROCESS, (id_t)gettid());
+	return errno ? -1 : 0;
+}
+
+static void test_load_workers(void **state)
+{
+	struct gio_buf b[NB];
+	struct gio g;
+	int before = getpriority(PRIO_PROCESS, (id_t)gettid());
+
+	(void)state;
+	unsetenv("PHOS_GPU_LOAD_NICE");
+	unsetenv("PHOS_GPU_IO_THREADS");
+	assert_int_equal(gio_load_nice(), 10);
+	assert_true(gio_load_threads() >= gio_threads());
+	assert_in_range(gio_load_threads(), 4, 16);
+	setenv("PHOS_GPU_LOAD_NICE", "0", 1);
+	assert_int_equal(gio_load_nice(), 0);
+	setenv("PHOS_GPU_LOAD_NICE", "19", 1);
+	assert_int_equal(gio_load_nice(), 19);
+	setenv("PHOS_GPU_LOAD_NICE", "20", 1);
+	assert_int_equal(gio_load_nice(), 10);
+	setenv("PHOS_GPU_LOAD_NICE", "x", 1);
+	assert_int_equal(gio_load_nice(), 10);
+	unsetenv("PHOS_GPU_LOAD_NICE");
+	setenv("PHOS_GPU_IO_THREADS", "3", 1);
+	assert_int_equal(gio_load_threads(), 3);
+	assert_int_equal(gio_threads(), 3);
+	unsetenv("PHOS_GPU_IO_THREADS");
+
+	setup(state);
+	init(&g, b, GIO_SAVE, 2, 1 << 20);
+	assert_int_equal(gio_run(&g), 0);
+	g.dir = GIO_LOAD;
+	g.nice = before + 5 > 19 ? 19 : before + 5;
+	g.done = nice_cb;
+	assert_int_equal(gio_run(&g), 0);
+	for (int i = 0; i < NB; i++) {
+		assert_int_equal(nice_seen[i], g.nice);
+		close(b[i].fd);
+	}
+	assert_int_equal(getpriority(PRIO_PROCESS, (id_t)gettid()), before);
+	teardown(state);
 }
 
 /* one worker: the wanted buffer starts before the ones in front of it */
@@ -824,6 +880,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),
+		cmocka_unit_test(test_load_workers),
 		cmocka_unit_test_setup_teardown(test_wanted_first, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_short_file, setup, teardown),
