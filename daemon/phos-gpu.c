@@ -47,9 +47,12 @@
  * first, then the others by first-use rank (stdin's fourth column, the
  * map's seventh; PHOS_GPU_NO_RANKS=1: index order).
  * Copies run on gpu-io.c's workers (PHOS_GPU_IO_THREADS, default half the
- * CPUs, 4 to 16, each with a pinned staging buffer of PHOS_GPU_IO_CHUNK_MB,
- * default 8 MiB; PHOS_GPU_DIRECT_IO=1: O_DIRECT files where the file
- * system takes it).
+ * CPUs, 4 to 16, and as many as the CPUs for a concurrent load, at nice
+ * PHOS_GPU_LOAD_NICE; each with a pinned staging buffer of
+ * PHOS_GPU_IO_CHUNK_MB, default 8 MiB; PHOS_GPU_DIRECT_IO=1: O_DIRECT
+ * files where the file system takes it).  A load checks each buffer on
+ * its GPU against the map's hash once its last chunk is in (the CPU folds
+ * it where a GPU cannot, or with PHOS_GPU_LOAD_VIA_CPU=1).
  * The last line on stderr says what was done; exit 0 on success, 1 with
  * a message (3: a concurrent save's buffer changed, see above).
  */
