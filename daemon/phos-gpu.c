@@ -404,6 +404,8 @@ static void order_line(unsigned n, unsigned ranked, bool by_index)
  * own that waits for nothing else: a load's workers call it, one at a time,
  * for buffers whose copies they have waited for.
  */
+static const char *hash_err = "";	/* hash_on()'s last failure */
+
 static int hash_on(unsigned dev, CUdeviceptr p, uint64_t size, uint64_t h[2], bool own)
 {
 	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -448,6 +450,7 @@ static int hash_on(unsigned dev, CUdeviceptr p, uint64_t size, uint64_t h[2], bo
 		(r = cu.dtoh(h, out, 2 * sizeof(*h))) != CUDA_SUCCESS) {
 		fprintf(stderr, "phos-gpu: hashing %" PRIu64 " bytes on GPU %u: %s\n", size, dev,
 			cu_err(r));
+		hash_err = cu_err(r);
 		goto out;
 	}
 	rc = 0;
@@ -488,6 +491,7 @@ struct copy_ctx {
 	struct phos_savetab *tab;
 	int bad;		/* the buffer that did not match, -1: none */
 	uint64_t waited;	/* buffers started because the process wanted them */
+	int unchecked;		/* a buffer the device could not hash, -1: none */
 };
 
 static int copy_pick(void *arg)
@@ -1135,7 +1139,7 @@ static int save(const char *tag, bool want_snapshot, int tab_fd, int stage_fd, u
 			cpool_cpu(n);
 	}
 store:;
-	struct copy_ctx sc = { .tab = tab, .bad = -1 };
+	struct copy_ctx sc = { .tab = tab, .bad = -1, .unchecked = -1 };
 	uint64_t tcopy = phos_now_ms();
 	char rate[224] = "";
 	struct gio g = { .dir = GIO_SAVE, .b = io, .n = n, .hash = true,
@@ -1263,8 +1267,10 @@ static int load_done_device(void *arg, unsigned i)
 			phos_savetab_set(cc->tab, i, PHOS_SAVE_SAVED);
 		return 0;
 	}
-	if (hash_on(lb[i].dev, io[i].dptr, io[i].size, io[i].h, true) < 0)
-		return 1;	/* (said why) */
+	if (hash_on(lb[i].dev, io[i].dptr, io[i].size, io[i].h, true) < 0) {
+		cc->unchecked = (int)i;	/* the first failure stops the load */
+		return 1;
+	}
 	return copy_check(cc, i, want_hash[i].h);
 }
 
@@ -1344,7 +1350,7 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 	static uint8_t blob[PHOS_GPUBUF_MAX * PHOS_GPUBUF_LEN];
 	static unsigned lrank[PHOS_GPUBUF_MAX];
 	char line[512], name[300], file[300];
-	struct copy_ctx lc = { .bad = -1 };
+	struct copy_ctx lc = { .bad = -1, .unchecked = -1 };
 	uint64_t total = 0, t0 = phos_now_ms(), tcopy;
 	int n = 0, tab_fd = -1;
 	unsigned ranked;
@@ -1523,6 +1529,12 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 			return fail("buffer %d of gpumem-%s.map: the staging pool does not hold what "
 				    "was saved (its bytes do not match the hash in the map); the image "
 				    "is untouched: restore again, from storage", lc.bad, tag);
+		if (lc.unchecked >= 0)
+			return fail("buffer %d of gpumem-%s.map could not be checked on GPU %u (%s): "
+				    "the load stopped; the image is unchanged: restore again, with "
+				    "PHOS_GPU_LOAD_VIA_CPU=1 in phosd's environment (the CPU checks "
+				    "the load) if it fails the same way", lc.unchecked, tag,
+				    lb[lc.unchecked].dev, hash_err);
 		if (lc.bad >= 0 && on_dev && from_store)
 			return fail("buffer %d of gpumem-%s.map: what landed on GPU %u does not match "
 				    "the hash in the map, though each chunk matched its SHA-256 as it "

@@ -1023,6 +1023,8 @@ static void body_phos_hash(void **p)
 	phos_hash_add(out, w, first, n);
 }
 
+static CUfunction the_hash;	/* phos_hash's, once asked for */
+
 static int the_module;
 FAKE(cuModuleLoadData, (CUmodule *mod, const void *image))
 {
@@ -1036,16 +1038,15 @@ FAKE(cuModuleLoadData, (CUmodule *mod, const void *image))
 FAKE(cuModuleGetFunction, (CUfunction *f, CUmodule mod, const char *name))
 {
 	static const size_t sizes[] = { 8, 8, 8, 8 };
-	static CUfunction hash;
 
 	if (!f || mod != (CUmodule)&the_module || !name)
 		return CUDA_ERROR_INVALID_VALUE;
 	if (strcmp(name, "phos_hash"))
 		return CUDA_ERROR_NOT_FOUND;
-	if (!hash)
-		hash = fakecuda_kernel(FAKECUDA_KERNEL, 4, sizes, body_phos_hash);
-	*f = hash;
-	return hash ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+	if (!the_hash)
+		the_hash = fakecuda_kernel(FAKECUDA_KERNEL, 4, sizes, body_phos_hash);
+	*f = the_hash;
+	return the_hash ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
 }
 
 FAKE(cuKernelGetParamInfo, (CUkernel kernel, size_t i, size_t *off, size_t *size))
@@ -1105,10 +1106,16 @@ static CUresult run_on(CUstream s, CUfunction f, void **kp, void **extra)
 
 #define LAUNCH_P (CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, \
 		  unsigned bz, unsigned shm, CUstream s, void **kp, void **extra)
+/* FAKECUDA_HASH_FAIL_AFTER=N: phos_hash's launches after the Nth fail
+ * with CUDA_ERROR_LAUNCH_FAILED (a GPU that cannot check a load) */
 FAKE(cuLaunchKernel, LAUNCH_P)
 {
+	static unsigned long hashes;
+
 	(void)gx, (void)gy, (void)gz, (void)bx, (void)by, (void)bz, (void)shm;
 	hit("cuLaunchKernel");
+	if (f && f == the_hash && fails_after("FAKECUDA_HASH_FAIL_AFTER", &hashes))
+		return CUDA_ERROR_LAUNCH_FAILED;
 	return run_on(s, f, kp, extra);
 }
 

@@ -26,7 +26,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 124
+plan 125
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -430,6 +430,13 @@ FAKECUDA_HTOD_FLIP=2 phosd_start n1 "gpu_concurrent_restore: true"
 pc_out n1 restore --detach "$zgen"
 like "$RC $(tail -1 <<<"$OUT")" "^1 .*what landed on GPU 0 does not match the hash in the map, though each chunk matched its SHA-256 as it was read.*the image is unchanged: restore again" \
 	"a byte flipped on its way to the GPU fails the restore: each buffer is checked where it landed"
+# a GPU that cannot run the check after all (FAKECUDA_HASH_FAIL_AFTER=1: the
+# probe before the load passes, the first buffer's hash fails) stops the load
+phosd_stop n1
+FAKECUDA_HASH_FAIL_AFTER=1 phosd_start n1 "gpu_concurrent_restore: true"
+pc_out n1 restore --detach "$zgen"
+like "$RC $(tail -1 <<<"$OUT")" "^1 .*could not be checked on GPU 0 \\(.+\\): the load stopped; the image is unchanged: restore again, with PHOS_GPU_LOAD_VIA_CPU=1" \
+	"a buffer the GPU cannot check stops the restore, and the message says what to do"
 phosd_stop n1
 phosd_start n1 "gpu_concurrent_restore: true"
 mark=$(($(wc -l <"$PD/n1.log") + 1))
