@@ -492,6 +492,8 @@ struct copy_ctx {
 	int bad;		/* the buffer that did not match, -1: none */
 	uint64_t waited;	/* buffers started because the process wanted them */
 	int unchecked;		/* a buffer the device could not hash, -1: none */
+	bool on_dev;		/* a load: each buffer hashed on its GPU
+				 * (devices_hash()), not by the CPU */
 };
 
 static int copy_pick(void *arg)
@@ -1240,7 +1242,8 @@ static struct {
 } want_hash[PHOS_GPUBUF_MAX];
 static struct phos_gpubuf lb[PHOS_GPUBUF_MAX];	/* a load's buffers, as the map says */
 
-/* A load checks each buffer against the map's hash, when it has one: the
+/* A load checks each buffer against the map's hash, when it has one: on
+ * its GPU (on_dev), where its bytes landed, after its last copy; else the
  * CPU's fold of the chunks it read. */
 static int load_done(void *arg, unsigned i)
 {
@@ -1252,22 +1255,7 @@ static int load_done(void *arg, unsigned i)
 			phos_savetab_set(cc->tab, i, PHOS_SAVE_SAVED);
 		return 0;
 	}
-	return copy_check(cc, i, want_hash[i].h);
-}
-
-/* A load checked on the devices (devices_hash()): buffer i's bytes are
- * checked where they landed, after its last copy. */
-static int load_done_device(void *arg, unsigned i)
-{
-	struct copy_ctx *cc = arg;
-
-	note_loaded(i);
-	if (!want_hash[i].known) {
-		if (cc->tab)
-			phos_savetab_set(cc->tab, i, PHOS_SAVE_SAVED);
-		return 0;
-	}
-	if (hash_on(lb[i].dev, io[i].dptr, io[i].size, io[i].h, true) < 0) {
+	if (cc->on_dev && hash_on(lb[i].dev, io[i].dptr, io[i].size, io[i].h, true) < 0) {
 		cc->unchecked = (int)i;	/* the first failure stops the load */
 		return 1;
 	}
@@ -1449,14 +1437,15 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 
 	/* each buffer checked where it lands when its devices can; a pool
 	 * the driver pinned is then copied straight to them */
-	bool on_dev = hashed && devices_hash((unsigned)n), direct = false;
+	bool direct = false;
 
+	lc.on_dev = hashed && devices_hash((unsigned)n);
 	if (cp) {
 		/* access behind the loads, the pieces in the order the buffers
 		 * are loaded: the GPUs' (straight to them), or the GPUs' and
 		 * the CPU's (through host memory) */
 		in_pool(cp, (unsigned)n);
-		direct = on_dev;
+		direct = lc.on_dev;
 		if (cpool_grant(!direct, order, (unsigned)n, cwhy, sizeof(cwhy)) < 0) {
 			direct = false;
 			for (int i = 0; i < n; i++)
@@ -1502,12 +1491,12 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 		if (hand_over(blob, fds, n, tab_fd))
 			return 1;
 	}
-	struct gio g = { .dir = GIO_LOAD, .b = io, .n = (unsigned)n, .hash = !on_dev,
+	struct gio g = { .dir = GIO_LOAD, .b = io, .n = (unsigned)n, .hash = !lc.on_dev,
 			 .direct = direct, .threads = lc.tab ? gio_load_threads() : 0,
 			 .nice = lc.tab ? gio_load_nice() : 0, .ops = io_ops(), .chunk = chunk,
 			 .pick = lc.tab ? copy_pick : NULL, .wanted = lc.tab ? copy_wanted : NULL,
 			 .start = lc.tab ? copy_start : NULL,
-			 .done = on_dev ? load_done_device : load_done, .get = load_get,
+			 .done = load_done, .get = load_get,
 			 .ready = direct ? cpool_ready : NULL, .arg = &lc };
 
 	char nicenote[32];
@@ -1535,7 +1524,7 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 				    "PHOS_GPU_LOAD_VIA_CPU=1 in phosd's environment (the CPU checks "
 				    "the load) if it fails the same way", lc.unchecked, tag,
 				    lb[lc.unchecked].dev, hash_err);
-		if (lc.bad >= 0 && on_dev && from_store)
+		if (lc.bad >= 0 && lc.on_dev && from_store)
 			return fail("buffer %d of gpumem-%s.map: what landed on GPU %u does not match "
 				    "the hash in the map, though each chunk matched its SHA-256 as it "
 				    "was read: a copy to the GPU went wrong, or the image's chunk index "
@@ -1563,7 +1552,7 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 		"order; copy %.2f GB/s with %u threads%s%s, %zu MiB chunks)\n", n, total,
 		phos_now_ms() - t0, direct ? " straight from the staging pool (checked on the GPU)" :
 		pool != MAP_FAILED ? " from the staging pool" : pnote,
-		lc.tab ? " while the process ran" : "", direct || !hashed ? "" : on_dev ?
+		lc.tab ? " while the process ran" : "", direct || !hashed ? "" : lc.on_dev ?
 		", each buffer checked on its GPU" : ", each buffer checked by the CPU", lc.waited, ranked,
 		tcopy ? (double)total / 1e6 / (double)tcopy : 0.0, g.threads,
 		g.nice ? nicenote : "", gio_stream_note(g.ops), g.chunk >> 20);
