@@ -88,6 +88,15 @@ start_app() {
 	disown
 	track "$APP"
 }
+# stop_app OUT [PROG]: start_app, and once it wrote 3 lines a stop
+# checkpoint of it (SPID; RC, OUT; its log lines: log_since "$mark")
+stop_app() {
+	start_app "$@"
+	SPID=$APP
+	wait_for 30 _has_lines "$1" 3
+	mark=$(($(wc -l <"$PD/n1.log") + 1))
+	pc_out n1 checkpoint --pid "$SPID"
+}
 
 APP_DEBUG=1 start_app "$f"
 apid=$APP
@@ -355,10 +364,8 @@ restored_exact "$sgen" "$f3" "with the chunk store back the same image restores 
 # smallest buffers first (a process waits for the ones it touches one call
 # at a time) ----------------------------------------------------------------------
 f5=$PD/shrinking.out
-start_app "$f5" shrinking
-hpid=$APP
-wait_for 30 _has_lines "$f5" 3
-pc_out n1 checkpoint --pid "$hpid"
+stop_app "$f5" shrinking
+hpid=$SPID
 ok $RC "a stop checkpoint of a program whose buffers are $((NBUF * MIB)), ..., $MIB MiB succeeds" ||
 	{ diag "$OUT"; diag_file "$PD/n1.log" 20; }
 wait_for 10 _gone "$hpid"
@@ -374,11 +381,8 @@ restored_order "$hgen" "$f5" "\\(smallest first, no ranks\\): $(seq -s ' ' $((NB
 phosd_stop n1
 phosd_start n1 "gpu_concurrent_restore: true" "gpu_rank_ms: 500"
 fr=$PD/ranked.out
-start_app "$fr"
-kpid=$APP
-wait_for 30 _has_lines "$fr" 3
-mark=$(($(wc -l <"$PD/n1.log") + 1))
-pc_out n1 checkpoint --pid "$kpid"
+stop_app "$fr"
+kpid=$SPID
 ok $RC "with gpu_rank_ms: 500 a stop checkpoint succeeds" || { diag "$OUT"; diag_file "$PD/n1.log" 20; }
 like "$(log_since "$mark")" "1 process\\(es\\) rank their GPU buffers by first use for 500 ms \\(gpu_rank_ms\\) before the detach" \
 	"phosd lets the process rank its buffers for 500 ms before it takes them"
@@ -624,11 +628,8 @@ pc_out n1 status
 like "$OUT" "staging pool: +2 GiB of host memory pinned by the NVIDIA driver, free" \
 	"phosctl status says what the pool is"
 f6=$PD/stage6.out
-start_app "$f6"
-spid=$APP
-wait_for 30 _has_lines "$f6" 3
-mark=$(($(wc -l <"$PD/n1.log") + 1))
-pc_out n1 checkpoint --pid "$spid"
+stop_app "$f6"
+spid=$SPID
 ok $RC "a stop checkpoint through the driver-pinned pool succeeds" || { diag "$OUT"; diag_file "$PD/n1.log" 20; }
 like "$(log_since "$mark" | grep -o 'phos-gpu: staged copy began.*')" "; the pool pinned by the driver beforehand\$" \
 	"its copy into the pool pinned nothing on the way"
@@ -661,11 +662,7 @@ pool_stop() {
 	_ready_since() { log_since "$mark" | grep -q "$ready"; }
 	wait_for 60 _ready_since
 	F=$PD/stage$n.out
-	start_app "$F"
-	SPID=$APP
-	wait_for 30 _has_lines "$F" 3
-	mark=$(($(wc -l <"$PD/n1.log") + 1))
-	pc_out n1 checkpoint --pid "$SPID"
+	stop_app "$F"
 }
 # a driver-pinned pool whose bytes changed (written through phosd's fd of
 # its first piece): the direct load's check on the GPU fails the restore,
