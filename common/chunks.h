@@ -60,6 +60,13 @@ int phos_chunk_put_z(int dir_fd, const void *data, size_t len, bool direct, int 
 int phos_chunk_get(int dir_fd, const unsigned char sha[32], void *buf, size_t len, bool direct,
 		   char *err, size_t errsz);
 
+/* phos_chunk_get without the SHA-256 of the bytes read (a size or
+ * decompression error is still EMSGSIZE or EILSEQ): only for a reader that
+ * checks the bytes another way before anything uses them (phos-gpu's
+ * PHOS_GPU_LOAD_NO_SHA, each buffer hashed on its GPU). */
+int phos_chunk_get_unchecked(int dir_fd, const unsigned char sha[32], void *buf, size_t len,
+			     bool direct, char *err, size_t errsz);
+
 /* The chunk named sha exists in dir_fd as a safe regular file of len
  * bytes, or compressed (no content check). */
 int phos_chunk_check(int dir_fd, const unsigned char sha[32], size_t len, char *err,

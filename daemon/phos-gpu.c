@@ -645,12 +645,19 @@ static int chunk_put(void *arg, unsigned i, uint64_t off, const void *data, size
 	return 0;
 }
 
+/* a load whose buffers are each hashed on their GPU, with
+ * PHOS_GPU_LOAD_NO_SHA=1: its chunks are read without their SHA-256 */
+static bool chunks_unchecked;
+
 static int chunk_get(void *arg, unsigned i, uint64_t off, void *data, size_t len, char *err,
 		     size_t errsz)
 {
+	const unsigned char *sha = idx[i].sha[off / idx[i].chunk];
+
 	(void)arg;
-	return phos_chunk_get(chunks_fd, idx[i].sha[off / idx[i].chunk], data, len, direct_io(),
-			      err, errsz);
+	return chunks_unchecked ?
+	       phos_chunk_get_unchecked(chunks_fd, sha, data, len, direct_io(), err, errsz) :
+	       phos_chunk_get(chunks_fd, sha, data, len, direct_io(), err, errsz);
 }
 
 /* A staged save: the GPU memory may go once it is in the pool.  Each
@@ -1482,6 +1489,9 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 
 	for (int i = 0; i < n && from_store; i++)
 		from_store = io[i].fd < 0;
+	/* the measurement switch of doc/concurrent-restore.md: the check on
+	 * the GPU, against the map the manifest covers, is then the only one */
+	chunks_unchecked = from_store && lc.on_dev && phos_env_on("PHOS_GPU_LOAD_NO_SHA");
 	/* concurrent: the process may run from here on, waiting on the table
 	 * for what it touches */
 	if (concurrent && n) {
@@ -1524,6 +1534,13 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 				    "PHOS_GPU_LOAD_VIA_CPU=1 in phosd's environment (the CPU checks "
 				    "the load) if it fails the same way", lc.unchecked, tag,
 				    lb[lc.unchecked].dev, hash_err);
+		if (lc.bad >= 0 && chunks_unchecked)
+			return fail("buffer %d of gpumem-%s.map: what landed on GPU %u does not match "
+				    "the hash in the map (its chunks were read without their SHA-256: "
+				    "PHOS_GPU_LOAD_NO_SHA=1): a chunk in the store is damaged, or a "
+				    "copy to the GPU went wrong; the image is unchanged: restore again "
+				    "without PHOS_GPU_LOAD_NO_SHA, which names a damaged chunk", lc.bad,
+				    tag, lb[lc.bad].dev);
 		if (lc.bad >= 0 && lc.on_dev && from_store)
 			return fail("buffer %d of gpumem-%s.map: what landed on GPU %u does not match "
 				    "the hash in the map, though each chunk matched its SHA-256 as it "
@@ -1552,8 +1569,10 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 		"order; copy %.2f GB/s with %u threads%s%s, %zu MiB chunks)\n", n, total,
 		phos_now_ms() - t0, direct ? " straight from the staging pool (checked on the GPU)" :
 		pool != MAP_FAILED ? " from the staging pool" : pnote,
-		lc.tab ? " while the process ran" : "", direct || !hashed ? "" : lc.on_dev ?
-		", each buffer checked on its GPU" : ", each buffer checked by the CPU", lc.waited, ranked,
+		lc.tab ? " while the process ran" : "", direct || !hashed ? "" : chunks_unchecked ?
+		", each buffer checked on its GPU only (PHOS_GPU_LOAD_NO_SHA=1: the chunks' SHA-256 "
+		"not checked)" : lc.on_dev ? ", each buffer checked on its GPU" :
+		", each buffer checked by the CPU", lc.waited, ranked,
 		tcopy ? (double)total / 1e6 / (double)tcopy : 0.0, g.threads,
 		g.nice ? nicenote : "", gio_stream_note(g.ops), g.chunk >> 20);
 	if (pool != MAP_FAILED && !cp)

@@ -26,7 +26,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 125
+plan 128
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -441,6 +441,18 @@ FAKECUDA_HASH_FAIL_AFTER=1 phosd_start n1 "gpu_concurrent_restore: true"
 pc_out n1 restore --detach "$zgen"
 like "$RC $(tail -1 <<<"$OUT")" "^1 .*could not be checked on GPU 0 \\(.+\\): the load stopped; the image is unchanged: restore again, with PHOS_GPU_LOAD_VIA_CPU=1" \
 	"a buffer the GPU cannot check stops the restore, and the message says what to do"
+# PHOS_GPU_LOAD_NO_SHA=1 (a measurement switch): the chunks are read without
+# their SHA-256, the check on the GPU is the only one; it still refuses the
+# image whose chunk has the flipped byte, and restores the sound one exactly
+phosd_stop n1
+PHOS_GPU_LOAD_NO_SHA=1 phosd_start n1 "gpu_concurrent_restore: true"
+pc_out n1 restore --detach "$gen"
+like "$RC $(tail -1 <<<"$OUT")" "^1 .*what landed on GPU 0 does not match the hash in the map \\(its chunks were read without their SHA-256: PHOS_GPU_LOAD_NO_SHA=1\\).*restore again without PHOS_GPU_LOAD_NO_SHA" \
+	"with PHOS_GPU_LOAD_NO_SHA=1 the flipped byte in a stored chunk is caught on the GPU"
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+restored_exact "$zgen" "$f4" "with PHOS_GPU_LOAD_NO_SHA=1 a sound image restores exactly"
+like "$(log_since "$mark")" "each buffer checked on its GPU only \\(PHOS_GPU_LOAD_NO_SHA=1: the chunks' SHA-256 not checked\\)" \
+	"and phosd's log says the chunks were not SHA-checked"
 phosd_stop n1
 phosd_start n1 "gpu_concurrent_restore: true"
 mark=$(($(wc -l <"$PD/n1.log") + 1))
