@@ -22,8 +22,9 @@
 # the run its log does not cover, before its first line and after its
 # last), CRIU's waits after its "Opening ... vma" lines (a mapped file's
 # ELF headers read; criu_open_waits), the image check beside CRIU, the driver's restore, the read-ahead,
-# the first 256 kernel launches after the reattach, the first step, and
-# whether the losses were identical.
+# the first 256 kernel launches after the reattach, the load's rate (phos-gpu's
+# "copy N GB/s") and how many buffers the process asked for before they
+# were loaded, the first step, and whether the losses were identical.
 # Root, a GPU; sets vm.nr_hugepages for the run and puts it back.
 # Environment: SIZE (8), STEPS (300; 200 with LEAVE_RUNNING=0, which skips
 # the leave-running checkpoint and suits SIZE=64), MODES, POOL (hugetlb,
@@ -53,9 +54,9 @@ none) pool=0; pinned=false ;;
 esac
 # num FILE PHRASE: the number after the last "PHRASE N" in FILE
 num() { grep -oE "$2 [0-9]+" "$1" | tail -1 | grep -oE '[0-9]+$'; }
-fmt='%-14s %7s %14s %10s %8s %8s %9s %12s %13s %11s %7s\n'
+fmt='%-14s %7s %14s %10s %8s %8s %9s %12s %13s %9s %5s %11s %7s\n'
 printf "$fmt" run CRIU_ms to+run+after_ms outside_ms opens_ms check_ms driver_ms read_ahead_ms \
-	256_launch_ms 1st_step_ms losses
+	256_launch_ms load_GB/s asked 1st_step_ms losses
 k=0
 for mode in $MODES; do
 	k=$((k + 1))
@@ -78,7 +79,11 @@ for mode in $MODES; do
 	printf "$fmt" "$mode" "$(num "$out" 'CRIU')" "${split:--}" "${edges:--}" "$opens" \
 		"$(num "$out" 'checked beside it in')" "$(num "$out" 'driver')" \
 		"$(grep -oE 'read ahead \([0-9]+ range\(s\).*\) in [0-9]+' "$out" | tail -1 | grep -oE '[0-9]+$' || echo -)" \
-		"$(num "$out" 'after the reattach: the last')" "$(awk '{ print $7 }' <<<"$row")" \
+		"$(num "$out" 'after the reattach: the last')" \
+		"$(grep -oE 'loaded [0-9]+ buffer.* copy [0-9.]+ GB/s' "$out" | tail -1 |
+		   grep -oE '[0-9.]+ GB/s$' | cut -d' ' -f1 || echo -)" \
+		"$(grep -oE 'the [0-9]+ buffer\(s\) the process asked for' "$out" | tail -1 |
+		   grep -oE '[0-9]+' || echo 0)" "$(awk '{ print $7 }' <<<"$row")" \
 		"$(awk '{ print $8 }' <<<"$row")"
 done
 echo "(outputs in $OUT; outside_ms: CRIU's run before its log's first line / after its last;"
