@@ -54,6 +54,14 @@ none) pool=0; pinned=false ;;
 esac
 # num FILE PHRASE: the number after the last "PHRASE N" in FILE
 num() { grep -oE "$2 [0-9]+" "$1" | tail -1 | grep -oE '[0-9]+$'; }
+# what bounds a load from storage: each chunk's SHA-256 on the CPU
+# (session 19: 1.42 GB/s a core, 22.4 on 16 on the H200 host; the load 13)
+if [ "$POOL" = none ] && command -v openssl >/dev/null; then
+	sha() { openssl speed -seconds 1 -bytes 8388608 -evp sha256 "$@" 2>/dev/null |
+		awk '$1 == "sha256" { printf "%.2f", $2 / 1e6 }'; }
+	echo "SHA-256 of 8 MiB chunks on this host: $(sha) GB/s on one core," \
+		"$(sha -multi "$(nproc)") GB/s on $(nproc) (openssl speed)"
+fi
 fmt='%-14s %7s %14s %10s %8s %8s %9s %12s %13s %9s %5s %11s %7s\n'
 printf "$fmt" run CRIU_ms to+run+after_ms outside_ms opens_ms check_ms driver_ms read_ahead_ms \
 	256_launch_ms load_GB/s asked 1st_step_ms losses
