@@ -148,6 +148,10 @@ bool gio_bounce(void);
  * " on the default stream" (for the logs of an A/B run) */
 const char *gio_stream_note(const struct gio_ops *ops);
 
+/* common/savetab.h's phos_hash_add (the same sums), vectorized where the
+ * CPU can: what the workers fold each chunk with */
+void gio_hash_words(uint64_t h[2], const uint32_t *w, uint64_t first, size_t n);
+
 /* 0, or -1 with g->err. */
 int gio_run(struct gio *g);
 /* After a GIO_STAGE run with keep_pinned: unpin every piece (errors are

@@ -309,6 +309,35 @@ static int nice_cb(void *arg, unsigned i)
 	return errno ? -1 : 0;
 }
 
+/* the workers' fold (vectorized where the CPU can) gives phos_hash_add's
+ * sums for every start and length, the vector loops' tails included */
+static void test_hash_words(void **state)
+{
+	static uint32_t w[4099];
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(w) / sizeof(w[0]); i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		w[i] = (uint32_t)x;
+	}
+	for (size_t n = 0; n <= 67; n++)
+		for (uint64_t first = 0; first < 5; first++) {
+			uint64_t want[2] = { 1, 2 }, got[2] = { 1, 2 };
+
+			phos_hash_add(want, w + first, first * 1000003, n);
+			gio_hash_words(got, w + first, first * 1000003, n);
+			assert_int_equal(got[0], want[0]);
+			assert_int_equal(got[1], want[1]);
+		}
+	uint64_t want[2] = { 0, 0 }, got[2] = { 0, 0 };
+
+	phos_hash_add(want, w, 1ull << 33, 4099);
+	gio_hash_words(got, w, 1ull << 33, 4099);
+	assert_int_equal(got[0], want[0]);
+	assert_int_equal(got[1], want[1]);
+}
+
 static void test_load_workers(void **state)
 {
 	struct gio_buf b[NB];
@@ -880,6 +909,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),
+		cmocka_unit_test(test_hash_words),
 		cmocka_unit_test(test_load_workers),
 		cmocka_unit_test_setup_teardown(test_wanted_first, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failure, setup, teardown),
