@@ -62,8 +62,8 @@ int phos_chunk_get(int dir_fd, const unsigned char sha[32], void *buf, size_t le
 
 /* phos_chunk_get without the SHA-256 of the bytes read (a size or
  * decompression error is still EMSGSIZE or EILSEQ): only for a reader that
- * checks the bytes another way before anything uses them (phos-gpu's
- * PHOS_GPU_LOAD_NO_SHA, each buffer hashed on its GPU). */
+ * checks the bytes another way before anything uses them (phos-gpu, each
+ * buffer checked on its GPU by the map's keyed sums). */
 int phos_chunk_get_unchecked(int dir_fd, const unsigned char sha[32], void *buf, size_t len,
 			     bool direct, char *err, size_t errsz);
 

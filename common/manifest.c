@@ -969,6 +969,33 @@ int phos_mac_compute(const struct phos_key *k, const void *buf, size_t len,
 	return 0;
 }
 
+int phos_gpumem_key(const struct phos_key *k, const struct phos_image_id *id, uint64_t gen,
+		    uint64_t *key, struct phos_err *e)
+{
+	unsigned char mac[PHOS_MAC_LEN];
+	char msg[64 + PHOS_USER_MAX + 80];
+	int len;
+
+	len = snprintf(msg, sizeof(msg), "phos gpumem sums 1\n%s\n%" PRIu32 "\n%" PRIu32 "\n%"
+		       PRIu32 "\n%" PRIu64 "\n", id->user, id->job, id->step, id->task, gen);
+	if (len < 0 || (size_t)len >= sizeof(msg))
+		return phos_errnof(e, EINVAL, "the generation's identity is too long");
+	if (phos_mac_compute(k, msg, (size_t)len, mac, e) < 0)
+		return -1;
+	*key = 0;
+	for (int i = 7; i >= 0; i--)
+		*key = *key << 8 | mac[i];
+	if (!*key)
+		*key = 1;
+	OPENSSL_cleanse(mac, sizeof(mac));
+	return 0;
+}
+
+void phos_gpumem_key_env(uint64_t key, char out[PHOS_GPU_SUMS_KEY_ENV_LEN])
+{
+	snprintf(out, PHOS_GPU_SUMS_KEY_ENV_LEN, "PHOS_GPU_SUMS_KEY=%016" PRIx64, key);
+}
+
 void phos_mac_format(const unsigned char mac[PHOS_MAC_LEN], char out[2 * PHOS_MAC_LEN + 2])
 {
 	hex_format(mac, PHOS_MAC_LEN, out);

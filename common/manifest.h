@@ -189,6 +189,20 @@ int phos_mac_compute(const struct phos_key *k, const void *buf, size_t len,
 		     unsigned char mac[PHOS_MAC_LEN], struct phos_err *e);
 
 /*
+ * The key of a generation's GPU buffer sums (common/savetab.h, the map's
+ * "k1"): the first 8 bytes, little-endian, of HMAC-SHA256 with k of
+ * "phos gpumem sums 1" and the generation's identity (owner, job, step,
+ * task, generation), never 0.  phosd derives it for phos-gpu save,
+ * phos-restore for phos-gpu load.  -1 + e as phos_mac_compute().
+ */
+int phos_gpumem_key(const struct phos_key *k, const struct phos_image_id *id, uint64_t gen,
+		    uint64_t *key, struct phos_err *e);
+
+/* "PHOS_GPU_SUMS_KEY=<16 hex digits>" for phos-gpu's environment. */
+#define PHOS_GPU_SUMS_KEY_ENV_LEN 35
+void phos_gpumem_key_env(uint64_t key, char out[PHOS_GPU_SUMS_KEY_ENV_LEN]);
+
+/*
  * Format mac as the manifest.mac content (64 hex digits + '\n' + NUL;
  * out must hold 66 bytes).
  */

@@ -156,18 +156,39 @@ static inline void phos_savetab_end(struct phos_savetab *t)
 
 /*
  * The buffer hash phos-gpu computes on the device at the stop and on the
- * host over what it wrote, to prove the two are the same bytes: over the
- * 32-bit words w_i of a buffer, h0 = sum w_i * (2i + 1) and
- * h1 = sum w_i^2 * (2i + 1), mod 2^64.  A change of a single word always
- * changes h0 (an odd factor times a non-zero difference below 2^32).
- * phos_hash_add() folds in words [first, first + n) of a buffer.
+ * host over what it wrote, to prove the two are the same bytes, and that a
+ * load compares with the map: over the 32-bit words w_i of a buffer,
+ * h0 = sum w_i * m_i and h1 = sum w_i^2 * m_i, mod 2^64, with odd weights
+ * m_i.  A change of a single word always changes h0 (an odd factor times a
+ * non-zero difference below 2^32).  With key 0 (maps from before
+ * 2026-12-03) m_i = 2i + 1: a checksum, which two changed words can keep
+ * (x, x + 2 and x + 3, x + 1 weigh the same).  With a key (the
+ * generation's, derived from the node key: phos_gpumem_key() in
+ * common/manifest.h) m_i = mix(key + i * golden) | 1, splitmix64's
+ * finalizer: weights nobody without the node key can see, so that keeping
+ * the sums means guessing them.  phos_hash_add() folds in words
+ * [first, first + n) of a buffer; daemon/phos-hash.cu is the same on the
+ * device.
  */
-static inline void phos_hash_add(uint64_t h[2], const uint32_t *w, uint64_t first, size_t n)
+static inline uint64_t phos_hash_weight(uint64_t key, uint64_t i)
+{
+	uint64_t z;
+
+	if (!key)
+		return 2 * i + 1;
+	z = key + i * 0x9e3779b97f4a7c15ull;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return (z ^ (z >> 31)) | 1;
+}
+
+static inline void phos_hash_add(uint64_t h[2], const uint32_t *w, uint64_t first, size_t n,
+				 uint64_t key)
 {
 	uint64_t a = 0, b = 0;
 
 	for (size_t k = 0; k < n; k++) {
-		uint64_t m = 2 * (first + k) + 1, v = w[k];
+		uint64_t m = phos_hash_weight(key, first + k), v = w[k];
 
 		a += v * m;
 		b += v * v * m;

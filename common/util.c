@@ -112,6 +112,24 @@ bool phos_env_on(const char *name)
 	return v && strcmp(v, "1") == 0;
 }
 
+char **phos_env_with(const char *kv)
+{
+	extern char **environ;
+	size_t n = 0, k = 0, name = strcspn(kv, "=") + 1;
+	char **env;
+
+	while (environ && environ[n])
+		n++;
+	if (!(env = calloc(n + 2, sizeof(*env))))
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(environ[i], kv, name) != 0)
+			env[k++] = environ[i];
+	env[k++] = (char *)kv;
+	env[k] = NULL;
+	return env;
+}
+
 uint64_t phos_now_ms(void)
 {
 	return phos_now_ns() / 1000000ull;

@@ -30,6 +30,12 @@ void phos_closep(int *fd);
  * privilege than its caller). */
 bool phos_env_on(const char *name);
 
+/* The environment with kv ("NAME=VALUE") in place of any NAME= there, as
+ * a NULL-terminated array for execve (built before fork: the child of a
+ * threaded process must not allocate).  free() the array only; NULL on
+ * ENOMEM. */
+char **phos_env_with(const char *kv);
+
 /* Monotonic time in milliseconds / nanoseconds. */
 uint64_t phos_now_ms(void);
 /* ts = now + ms on CLOCK_REALTIME: the deadline pthread_cond_timedwait()

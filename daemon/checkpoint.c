@@ -38,6 +38,7 @@ struct ctx {
 	uint64_t op;
 	uint64_t frozen_ms;		/* when CRIU froze the tree */
 	uint64_t thawed_ms;
+	uint64_t sums_key;		/* the generation's, for phos-gpu save */
 };
 
 static void progress(struct ctx *c, uint64_t done, uint64_t total, const char *fmt, ...)
@@ -436,7 +437,8 @@ static int start_save(struct ctx *c, uint64_t step, struct gpu_hold *h, struct g
 	progress(c, step, step, "saving %d GPU buffer(s) of pid %d", h->n, (int)h->pid);
 	/* named by the pid the image gives the process (CRIU restores it) */
 	return gpu_save_start(h, dir_fd, h->nspid, how, off >= 0 ? pool->fd : -1,
-			      off >= 0 ? (uint64_t)off : 0, off >= 0 ? &pool->cuda : NULL, sv, e);
+			      off >= 0 ? (uint64_t)off : 0, off >= 0 ? &pool->cuda : NULL,
+			      c->sums_key, sv, e);
 }
 
 /* One attempt; cow: the GPU buffers may be saved while the process runs
@@ -500,6 +502,10 @@ static int checkpoint_once(const struct ckpt_req *r, struct ckpt_result *res, bo
 		}
 	}
 	if (phos_image_begin(&phosd->store, &r->id, r->uid, r->gid, &w, e) < 0)
+		goto out;
+	/* the key of the GPU buffers' sums (common/savetab.h): this
+	 * generation's, from the node key */
+	if (phos_gpumem_key(&phosd->key, &w.manifest.id, w.generation, &c.sums_key, e) < 0)
 		goto out;
 	w.manifest.root_pid = r->pid;
 	w.manifest.root_nspid = ids.nspid;

@@ -214,17 +214,18 @@ static bool next_chunk(struct run *r, struct chunk *c)
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
 __attribute__((optimize("O3"), target_clones("arch=x86-64-v4", "avx2", "default")))
 #endif
-void gio_hash_words(uint64_t h[2], const uint32_t *w, uint64_t first, size_t n)
+void gio_hash_words(uint64_t h[2], const uint32_t *w, uint64_t first, size_t n, uint64_t key)
 {
-	phos_hash_add(h, w, first, n);
+	phos_hash_add(h, w, first, n, key);
 }
 
 /* Add a chunk's words to its buffer's hash (sums: any order, any thread). */
-static void fold_hash(struct gio_buf *b, const void *stage, const struct chunk *c)
+static void fold_hash(const struct gio *g, struct gio_buf *b, const void *stage,
+		      const struct chunk *c)
 {
 	uint64_t h[2] = { 0, 0 };
 
-	gio_hash_words(h, stage, c->off / 4, c->len / 4);
+	gio_hash_words(h, stage, c->off / 4, c->len / 4, g->hash_key);
 	__atomic_fetch_add(&b->h[0], h[0], __ATOMIC_RELAXED);
 	__atomic_fetch_add(&b->h[1], h[1], __ATOMIC_RELAXED);
 }
@@ -315,7 +316,7 @@ static int save_chunk(struct run *r, struct streams *ss, const struct chunk *c, 
 		return -1;
 	}
 	if (g->hash)
-		fold_hash(b, stage, c);
+		fold_hash(g, b, stage, c);
 	if (b->fd < 0 && g->put) {
 		char err[200] = "";
 
@@ -516,7 +517,7 @@ static int load_chunk(struct run *r, struct streams *ss, const struct chunk *c, 
 		done += (size_t)n;
 	}
 	if (g->hash && !g->direct)
-		fold_hash(b, stage, c);
+		fold_hash(g, b, stage, c);
 	if ((cr = copy_htod(ss, b->ctx, b->dptr + c->off, stage, c->len)) != CUDA_SUCCESS) {
 		failf(r, "loading buffer %u at offset %llu: %s", c->i, (unsigned long long)c->off,
 		      g->ops->err(cr));

@@ -74,6 +74,7 @@ struct gio {
 	size_t chunk;		/* bytes, a multiple of 4096; 0: gio_chunk() */
 	bool hash;		/* sum what is written (save) or read (load)
 				 * into b[i].h */
+	uint64_t hash_key;	/* the sums' key (common/savetab.h; 0: none) */
 	bool from_host;		/* GIO_SAVE: the bytes are at b[i].host */
 	bool direct;		/* GIO_LOAD: the bytes are at b[i].host, in host
 				 * memory the devices may read (a pool the driver
@@ -150,7 +151,7 @@ const char *gio_stream_note(const struct gio_ops *ops);
 
 /* common/savetab.h's phos_hash_add (the same sums), vectorized where the
  * CPU can: what the workers fold each chunk with */
-void gio_hash_words(uint64_t h[2], const uint32_t *w, uint64_t first, size_t n);
+void gio_hash_words(uint64_t h[2], const uint32_t *w, uint64_t first, size_t n, uint64_t key);
 
 /* 0, or -1 with g->err. */
 int gio_run(struct gio *g);

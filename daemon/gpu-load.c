@@ -88,7 +88,7 @@ static long long piece_of(const char *pieces, const char *tag)
 }
 
 static int spawn(struct loader *ld, int dirfd, bool concurrent, int stage_fd, long long off,
-		 const struct stage_cuda *cuda, struct phos_err *e)
+		 const struct stage_cuda *cuda, char *const *env, struct phos_err *e)
 {
 	int sk[2], ep[2];
 	char stagearg[48], cudaarg[64];
@@ -132,7 +132,10 @@ static int spawn(struct loader *ld, int dirfd, bool concurrent, int stage_fd, lo
 			args[k++] = cudaarg;
 		}
 		args[k] = NULL;
-		execv(gpu_helper(), args);
+		if (env)
+			execve(gpu_helper(), args, env);
+		else
+			execv(gpu_helper(), args);
 		fprintf(stderr, "phos-gpu: cannot run %s: %s\n", gpu_helper(), strerror(errno));
 		_exit(127);
 	}
@@ -149,7 +152,8 @@ static int spawn(struct loader *ld, int dirfd, bool concurrent, int stage_fd, lo
 }
 
 int gpu_load_start(int dirfd, bool concurrent, int stage_fd, const struct stage_cuda *cuda,
-		   const char *pieces, struct gpu_loads **out, struct phos_err *e)
+		   const char *pieces, char *const *env, struct gpu_loads **out,
+		   struct phos_err *e)
 {
 	struct gpu_loads *l = calloc(1, sizeof(*l));
 	int dfd = dup(dirfd);
@@ -182,7 +186,7 @@ int gpu_load_start(int dirfd, bool concurrent, int stage_fd, const struct stage_
 		ld->sk = ld->ep = -1;
 		long long off = stage_fd >= 0 ? piece_of(pieces, ld->tag) : -1;
 
-		if ((rc = spawn(ld, dirfd, concurrent, stage_fd, off, cuda, e)) == 0) {
+		if ((rc = spawn(ld, dirfd, concurrent, stage_fd, off, cuda, env, e)) == 0) {
 			log_debug("phos-gpu %d loads the GPU buffers of pid %s%s%s", (int)ld->pid,
 				  ld->tag, concurrent ? " (concurrent)" : "",
 				  off >= 0 ? " from the staging pool" : "");

@@ -24,10 +24,13 @@ struct gpu_loads;
  * /proc that matches).  stage_fd >= 0: phosd's staging pool, which holds
  * the buffers of the maps pieces names ("TAG OFFSET" lines, STAGE_GET):
  * those helpers load from it; cuda (NULL or .fd NULL: none): the pieces of
- * a driver-pinned pool.  0, or -1 with e (no helper left running). */
+ * a driver-pinned pool.  env: the helpers' environment (NULL: ours), with
+ * the generation's PHOS_GPU_SUMS_KEY.  0, or -1 with e (no helper left
+ * running). */
 struct stage_cuda;
 int gpu_load_start(int dirfd, bool concurrent, int stage_fd, const struct stage_cuda *cuda,
-		   const char *pieces, struct gpu_loads **out, struct phos_err *e);
+		   const char *pieces, char *const *env, struct gpu_loads **out,
+		   struct phos_err *e);
 
 /* The restored tree is root's: hand each helper's buffers to the process
  * of its TAG through phosd at socket, then wait for every helper to end.

@@ -26,6 +26,7 @@
 
 #include "gpu.h"
 #include "log.h"
+#include "manifest.h"
 #include "proc.h"
 #include "stage.h"
 #include "savetab.h"
@@ -414,9 +415,12 @@ static void read_line(int fd, char *line, size_t size)
 }
 
 int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how, int stage_fd,
-		   uint64_t stage_off, const struct stage_cuda *cuda, struct gpu_save *sv,
-		   struct phos_err *e)
+		   uint64_t stage_off, const struct stage_cuda *cuda, uint64_t sums_key,
+		   struct gpu_save *sv, struct phos_err *e)
 {
+	char keyenv[PHOS_GPU_SUMS_KEY_ENV_LEN];
+	char **env = NULL;
+
 	char tagstr[32], line[64] = "", tabarg[16] = "", stagearg[48] = "", cudaarg[64] = "";
 	unsigned ncuda = stage_fd >= 0 && cuda && cuda->fd ? cuda->n : 0;
 	int in[2] = { -1, -1 }, outp[2] = { -1, -1 }, errp[2] = { -1, -1 };
@@ -449,6 +453,15 @@ int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how, int 
 	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
 		phos_errf(e, "pipe: %s", strerror(errno));
 		goto fail;
+	}
+	/* the key in the helper's environment (root's only to read), not in
+	 * its arguments (anyone's) */
+	if (sums_key) {
+		phos_gpumem_key_env(sums_key, keyenv);
+		if (!(env = phos_env_with(keyenv))) {
+			phos_errf(e, "out of memory");
+			goto fail;
+		}
 	}
 	c = fork();
 	if (c < 0) {
@@ -509,10 +522,16 @@ int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how, int 
 			args[k++] = cudaarg;
 		}
 		args[k] = NULL;
-		execv(gpu_helper(), args);
+		if (env)
+			execve(gpu_helper(), args, env);
+		else
+			execv(gpu_helper(), args);
 		dprintf(2, "cannot run %s: %s", gpu_helper(), strerror(errno));
 		_exit(127);
 	}
+	free(env);
+	env = NULL;
+	explicit_bzero(keyenv, sizeof(keyenv));
 	sv->pid = c;
 	close(in[0]);
 	close(outp[1]);
@@ -546,6 +565,7 @@ int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how, int 
 	}
 	return 0;
 fail:
+	free(env);
 	for (int i = 0; i < 2; i++) {
 		if (in[i] >= 0)
 			close(in[i]);

@@ -98,9 +98,11 @@ void gpu_save_init(struct gpu_save *sv);
  * the helper may use stage_span() bytes from stage_off (stage.h); cuda
  * (NULL, or .fd NULL: none) the pieces of a driver-pinned pool */
 struct stage_cuda;
+/* sums_key: the generation's (phos_gpumem_key()), for the map's keyed sums;
+ * 0: unkeyed */
 int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how, int stage_fd,
-		   uint64_t stage_off, const struct stage_cuda *cuda, struct gpu_save *sv,
-		   struct phos_err *e);
+		   uint64_t stage_off, const struct stage_cuda *cuda, uint64_t sums_key,
+		   struct gpu_save *sv, struct phos_err *e);
 /* A staged save: wait until the helper has the buffers in the pool and
  * has let go of them; true then (the caller closes its fds: the GPU memory
  * is free), false when it failed first (gpu_save_finish says why). */

@@ -11,8 +11,10 @@
  *                          the task's chunk store, ../chunks (common/
  *                          chunks.h; --zstd: compressed where smaller), and
  *                          writes gpumem-TAG-I.idx (each buffer's chunks)
- *                          and gpumem-TAG.map ("va size dev file h0 h1"
- *                          lines) into the current directory.  Says on
+ *                          and gpumem-TAG.map ("va size dev file h0 h1
+ *                          rank [k1]" lines, k1: sums keyed by the
+ *                          generation's PHOS_GPU_SUMS_KEY from phosd) into
+ *                          the current directory.  Says on
  *                          stdout, before copying to the host, how it
  *                          copies:
  *                          "snapshot" (with --snapshot and room on the
@@ -34,8 +36,9 @@
  *                          reads gpumem-TAG.map from the current directory,
  *                          creates each buffer (exportable) on its device,
  *                          fills it (from its chunks, each checked against
- *                          its SHA-256 name; or, in images from before the
- *                          chunk store, from gpumem-TAG-I.bin), and sends
+ *                          its SHA-256 name unless the buffer is checked on
+ *                          its GPU by keyed sums; or, in images from before
+ *                          the chunk store, from gpumem-TAG-I.bin), and sends
  *                          the records (PHOS_A_GPUBUFS) with the fds as one
  *                          GPU_DETACH message on fd 3.
  *                          --concurrent: sends them, with a load table
@@ -406,6 +409,15 @@ static void order_line(unsigned n, unsigned ranked, bool by_index)
  */
 static const char *hash_err = "";	/* hash_on()'s last failure */
 
+/*
+ * The key of this generation's sums (common/savetab.h): phosd and
+ * phos-restore derive it from the node key (phos_gpumem_key()) and pass it
+ * in PHOS_GPU_SUMS_KEY, 16 hex digits; 0 without it: the unkeyed sums of
+ * earlier maps.  A save with a key writes keyed sums (the map's eighth
+ * field, "k1"); a load of such a map needs the key.
+ */
+static uint64_t sums_key;
+
 static int hash_on(unsigned dev, CUdeviceptr p, uint64_t size, uint64_t h[2], bool own)
 {
 	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -415,7 +427,7 @@ static int hash_on(unsigned dev, CUdeviceptr p, uint64_t size, uint64_t h[2], bo
 	static const uint64_t zero[2];
 	unsigned long long nw = size / 4, first = 0;
 	CUdeviceptr out;
-	void *args[] = { &p, &nw, &first, &out };
+	void *args[] = { &p, &nw, &first, &out, &sums_key };
 	unsigned blocks = nw / 256 + 1 < 4096 ? (unsigned)(nw / 256 + 1) : 4096;
 	CUmodule mod;
 	CUstream s;
@@ -645,8 +657,8 @@ static int chunk_put(void *arg, unsigned i, uint64_t off, const void *data, size
 	return 0;
 }
 
-/* a load whose buffers are each hashed on their GPU, with
- * PHOS_GPU_LOAD_NO_SHA=1: its chunks are read without their SHA-256 */
+/* a load whose buffers are each checked on their GPU by keyed sums: its
+ * chunks are read without their SHA-256 */
 static bool chunks_unchecked;
 
 static int chunk_get(void *arg, unsigned i, uint64_t off, void *data, size_t len, char *err,
@@ -1151,7 +1163,7 @@ store:;
 	struct copy_ctx sc = { .tab = tab, .bad = -1, .unchecked = -1 };
 	uint64_t tcopy = phos_now_ms();
 	char rate[224] = "";
-	struct gio g = { .dir = GIO_SAVE, .b = io, .n = n, .hash = true,
+	struct gio g = { .dir = GIO_SAVE, .b = io, .n = n, .hash = true, .hash_key = sums_key,
 			 .from_host = staged && io[0].host,
 			 .ops = io_ops(),
 			 .chunk = chunk, .pick = cow ? copy_pick : NULL,
@@ -1203,12 +1215,13 @@ store:;
 	 * checks each buffer against it before the process may use it) and
 	 * its first-use rank: the order the process touched them in while
 	 * this save ran (the restored process resumes from here), else the
-	 * one libphos reported from its last checkpoint or restore */
+	 * one libphos reported from its last checkpoint or restore; "k1"
+	 * when the sums are keyed */
 	save_ranks(tab, rank, n);
 	for (unsigned i = 0; i < n; i++)
 		fprintf(map, "%#" PRIx64 " %" PRIu64 " %u gpumem-%s-%u.idx %016" PRIx64 " %016"
-			PRIx64 " %u\n", b[i].va, b[i].size, b[i].dev, tag, i, io[i].h[0], io[i].h[1],
-			rank[i]);
+			PRIx64 " %u%s\n", b[i].va, b[i].size, b[i].dev, tag, i, io[i].h[0], io[i].h[1],
+			rank[i], sums_key ? " k1" : "");
 	if (tab)
 		phos_savetab_end(tab);
 	if (fflush(map) != 0 || fsync(fileno(map)) < 0 || fclose(map) != 0)
@@ -1350,6 +1363,8 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 	int n = 0, tab_fd = -1;
 	unsigned ranked;
 	size_t chunk = 0;	/* of the chunked buffers (all alike) */
+	bool map_keyed = false;
+	uint64_t key = sums_key;
 	FILE *map;
 
 	snprintf(name, sizeof(name), "gpumem-%s.map", tag);
@@ -1369,14 +1384,21 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 
 		if (n == PHOS_GPUBUF_MAX)
 			return fail("%s: more than %d buffers", name, PHOS_GPUBUF_MAX);
-		/* va size dev file [h0 h1 [rank]]: the hashes since 2026-11,
-		 * the first-use rank since 2026-12 */
+		/* va size dev file [h0 h1 [rank [k1]]]: the hashes since
+		 * 2026-11, the first-use rank since 2026-12, keyed sums
+		 * (k1) since 2026-12-03 */
+		char keyed[8] = "";
+
 		lrank[n] = 0;
-		k = sscanf(line, "%" SCNx64 " %" SCNu64 " %u %299s %" SCNx64 " %" SCNx64 " %u",
+		k = sscanf(line, "%" SCNx64 " %" SCNu64 " %u %299s %" SCNx64 " %" SCNx64 " %u %7s",
 			   &lb[n].va, &lb[n].size, &lb[n].dev, file, &want_hash[n].h[0],
-			   &want_hash[n].h[1], &lrank[n]);
-		if ((k != 4 && k != 6 && k != 7) || strchr(file, '/') || lb[n].size == 0)
+			   &want_hash[n].h[1], &lrank[n], keyed);
+		if ((k != 4 && k != 6 && k != 7 && k != 8) || (k == 8 && strcmp(keyed, "k1")) ||
+		    strchr(file, '/') || lb[n].size == 0)
 			return fail("%s: bad line: %s", name, line);
+		if (n && (k == 8) != map_keyed)
+			return fail("%s: some lines keyed (k1), some not: %s", name, line);
+		map_keyed = k == 8;
 		want_hash[n].known = k >= 6;
 		lb[n].rank = lrank[n];
 		if (use_dev(lb[n].dev))
@@ -1420,6 +1442,13 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 		n++;
 	}
 	fclose(map);
+	/* keyed sums need this generation's key; unkeyed ones are summed
+	 * the old way whatever key came */
+	if (map_keyed && !key)
+		return fail("%s holds keyed sums (k1), and phos-gpu got no key to check them "
+			    "(PHOS_GPU_SUMS_KEY, from the node key): restore it through phosd or "
+			    "phos-restore on a node with this cluster's key_file", name);
+	sums_key = map_keyed ? key : 0;
 	/* from phosd's staging pool (doc/protocol.md, "STAGE_GET"): the
 	 * buffers lie there in map order, each at a 2 MiB boundary; each is
 	 * checked against the map's hash as it would be from storage, so
@@ -1489,9 +1518,11 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 
 	for (int i = 0; i < n && from_store; i++)
 		from_store = io[i].fd < 0;
-	/* the measurement switch of doc/concurrent-restore.md: the check on
-	 * the GPU, against the map the manifest covers, is then the only one */
-	chunks_unchecked = from_store && lc.on_dev && phos_env_on("PHOS_GPU_LOAD_NO_SHA");
+	/* keyed sums checked on the GPU against the map the manifest covers
+	 * prove what each chunk's SHA-256 would, and cover the copy: the
+	 * CPU's SHA-256 (what bounds a load from storage) is left out, unless
+	 * PHOS_GPU_LOAD_SHA=1 (it names a damaged chunk) */
+	chunks_unchecked = from_store && lc.on_dev && sums_key && !phos_env_on("PHOS_GPU_LOAD_SHA");
 	/* concurrent: the process may run from here on, waiting on the table
 	 * for what it touches */
 	if (concurrent && n) {
@@ -1502,6 +1533,7 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 			return 1;
 	}
 	struct gio g = { .dir = GIO_LOAD, .b = io, .n = (unsigned)n, .hash = !lc.on_dev,
+			 .hash_key = sums_key,
 			 .direct = direct, .threads = lc.tab ? gio_load_threads() : 0,
 			 .nice = lc.tab ? gio_load_nice() : 0, .ops = io_ops(), .chunk = chunk,
 			 .pick = lc.tab ? copy_pick : NULL, .wanted = lc.tab ? copy_wanted : NULL,
@@ -1536,11 +1568,11 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 				    lb[lc.unchecked].dev, hash_err);
 		if (lc.bad >= 0 && chunks_unchecked)
 			return fail("buffer %d of gpumem-%s.map: what landed on GPU %u does not match "
-				    "the hash in the map (its chunks were read without their SHA-256: "
-				    "PHOS_GPU_LOAD_NO_SHA=1): a chunk in the store is damaged, or a "
-				    "copy to the GPU went wrong; the image is unchanged: restore again "
-				    "without PHOS_GPU_LOAD_NO_SHA, which names a damaged chunk", lc.bad,
-				    tag, lb[lc.bad].dev);
+				    "the keyed sums in the map (they check its chunks, not each "
+				    "chunk's SHA-256): a chunk in the store is damaged or was changed, "
+				    "or a copy to the GPU went wrong; the image is unchanged: restore "
+				    "again, with PHOS_GPU_LOAD_SHA=1 in phosd's environment to name a "
+				    "damaged chunk", lc.bad, tag, lb[lc.bad].dev);
 		if (lc.bad >= 0 && lc.on_dev && from_store)
 			return fail("buffer %d of gpumem-%s.map: what landed on GPU %u does not match "
 				    "the hash in the map, though each chunk matched its SHA-256 as it "
@@ -1570,8 +1602,7 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 		phos_now_ms() - t0, direct ? " straight from the staging pool (checked on the GPU)" :
 		pool != MAP_FAILED ? " from the staging pool" : pnote,
 		lc.tab ? " while the process ran" : "", direct || !hashed ? "" : chunks_unchecked ?
-		", each buffer checked on its GPU only (PHOS_GPU_LOAD_NO_SHA=1: the chunks' SHA-256 "
-		"not checked)" : lc.on_dev ? ", each buffer checked on its GPU" :
+		", each buffer checked on its GPU by keyed sums, the chunks not by SHA" : lc.on_dev ? ", each buffer checked on its GPU" :
 		", each buffer checked by the CPU", lc.waited, ranked,
 		tcopy ? (double)total / 1e6 / (double)tcopy : 0.0, g.threads,
 		g.nice ? nicenote : "", gio_stream_note(g.ops), g.chunk >> 20);
@@ -1662,6 +1693,18 @@ int main(int argc, char **argv)
 	}
 	if (pc_n)
 		return load_driver() ? 1 : pool_create(pc_n, pc_gib);
+	const char *kh = getenv("PHOS_GPU_SUMS_KEY");
+
+	if (kh && *kh) {
+		char *end;
+
+		errno = 0;
+		sums_key = strtoull(kh, &end, 16);
+		if (errno || *end || strlen(kh) != 16 || !sums_key) {
+			fprintf(stderr, "phos-gpu: PHOS_GPU_SUMS_KEY is not 16 hex digits (not 0)\n");
+			return 2;
+		}
+	}
 	if (load_driver()) {
 		printf("direct\n");	/* save: phosd reads this line first */
 		return 1;

@@ -748,7 +748,29 @@ static int restore_mode(const struct opts *o)
 	int cfd[STAGE_CUDA_MAX];
 	int stage_fd = stage_get(o, pieces, sizeof(pieces), &cuda, cfd);
 
-	rc = gpu_load_start(dirfd, o->gpu_concurrent, stage_fd, &cuda, pieces, &loads, &e);
+	/* the generation's key for its GPU buffers' sums (common/savetab.h),
+	 * from the node key: in the loaders' environment */
+	char keyenv[PHOS_GPU_SUMS_KEY_ENV_LEN] = "";
+	char **genv = NULL;
+	{
+		struct phos_key nk = { 0 };
+		struct phos_err ke = { "" };
+		uint64_t sk;
+
+		if (!o->key_file || phos_key_load(&nk, o->key_file, &ke) < 0 ||
+		    phos_gpumem_key(&nk, &m.id, m.generation, &sk, &ke) < 0)
+			log_warn("no key for the sums of %s's GPU buffers (%s): a map whose sums "
+				 "are keyed cannot be loaded", o->image,
+				 ke.msg[0] ? ke.msg : "no key_file");
+		else {
+			phos_gpumem_key_env(sk, keyenv);
+			genv = phos_env_with(keyenv);
+		}
+		phos_key_clear(&nk);
+	}
+	rc = gpu_load_start(dirfd, o->gpu_concurrent, stage_fd, &cuda, pieces, genv, &loads, &e);
+	free(genv);
+	explicit_bzero(keyenv, sizeof(keyenv));
 	if (stage_fd >= 0)
 		close(stage_fd);	/* the loaders hold it (and the pool's lock) */
 	for (unsigned i = 0; i < cuda.n; i++)

@@ -1018,9 +1018,9 @@ static void body_phos_hash(void **p)
 {
 	const uint32_t *w = *(const uint32_t **)p[0];
 	uint64_t n = *(uint64_t *)p[1], first = *(uint64_t *)p[2];
-	uint64_t *out = *(uint64_t **)p[3];
+	uint64_t *out = *(uint64_t **)p[3], key = *(uint64_t *)p[4];
 
-	phos_hash_add(out, w, first, n);
+	phos_hash_add(out, w, first, n, key);
 }
 
 static CUfunction the_hash;	/* phos_hash's, once asked for */
@@ -1037,14 +1037,14 @@ FAKE(cuModuleLoadData, (CUmodule *mod, const void *image))
 
 FAKE(cuModuleGetFunction, (CUfunction *f, CUmodule mod, const char *name))
 {
-	static const size_t sizes[] = { 8, 8, 8, 8 };
+	static const size_t sizes[] = { 8, 8, 8, 8, 8 };
 
 	if (!f || mod != (CUmodule)&the_module || !name)
 		return CUDA_ERROR_INVALID_VALUE;
 	if (strcmp(name, "phos_hash"))
 		return CUDA_ERROR_NOT_FOUND;
 	if (!the_hash)
-		the_hash = fakecuda_kernel(FAKECUDA_KERNEL, 4, sizes, body_phos_hash);
+		the_hash = fakecuda_kernel(FAKECUDA_KERNEL, 5, sizes, body_phos_hash);
 	*f = the_hash;
 	return the_hash ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
 }

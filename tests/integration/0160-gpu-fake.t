@@ -113,8 +113,11 @@ like "$(log_since "$mark")" "pid $apid: $NBUF GPU buffer\\(s\\), $((NBUF * MIB <
 like "$(log_since "$mark")" "snapshot" "phos-gpu copied them on the device first (room for a snapshot)"
 gen=$(image_dir root "$apid")/000001
 is "$(wc -l <"$gen/gpumem-$apid.map" 2>/dev/null)" "$NBUF" "the image maps $NBUF buffers (gpumem-$apid.map)"
-is "$(awk 'NF == 7 { print $7 }' "$gen/gpumem-$apid.map" | sort -n | tr '\n' ' ')" "$(seq -s ' ' 1 "$NBUF") " \
+is "$(awk 'NF >= 7 { print $7 }' "$gen/gpumem-$apid.map" | sort -n | tr '\n' ' ')" "$(seq -s ' ' 1 "$NBUF") " \
 	"it ranks them by the order the program touched them in while the snapshot was saved" ||
+	diag_file "$gen/gpumem-$apid.map" 5
+is "$(awk '$8 == "k1"' "$gen/gpumem-$apid.map" | wc -l)" "$NBUF" \
+	"and each line's sums are keyed (k1): weights from the node key" ||
 	diag_file "$gen/gpumem-$apid.map" 5
 hdrs=$(head -qn1 "$gen"/gpumem-"$apid"-*.idx 2>/dev/null | sort -u)
 is "$hdrs" "phos-chunks 1 $((MIB << 20)) 1048576" \
@@ -143,7 +146,7 @@ like "$(log_since "$mark")" "; [1-9][0-9]* copied first because the process was 
 # the map records the order the program touched its buffers in while the
 # save ran (it writes them all each iteration): ranks 1..NBUF, by address
 gen2=$(ls -d "$(image_dir root "$apid")"/0* | tail -1)
-ranks() { awk 'NF == 7 { print $1, $7 }' "$1/gpumem-$apid.map" | sort; }
+ranks() { awk 'NF >= 7 { print $1, $7 }' "$1/gpumem-$apid.map" | sort; }
 is "$(ranks "$gen2" | awk '{ print $2 }' | sort -n | tr '\n' ' ')" "$(seq -s ' ' 1 "$NBUF") " \
 	"the map ranks the buffers in the order the program first touched them while they were saved" ||
 	diag_file "$gen2/gpumem-$apid.map" 5
@@ -389,7 +392,7 @@ like "$(log_since "$mark")" "1 process\\(es\\) rank their GPU buffers by first u
 wait_for 10 _gone "$kpid"
 kgen=$(ls -d "$(image_dir root "$kpid")"/0* | tail -1)
 # the buffers in rank order, by their line in the map (buffer k: line k + 1)
-byrank=$(awk 'NF == 7 { print $7, NR - 1 }' "$kgen/gpumem-$kpid.map" | sort -n | awk '{ printf "%s%s", sep, $2; sep = " " }')
+byrank=$(awk 'NF >= 7 { print $7, NR - 1 }' "$kgen/gpumem-$kpid.map" | sort -n | awk '{ printf "%s%s", sep, $2; sep = " " }')
 like "$byrank" "^(2 1 0|1 0 2|0 2 1)\$" \
 	"the map ranks the buffers in the order the program touches them (its last first), from wherever it stood: $byrank" ||
 	diag_file "$kgen/gpumem-$kpid.map" 5
@@ -414,23 +417,30 @@ kill -KILL "$zpid" 2>/dev/null
 wait_for 10 _gone "$zpid"
 restored_exact "$zgen" "$f4" "restored from compressed chunks, the program finds every word as it was"
 
-# a chunk with a flipped byte fails the restore: each is checked as it is read
-# (flipped, not overwritten: the byte may already be the one written, as
-# when the program stopped at its iteration 0x55)
+# a chunk with a flipped byte fails the restore (flipped, not overwritten:
+# the byte may already be the one written, as when the program stopped at
+# its iteration 0x55).  Its buffer is checked on the GPU by the map's keyed
+# sums, which stand for each chunk's SHA-256; PHOS_GPU_LOAD_SHA=1 checks
+# each chunk by its SHA-256 as it is read, and names it
 chunk=$(sed -n 2p "$(ls "$gen"/gpumem-"$apid"-*.idx | head -1)")
 cf=$(dirname "$gen")/chunks/$chunk
 old=$(od -An -tx1 -j 4096 -N 1 "$cf" | tr -d ' ')
 printf '%b' "\\x$(printf '%02x' $((0x$old ^ 0xff)))" | dd of="$cf" bs=1 seek=4096 conv=notrunc status=none
 pc_out n1 restore --detach "$gen"
+like "$RC $(tail -1 <<<"$OUT")" "^1 .*what landed on GPU 0 does not match the keyed sums in the map \\(they check its chunks, not each chunk's SHA-256\\): a chunk in the store is damaged or was changed.*PHOS_GPU_LOAD_SHA=1 in phosd's environment to name a damaged chunk" \
+	"a flipped byte in a stored chunk fails the restore: the keyed sums on the GPU catch it"
+phosd_stop n1
+PHOS_GPU_LOAD_SHA=1 phosd_start n1 "gpu_compress_level: 3"
+pc_out n1 restore --detach "$gen"
 like "$RC $(tail -1 <<<"$OUT")" "^1 .*chunk ${chunk:0:16}\\.\\.\\. does not hold the bytes its name says \\(corrupt\\).*the image is damaged" \
-	"a flipped byte in a stored chunk fails the restore, naming the chunk"
+	"with PHOS_GPU_LOAD_SHA=1 each chunk's SHA-256 catches it first, naming the chunk"
 
 # each buffer is checked where it landed, on its GPU, once its last chunk is
 # there: that covers the copy too.  A byte flipped on its way to the device
 # (the fake's FAKECUDA_HTOD_FLIP, after the chunk matched its SHA-256) fails
 # the restore, and the same image restores once the copies are sound again
 phosd_stop n1
-FAKECUDA_HTOD_FLIP=2 phosd_start n1 "gpu_concurrent_restore: true"
+PHOS_GPU_LOAD_SHA=1 FAKECUDA_HTOD_FLIP=2 phosd_start n1 "gpu_concurrent_restore: true"
 pc_out n1 restore --detach "$zgen"
 like "$RC $(tail -1 <<<"$OUT")" "^1 .*what landed on GPU 0 does not match the hash in the map, though each chunk matched its SHA-256 as it was read.*the image is unchanged: restore again" \
 	"a byte flipped on its way to the GPU fails the restore: each buffer is checked where it landed"
@@ -441,24 +451,20 @@ FAKECUDA_HASH_FAIL_AFTER=1 phosd_start n1 "gpu_concurrent_restore: true"
 pc_out n1 restore --detach "$zgen"
 like "$RC $(tail -1 <<<"$OUT")" "^1 .*could not be checked on GPU 0 \\(.+\\): the load stopped; the image is unchanged: restore again, with PHOS_GPU_LOAD_VIA_CPU=1" \
 	"a buffer the GPU cannot check stops the restore, and the message says what to do"
-# PHOS_GPU_LOAD_NO_SHA=1 (a measurement switch): the chunks are read without
-# their SHA-256, the check on the GPU is the only one; it still refuses the
-# image whose chunk has the flipped byte, and restores the sound one exactly
-phosd_stop n1
-PHOS_GPU_LOAD_NO_SHA=1 phosd_start n1 "gpu_concurrent_restore: true"
-pc_out n1 restore --detach "$gen"
-like "$RC $(tail -1 <<<"$OUT")" "^1 .*what landed on GPU 0 does not match the hash in the map \\(its chunks were read without their SHA-256: PHOS_GPU_LOAD_NO_SHA=1\\).*restore again without PHOS_GPU_LOAD_NO_SHA" \
-	"with PHOS_GPU_LOAD_NO_SHA=1 the flipped byte in a stored chunk is caught on the GPU"
-mark=$(($(wc -l <"$PD/n1.log") + 1))
-restored_exact "$zgen" "$f4" "with PHOS_GPU_LOAD_NO_SHA=1 a sound image restores exactly"
-like "$(log_since "$mark")" "each buffer checked on its GPU only \\(PHOS_GPU_LOAD_NO_SHA=1: the chunks' SHA-256 not checked\\)" \
-	"and phosd's log says the chunks were not SHA-checked"
 phosd_stop n1
 phosd_start n1 "gpu_concurrent_restore: true"
 mark=$(($(wc -l <"$PD/n1.log") + 1))
 restored_exact "$zgen" "$f4" "and the same image restored again finds every word as it was"
-like "$(log_since "$mark")" "phos-gpu: loaded $NBUF buffer\\(s\\), .* while the process ran, each buffer checked on its GPU \\(" \
-	"phosd's log says where the load was checked"
+like "$(log_since "$mark")" "phos-gpu: loaded $NBUF buffer\\(s\\), .* while the process ran, each buffer checked on its GPU by keyed sums, the chunks not by SHA \\(" \
+	"phosd's log says where and how the load was checked"
+# a loader given no key cannot check keyed sums, and says so
+kdir=$PD/keyed
+mkdir -p "$kdir/img" && cp "$zgen"/gpumem-* "$kdir/img/" && cp -r "$(dirname "$zgen")/chunks" "$kdir/"
+ztag=$(basename "$(ls "$kdir"/img/gpumem-*.map)" .map); ztag=${ztag#gpumem-}
+out=$(cd "$kdir/img" && env -u PHOS_GPU_SUMS_KEY "$PHOS_GPU_HELPER" load "$ztag" 3>/dev/null 2>&1); rc=$?
+like "$rc $(tail -1 <<<"$out")" "^1 phos-gpu: gpumem-$ztag.map holds keyed sums \\(k1\\), and phos-gpu got no key to check them" \
+	"phos-gpu load without the generation's key refuses a map of keyed sums, and says why"
+rm -rf "$kdir"
 
 # -- the staging pool: a stop checkpoint lets go of the GPU memory once it is
 # in host memory, before storage is written (doc/concurrent-checkpoint.md) ----------

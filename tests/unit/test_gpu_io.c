@@ -247,7 +247,7 @@ static void check_hashes(const struct gio_buf *b)
 	for (int i = 0; i < NB; i++) {
 		uint64_t h[2] = { 0, 0 };
 
-		phos_hash_add(h, (const uint32_t *)dev[i], 0, sizes[i] / 4);
+		phos_hash_add(h, (const uint32_t *)dev[i], 0, sizes[i] / 4, 0);
 		assert_int_equal(b[i].h[0], h[0]);
 		assert_int_equal(b[i].h[1], h[1]);
 	}
@@ -310,10 +310,12 @@ static int nice_cb(void *arg, unsigned i)
 }
 
 /* the workers' fold (vectorized where the CPU can) gives phos_hash_add's
- * sums for every start and length, the vector loops' tails included */
+ * sums for every start and length, the vector loops' tails included, keyed
+ * or not */
 static void test_hash_words(void **state)
 {
 	static uint32_t w[4099];
+	static const uint64_t keys[] = { 0, 1, 0x0123456789abcdefull, ~0ull };
 	uint64_t x = 0x9e3779b97f4a7c15ull;
 
 	(void)state;
@@ -321,34 +323,50 @@ static void test_hash_words(void **state)
 		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
 		w[i] = (uint32_t)x;
 	}
-	for (size_t n = 0; n <= 67; n++)
-		for (uint64_t first = 0; first < 5; first++) {
-			uint64_t want[2] = { 1, 2 }, got[2] = { 1, 2 };
+	for (size_t q = 0; q < sizeof(keys) / sizeof(keys[0]); q++) {
+		for (size_t n = 0; n <= 67; n++)
+			for (uint64_t first = 0; first < 5; first++) {
+				uint64_t want[2] = { 1, 2 }, got[2] = { 1, 2 };
 
-			phos_hash_add(want, w + first, first * 1000003, n);
-			gio_hash_words(got, w + first, first * 1000003, n);
-			assert_int_equal(got[0], want[0]);
-			assert_int_equal(got[1], want[1]);
-		}
-	uint64_t want[2] = { 0, 0 }, got[2] = { 0, 0 };
+				phos_hash_add(want, w + first, first * 1000003, n, keys[q]);
+				gio_hash_words(got, w + first, first * 1000003, n, keys[q]);
+				assert_int_equal(got[0], want[0]);
+				assert_int_equal(got[1], want[1]);
+			}
+		uint64_t want[2] = { 0, 0 }, got[2] = { 0, 0 };
 
-	phos_hash_add(want, w, 1ull << 33, 4099);
-	gio_hash_words(got, w, 1ull << 33, 4099);
-	assert_int_equal(got[0], want[0]);
-	assert_int_equal(got[1], want[1]);
+		phos_hash_add(want, w, 1ull << 33, 4099, keys[q]);
+		gio_hash_words(got, w, 1ull << 33, 4099, keys[q]);
+		assert_int_equal(got[0], want[0]);
+		assert_int_equal(got[1], want[1]);
+	}
+	/* key 0: the weights 2i + 1 of maps before 2026-12-03 */
+	for (uint64_t i = 0; i < 1000; i++)
+		assert_int_equal(phos_hash_weight(0, i), 2 * i + 1);
+	/* a key's weights are odd */
+	for (uint64_t i = 0; i < 1000; i++)
+		assert_int_equal(phos_hash_weight(keys[2], i) & 1, 1);
 
-	/* the sums are a checksum, not a MAC: a buffer that begins x, x + 2
+	/* unkeyed, the sums are a checksum: a buffer that begins x, x + 2
 	 * and one that begins x + 3, x + 1 have the same two (weights 1 and
-	 * 3), which is why a load from the chunk store keeps each chunk's
-	 * SHA-256 (PHOS_GPU_LOAD_NO_SHA only measures without it) */
+	 * 3).  Keyed, the same change moves them: why a load checked by
+	 * keyed sums may leave out each chunk's SHA-256, and one checked by
+	 * unkeyed sums may not */
 	uint32_t a[3] = { 1000, 1002, 7 }, b[3] = { 1003, 1001, 7 };
 	uint64_t ha[2] = { 0, 0 }, hb[2] = { 0, 0 };
 
-	gio_hash_words(ha, a, 0, 3);
-	gio_hash_words(hb, b, 0, 3);
 	assert_memory_not_equal(a, b, sizeof(a));
+	gio_hash_words(ha, a, 0, 3, 0);
+	gio_hash_words(hb, b, 0, 3, 0);
 	assert_int_equal(ha[0], hb[0]);
 	assert_int_equal(ha[1], hb[1]);
+	for (size_t q = 1; q < sizeof(keys) / sizeof(keys[0]); q++) {
+		memset(ha, 0, sizeof(ha));
+		memset(hb, 0, sizeof(hb));
+		gio_hash_words(ha, a, 0, 3, keys[q]);
+		gio_hash_words(hb, b, 0, 3, keys[q]);
+		assert_true(ha[0] != hb[0] || ha[1] != hb[1]);
+	}
 }
 
 static void test_load_workers(void **state)
@@ -516,7 +534,7 @@ static void test_staged(void **state)
 		dev[i][0] ^= 0xff;
 		assert_memory_equal(m, dev[i], sizes[i]);
 		munmap(m, sizes[i]);
-		phos_hash_add(h, (const uint32_t *)dev[i], 0, sizes[i] / 4);
+		phos_hash_add(h, (const uint32_t *)dev[i], 0, sizes[i] / 4, 0);
 		assert_int_equal(b[i].h[0], h[0]);
 		assert_int_equal(b[i].h[1], h[1]);
 	}

@@ -301,6 +301,38 @@ static void test_extra_and_names(void **state)
 	phos_manifest_free(&m);
 }
 
+/* the key of a generation's GPU buffer sums: the node key's, one per
+ * generation, the same every time it is derived, never without the key */
+static void test_gpumem_key(void **state)
+{
+	struct phos_key k, k2;
+	struct phos_image_id id = { .user = "alice", .job = 42, .step = 0, .task = 3 }, id2 = id;
+	uint64_t a, b, c, d, e2;
+	char env[PHOS_GPU_SUMS_KEY_ENV_LEN];
+	struct phos_err e;
+
+	(void)state;
+	memset(&k, 0, sizeof(k));
+	errno = 0;
+	assert_int_equal(phos_gpumem_key(&k, &id, 1, &a, &e), -1);
+	assert_int_equal(errno, EINVAL);
+	assert_int_equal(phos_key_set(&k, KEY, sizeof(KEY), &e), 0);
+	assert_int_equal(phos_key_set(&k2, "another key of at least 32 bytes!!", 34, NULL), 0);
+	assert_int_equal(phos_gpumem_key(&k, &id, 1, &a, &e), 0);
+	assert_int_equal(phos_gpumem_key(&k, &id, 1, &b, &e), 0);
+	assert_int_equal(a, b);
+	assert_true(a != 0);
+	assert_int_equal(phos_gpumem_key(&k, &id, 2, &c, &e), 0);
+	assert_true(c != a);
+	id2.task = 4;
+	assert_int_equal(phos_gpumem_key(&k, &id2, 1, &d, &e), 0);
+	assert_true(d != a);
+	assert_int_equal(phos_gpumem_key(&k2, &id, 1, &e2, &e), 0);
+	assert_true(e2 != a);
+	phos_gpumem_key_env(0x0123456789abcdefull, env);
+	assert_string_equal(env, "PHOS_GPU_SUMS_KEY=0123456789abcdef");
+}
+
 static void test_mac(void **state)
 {
 	struct phos_key k, k2;
@@ -599,6 +631,7 @@ int main(void)
 		cmocka_unit_test(test_parse_refusals),
 		cmocka_unit_test(test_emit_refusals),
 		cmocka_unit_test(test_extra_and_names),
+		cmocka_unit_test(test_gpumem_key),
 		cmocka_unit_test(test_mac),
 		cmocka_unit_test(test_sha256),
 		cmocka_unit_test_setup_teardown(test_key_file, key_setup, key_teardown),
