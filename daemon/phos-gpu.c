@@ -1290,21 +1290,43 @@ static int load_done(void *arg, unsigned i)
  * way, and a pool the driver pinned through host memory (the A/B of
  * session 13).
  */
+static char cpu_why[200];	/* why devices_hash() said no, for the load's line */
+
 static bool devices_hash(unsigned n)
 {
 	bool tried[64] = { false };
+	uint32_t pat[64];
 	uint64_t h[2];
 
 	if (phos_env_on("PHOS_GPU_LOAD_VIA_CPU"))
 		return false;
+	/* a pattern whose sums the host computes: the kernel must agree on
+	 * it (its first bytes of the buffer, which the load overwrites) */
+	for (unsigned k = 0; k < 64; k++)
+		pat[k] = 0x9e3779b9u * (k + 1) ^ (k << 20);
 	for (unsigned i = 0; i < n; i++) {
+		size_t len = io[i].size < sizeof(pat) ? (size_t)io[i].size & ~(size_t)3 : sizeof(pat);
+		uint64_t w[2] = { 0, 0 };
+
 		if (tried[lb[i].dev % 64])
 			continue;
 		tried[lb[i].dev % 64] = true;
-		if (hash_on(lb[i].dev, io[i].dptr, 4, h, true) < 0) {
+		phos_hash_add(w, pat, 0, len / 4, sums_key);
+		if (use_dev(lb[i].dev) || cu.htod((void *)(uintptr_t)io[i].dptr, pat, len) !=
+		    CUDA_SUCCESS || hash_on(lb[i].dev, io[i].dptr, len, h, false) < 0) {
+			snprintf(cpu_why, sizeof(cpu_why), ": GPU %u cannot check what is copied to "
+				 "it", lb[i].dev);
 			fprintf(stderr, "phos-gpu: the load is checked by the CPU (and a staging "
-				"pool read through host memory): GPU %u cannot check what is "
-				"copied to it\n", lb[i].dev);
+				"pool read through host memory)%s\n", cpu_why);
+			return false;
+		}
+		if (h[0] != w[0] || h[1] != w[1]) {
+			snprintf(cpu_why, sizeof(cpu_why), ": GPU %u's hash kernel does not agree "
+				 "with the host on a test pattern (%016" PRIx64 " %016" PRIx64
+				 " against %016" PRIx64 " %016" PRIx64 "%s)", lb[i].dev, h[0], h[1],
+				 w[0], w[1], sums_key ? ", keyed" : "");
+			fprintf(stderr, "phos-gpu: the load is checked by the CPU (and a staging "
+				"pool read through host memory)%s\n", cpu_why);
 			return false;
 		}
 	}
@@ -1596,14 +1618,15 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 	else if (hand_over(blob, fds, n, -1))
 		return 1;
 	wanted_line((unsigned)n, tload);	/* before the line phosd's log quotes: the last */
-	fprintf(stderr, "phos-gpu: loaded %d buffer(s), %" PRIu64 " bytes in %" PRIu64 " ms%s%s%s (%"
+	fprintf(stderr, "phos-gpu: loaded %d buffer(s), %" PRIu64 " bytes in %" PRIu64 " ms%s%s%s%s (%"
 		PRIu64 " loaded first because the process was about to use them, %u in first-use "
 		"order; copy %.2f GB/s with %u threads%s%s, %zu MiB chunks)\n", n, total,
 		phos_now_ms() - t0, direct ? " straight from the staging pool (checked on the GPU)" :
 		pool != MAP_FAILED ? " from the staging pool" : pnote,
 		lc.tab ? " while the process ran" : "", direct || !hashed ? "" : chunks_unchecked ?
-		", each buffer checked on its GPU by keyed sums, the chunks not by SHA" : lc.on_dev ? ", each buffer checked on its GPU" :
-		", each buffer checked by the CPU", lc.waited, ranked,
+		", each buffer checked on its GPU by keyed sums, the chunks not by SHA" :
+		lc.on_dev ? ", each buffer checked on its GPU" : ", each buffer checked by the CPU",
+		direct || !hashed || lc.on_dev ? "" : cpu_why, lc.waited, ranked,
 		tcopy ? (double)total / 1e6 / (double)tcopy : 0.0, g.threads,
 		g.nice ? nicenote : "", gio_stream_note(g.ops), g.chunk >> 20);
 	if (pool != MAP_FAILED && !cp)

@@ -1019,8 +1019,13 @@ static void body_phos_hash(void **p)
 	const uint32_t *w = *(const uint32_t **)p[0];
 	uint64_t n = *(uint64_t *)p[1], first = *(uint64_t *)p[2];
 	uint64_t *out = *(uint64_t **)p[3], key = *(uint64_t *)p[4];
+	const char *wrong = getenv("FAKECUDA_HASH_WRONG");
 
 	phos_hash_add(out, w, first, n, key);
+	/* FAKECUDA_HASH_WRONG=1: a kernel that sums wrongly (one that does not
+	 * agree with the host's phos_hash_add, as a miscompiled one would) */
+	if (wrong && strcmp(wrong, "1") == 0)
+		out[0] += 1;
 }
 
 static CUfunction the_hash;	/* phos_hash's, once asked for */

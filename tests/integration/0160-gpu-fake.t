@@ -26,7 +26,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 128
+plan 130
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -451,6 +451,16 @@ FAKECUDA_HASH_FAIL_AFTER=1 phosd_start n1 "gpu_concurrent_restore: true"
 pc_out n1 restore --detach "$zgen"
 like "$RC $(tail -1 <<<"$OUT")" "^1 .*could not be checked on GPU 0 \\(.+\\): the load stopped; the image is unchanged: restore again, with PHOS_GPU_LOAD_VIA_CPU=1" \
 	"a buffer the GPU cannot check stops the restore, and the message says what to do"
+# a GPU whose hash kernel does not agree with the host (FAKECUDA_HASH_WRONG:
+# as a miscompiled kernel would) is found out on a test pattern before the
+# load: the CPU checks it, each chunk by its SHA-256, and it restores exactly
+phosd_stop n1
+FAKECUDA_HASH_WRONG=1 phosd_start n1 "gpu_concurrent_restore: true"
+mark=$(($(wc -l <"$PD/n1.log") + 1))
+restored_exact "$zgen" "$f4" "a GPU whose hash kernel sums wrongly: the restore is exact all the same"
+like "$(log_since "$mark")" "each buffer checked by the CPU: GPU 0's hash kernel does not agree with the host on a test pattern \\([0-9a-f ]+ against [0-9a-f ]+, keyed\\)" \
+	"the kernel was tried on a pattern first, and the CPU checked the load" ||
+	diag "$(log_since "$mark" | grep phos-gpu | head -5)"
 phosd_stop n1
 phosd_start n1 "gpu_concurrent_restore: true"
 mark=$(($(wc -l <"$PD/n1.log") + 1))
