@@ -34,6 +34,8 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
+
+#include "sums.h"
 #include <unistd.h>
 
 #define PHOS_SAVETAB_MAGIC 0x50485354u	/* "PHST" */
@@ -168,20 +170,8 @@ static inline void phos_savetab_end(struct phos_savetab *t)
  * finalizer: weights nobody without the node key can see, so that keeping
  * the sums means guessing them.  phos_hash_add() folds in words
  * [first, first + n) of a buffer; daemon/phos-hash.cu is the same on the
- * device.
+ * device, with the same phos_hash_weight() (common/sums.h).
  */
-static inline uint64_t phos_hash_weight(uint64_t key, uint64_t i)
-{
-	uint64_t z;
-
-	if (!key)
-		return 2 * i + 1;
-	z = key + i * 0x9e3779b97f4a7c15ull;
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return (z ^ (z >> 31)) | 1;
-}
-
 static inline void phos_hash_add(uint64_t h[2], const uint32_t *w, uint64_t first, size_t n,
 				 uint64_t key)
 {

@@ -2,22 +2,12 @@
  * phos-hash.cu - phos-gpu's buffer hash on the device (common/savetab.h
  * defines it and computes the same on the host): over 32-bit words w_i,
  * out[0] += sum w_i * m_i, out[1] += sum w_i^2 * m_i, mod 2^64, for words
- * [first, first + n) of a buffer, with m_i = 2i + 1 when key is 0, else
- * splitmix64's finalizer of key + i * golden, made odd.  Sums commute, so
+ * [first, first + n) of a buffer, with the weights m_i of common/sums.h
+ * (the host's, compiled for the device).  Sums commute, so
  * the grid's order does not matter.  Built to PTX (daemon/Makefile.am) and
  * loaded by phos-gpu with cuModuleLoadData; launch with whole warps.
  */
-__device__ static unsigned long long weight(unsigned long long key, unsigned long long i)
-{
-	unsigned long long z;
-
-	if (!key)
-		return 2 * i + 1;
-	z = key + i * 0x9e3779b97f4a7c15ull;
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return (z ^ (z >> 31)) | 1;
-}
+#include "sums.h"
 
 extern "C" __global__ void phos_hash(const unsigned int *w, unsigned long long n,
 				     unsigned long long first, unsigned long long *out,
@@ -28,7 +18,7 @@ extern "C" __global__ void phos_hash(const unsigned int *w, unsigned long long n
 
 	for (unsigned long long k = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
 	     k < n; k += stride) {
-		unsigned long long m = weight(key, first + k), v = w[k];
+		unsigned long long m = phos_hash_weight(key, first + k), v = w[k];
 
 		a += v * m;
 		b += v * v * m;
