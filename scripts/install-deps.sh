@@ -32,7 +32,7 @@ PKGS=(
 	libslurm-dev slurm-wlm slurmctld slurmd slurm-client
 	libssl-dev libzstd-dev
 	# tests
-	python3 valgrind procps psmisc iproute2 nfs-kernel-server
+	python3 valgrind procps psmisc iproute2 nfs-kernel-server zstd
 	# CRIU build dependencies
 	libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
 	python3-protobuf libnl-3-dev libnl-route-3-dev libcap-dev libnet1-dev

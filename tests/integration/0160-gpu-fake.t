@@ -26,7 +26,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 130
+plan 133
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -475,6 +475,52 @@ out=$(cd "$kdir/img" && env -u PHOS_GPU_SUMS_KEY "$PHOS_GPU_HELPER" load "$ztag"
 like "$rc $(tail -1 <<<"$out")" "^1 phos-gpu: gpumem-$ztag.map holds keyed sums \\(k1\\), and phos-gpu got no key to check them" \
 	"phos-gpu load without the generation's key refuses a map of keyed sums, and says why"
 rm -rf "$kdir"
+# an image from before keyed sums restores as it did: zgen's map made as
+# older versions wrote it (the fixed weights 2i + 1, no k1), its manifest
+# updated and signed again; each chunk is then checked by its SHA-256
+unkeyed_map() {	# unkeyed_map GEN: rewrite GEN's map the old way
+	python3 - "$1" <<'PY'
+import glob, os, re, subprocess, sys, hashlib
+gen = sys.argv[1]
+mp = glob.glob(os.path.join(gen, "gpumem-*.map"))[0]
+out = []
+for line in open(mp):
+    f = line.split()
+    idx = open(os.path.join(gen, f[3])).read().split()
+    shas = idx[4:]
+    data = b""
+    for h in shas:
+        c = os.path.join(gen, "..", "chunks", h)
+        data += open(c, "rb").read() if os.path.exists(c) else \
+            subprocess.run(["zstd", "-dcq", c + ".zst"], check=True, capture_output=True).stdout
+    a = b = 0
+    for i in range(len(data) // 4):
+        w = int.from_bytes(data[4 * i:4 * i + 4], "little")
+        a += w * (2 * i + 1)
+        b += w * w * (2 * i + 1)
+    out.append("%s %s %s %s %016x %016x %s\n" % (f[0], f[1], f[2], f[3], a % 2**64, b % 2**64, f[6]))
+open(mp, "w").write("".join(out))
+body = open(mp, "rb").read()
+man = os.path.join(gen, "manifest.yaml")
+text = open(man).read()
+name = os.path.basename(mp)
+m = re.search(r"- name: " + re.escape(name) + r"\n(\s+)size: \d+\n\s+sha256: [0-9a-f]+", text)
+text = text[:m.start()] + "- name: %s\n%ssize: %d\n%ssha256: %s" % (
+    name, m.group(1), len(body), m.group(1), hashlib.sha256(body).hexdigest()) + text[m.end():]
+open(man, "w").write(text)
+PY
+}
+if unkeyed_map "$zgen" 2>"$PD/unkeyed.err"; then
+	sign "$zgen"
+	is "$(awk 'NF != 7' "$zgen"/gpumem-*.map | wc -l)" 0 "(the map rewritten as before keyed sums: 7 fields a line)"
+	mark=$(($(wc -l <"$PD/n1.log") + 1))
+	restored_exact "$zgen" "$f4" "an image whose map has the sums of older versions restores exactly"
+	like "$(log_since "$mark")" "phos-gpu: loaded $NBUF buffer\\(s\\), .* while the process ran, each buffer checked on its GPU \\(" \
+		"checked on the GPU with the old weights, each chunk by its SHA-256 (no keyed sums)"
+else
+	ok 1 "rewriting the map the old way: $(cat "$PD/unkeyed.err")"
+	skip "no map of older versions" 2
+fi
 
 # -- the staging pool: a stop checkpoint lets go of the GPU memory once it is
 # in host memory, before storage is written (doc/concurrent-checkpoint.md) ----------
