@@ -34,9 +34,9 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "sums.h"
-#include <unistd.h>
 
 #define PHOS_SAVETAB_MAGIC 0x50485354u	/* "PHST" */
 

@@ -418,10 +418,8 @@ int gpu_save_start(struct gpu_hold *h, int dir_fd, pid_t tag, unsigned how, int 
 		   uint64_t stage_off, const struct stage_cuda *cuda, uint64_t sums_key,
 		   struct gpu_save *sv, struct phos_err *e)
 {
-	char keyenv[PHOS_GPU_SUMS_KEY_ENV_LEN];
-	char **env = NULL;
-
 	char tagstr[32], line[64] = "", tabarg[16] = "", stagearg[48] = "", cudaarg[64] = "";
+	char keyenv[PHOS_GPU_SUMS_KEY_ENV_LEN], **env = NULL;
 	unsigned ncuda = stage_fd >= 0 && cuda && cuda->fd ? cuda->n : 0;
 	int in[2] = { -1, -1 }, outp[2] = { -1, -1 }, errp[2] = { -1, -1 };
 	pid_t c;

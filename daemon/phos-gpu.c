@@ -1282,16 +1282,17 @@ static int load_done(void *arg, unsigned i)
 	return copy_check(cc, i, want_hash[i].h);
 }
 
-/*
- * Whether every device of a load's n buffers can hash what lands on it
- * (the hash kernel loads and runs): then each buffer is checked there,
- * after its last copy, which also covers the copy itself; else the CPU
- * folds each chunk as it is read.  PHOS_GPU_LOAD_VIA_CPU=1 takes the CPU
- * way, and a pool the driver pinned through host memory (the A/B of
- * session 13).
- */
 static char cpu_why[200];	/* why devices_hash() said no, for the load's line */
 
+/*
+ * Whether every device of a load's n buffers can hash what lands on it:
+ * the hash kernel loads, runs, and sums a test pattern as the host does
+ * (with the load's key).  Then each buffer is checked there, after its
+ * last copy, which also covers the copy itself; else the CPU folds each
+ * chunk as it is read, and cpu_why says why.  PHOS_GPU_LOAD_VIA_CPU=1
+ * takes the CPU way, and a pool the driver pinned through host memory
+ * (the A/B of session 13).
+ */
 static bool devices_hash(unsigned n)
 {
 	bool tried[64] = { false };
@@ -1386,7 +1387,6 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 	unsigned ranked;
 	size_t chunk = 0;	/* of the chunked buffers (all alike) */
 	bool map_keyed = false;
-	uint64_t key = sums_key;
 	FILE *map;
 
 	snprintf(name, sizeof(name), "gpumem-%s.map", tag);
@@ -1466,11 +1466,12 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 	fclose(map);
 	/* keyed sums need this generation's key; unkeyed ones are summed
 	 * the old way whatever key came */
-	if (map_keyed && !key)
+	if (map_keyed && !sums_key)
 		return fail("%s holds keyed sums (k1), and phos-gpu got no key to check them "
 			    "(PHOS_GPU_SUMS_KEY, from the node key): restore it through phosd or "
 			    "phos-restore on a node with this cluster's key_file", name);
-	sums_key = map_keyed ? key : 0;
+	if (!map_keyed)
+		sums_key = 0;
 	/* from phosd's staging pool (doc/protocol.md, "STAGE_GET"): the
 	 * buffers lie there in map order, each at a 2 MiB boundary; each is
 	 * checked against the map's hash as it would be from storage, so
@@ -1534,8 +1535,9 @@ static int load(const char *tag, bool concurrent, int stage_fd, uint64_t stage_o
 		snprintf(pnote, sizeof(pnote), " from storage (the staging pool could not serve "
 			 "them)");
 	}
-	/* every chunk read from the chunk store, each checked by its SHA-256:
-	 * a buffer that then fails its check on the device failed on the way */
+	/* every chunk read from the chunk store: each checked by its SHA-256
+	 * unless chunks_unchecked (below), so that a buffer that then fails
+	 * its check on the device failed on the way */
 	bool from_store = pool == MAP_FAILED;
 
 	for (int i = 0; i < n && from_store; i++)
