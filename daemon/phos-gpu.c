@@ -1721,11 +1721,10 @@ int main(int argc, char **argv)
 	const char *kh = getenv("PHOS_GPU_SUMS_KEY");
 
 	if (kh && *kh) {
-		char *end;
-
-		errno = 0;
-		sums_key = strtoull(kh, &end, 16);
-		if (errno || *end || strlen(kh) != 16 || !sums_key) {
+		/* exactly 16 hex digits: strtoull alone takes a sign, spaces
+		 * and 0x */
+		if (strspn(kh, "0123456789abcdefABCDEF") != 16 || kh[16] ||
+		    !(sums_key = strtoull(kh, NULL, 16))) {
 			fprintf(stderr, "phos-gpu: PHOS_GPU_SUMS_KEY is not 16 hex digits (not 0)\n");
 			return 2;
 		}

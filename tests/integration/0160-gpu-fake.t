@@ -26,7 +26,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 133
+plan 134
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -833,6 +833,9 @@ out=$(cd "$bad" && echo "0x7f0000000000 2097152 0" |
 	"$GPUH" save 9 --table 4 3<>"$bad/buf" 4<>"$bad/tab" 2>&1); rc=$?
 like "$rc $out" "^1 .*phos-gpu: the save table \\(fd 4\\) is not one of 1 buffers" \
 	"phos-gpu save with a table of the wrong size refuses it (exit 1): $(tail -1 <<<"$out")"
+out=$(cd "$bad" && PHOS_GPU_SUMS_KEY=0x23456789abcdef "$GPUH" load 9 3>/dev/null 2>&1); rc=$?
+like "$rc $out" "^2 phos-gpu: PHOS_GPU_SUMS_KEY is not 16 hex digits \\(not 0\\)" \
+	"phos-gpu refuses a sums key that is not exactly 16 hex digits (a 0x prefix included)"
 out=$("$GPUH" save 9 --table 2 2>&1); rc=$?
 like "$rc $out" "^2 usage:" "phos-gpu save --table on a standard fd is a usage error"
 out=$(cd "$bad" && echo "0x7f0000000000 2097152 0" | "$GPUH" save 9 3<>"$bad/buf" 2>&1); rc=$?
