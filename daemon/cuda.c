@@ -731,13 +731,20 @@ static int make_plan(const struct phos_manifest *m, struct plan *pl, struct phos
 	return 0;
 }
 
+bool cuda_image_has_gpu(const struct phos_manifest *m)
+{
+	const char *v = phos_manifest_get_extra(m, "gpu.processes");
+
+	return v && atoi(v) > 0;
+}
+
 int cuda_restore_check(const struct phos_manifest *m, struct phos_err *e)
 {
 	const char *v = phos_manifest_get_extra(m, "gpu.processes");
 	const char *model = phos_manifest_get_extra(m, "gpu.0.model");
 	struct plan pl;
 
-	if (!v || atoi(v) <= 0)
+	if (!cuda_image_has_gpu(m))
 		return 0;
 	if (!driver())
 		return phos_errnof(e, EOPNOTSUPP, "the image holds the GPU state of %s CUDA "
@@ -746,7 +753,9 @@ int cuda_restore_check(const struct phos_manifest *m, struct phos_err *e)
 				   drv.why, model ? model : "an NVIDIA");
 	if (make_plan(m, &pl, e) < 0)
 		return -1;
-	/* Free memory: only where NVML can say; the driver refuses otherwise. */
+	/* Free memory: only where NVML can say; the driver refuses otherwise.
+	 * The loaders of the GPU buffers may hold part of it by now: what they
+	 * hold stays taken, so too little here is too little for the driver. */
 	v = phos_manifest_get_extra(m, "gpu.bytes");
 	if (v && pl.count == 1 && pl.to[0]) {
 		int64_t free_b = gpu_free_bytes(pl.to[0]->uuid);

@@ -23,9 +23,11 @@
  *
  * Restore (phos-restore, outer process in the node's pid namespace):
  *
- *   cuda_restore_check(m)     before CRIU: refuse what cannot work here
- *                             (no GPU/driver, old driver, other chip, too
- *                             little free memory) and say what would
+ *   cuda_restore_check(m)     beside CRIU (its answer gates the restored
+ *                             tasks at CRIU's post-restore notification):
+ *                             refuse what cannot work here (no GPU/driver,
+ *                             old driver, other chip, too little free
+ *                             memory) and say what would
  *   ... CRIU restore: the tree runs; its CUDA calls block (still locked) ...
  *   cuda_restore_tree(root)   for each process the driver reports
  *                             CHECKPOINTED: restore (with GPU UUID pairs
@@ -105,8 +107,14 @@ int cuda_resume(struct cuda_set *s, struct phos_err *e);
  * gpu.N.model, gpu.driver, gpu.bytes, gpu.processes. */
 int cuda_record(const struct cuda_set *s, struct phos_manifest *m, struct phos_err *e);
 
-/* Before a restore: can this node restore the GPU state m records?
- * 0 also when m records none. */
+/* Does m record the GPU state of any process? */
+bool cuda_image_has_gpu(const struct phos_manifest *m);
+
+/* Before the restored tasks run: can this node restore the GPU state m
+ * records?  0 also when m records none.  The free memory it compares is
+ * what the GPU has when it asks: the GPU buffers' loaders may have taken
+ * some of it already, never more than they will hold, so a refusal is
+ * never wrong (a pass can be: the driver's restore then says why). */
 int cuda_restore_check(const struct phos_manifest *m, struct phos_err *e);
 
 /* After CRIU restored the tree at root (global pid): driver restore +

@@ -328,35 +328,51 @@ static void stop_child(pid_t pid)
 }
 
 /* The gate at CRIU's post-restore notification: every task is restored
- * and none runs yet (CRIU kills them all if we answer no). */
+ * and none runs yet (CRIU kills them all if we answer no).  The answers it
+ * waits for there: the image check's (--verify) and, for an image with GPU
+ * state, the GPU check's (cuda_restore_check, run by phos-restore while
+ * CRIU restores).  Each is "ok MS" or the reason; EOF is a no. */
+enum { GATE_IMAGE, GATE_GPU, GATE_N };
+
 struct check_gate {
-	int fd;			/* the checker's answer; -1 once read */
-	bool failed;
-	uint64_t ms, waited;
+	int fd[GATE_N];		/* an answer still to read; -1: none (or read) */
+	int failed;		/* -1, or the GATE_ whose answer was no */
+	uint64_t ms, waited;	/* the image check's time; the tasks' wait */
 	char msg[PHOS_ERR_MAX];
 };
+
+static const char *const gate_what[GATE_N] = { "image check", "GPU check" };
 
 static int check_gate(void *arg, const char *script, pid_t pid)
 {
 	struct check_gate *g = arg;
 	char buf[PHOS_ERR_MAX + 32];
-	uint64_t t0 = phos_now_ms();
-	ssize_t n;
+	uint64_t t0 = phos_now_ms(), ms;
 
 	(void)pid;
-	if (g->fd < 0 || strcmp(script, "post-restore") != 0)
+	if (strcmp(script, "post-restore") != 0)
 		return 0;
-	n = phos_read_full(g->fd, buf, sizeof(buf) - 1);
+	for (int i = 0; i < GATE_N; i++) {
+		ssize_t n;
+
+		if (g->fd[i] < 0)
+			continue;
+		n = phos_read_full(g->fd[i], buf, sizeof(buf) - 1);
+		phos_closep(&g->fd[i]);
+		buf[n > 0 ? n : 0] = '\0';
+		buf[strcspn(buf, "\n")] = '\0';
+		if (sscanf(buf, "ok %" SCNu64, &ms) == 1) {
+			if (i == GATE_IMAGE)
+				g->ms = ms;
+		} else if (g->failed < 0) {
+			g->failed = i;
+			snprintf(g->msg, sizeof(g->msg), "%.500s", buf[0] ? buf : i == GATE_IMAGE ?
+				 "the image check died before it answered" :
+				 "the GPU check did not answer");
+		}
+	}
 	g->waited = phos_now_ms() - t0;
-	phos_closep(&g->fd);
-	buf[n > 0 ? n : 0] = '\0';
-	buf[strcspn(buf, "\n")] = '\0';
-	if (sscanf(buf, "ok %" SCNu64, &g->ms) == 1)
-		return 0;
-	g->failed = true;
-	snprintf(g->msg, sizeof(g->msg), "%.500s", buf[0] ? buf : "the image check died before "
-		 "it answered");
-	return -1;
+	return g->failed < 0 ? 0 : -1;
 }
 
 /* Signal the processes that waited in libphos for their checkpoint. */
@@ -406,12 +422,14 @@ static void log_edges(int dirfd, const char *name, const struct timespec wall[2]
 }
 
 static void init_main(const struct opts *o, int dirfd, const struct phos_manifest *m,
-		      int inherit[3], const char *logdir, bool lazy, int check_fd, int rep)
+		      int inherit[3], const char *logdir, bool lazy, int check_fd, int gpu_fd,
+		      int rep)
 	__attribute__((noreturn));
 static void init_main(const struct opts *o, int dirfd, const struct phos_manifest *m,
-		      int inherit[3], const char *logdir, bool lazy, int check_fd, int rep)
+		      int inherit[3], const char *logdir, bool lazy, int check_fd, int gpu_fd,
+		      int rep)
 {
-	struct check_gate gate = { .fd = check_fd };
+	struct check_gate gate = { .fd = { check_fd, gpu_fd }, .failed = -1 };
 	struct phos_criu_req r;
 	struct init_report ir = { 0 };
 	struct phos_err e = { "" };
@@ -484,7 +502,7 @@ static void init_main(const struct opts *o, int dirfd, const struct phos_manifes
 		snprintf(ir.msg, sizeof(ir.msg), "cannot open %.400s: %s", logdir, strerror(errno));
 		goto fail;
 	}
-	if (check_fd >= 0) {
+	if (check_fd >= 0 || gpu_fd >= 0) {
 		r.notify = check_gate;
 		r.notify_arg = &gate;
 	}
@@ -496,20 +514,23 @@ static void init_main(const struct opts *o, int dirfd, const struct phos_manifes
 	ir.criu_run[1] = phos_now_ms();
 	clock_gettime(CLOCK_REALTIME, &wall[1]);
 	if (rc < 0) {
-		if (gate.failed)
-			snprintf(ir.msg, sizeof(ir.msg), "image refused: %.380s (found while CRIU "
-				 "restored it: CRIU killed the restored tasks before they ran)",
-				 gate.msg);
+		if (gate.failed >= 0)
+			snprintf(ir.msg, sizeof(ir.msg), "%s: %.380s (found while CRIU restored it: "
+				 "CRIU killed the restored tasks before they ran)",
+				 gate.failed == GATE_IMAGE ? "image refused" : "refused", gate.msg);
 		else
 			snprintf(ir.msg, sizeof(ir.msg), "%.300s (in %.200s)", e.msg, logdir);
 		goto fail;
 	}
 	/* No post-restore notification, no answer read: the tasks may run on
-	 * an image nobody checked.  Never. */
-	if (gate.fd >= 0) {
+	 * an image nobody checked, or on a GPU that cannot take their state.
+	 * Never. */
+	for (int i = 0; i < GATE_N; i++) {
+		if (gate.fd[i] < 0)
+			continue;
 		kill(-1, SIGKILL);	/* every task of this pid namespace but us */
-		snprintf(ir.msg, sizeof(ir.msg), "CRIU did not stop at post-restore for the image "
-			 "check: the restored tasks were killed (is %.200s a CRIU >= 4.1?)",
+		snprintf(ir.msg, sizeof(ir.msg), "CRIU did not stop at post-restore for the %s: "
+			 "the restored tasks were killed (is %.200s a CRIU >= 4.1?)", gate_what[i],
 			 r.criu_path);
 		goto fail;
 	}
@@ -681,6 +702,29 @@ static void wait_lazy(pid_t lazy, pid_t init, const char *logdir, uint64_t t_sta
 		logdir);
 }
 
+/*
+ * The GPU check, beside CRIU: cuda_restore_check(), its answer sent to
+ * init's post-restore gate ("ok MS" or the reason), its time in *ms.
+ * False with e filled when the node cannot take the image's GPU state.
+ */
+static bool gpu_check(const struct phos_manifest *m, int answer, uint64_t *ms,
+		      struct phos_err *e)
+{
+	char msg[PHOS_ERR_MAX + 32];
+	uint64_t t0 = phos_now_ms();
+	bool ok = cuda_restore_check(m, e) == 0;
+
+	*ms = phos_now_ms() - t0;
+	if (ok)
+		snprintf(msg, sizeof(msg), "ok %" PRIu64 "\n", *ms);
+	else
+		snprintf(msg, sizeof(msg), "%s\n", e->msg);
+	/* init gone (CRIU failed first): its own report says why */
+	if (send(answer, msg, strlen(msg), MSG_NOSIGNAL) < 0)
+		log_debug("the GPU check's answer was not taken: %m");
+	return ok;
+}
+
 static int restore_mode(const struct opts *o)
 {
 	struct phos_manifest m;
@@ -689,7 +733,9 @@ static int restore_mode(const struct opts *o)
 	struct gpu_loads *loads = NULL;
 	uint64_t t_start, t_criu, t_driver = 0;
 	int stdio[3] = { -1, -1, -1 };
-	int pp[2], dirfd, st, rc, check_fd = -1;
+	int pp[2], dirfd, st, rc, check_fd = -1, gpu_gate[2] = { -1, -1 };
+	uint64_t gpu_ms = UINT64_MAX;	/* the GPU check's time: none yet */
+	bool gpu_ok = true;
 	pid_t init = 0, root = 0, lazy = 0, check = 0;
 	char logdir[PATH_MAX];
 
@@ -720,13 +766,14 @@ static int restore_mode(const struct opts *o)
 	if (load_manifest(dirfd, &m, &e) < 0) {
 		return restore_fail(o, "restore: %s: %s", o->image, e.msg);
 	}
-	/* GPU: refuse before CRIU what the driver could not restore here. */
-	uint64_t t_check = phos_now_ms();
-
-	if (cuda_restore_check(&m, &e) < 0) {
-		return restore_fail(o, "restore of %s refused: %s", o->image, e.msg);
-	}
-	t_check = phos_now_ms() - t_check;
+	/* GPU: what the driver could not restore here is refused at CRIU's
+	 * post-restore gate, by the check phos-restore runs beside CRIU (the
+	 * driver's start, 33-90 ms on an H200, is then off the way to the
+	 * first step).  Its answer goes to init over a socket: a send to an
+	 * init that is gone fails, it raises no SIGPIPE. */
+	if (cuda_image_has_gpu(&m) &&
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, gpu_gate) < 0)
+		return restore_fail(o, "restore: cannot create a socket pair: %s", strerror(errno));
 	/* the file pages the process had in memory, read ahead while CRIU
 	 * restores it (prefetch.h) */
 	prefetch_start(dirfd, o->state_dir, m.uid, m.gid);
@@ -741,8 +788,8 @@ static int restore_mode(const struct opts *o)
 	 * time CRIU and the driver have restored the process. */
 	t_start = phos_now_ms();
 	log_debug("the loaders start %" PRIu64 " ms after phos-restore did (the manifest; the "
-		  "GPU check, %" PRIu64 " ms; the read-ahead and the image check started)",
-		  t_start - t_begin, t_check);
+		  "read-ahead and the image check started; the GPU check comes beside CRIU)",
+		  t_start - t_begin);
 	char pieces[1024] = "";
 	struct stage_cuda cuda = { NULL, 0, 0 };
 	int cfd[STAGE_CUDA_MAX];
@@ -812,13 +859,23 @@ static int restore_mode(const struct opts *o)
 		close(pp[0]);
 		if (o->report_fd >= 0)
 			close(o->report_fd);
-		init_main(o, dirfd, &m, stdio, logdir, lazy > 0, check_fd, pp[1]);
+		phos_closep(&gpu_gate[1]);
+		init_main(o, dirfd, &m, stdio, logdir, lazy > 0, check_fd, gpu_gate[0], pp[1]);
 	}
 	close(pp[1]);
 	phos_closep(&check_fd);	/* init's now */
+	phos_closep(&gpu_gate[0]);
+	if (gpu_gate[1] >= 0) {
+		gpu_ok = gpu_check(&m, gpu_gate[1], &gpu_ms, &e);
+		phos_closep(&gpu_gate[1]);
+	}
 	if (phos_read_full(pp[0], &ir, sizeof(ir)) != (ssize_t)sizeof(ir) || !ir.ok) {
-		restore_fail(o, "restore of %s failed: %s", o->image,
-			     ir.msg[0] ? ir.msg : "the namespace init died");
+		if (!gpu_ok)
+			restore_fail(o, "restore of %s refused: %s (the GPU check beside CRIU: no "
+				     "restored task ran)", o->image, e.msg);
+		else
+			restore_fail(o, "restore of %s failed: %s", o->image,
+				     ir.msg[0] ? ir.msg : "the namespace init died");
 		goto failed;
 	}
 	stop_child(check);	/* it answered before CRIU let the tasks run */
@@ -842,11 +899,16 @@ static int restore_mode(const struct opts *o)
 
 	snprintf(said, sizeof(said), "%s%s%s", lazy > 0 ? "memory pages served by criu lazy-pages" : "",
 		 lazy > 0 && gpu[0] ? "; " : "", gpu);
-	char checked[128] = "";
+	char checked[160] = "";
 
-	if (o->verify)
+	if (o->verify && gpu_ms != UINT64_MAX)
 		snprintf(checked, sizeof(checked), " (the image checked beside it in %" PRIu64
-			 " ms; the restored tasks waited %" PRIu64 " ms for that)", ir.check_ms,
+			 " ms, the GPU in %" PRIu64 " ms; the restored tasks waited %" PRIu64
+			 " ms for that)", ir.check_ms, gpu_ms, ir.check_wait_ms);
+	else if (o->verify || gpu_ms != UINT64_MAX)
+		snprintf(checked, sizeof(checked), " (the %s checked beside it in %" PRIu64
+			 " ms; the restored tasks waited %" PRIu64 " ms for that)",
+			 o->verify ? "image" : "GPU", o->verify ? ir.check_ms : gpu_ms,
 			 ir.check_wait_ms);
 	/* CRIU's part: getting to it (the loaders, the namespaces), its run,
 	 * and after it (the init's report) */
@@ -885,6 +947,8 @@ static int restore_mode(const struct opts *o)
 failed:
 	/* what was started goes: the loaders, the restored tree (init takes
 	 * every task of its pid namespace with it), the helpers */
+	phos_closep(&gpu_gate[0]);
+	phos_closep(&gpu_gate[1]);
 	gpu_load_free(loads);
 	if (root > 0)
 		kill(root, SIGKILL);

@@ -94,11 +94,15 @@ FAKE(cuInit, (unsigned int flags))
 	return CUDA_SUCCESS;
 }
 
+/* FAKECUDA_DRIVER_VERSION=N: the driver says it supports CUDA N (13000
+ * otherwise); under 12080 it has no checkpoint API for phosd */
 FAKE(cuDriverGetVersion, (int *v))
 {
+	const char *n = getenv("FAKECUDA_DRIVER_VERSION");
+
 	if (!v)
 		return CUDA_ERROR_INVALID_VALUE;
-	*v = 13000;
+	*v = n ? atoi(n) : 13000;
 	return CUDA_SUCCESS;
 }
 

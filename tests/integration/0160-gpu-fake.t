@@ -26,7 +26,7 @@ LIBPHOS=$top_builddir/preload/.libs/libphos.so
 if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1 '; then
 	: # the fake comes first in LD_LIBRARY_PATH, the real one is not used
 fi
-plan 134
+plan 137
 
 phosd_scratch
 # phosd, phos-gpu and phos-restore use the fake driver and keep the fake's
@@ -312,8 +312,20 @@ like "$RC $(tail -1 <<<"$OUT")" "^1 .*loading the GPU buffers of pid $apid faile
 sleep 1
 ok "$( [ "$(wc -l <"$f")" = "$n" ] && [ "$(pgrep -d' ' -f fake_gpu_app)" = "$before" ] && echo 0 || echo 1)" \
 	"no restored program runs, and it wrote nothing" || diag "$(pgrep -af fake_gpu_app)"
+
+# -- the GPU check beside CRIU: a node whose driver cannot take the image's GPU state ----
+# refuses it at CRIU's post-restore gate; no restored task ran, the image is kept
+phosd_stop n1
+FAKECUDA_DRIVER_VERSION=12000 phosd_start n1 "gpu_concurrent_restore: true"
+pc_out n1 restore --detach "$gen"
+like "$RC $(tail -1 <<<"$OUT")" "^1 .*refused: the image holds the GPU state of 1 CUDA process\\(es\\), but the NVIDIA driver supports CUDA 12\\.0; the checkpoint API needs driver >= 570 \\(CUDA 12\\.8\\): restore it on a node with an NVIDIA GPU and an NVIDIA driver >= 570 \\(the GPU check beside CRIU: no restored task ran\\)" \
+	"a node whose driver is too old refuses the image's GPU state, beside CRIU, and says what would do"
+sleep 1
+ok "$( [ "$(wc -l <"$f")" = "$n" ] && [ "$(pgrep -d' ' -f fake_gpu_app)" = "$before" ] && echo 0 || echo 1)" \
+	"no restored program runs, and it wrote nothing" || diag "$(pgrep -af fake_gpu_app)"
 phosd_stop n1
 phosd_start n1
+restored_exact "$gen" "$f" "the image refused there restores here, every word as it was"
 
 # -- periodic checkpoints store only what changed; retention sweeps the rest -----------
 # (a program that changes its first buffer only; one generation kept)
