@@ -733,7 +733,7 @@ static int restore_mode(const struct opts *o)
 	struct gpu_loads *loads = NULL;
 	uint64_t t_start, t_criu, t_driver = 0;
 	int stdio[3] = { -1, -1, -1 };
-	int pp[2], dirfd, st, rc, check_fd = -1, gpu_gate[2] = { -1, -1 };
+	int pp[2], dirfd, st, rc, check_fd = -1, gpu_gate[2] = { -1, -1 }, nodens = -1;
 	uint64_t gpu_ms = UINT64_MAX;	/* the GPU check's time: none yet */
 	bool gpu_ok = true;
 	pid_t init = 0, root = 0, lazy = 0, check = 0;
@@ -846,7 +846,11 @@ static int restore_mode(const struct opts *o)
 		log_info("criu lazy-pages %d serves the restored memory (log: %s/lazy-pages.log)",
 			 (int)lazy, logdir);
 	}
-	if (pipe2(pp, O_CLOEXEC) < 0 || unshare(CLONE_NEWPID) < 0) {
+	/* the node's pid namespace, to come back to for our own children once
+	 * init is made: after unshare(CLONE_NEWPID) no thread can be created
+	 * (clone() says EINVAL), and cuInit (the GPU check) creates some */
+	nodens = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+	if (nodens < 0 || pipe2(pp, O_CLOEXEC) < 0 || unshare(CLONE_NEWPID) < 0) {
 		restore_fail(o, "restore: cannot create a pid namespace: %s", strerror(errno));
 		goto failed;
 	}
@@ -865,6 +869,12 @@ static int restore_mode(const struct opts *o)
 	close(pp[1]);
 	phos_closep(&check_fd);	/* init's now */
 	phos_closep(&gpu_gate[0]);
+	if (setns(nodens, CLONE_NEWPID) < 0) {
+		restore_fail(o, "restore: cannot return to the node's pid namespace: %s",
+			     strerror(errno));
+		goto failed;
+	}
+	phos_closep(&nodens);
 	if (gpu_gate[1] >= 0) {
 		gpu_ok = gpu_check(&m, gpu_gate[1], &gpu_ms, &e);
 		phos_closep(&gpu_gate[1]);
@@ -949,6 +959,7 @@ failed:
 	 * every task of its pid namespace with it), the helpers */
 	phos_closep(&gpu_gate[0]);
 	phos_closep(&gpu_gate[1]);
+	phos_closep(&nodens);
 	gpu_load_free(loads);
 	if (root > 0)
 		kill(root, SIGKILL);

@@ -87,10 +87,22 @@ EXPORT void fakecuda_set_gpa_internal(int n)
 
 /* ---- init, devices, contexts ------------------------------------------- */
 
+static void *init_thread(void *arg)
+{
+	return arg;
+}
+
+/* The real cuInit starts threads of its own: where none can be created
+ * (after unshare(CLONE_NEWPID), say) it fails, with this error */
 FAKE(cuInit, (unsigned int flags))
 {
+	pthread_t t;
+
 	(void)flags;
 	hit("cuInit");
+	if (pthread_create(&t, NULL, init_thread, NULL) != 0)
+		return CUDA_ERROR_OPERATING_SYSTEM;
+	pthread_join(t, NULL);
 	return CUDA_SUCCESS;
 }
 
