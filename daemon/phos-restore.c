@@ -864,6 +864,7 @@ static int restore_mode(const struct opts *o)
 		if (o->report_fd >= 0)
 			close(o->report_fd);
 		phos_closep(&gpu_gate[1]);
+		phos_closep(&nodens);
 		init_main(o, dirfd, &m, stdio, logdir, lazy > 0, check_fd, gpu_gate[0], pp[1]);
 	}
 	close(pp[1]);
@@ -879,7 +880,9 @@ static int restore_mode(const struct opts *o)
 		gpu_ok = gpu_check(&m, gpu_gate[1], &gpu_ms, &e);
 		phos_closep(&gpu_gate[1]);
 	}
-	if (phos_read_full(pp[0], &ir, sizeof(ir)) != (ssize_t)sizeof(ir) || !ir.ok) {
+	/* (the gate refused what the GPU check refused: !gpu_ok with ir.ok
+	 * would be a CRIU that ran the tasks regardless; they go) */
+	if (phos_read_full(pp[0], &ir, sizeof(ir)) != (ssize_t)sizeof(ir) || !ir.ok || !gpu_ok) {
 		if (!gpu_ok)
 			restore_fail(o, "restore of %s refused: %s (the GPU check beside CRIU: no "
 				     "restored task ran)", o->image, e.msg);
