@@ -78,6 +78,12 @@ restored_order() {
 	kill -KILL "$rp" 2>/dev/null
 	wait "$rjob"
 }
+# none_ran WHEN: after a restore that failed, $f has its $n lines and the
+# programs running are $before: no restored copy runs or wrote anything
+none_ran() {
+	ok "$( [ "$(wc -l <"$f")" = "$n" ] && [ "$(pgrep -d' ' -f fake_gpu_app)" = "$before" ] && echo 0 || echo 1)" \
+		"no restored program runs, and it wrote nothing ($1)" || diag "$(pgrep -af fake_gpu_app)"
+}
 # start_app OUT [indirect]: fake_gpu_app under libphos, as a job's task; $APP
 # (APP_DEBUG=1: with PHOS_DEBUG, libphos's lines in app.err)
 start_app() {
@@ -310,8 +316,7 @@ pc_out n1 restore --detach "$gen"
 like "$RC $(tail -1 <<<"$OUT")" "^1 .*loading the GPU buffers of pid $apid failed: phos-gpu: allocating 4194304 bytes on GPU 0: CUDA_ERROR_OUT_OF_MEMORY" \
 	"a restore whose loader dies before the hand-over fails with the loader's words"
 sleep 1
-ok "$( [ "$(wc -l <"$f")" = "$n" ] && [ "$(pgrep -d' ' -f fake_gpu_app)" = "$before" ] && echo 0 || echo 1)" \
-	"no restored program runs, and it wrote nothing" || diag "$(pgrep -af fake_gpu_app)"
+none_ran "after the loader died"
 
 # -- the GPU check beside CRIU: a node whose driver cannot take the image's GPU state ----
 # refuses it at CRIU's post-restore gate; no restored task ran, the image is kept
@@ -321,8 +326,7 @@ pc_out n1 restore --detach "$gen"
 like "$RC $(tail -1 <<<"$OUT")" "^1 .*refused: the image holds the GPU state of 1 CUDA process\\(es\\), but the NVIDIA driver supports CUDA 12\\.0; the checkpoint API needs driver >= 570 \\(CUDA 12\\.8\\): restore it on a node with an NVIDIA GPU and an NVIDIA driver >= 570 \\(the GPU check beside CRIU: no restored task ran\\)" \
 	"a node whose driver is too old refuses the image's GPU state, beside CRIU, and says what would do"
 sleep 1
-ok "$( [ "$(wc -l <"$f")" = "$n" ] && [ "$(pgrep -d' ' -f fake_gpu_app)" = "$before" ] && echo 0 || echo 1)" \
-	"no restored program runs, and it wrote nothing" || diag "$(pgrep -af fake_gpu_app)"
+none_ran "after the GPU check said no"
 phosd_stop n1
 phosd_start n1
 restored_exact "$gen" "$f" "the image refused there restores here, every word as it was"
