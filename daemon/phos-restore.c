@@ -788,8 +788,8 @@ static int restore_mode(const struct opts *o)
 	 * time CRIU and the driver have restored the process. */
 	t_start = phos_now_ms();
 	log_debug("the loaders start %" PRIu64 " ms after phos-restore did (the manifest; the "
-		  "read-ahead and the image check started; the GPU check comes beside CRIU)",
-		  t_start - t_begin);
+		  "read-ahead and the image check started)%s", t_start - t_begin,
+		  gpu_gate[1] >= 0 ? "; the GPU check comes beside CRIU" : "");
 	char pieces[1024] = "";
 	struct stage_cuda cuda = { NULL, 0, 0 };
 	int cfd[STAGE_CUDA_MAX];
